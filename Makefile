@@ -1,0 +1,35 @@
+# Newcomer entry points: `make demo` (the main job, embedded) and `make test` (the suite CI runs).
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install demo serve test protos bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# constraints.txt pins torch==2.13.0 (the CPU wheel); a looser torch pulls GBs of CUDA wheels.
+	$(BIN)/pip install -q -c constraints.txt -e '.[cpu,dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/cartwise demo
+
+serve: install
+	$(BIN)/cartwise serve
+
+test: install
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+protos: install
+	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=. --grpc_python_out=. --pyi_out=. protos/cartwise/v1/search.proto
+
+bench: install
+	$(BIN)/cartwise bench search --json
+	$(BIN)/cartwise bench freshness --json
+
+clean:
+	rm -rf $(VENV) .data

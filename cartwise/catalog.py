@@ -1,0 +1,86 @@
+"""Catalog domain: product text for the encoder, index payloads, point ids."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from cartwise.events import ProductUpsert
+
+CATEGORY_SEPARATOR = " > "
+_POINT_NAMESPACE = uuid.UUID("6f1c1d2e-8a53-4f4e-9d0b-2f6d7c3a9b10")
+
+
+def point_id(external_id: str) -> str:
+    """Qdrant point id (UUIDv5 string) of a product or user id; ids of any form map stably."""
+    return str(uuid.uuid5(_POINT_NAMESPACE, external_id))
+
+
+def category_prefixes(path: list[str]) -> list[str]:
+    """Every prefix of a category path, joined: ["a", "a > b", "a > b > c"].
+
+    Stored as one keyword array so a category-prefix filter of any depth is one indexed match."""
+    return [CATEGORY_SEPARATOR.join(path[: i + 1]) for i in range(len(path))]
+
+
+def product_text(title: str, brand: str | None, category_path: list[str], description: str | None = None,
+                 max_chars: int = 1000) -> str:
+    """Encoder input for a product: title, brand, category path, then the description (DESIGN.md).
+
+    The character budget keeps tokenization cheap; the tokenizer truncates to its token budget after it."""
+    parts = [title]
+    if brand:
+        parts.append(f"brand: {brand}")
+    if category_path:
+        parts.append(f"category: {CATEGORY_SEPARATOR.join(category_path)}")
+    if description:
+        parts.append(description)
+    return ". ".join(parts)[:max_chars]
+
+
+@dataclass(frozen=True, slots=True)
+class ProductView:
+    """A product as search returns it (decoded from the index payload)."""
+
+    product_id: str
+    title: str
+    brand: str
+    category_path: list[str]
+    price: float
+    in_stock: bool
+
+    @classmethod
+    def from_payload(cls, payload: dict) -> "ProductView":
+        """Decode an index payload written by :func:`product_payload`."""
+        return cls(
+            product_id=payload["product_id"],
+            title=payload.get("title", ""),
+            brand=payload.get("brand_display", ""),
+            category_path=list(payload.get("category_path", [])),
+            price=float(payload.get("price", 0.0)),
+            in_stock=bool(payload.get("in_stock", True)),
+        )
+
+
+def product_payload(event: ProductUpsert) -> dict:
+    """Index payload of a product. ``brand`` is lower-cased for case-insensitive filtering;
+    ``updated_at`` (event time, s) orders concurrent writes."""
+    payload = {
+        "product_id": event.product_id,
+        "title": event.title,
+        "category_path": list(event.category_path),
+        "category_prefixes": category_prefixes(list(event.category_path)),
+        "in_stock": event.in_stock,
+        "updated_at": event.event_time.timestamp(),
+    }
+    if event.brand:
+        payload["brand"] = event.brand.lower()
+        payload["brand_display"] = event.brand
+    if event.price is not None:
+        payload["price"] = event.price
+    return payload
+
+
+def event_product_text(event: ProductUpsert) -> str:
+    """:func:`product_text` of a catalog upsert."""
+    return product_text(event.title, event.brand, list(event.category_path), event.description)

@@ -1,0 +1,167 @@
+"""The ``cartwise`` command line: serve, replay, search, demo, bench."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from cartwise.datasets import DATASETS
+from cartwise.settings import Settings
+
+console = Console()
+
+
+def _settings(ctx: click.Context) -> Settings:
+    return ctx.obj["settings"]
+
+
+@click.group()
+@click.option("--log-level", default="WARNING", show_default=True, help="Python logging level.")
+@click.pass_context
+def main(ctx: click.Context, log_level: str) -> None:
+    """Cartwise: streaming, personalized semantic product search. Settings come from CARTWISE_* variables."""
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ctx.obj = {"settings": Settings()}
+
+
+@main.command()
+@click.pass_context
+def serve(ctx: click.Context) -> None:
+    """Run the stream worker and the gRPC API (embedded broker and Qdrant Edge unless configured)."""
+    from cartwise.service import Service
+
+    async def run() -> None:
+        service = Service(_settings(ctx))
+        await service.start()
+        console.print(f"[green]serving[/] gRPC on {service.settings.grpc_host}:{service.port}, "
+                      f"Kafka at {service.settings.kafka_bootstrap}, model {service.active.current.version}")
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await service.stop()
+
+    asyncio.run(run())
+
+
+@main.command()
+@click.argument("dataset", type=click.Choice(DATASETS))
+@click.option("--speed", default=0.0, show_default=True, help="Pace REES46 by event time, X times real time (0: max).")
+@click.option("--bootstrap", default=None, help="Kafka bootstrap (default: CARTWISE_KAFKA_BOOTSTRAP or the embedded port).")
+@click.pass_context
+def replay(ctx: click.Context, dataset: str, speed: float, bootstrap: str | None) -> None:
+    """Publish a real dataset's events to Kafka (REES46 in event-time order)."""
+    from rich.progress import Progress
+
+    from cartwise.datasets import records
+    from cartwise.replay import make_producer
+    from cartwise.replay import replay as run_replay
+
+    settings = _settings(ctx)
+    bootstrap = bootstrap or settings.kafka_bootstrap or f"127.0.0.1:{settings.embedded_kafka_port}"
+    with Progress(console=console) as progress:
+        task = progress.add_task(f"replaying {dataset}", total=None)
+        sent = run_replay(records(dataset), make_producer(bootstrap), settings.topics, speed,
+                          progress=lambda: progress.advance(task))
+    console.print(f"published {sent} events to {bootstrap}")
+
+
+def hits_table(response, title: str, highlight: str | None = None) -> Table:
+    """A rich table of a SearchResponse's hits (``highlight`` marks one product id)."""
+    table = Table(title=title, title_justify="left")
+    for column in ("#", "product", "title", "category", "price", "score", "semantic", "personal"):
+        table.add_column(column, justify="right" if column in ("#", "price", "score", "semantic", "personal") else "left")
+    for rank, hit in enumerate(response.hits, start=1):
+        style = "bold yellow" if hit.product_id == highlight else None
+        table.add_row(str(rank), hit.product_id, hit.title, " > ".join(hit.category_path), f"{hit.price:.2f}",
+                      f"{hit.score:.3f}", f"{hit.semantic_score:.3f}", f"{hit.personal_score:.3f}", style=style)
+    return table
+
+
+@main.command()
+@click.argument("query", default="")
+@click.option("--user", "user_id", default="", help="Personalize for this user id.")
+@click.option("--limit", default=10, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the response as JSON.")
+@click.option("--target", default=None, help="host:port of the API (default: CARTWISE_GRPC_HOST:PORT).")
+@click.pass_context
+def search(ctx: click.Context, query: str, user_id: str, limit: int, as_json: bool, target: str | None) -> None:
+    """Search the running service."""
+    from google.protobuf.json_format import MessageToDict
+
+    from cartwise.client import SearchClient
+
+    settings = _settings(ctx)
+
+    async def run():
+        async with SearchClient(target or f"{settings.grpc_host}:{settings.grpc_port}") as client:
+            return await client.search(query, user_id=user_id, limit=limit)
+
+    try:
+        response = asyncio.run(run())
+    except Exception as err:  # grpc errors carry the status and the field at fault
+        raise click.ClickException(str(getattr(err, "details", lambda: err)())) from None
+    if as_json:
+        click.echo(json.dumps(MessageToDict(response, preserving_proto_field_name=True), indent=2))
+    else:
+        console.print(hits_table(response, f"{query!r} user={user_id or '-'} model={response.model_version} "
+                                           f"alpha={response.personalization_weight:.2f}"))
+
+
+@main.command()
+@click.option("--user", "user_id", default=None, help="REES46 user to show (default: chosen from the data).")
+@click.pass_context
+def demo(ctx: click.Context, user_id: str | None) -> None:
+    """Embedded service + REES46 replay: one real user's results before and after a live cart event."""
+    from cartwise.demo import run_demo
+
+    asyncio.run(run_demo(_settings(ctx), console, user_id))
+
+
+@main.group()
+def bench() -> None:
+    """Benchmarks (print figures; see docs/benchmarks.md)."""
+
+
+@bench.command("search")
+@click.option("--qps", default=200.0, show_default=True)
+@click.option("--seconds", default=20.0, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def bench_search(ctx: click.Context, qps: float, seconds: float, as_json: bool) -> None:
+    """gRPC Search p50/p99 and QPS at a fixed offered load, next to the encode + ANN floor."""
+    from cartwise.bench.search import run_search_bench
+
+    _report(asyncio.run(run_search_bench(_settings(ctx), qps, seconds, console)), as_json)
+
+
+@bench.command("freshness")
+@click.option("--events", default=100, show_default=True, help="Probe events (half cart, half catalog).")
+@click.option("--background-rate", default=1000.0, show_default=True, help="Background events/s.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def bench_freshness(ctx: click.Context, events: int, background_rate: float, as_json: bool) -> None:
+    """Time from producing an event to it changing a Search answer, under background load."""
+    from cartwise.bench.freshness import run_freshness_bench
+
+    _report(asyncio.run(run_freshness_bench(_settings(ctx), events, background_rate, console)), as_json)
+
+
+def _report(result: dict, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    table = Table(show_header=False)
+    for key, value in result.items():
+        table.add_row(key, f"{value:.3f}" if isinstance(value, float) else str(value))
+    console.print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,37 @@
+"""Vector index adapters: one interface (:class:`VectorIndex`), two Qdrant backends.
+
+- :class:`EdgeIndex` — Qdrant Edge in-process, one shard per collection on disk (embedded default).
+- :class:`QdrantServerIndex` — a Qdrant server through qdrant-client (production).
+"""
+
+from cartwise.index.base import CollectionSchema, IndexHit, IndexPoint, SearchFilter, VectorIndex
+from cartwise.index.edge import EdgeIndex
+from cartwise.index.server import QdrantServerIndex
+
+PRODUCTS_SCHEMA = CollectionSchema(keyword=("category_prefixes", "brand"), float=("price",), boolean=("in_stock",))
+USERS_SCHEMA = CollectionSchema()
+
+
+def products_collection(version: int) -> str:
+    """Name of the products collection of index version ``version``."""
+    return f"products_v{version}"
+
+
+def users_collection(version: int) -> str:
+    """Name of the users collection of index version ``version``."""
+    return f"users_v{version}"
+
+
+def open_index(settings) -> VectorIndex:
+    """The index the settings name: a Qdrant server at ``qdrant_url``, else Qdrant Edge under ``data_dir``."""
+    if settings.qdrant_url:
+        from qdrant_client import QdrantClient
+
+        return QdrantServerIndex(QdrantClient(url=settings.qdrant_url, prefer_grpc=True))
+    return EdgeIndex(settings.index_dir)
+
+
+__all__ = [
+    "CollectionSchema", "EdgeIndex", "IndexHit", "IndexPoint", "PRODUCTS_SCHEMA", "QdrantServerIndex",
+    "SearchFilter", "USERS_SCHEMA", "VectorIndex", "open_index", "products_collection", "users_collection",
+]

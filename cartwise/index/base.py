@@ -1,0 +1,93 @@
+"""The vector index interface and its backend-neutral types."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class CollectionSchema:
+    """Payload fields to index, by type."""
+
+    keyword: tuple[str, ...] = ()
+    float: tuple[str, ...] = ()
+    boolean: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class IndexPoint:
+    """A point to upsert: ``id`` a UUID string (see ``cartwise.catalog.point_id``), ``vector`` (D,) float32."""
+
+    id: str
+    vector: np.ndarray
+    payload: dict
+
+
+@dataclass(frozen=True, slots=True)
+class IndexHit:
+    """A search or retrieve result; ``score`` is the inner product (0 for retrieve), ``vector`` (D,) float32 or None."""
+
+    id: str
+    score: float
+    payload: dict
+    vector: np.ndarray | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SearchFilter:
+    """Payload filter for product search; every set field must hold (AND).
+
+    ``category_prefix`` is a path from the root; ``brands`` match any (lower-cased);
+    ``price_min``/``price_max`` are inclusive; ``in_stock`` None means either."""
+
+    category_prefix: tuple[str, ...] = ()
+    brands: tuple[str, ...] = ()
+    price_min: float | None = None
+    price_max: float | None = None
+    in_stock: bool | None = None
+    exclude_ids: frozenset[str] = field(default_factory=frozenset)
+
+    def is_empty(self) -> bool:
+        """True when the filter restricts nothing."""
+        return self == SearchFilter()
+
+
+class VectorIndex(Protocol):
+    """Collections of unit vectors scored by inner product (Qdrant ``Dot``).
+
+    Methods raise KeyError for a collection that does not exist (except ``has_collection``
+    and ``drop_collection``); a vector of the wrong size raises the backend's own error."""
+
+    def create_collection(self, name: str, dim: int, schema: CollectionSchema) -> None:
+        """Create ``name`` with ``dim``-d vectors and payload indexes; no-op if it exists."""
+
+    def has_collection(self, name: str) -> bool:
+        """Whether ``name`` exists."""
+
+    def drop_collection(self, name: str) -> None:
+        """Delete ``name`` and its data; no-op if it does not exist."""
+
+    def collections(self) -> list[str]:
+        """Names of existing collections, sorted."""
+
+    def upsert(self, name: str, points: Sequence[IndexPoint]) -> None:
+        """Insert or replace points by id."""
+
+    def delete(self, name: str, ids: Sequence[str]) -> None:
+        """Delete points by id; missing ids are ignored."""
+
+    def retrieve(self, name: str, ids: Sequence[str], with_vectors: bool = True) -> list[IndexHit]:
+        """Points by id (missing ids are skipped), in no particular order, score 0."""
+
+    def search(self, name: str, vector: np.ndarray, limit: int, flt: SearchFilter | None = None,
+               with_vectors: bool = False, exact: bool = False) -> list[IndexHit]:
+        """Top ``limit`` points by inner product with ``vector`` (D,), best first; ``exact`` bypasses HNSW."""
+
+    def count(self, name: str) -> int:
+        """Number of points in ``name``."""
+
+    def close(self) -> None:
+        """Flush and release resources."""

@@ -1,0 +1,127 @@
+"""Qdrant Edge backend: the real Qdrant engine in-process, one on-disk shard per collection.
+
+An Edge shard has exactly one owner process; the embedded service runs the stream worker and
+the gRPC API in one process for that reason."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import qdrant_edge as qe
+
+from cartwise.index.base import CollectionSchema, IndexHit, IndexPoint, SearchFilter
+
+_SCHEMA_TYPES = (("keyword", qe.PayloadSchemaType.Keyword), ("float", qe.PayloadSchemaType.Float),
+                 ("boolean", qe.PayloadSchemaType.Bool))
+
+
+def edge_filter(flt: SearchFilter | None) -> qe.Filter | None:
+    """Translate a :class:`SearchFilter` to a Qdrant Edge filter (None when it restricts nothing)."""
+    if flt is None or flt.is_empty():
+        return None
+    must: list = []
+    if flt.category_prefix:
+        from cartwise.catalog import CATEGORY_SEPARATOR
+
+        must.append(qe.FieldCondition("category_prefixes",
+                                      match=qe.MatchValue(CATEGORY_SEPARATOR.join(flt.category_prefix))))
+    if flt.brands:
+        must.append(qe.FieldCondition("brand", match=qe.MatchAny([b.lower() for b in flt.brands])))
+    if flt.price_min is not None or flt.price_max is not None:
+        must.append(qe.FieldCondition("price", range=qe.RangeFloat(gte=flt.price_min, lte=flt.price_max)))
+    if flt.in_stock is not None:
+        must.append(qe.FieldCondition("in_stock", match=qe.MatchValue(flt.in_stock)))
+    must_not = [qe.HasIdCondition(set(flt.exclude_ids))] if flt.exclude_ids else None
+    return qe.Filter(must=must or None, must_not=must_not)
+
+
+class EdgeIndex:
+    """:class:`cartwise.index.VectorIndex` over Qdrant Edge shards under ``root/<collection>``."""
+
+    def __init__(self, root: Path) -> None:
+        self._root = Path(root)
+        self._root.mkdir(parents=True, exist_ok=True)
+        self._shards: dict[str, qe.EdgeShard] = {}
+        self._lock = threading.Lock()  # guards the shard map, not the shards
+        for path in sorted(p for p in self._root.iterdir() if p.is_dir()):
+            self._shards[path.name] = qe.EdgeShard.load(str(path))
+
+    def _shard(self, name: str) -> qe.EdgeShard:
+        try:
+            return self._shards[name]
+        except KeyError:
+            raise KeyError(f"collection {name!r} does not exist") from None
+
+    def create_collection(self, name: str, dim: int, schema: CollectionSchema) -> None:
+        with self._lock:
+            if name in self._shards:
+                return
+            config = qe.EdgeConfig(vectors=qe.EdgeVectorParams(size=dim, distance=qe.Distance.Dot))
+            shard = qe.EdgeShard.create(str(self._root / name), config)
+            for attr, schema_type in _SCHEMA_TYPES:
+                for field_name in getattr(schema, attr):
+                    shard.update(qe.UpdateOperation.create_field_index(field_name, schema_type))
+            self._shards[name] = shard
+
+    def has_collection(self, name: str) -> bool:
+        return name in self._shards
+
+    def drop_collection(self, name: str) -> None:
+        with self._lock:
+            shard = self._shards.pop(name, None)
+            if shard is not None:
+                shard.close()
+            shutil.rmtree(self._root / name, ignore_errors=True)
+
+    def collections(self) -> list[str]:
+        return sorted(self._shards)
+
+    def upsert(self, name: str, points: Sequence[IndexPoint]) -> None:
+        shard = self._shard(name)
+        if not points:
+            return
+        shard.update(qe.UpdateOperation.upsert_points(
+            [qe.Point(p.id, np.asarray(p.vector, dtype=np.float32).tolist(), p.payload) for p in points]))
+
+    def delete(self, name: str, ids: Sequence[str]) -> None:
+        if ids:
+            self._shard(name).update(qe.UpdateOperation.delete_points(list(ids)))
+
+    def retrieve(self, name: str, ids: Sequence[str], with_vectors: bool = True) -> list[IndexHit]:
+        if not ids:
+            return []
+        records = self._shard(name).retrieve(list(ids), with_payload=True, with_vector=with_vectors)
+        return [IndexHit(str(r.id), 0.0, r.payload or {}, _vector(r.vector) if with_vectors else None)
+                for r in records]
+
+    def search(self, name: str, vector: np.ndarray, limit: int, flt: SearchFilter | None = None,
+               with_vectors: bool = False, exact: bool = False) -> list[IndexHit]:
+        request = qe.QueryRequest(
+            limit=limit, query=qe.Query.Nearest(np.asarray(vector, dtype=np.float32).tolist()),
+            filter=edge_filter(flt), with_payload=True, with_vector=with_vectors,
+            params=qe.SearchParams(exact=True) if exact else None)
+        return [IndexHit(str(p.id), float(p.score), p.payload or {}, _vector(p.vector) if with_vectors else None)
+                for p in self._shard(name).query(request)]
+
+    def count(self, name: str) -> int:
+        return self._shard(name).count(qe.CountRequest(exact=True))
+
+    def close(self) -> None:
+        with self._lock:
+            for shard in self._shards.values():
+                shard.flush()
+                shard.close()
+            self._shards.clear()
+
+
+def _vector(raw) -> np.ndarray | None:
+    """Edge returns the default dense vector as a list (or a {"": list} map)."""
+    if raw is None:
+        return None
+    if isinstance(raw, dict):
+        raw = raw.get("")
+    return np.asarray(raw, dtype=np.float32)

@@ -1,0 +1,87 @@
+"""Service settings, read from the environment with the ``CARTWISE_`` prefix (pydantic-settings)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Topics(BaseSettings):
+    """Kafka topic names. An invalid event on topic ``T`` goes to ``T.dlq``."""
+
+    model_config = SettingsConfigDict(env_prefix="CARTWISE_TOPIC_")
+
+    catalog: str = "catalog.products"
+    purchases: str = "behavior.purchases"
+    carts: str = "behavior.carts"
+    views: str = "behavior.views"
+
+    @property
+    def behavior(self) -> tuple[str, str, str]:
+        """The three behavior topics, all keyed by user_id and co-partitioned."""
+        return (self.purchases, self.carts, self.views)
+
+    @staticmethod
+    def dead_letter(topic: str) -> str:
+        """Dead-letter topic of ``topic``."""
+        return f"{topic}.dlq"
+
+
+class Personalization(BaseSettings):
+    """User vector and fusion parameters (DESIGN.md, "Personalization").
+
+    u = normalize(sum_i w(type_i) * 2^(-(t_last - t_i) / H) * p_i);
+    s(q, u, p) = <q, p> + alpha(n) <u, p>,  alpha(n) = alpha_max * n / (n + n0).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="CARTWISE_PERSONALIZATION_")
+
+    alpha_max: float = Field(0.5, ge=0.0, le=10.0)
+    n0: float = Field(3.0, gt=0.0)
+    half_life_s: float = Field(6 * 3600.0, gt=0.0, description="H, seconds")
+    weight_purchase: float = 1.0
+    weight_cart: float = 0.6
+    weight_view: float = 0.2
+    max_history: int = Field(50, ge=1, description="interactions kept per user")
+
+    def weight(self, event_type: str) -> float:
+        """w(type) for 'purchase', 'cart' or 'view'; raises KeyError for any other type."""
+        return {"purchase": self.weight_purchase, "cart": self.weight_cart, "view": self.weight_view}[event_type]
+
+
+class Settings(BaseSettings):
+    """Top-level settings. With ``kafka_bootstrap`` unset the CLI starts an embedded broker;
+    with ``qdrant_url`` unset the index is Qdrant Edge in-process under ``data_dir``."""
+
+    model_config = SettingsConfigDict(env_prefix="CARTWISE_", env_nested_delimiter="__")
+
+    data_dir: Path = Path(".data")
+    kafka_bootstrap: str | None = None
+    embedded_kafka_port: int = 19092
+    qdrant_url: str | None = None
+    grpc_host: str = "127.0.0.1"
+    grpc_port: int = 50051
+    app_id: str = "cartwise"
+    partitions: int = Field(1, ge=1, description="partitions of each topic the service creates")
+    consumer_fetch_max_wait_ms: int = Field(
+        50, ge=1, description="fetch long-poll bound; the embedded broker answers only when it expires"
+    )
+    catalog_batch: int = 256
+    catalog_batch_window_s: float = 0.02
+    encoder_max_batch: int = 32
+    encoder_threads: int = 1
+    max_query_chars: int = 512
+    topics: Topics = Field(default_factory=Topics)
+    personalization: Personalization = Field(default_factory=Personalization)
+
+    @property
+    def models_dir(self) -> Path:
+        """Model registry root."""
+        return self.data_dir / "models"
+
+    @property
+    def index_dir(self) -> Path:
+        """Qdrant Edge shards root (one shard per collection)."""
+        return self.data_dir / "qdrant"

@@ -1,0 +1,101 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class StockFilter(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    STOCK_FILTER_UNSPECIFIED: _ClassVar[StockFilter]
+    STOCK_FILTER_IN_STOCK: _ClassVar[StockFilter]
+    STOCK_FILTER_OUT_OF_STOCK: _ClassVar[StockFilter]
+STOCK_FILTER_UNSPECIFIED: StockFilter
+STOCK_FILTER_IN_STOCK: StockFilter
+STOCK_FILTER_OUT_OF_STOCK: StockFilter
+
+class PriceRange(_message.Message):
+    __slots__ = ("min", "max")
+    MIN_FIELD_NUMBER: _ClassVar[int]
+    MAX_FIELD_NUMBER: _ClassVar[int]
+    min: float
+    max: float
+    def __init__(self, min: _Optional[float] = ..., max: _Optional[float] = ...) -> None: ...
+
+class Filter(_message.Message):
+    __slots__ = ("category_prefix", "brands", "price", "stock")
+    CATEGORY_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    BRANDS_FIELD_NUMBER: _ClassVar[int]
+    PRICE_FIELD_NUMBER: _ClassVar[int]
+    STOCK_FIELD_NUMBER: _ClassVar[int]
+    category_prefix: _containers.RepeatedScalarFieldContainer[str]
+    brands: _containers.RepeatedScalarFieldContainer[str]
+    price: PriceRange
+    stock: StockFilter
+    def __init__(self, category_prefix: _Optional[_Iterable[str]] = ..., brands: _Optional[_Iterable[str]] = ..., price: _Optional[_Union[PriceRange, _Mapping]] = ..., stock: _Optional[_Union[StockFilter, str]] = ...) -> None: ...
+
+class SearchRequest(_message.Message):
+    __slots__ = ("query", "user_id", "limit", "filter", "exclude_purchased", "personalization_weight")
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDE_PURCHASED_FIELD_NUMBER: _ClassVar[int]
+    PERSONALIZATION_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    query: str
+    user_id: str
+    limit: int
+    filter: Filter
+    exclude_purchased: bool
+    personalization_weight: float
+    def __init__(self, query: _Optional[str] = ..., user_id: _Optional[str] = ..., limit: _Optional[int] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., exclude_purchased: _Optional[bool] = ..., personalization_weight: _Optional[float] = ...) -> None: ...
+
+class RecommendRequest(_message.Message):
+    __slots__ = ("user_id", "limit", "filter", "exclude_purchased")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDE_PURCHASED_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    limit: int
+    filter: Filter
+    exclude_purchased: bool
+    def __init__(self, user_id: _Optional[str] = ..., limit: _Optional[int] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., exclude_purchased: _Optional[bool] = ...) -> None: ...
+
+class Hit(_message.Message):
+    __slots__ = ("product_id", "title", "category_path", "brand", "price", "in_stock", "score", "semantic_score", "personal_score")
+    PRODUCT_ID_FIELD_NUMBER: _ClassVar[int]
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    CATEGORY_PATH_FIELD_NUMBER: _ClassVar[int]
+    BRAND_FIELD_NUMBER: _ClassVar[int]
+    PRICE_FIELD_NUMBER: _ClassVar[int]
+    IN_STOCK_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    SEMANTIC_SCORE_FIELD_NUMBER: _ClassVar[int]
+    PERSONAL_SCORE_FIELD_NUMBER: _ClassVar[int]
+    product_id: str
+    title: str
+    category_path: _containers.RepeatedScalarFieldContainer[str]
+    brand: str
+    price: float
+    in_stock: bool
+    score: float
+    semantic_score: float
+    personal_score: float
+    def __init__(self, product_id: _Optional[str] = ..., title: _Optional[str] = ..., category_path: _Optional[_Iterable[str]] = ..., brand: _Optional[str] = ..., price: _Optional[float] = ..., in_stock: _Optional[bool] = ..., score: _Optional[float] = ..., semantic_score: _Optional[float] = ..., personal_score: _Optional[float] = ...) -> None: ...
+
+class SearchResponse(_message.Message):
+    __slots__ = ("hits", "model_version", "index_version", "personalization_weight", "user_interactions")
+    HITS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    INDEX_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PERSONALIZATION_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    USER_INTERACTIONS_FIELD_NUMBER: _ClassVar[int]
+    hits: _containers.RepeatedCompositeFieldContainer[Hit]
+    model_version: str
+    index_version: str
+    personalization_weight: float
+    user_interactions: int
+    def __init__(self, hits: _Optional[_Iterable[_Union[Hit, _Mapping]]] = ..., model_version: _Optional[str] = ..., index_version: _Optional[str] = ..., personalization_weight: _Optional[float] = ..., user_interactions: _Optional[int] = ...) -> None: ...

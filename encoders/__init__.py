@@ -1,0 +1,9 @@
+"""Encoders: model definitions (torch), ONNX export, and ONNX Runtime inference with batching and hot reload.
+
+Serving imports only :mod:`encoders.runtime` and :mod:`encoders.batching` (onnxruntime + tokenizers);
+torch and transformers load only for export and training."""
+
+from encoders.batching import QueryBatcher
+from encoders.runtime import ActiveModel, OnnxEncoder, ServingModel, available_providers
+
+__all__ = ["ActiveModel", "OnnxEncoder", "QueryBatcher", "ServingModel", "available_providers"]

@@ -1,0 +1,95 @@
+"""ONNX Runtime inference of a registry version, and the atomically swappable serving model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
+from cartwise.registry import MODEL_FILE, TOKENIZER_FILE, ModelRegistry
+
+
+def available_providers() -> list[str]:
+    """ONNX Runtime execution providers to use, CUDA first when this build and machine have it."""
+    present = ort.get_available_providers()
+    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in present]
+
+
+class OnnxEncoder:
+    """Text -> unit vectors with one ONNX graph (mean pooling and L2 normalization inside the graph).
+
+    ``encode(texts)`` returns (B, D) float32 rows of unit L2 norm. Thread-safe: ONNX Runtime sessions
+    and tokenizers' ``encode_batch`` allow concurrent calls."""
+
+    def __init__(self, model_dir: Path, max_tokens: int = 128, threads: int = 1,
+                 providers: Sequence[str] | None = None) -> None:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(Path(model_dir) / MODEL_FILE), options,
+                                            providers=list(providers or available_providers()))
+        self.tokenizer = Tokenizer.from_file(str(Path(model_dir) / TOKENIZER_FILE))
+        self.tokenizer.enable_truncation(max_tokens)
+        self.tokenizer.enable_padding()
+        self.dims = int(self.session.get_outputs()[0].shape[-1])
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed ``texts``: (B, D) float32, unit rows. An empty input gives (0, D)."""
+        if not texts:
+            return np.zeros((0, self.dims), dtype=np.float32)
+        batch = self.tokenizer.encode_batch(list(texts))
+        ids = np.asarray([e.ids for e in batch], dtype=np.int64)
+        mask = np.asarray([e.attention_mask for e in batch], dtype=np.int64)
+        out = self.session.run(None, {"input_ids": ids, "attention_mask": mask})[0].astype(np.float32, copy=False)
+        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+
+
+@dataclass(frozen=True, slots=True)
+class ServingModel:
+    """One encoder version and the collections embedded with it; swapped only as a whole.
+
+    ``number`` N pairs the encoder ``vN`` with ``products_vN`` and ``users_vN``."""
+
+    version: str
+    number: int
+    encoder: OnnxEncoder
+
+    @property
+    def products(self) -> str:
+        """Products collection embedded by this encoder."""
+        return f"products_v{self.number}"
+
+    @property
+    def users(self) -> str:
+        """Users collection embedded by this encoder."""
+        return f"users_v{self.number}"
+
+    @classmethod
+    def load(cls, registry: ModelRegistry, version: str, threads: int = 1) -> "ServingModel":
+        """Load ``version`` after verifying its sha256. Raises cartwise.registry.RegistryError."""
+        manifest = registry.verify(version)
+        encoder = OnnxEncoder(registry.path(version), manifest.max_tokens, threads)
+        return cls(version, manifest.number, encoder)
+
+
+class ActiveModel:
+    """Holder of the serving :class:`ServingModel`. A request reads ``current`` once and uses that
+    snapshot throughout, so a swap (one reference assignment) never mixes versions in an answer."""
+
+    def __init__(self, model: ServingModel) -> None:
+        self._current = model
+
+    @property
+    def current(self) -> ServingModel:
+        """The serving model at this instant."""
+        return self._current
+
+    def swap(self, model: ServingModel) -> ServingModel:
+        """Replace the serving model; returns the previous one (kept by the caller for rollback)."""
+        previous, self._current = self._current, model
+        return previous

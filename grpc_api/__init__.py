@@ -1,0 +1,1 @@
+"""The gRPC API (grpc.aio): SearchService, request validation, personalization fusion, health, reflection."""

@@ -1,0 +1,92 @@
+"""SearchService: thin handlers over validation, the serving model snapshot, fusion and the index."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+
+import grpc
+import numpy as np
+
+from cartwise.catalog import ProductView, point_id
+from cartwise.index import IndexHit, VectorIndex
+from cartwise.settings import Settings
+from cartwise.v1 import search_pb2 as pb
+from cartwise.v1 import search_pb2_grpc as pb_grpc
+from encoders.batching import QueryBatcher
+from encoders.runtime import ActiveModel, ServingModel
+from grpc_api.fusion import fused_query, personalization_weight
+from grpc_api.validation import InvalidRequest, SearchQuery, validate_recommend, validate_search
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _User:
+    vector: np.ndarray | None = None
+    n: int = 0
+    purchased: tuple[str, ...] = ()
+
+
+class SearchServicer(pb_grpc.SearchServiceServicer):
+    """Search and Recommend. Each request takes one :class:`ServingModel` snapshot, so its query vector,
+    user vector and product collection always come from the same version."""
+
+    def __init__(self, settings: Settings, index: VectorIndex, active: ActiveModel, batcher: QueryBatcher) -> None:
+        self.settings, self.index, self.active, self.batcher = settings, index, active, batcher
+
+    async def Search(self, request: pb.SearchRequest, context: grpc.aio.ServicerContext) -> pb.SearchResponse:
+        return await self._handle(context, lambda: validate_search(request, self.settings.max_query_chars))
+
+    async def Recommend(self, request: pb.RecommendRequest, context: grpc.aio.ServicerContext) -> pb.SearchResponse:
+        return await self._handle(context, lambda: validate_recommend(request), require_user=True)
+
+    async def _handle(self, context, validate, require_user: bool = False) -> pb.SearchResponse:
+        try:
+            query = validate()
+        except InvalidRequest as err:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+        remaining = context.time_remaining()
+        try:
+            return await asyncio.wait_for(self._search(query, self.active.current, context, require_user), remaining)
+        except asyncio.TimeoutError:
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded while searching")
+
+    def _user(self, model: ServingModel, user_id: str) -> _User:
+        if not user_id:
+            return _User()
+        found = self.index.retrieve(model.users, [point_id(user_id)], with_vectors=True)
+        if not found:
+            return _User()
+        payload = found[0].payload
+        return _User(found[0].vector, int(payload.get("n", 0)), tuple(payload.get("purchased", ())))
+
+    async def _search(self, query: SearchQuery, model: ServingModel, context, require_user: bool) -> pb.SearchResponse:
+        user = self._user(model, query.user_id)
+        if require_user and user.vector is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"user_id: no history for {query.user_id!r}")
+        qvec = await self.batcher.encode(model.encoder, query.query) if query.query else None
+        alpha = 0.0 if user.vector is None else (
+            query.personalization_weight if query.personalization_weight is not None
+            else personalization_weight(user.n, self.settings.personalization))
+        if qvec is None:
+            if user.vector is None:
+                return pb.SearchResponse(model_version=model.version, index_version=model.products)
+            alpha = 1.0  # ranking by the user alone: score = <û, p̂>
+        flt = query.filter
+        if query.exclude_purchased and user.purchased:
+            flt = dataclasses.replace(flt, exclude_ids=frozenset(point_id(p) for p in user.purchased))
+        hits = self.index.search(model.products, fused_query(qvec, user.vector, alpha), query.limit, flt,
+                                 with_vectors=True)
+        return pb.SearchResponse(hits=[_hit(h, qvec, user.vector) for h in hits], model_version=model.version,
+                                 index_version=model.products, personalization_weight=alpha,
+                                 user_interactions=user.n)
+
+
+def _hit(hit: IndexHit, qvec: np.ndarray | None, uvec: np.ndarray | None) -> pb.Hit:
+    product = ProductView.from_payload(hit.payload)
+    return pb.Hit(product_id=product.product_id, title=product.title, category_path=product.category_path,
+                  brand=product.brand, price=product.price, in_stock=product.in_stock, score=hit.score,
+                  semantic_score=float(qvec @ hit.vector) if qvec is not None else 0.0,
+                  personal_score=float(uvec @ hit.vector) if uvec is not None else 0.0)

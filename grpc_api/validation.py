@@ -1,0 +1,100 @@
+"""Request validation: wire messages -> checked domain requests, or InvalidRequest naming the field."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from cartwise.index import SearchFilter
+from cartwise.v1 import search_pb2 as pb
+
+DEFAULT_LIMIT = 10
+MAX_LIMIT = 1000
+MAX_ID_CHARS = 128
+MAX_BRANDS = 100
+MAX_CATEGORY_DEPTH = 16
+MAX_WEIGHT = 10.0
+
+
+class InvalidRequest(ValueError):
+    """A request field is invalid; the API answers INVALID_ARGUMENT with ``field: message``."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+@dataclass(frozen=True, slots=True)
+class SearchQuery:
+    """A validated Search or Recommend request. ``query`` may be empty when ``user_id`` is set."""
+
+    query: str
+    user_id: str
+    limit: int
+    filter: SearchFilter
+    exclude_purchased: bool
+    personalization_weight: float | None
+
+
+def _limit(request) -> int:
+    if not request.HasField("limit"):
+        return DEFAULT_LIMIT
+    if not 1 <= request.limit <= MAX_LIMIT:
+        raise InvalidRequest("limit", f"must be in 1..{MAX_LIMIT}, got {request.limit}")
+    return request.limit
+
+
+def _price_bound(price: pb.PriceRange, name: str) -> float | None:
+    if not price.HasField(name):
+        return None
+    value = getattr(price, name)
+    if not math.isfinite(value) or value < 0:
+        raise InvalidRequest(f"filter.price.{name}", f"must be a finite number >= 0, got {value}")
+    return value
+
+
+def validate_filter(flt: pb.Filter) -> SearchFilter:
+    """Check a wire filter. Raises InvalidRequest for empty or oversized category levels or brands,
+    a price range with min > max, or an unknown stock value."""
+    if len(flt.category_prefix) > MAX_CATEGORY_DEPTH or any(not c.strip() for c in flt.category_prefix):
+        raise InvalidRequest("filter.category_prefix", f"needs 1..{MAX_CATEGORY_DEPTH} non-empty levels")
+    if len(flt.brands) > MAX_BRANDS or any(not b.strip() for b in flt.brands):
+        raise InvalidRequest("filter.brands", f"needs at most {MAX_BRANDS} non-empty brands")
+    low, high = _price_bound(flt.price, "min"), _price_bound(flt.price, "max")
+    if low is not None and high is not None and low > high:
+        raise InvalidRequest("filter.price", f"min {low} > max {high}")
+    if flt.stock not in pb.StockFilter.values():
+        raise InvalidRequest("filter.stock", f"unknown value {flt.stock}")
+    in_stock = {pb.STOCK_FILTER_IN_STOCK: True, pb.STOCK_FILTER_OUT_OF_STOCK: False}.get(flt.stock)
+    return SearchFilter(category_prefix=tuple(c.strip() for c in flt.category_prefix),
+                        brands=tuple(b.strip() for b in flt.brands), price_min=low, price_max=high, in_stock=in_stock)
+
+
+def _user_id(user_id: str) -> str:
+    if len(user_id) > MAX_ID_CHARS:
+        raise InvalidRequest("user_id", f"longer than {MAX_ID_CHARS} characters")
+    return user_id.strip()
+
+
+def validate_search(request: pb.SearchRequest, max_query_chars: int) -> SearchQuery:
+    """Check a SearchRequest: a query or a user is required; see the proto for each field's range."""
+    if len(request.query) > max_query_chars:
+        raise InvalidRequest("query", f"longer than {max_query_chars} characters ({len(request.query)})")
+    query, user_id = request.query.strip(), _user_id(request.user_id)
+    if not query and not user_id:
+        raise InvalidRequest("query", "a query or a user_id is required")
+    weight = None
+    if request.HasField("personalization_weight"):
+        weight = request.personalization_weight
+        if not (math.isfinite(weight) and 0.0 <= weight <= MAX_WEIGHT):
+            raise InvalidRequest("personalization_weight", f"must be in 0..{MAX_WEIGHT}, got {weight}")
+    return SearchQuery(query, user_id, _limit(request), validate_filter(request.filter), request.exclude_purchased,
+                       weight)
+
+
+def validate_recommend(request: pb.RecommendRequest) -> SearchQuery:
+    """Check a RecommendRequest: ``user_id`` is required."""
+    user_id = _user_id(request.user_id)
+    if not user_id:
+        raise InvalidRequest("user_id", "is required")
+    return SearchQuery("", user_id, _limit(request), validate_filter(request.filter), request.exclude_purchased, None)

@@ -1,0 +1,1 @@
+"""The stream worker (faust-streaming): catalog and behavior agents, durable user state."""

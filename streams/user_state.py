@@ -1,0 +1,101 @@
+"""Per-user interaction history and the decayed, weighted user vector (pure logic).
+
+The history is the durable state (a faust Table with its changelog in Kafka); the user vector is
+derived from it and the product vectors of one model version, so it can be rebuilt for any version.
+
+User vector (DESIGN.md, "Personalization"; time decay as in Velkoski et al. 2025, arXiv 2511.00694):
+    u = normalize( sum_i w(type_i) * 2^(-(t_last - t_i) / H) * p̂_i )
+Measuring Δt from the user's latest interaction instead of "now" multiplies every term by the same
+factor, which the normalization removes, so the vector needs no refresh as wall-clock time passes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from cartwise.events import BehaviorEvent
+from cartwise.settings import Personalization
+
+_MAX_PURCHASED = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Interaction:
+    """One behavior event as kept in the history; ``ts`` in seconds since the epoch."""
+
+    event_id: str
+    product_id: str
+    event_type: str
+    ts: float
+
+
+@dataclass(slots=True)
+class UserHistory:
+    """A user's most recent interactions (time order), recent event ids for deduplication,
+    and the products they purchased (for ``exclude_purchased``)."""
+
+    interactions: list[Interaction] = field(default_factory=list)
+    seen: list[str] = field(default_factory=list)
+    purchased: list[str] = field(default_factory=list)
+
+    def apply(self, event: BehaviorEvent, max_history: int) -> bool:
+        """Add ``event``; returns False when it changes nothing (a duplicate, or older than a full history).
+
+        Idempotent by ``event_id``; an out-of-order event lands at its event-time position."""
+        if event.event_id in self.seen:
+            return False
+        self.seen.append(event.event_id)
+        del self.seen[: max(0, len(self.seen) - 4 * max_history)]
+        if event.event_type == "purchase" and event.product_id not in self.purchased:
+            self.purchased.append(event.product_id)
+            del self.purchased[: max(0, len(self.purchased) - _MAX_PURCHASED)]
+        item = Interaction(event.event_id, event.product_id, event.event_type, event.event_time.timestamp())
+        self.interactions.append(item)
+        self.interactions.sort(key=lambda i: (i.ts, i.event_id))
+        dropped = self.interactions[: max(0, len(self.interactions) - max_history)]
+        del self.interactions[: len(dropped)]
+        return item not in dropped or event.event_type == "purchase"
+
+    def product_ids(self) -> list[str]:
+        """Distinct products in the history."""
+        return list(dict.fromkeys(i.product_id for i in self.interactions))
+
+    def to_json(self) -> dict:
+        """JSON-ready dict (the table's value)."""
+        return {"i": [[i.event_id, i.product_id, i.event_type, i.ts] for i in self.interactions],
+                "seen": self.seen, "purchased": self.purchased}
+
+    @classmethod
+    def from_json(cls, data: dict | None) -> "UserHistory":
+        """Inverse of :meth:`to_json`; None gives an empty history."""
+        if not data:
+            return cls()
+        return cls([Interaction(*row) for row in data["i"]], list(data["seen"]), list(data["purchased"]))
+
+
+@dataclass(frozen=True, slots=True)
+class UserVector:
+    """``vector`` (D,) float32 unit norm; ``n`` interactions that contributed; ``pending`` whose product
+    has no vector yet (not in the catalog)."""
+
+    vector: np.ndarray
+    n: int
+    pending: int
+
+
+def user_vector(history: UserHistory, product_vectors: dict[str, np.ndarray],
+                params: Personalization) -> UserVector | None:
+    """The decayed weighted mean of the history's product vectors (see module doc), or None when no
+    interaction has a product vector yet. ``product_vectors`` maps product_id -> (D,) unit vector."""
+    known = [i for i in history.interactions if i.product_id in product_vectors]
+    if not known:
+        return None
+    t_last = max(i.ts for i in known)
+    weights = np.array([params.weight(i.event_type) * 2.0 ** (-(t_last - i.ts) / params.half_life_s) for i in known])
+    total = weights @ np.stack([product_vectors[i.product_id] for i in known])
+    norm = float(np.linalg.norm(total))
+    if norm == 0.0:
+        return None
+    return UserVector((total / norm).astype(np.float32), len(known), len(history.interactions) - len(known))
+
