@@ -6,6 +6,7 @@ import uuid
 from dataclasses import dataclass
 
 from cartwise.events import ProductUpsert
+from cartwise.index.base import stock_keyword
 
 CATEGORY_SEPARATOR = " > "
 _POINT_NAMESPACE = uuid.UUID("6f1c1d2e-8a53-4f4e-9d0b-2f6d7c3a9b10")
@@ -71,6 +72,7 @@ def product_payload(event: ProductUpsert) -> dict:
         "category_path": list(event.category_path),
         "category_prefixes": category_prefixes(list(event.category_path)),
         "in_stock": event.in_stock,
+        "stock": stock_keyword(event.in_stock),
         "updated_at": event.event_time.timestamp(),
     }
     if event.brand:

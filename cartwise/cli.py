@@ -27,6 +27,8 @@ def _settings(ctx: click.Context) -> Settings:
 def main(ctx: click.Context, log_level: str) -> None:
     """Cartwise: streaming, personalized semantic product search. Settings come from CARTWISE_* variables."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # kafka-python warns about its own selector's slow turns; the producer's real errors are raised.
+    logging.getLogger("kafka").setLevel(max(logging.ERROR, logging.getLogger().level))
     ctx.obj = {"settings": Settings()}
 
 

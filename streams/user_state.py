@@ -43,7 +43,7 @@ class UserHistory:
         """Add ``event``; returns False when it changes nothing (a duplicate, or older than a full history).
 
         Idempotent by ``event_id``; an out-of-order event lands at its event-time position."""
-        if event.event_id in self.seen:
+        if event.event_id in self.seen or any(i.event_id == event.event_id for i in self.interactions):
             return False
         self.seen.append(event.event_id)
         del self.seen[: max(0, len(self.seen) - 4 * max_history)]

@@ -8,7 +8,7 @@ from cartwise.index.base import CollectionSchema, IndexHit, IndexPoint, SearchFi
 from cartwise.index.edge import EdgeIndex
 from cartwise.index.server import QdrantServerIndex
 
-PRODUCTS_SCHEMA = CollectionSchema(keyword=("category_prefixes", "brand"), float=("price",), boolean=("in_stock",))
+PRODUCTS_SCHEMA = CollectionSchema(keyword=("category_prefixes", "brand", "stock"), float=("price",))
 USERS_SCHEMA = CollectionSchema()
 
 

@@ -10,11 +10,11 @@ import numpy as np
 
 @dataclass(frozen=True, slots=True)
 class CollectionSchema:
-    """Payload fields to index, by type."""
+    """Payload fields to index, by type. Booleans are stored as keywords: Qdrant Edge 0.9 matches a
+    Python bool as the integer 1/0, which never equals a JSON bool payload."""
 
     keyword: tuple[str, ...] = ()
     float: tuple[str, ...] = ()
-    boolean: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +41,8 @@ class SearchFilter:
     """Payload filter for product search; every set field must hold (AND).
 
     ``category_prefix`` is a path from the root; ``brands`` match any (lower-cased);
-    ``price_min``/``price_max`` are inclusive; ``in_stock`` None means either."""
+    ``price_min``/``price_max`` are inclusive; ``in_stock`` None means either (matched on the payload's
+    ``stock`` keyword, "in" or "out")."""
 
     category_prefix: tuple[str, ...] = ()
     brands: tuple[str, ...] = ()
@@ -53,6 +54,11 @@ class SearchFilter:
     def is_empty(self) -> bool:
         """True when the filter restricts nothing."""
         return self == SearchFilter()
+
+
+def stock_keyword(in_stock: bool) -> str:
+    """The ``stock`` payload keyword of an availability: "in" or "out"."""
+    return "in" if in_stock else "out"
 
 
 class VectorIndex(Protocol):

@@ -13,10 +13,9 @@ from typing import Sequence
 import numpy as np
 import qdrant_edge as qe
 
-from cartwise.index.base import CollectionSchema, IndexHit, IndexPoint, SearchFilter
+from cartwise.index.base import CollectionSchema, IndexHit, IndexPoint, SearchFilter, stock_keyword
 
-_SCHEMA_TYPES = (("keyword", qe.PayloadSchemaType.Keyword), ("float", qe.PayloadSchemaType.Float),
-                 ("boolean", qe.PayloadSchemaType.Bool))
+_SCHEMA_TYPES = (("keyword", qe.PayloadSchemaType.Keyword), ("float", qe.PayloadSchemaType.Float))
 
 
 def edge_filter(flt: SearchFilter | None) -> qe.Filter | None:
@@ -34,7 +33,7 @@ def edge_filter(flt: SearchFilter | None) -> qe.Filter | None:
     if flt.price_min is not None or flt.price_max is not None:
         must.append(qe.FieldCondition("price", range=qe.RangeFloat(gte=flt.price_min, lte=flt.price_max)))
     if flt.in_stock is not None:
-        must.append(qe.FieldCondition("in_stock", match=qe.MatchValue(flt.in_stock)))
+        must.append(qe.FieldCondition("stock", match=qe.MatchValue(stock_keyword(flt.in_stock))))
     must_not = [qe.HasIdCondition(set(flt.exclude_ids))] if flt.exclude_ids else None
     return qe.Filter(must=must or None, must_not=must_not)
 

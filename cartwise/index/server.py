@@ -10,10 +10,9 @@ from typing import Sequence
 import numpy as np
 from qdrant_client import QdrantClient, models
 
-from cartwise.index.base import CollectionSchema, IndexHit, IndexPoint, SearchFilter
+from cartwise.index.base import CollectionSchema, IndexHit, IndexPoint, SearchFilter, stock_keyword
 
-_SCHEMA_TYPES = (("keyword", models.PayloadSchemaType.KEYWORD), ("float", models.PayloadSchemaType.FLOAT),
-                 ("boolean", models.PayloadSchemaType.BOOL))
+_SCHEMA_TYPES = (("keyword", models.PayloadSchemaType.KEYWORD), ("float", models.PayloadSchemaType.FLOAT))
 
 
 def server_filter(flt: SearchFilter | None) -> models.Filter | None:
@@ -31,7 +30,7 @@ def server_filter(flt: SearchFilter | None) -> models.Filter | None:
     if flt.price_min is not None or flt.price_max is not None:
         must.append(models.FieldCondition(key="price", range=models.Range(gte=flt.price_min, lte=flt.price_max)))
     if flt.in_stock is not None:
-        must.append(models.FieldCondition(key="in_stock", match=models.MatchValue(value=flt.in_stock)))
+        must.append(models.FieldCondition(key="stock", match=models.MatchValue(value=stock_keyword(flt.in_stock))))
     must_not = [models.HasIdCondition(has_id=sorted(flt.exclude_ids))] if flt.exclude_ids else None
     return models.Filter(must=must or None, must_not=must_not)
 

@@ -1,0 +1,105 @@
+"""``cartwise demo``: the embedded service on real REES46 data, showing one real user's results for a
+query before and after one of their cart events is replayed live."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from rich.console import Console
+from rich.table import Table
+
+from cartwise.client import SearchClient
+from cartwise.datasets import Record, rees46_records
+from cartwise.replay import make_producer, publish, replay
+from cartwise.service import Service
+from cartwise.settings import Settings
+
+
+def choose_cart_event(records: list[Record], user_id: str | None) -> tuple[Record, Record]:
+    """The held-back cart event and its product's catalog record.
+
+    A cart moves a long history's user vector little, and one in a brand the user already looked at
+    moves it in a direction it already points; so by default the demo takes the cart (of a categorized,
+    branded product) whose brand is new to the user (apart from views of that product), by the user with the fewest (but at least three)
+    earlier interactions. ``user_id`` takes that user's first such cart instead."""
+    catalog = {r.key: r for r in records if r.topic_field == "catalog"}
+    brands_seen: dict[str, dict[str, set[str]]] = {}  # user -> brand -> products
+    interactions: Counter[str] = Counter()
+    candidates: list[tuple[int, Record]] = []
+    for record in records:
+        if record.topic_field == "catalog":
+            continue
+        user, product = record.event.user_id, catalog[record.event.product_id].event
+        seen = brands_seen.setdefault(user, {})
+        other_products_of_brand = seen.get(product.brand or "", set()) - {product.product_id}
+        if (record.topic_field == "carts" and product.category_path and product.brand and not other_products_of_brand
+                and (user_id == user or (user_id is None and interactions[user] >= 3))):
+            candidates.append((interactions[user], record))
+        seen.setdefault(product.brand or "", set()).add(product.product_id)
+        interactions[user] += 1
+    if not candidates:
+        raise SystemExit(f"no cart of a new brand with a categorized product for user {user_id}")
+    cart = min(candidates, key=lambda c: c[0])[1] if user_id is None else candidates[0][1]
+    return cart, catalog[cart.event.product_id]
+
+
+RANK_DEPTH = 100
+SHOWN = 10
+
+
+def _rank(response, product_id: str) -> str:
+    ranks = [k for k, hit in enumerate(response.hits, start=1) if hit.product_id == product_id]
+    return str(ranks[0]) if ranks else f">{RANK_DEPTH}"
+
+
+def _table(response, title: str, highlight_brand: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for name in ("#", "title", "price", "score", "personal"):
+        table.add_column(name, justify="left" if name == "title" else "right")
+    for rank, hit in enumerate(response.hits[:SHOWN], start=1):
+        style = "bold yellow" if hit.brand.lower() == highlight_brand else None
+        table.add_row(str(rank), hit.title, f"{hit.price:.2f}", f"{hit.score:.3f}", f"{hit.personal_score:.3f}",
+                      style=style)
+    return table
+
+
+async def run_demo(settings: Settings, console: Console, user_id: str | None = None) -> None:
+    """Start the embedded service, replay REES46 minus one cart event, search, send the cart, search again."""
+    records = list(rees46_records())
+    cart, product = choose_cart_event(records, user_id)
+    user, query = cart.event.user_id, product.event.category_path[-1].replace("_", " ")
+    brand = (product.event.brand or "").lower()
+    service = Service(settings.model_copy(update={"kafka_bootstrap": None}))
+    with console.status("starting the embedded service (first run exports the encoder to ONNX)"):
+        await service.start()
+    try:
+        producer = make_producer(service.settings.kafka_bootstrap)
+        with console.status(f"replaying {len(records) - 1} REES46 events (holding back {cart.event.event_id})"):
+            sent = await asyncio.to_thread(replay, records, producer, service.settings.topics,
+                                           skip=lambda r: r is cart)
+            await service.wait_until_consumed(sent)
+        async with SearchClient(f"{service.settings.grpc_host}:{service.port}") as client:
+            before = await client.search(query, user_id=user, limit=RANK_DEPTH)
+            console.print(_table(before, f"before: {query!r} for REES46 user {user} "
+                                         f"({before.user_interactions} interactions, alpha={before.personalization_weight:.2f})",
+                                 brand))
+            console.print(f"live cart event: user {user} adds [bold]{product.event.title}[/] "
+                          f"(product {product.key}, {product.event.price:.2f}) to the cart")
+            started = time.perf_counter()
+            publish(producer, service.settings.topics, cart)
+            producer.flush()
+            after = before
+            while after.user_interactions == before.user_interactions and time.perf_counter() - started < 10:
+                after = await client.search(query, user_id=user, limit=RANK_DEPTH)
+            seconds = time.perf_counter() - started
+            console.print(_table(after, f"after ({seconds * 1000:.0f} ms later): {query!r} for user {user} "
+                                        f"({after.user_interactions} interactions, alpha={after.personalization_weight:.2f})",
+                                 brand))
+        console.print(f"carted product {product.key}: rank {_rank(before, product.key)} before, "
+                      f"{_rank(after, product.key)} after (of the top {RANK_DEPTH})")
+        console.print("[dim]REES46 has no titles: products sharing brand and leaf category share one text and so one "
+                      "vector, and a cart lifts that whole group (score and personal columns).[/]")
+        producer.close()
+    finally:
+        await service.stop()

@@ -1,0 +1,245 @@
+"""One contract for both VectorIndex backends: Qdrant Edge and qdrant-client (local mode)."""
+
+import warnings
+
+import numpy as np
+import pytest
+from qdrant_client import QdrantClient
+
+from cartwise.catalog import category_prefixes, point_id
+from cartwise.index import PRODUCTS_SCHEMA, USERS_SCHEMA, EdgeIndex, IndexPoint, QdrantServerIndex, SearchFilter
+from cartwise.index.base import stock_keyword
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+DIM = 8
+NAME = "products_v1"
+PRODUCTS = [  # product_id, category path, brand, price, in_stock
+    ("p0", ["electronics", "phone"], "Acme", 100.0, True),
+    ("p1", ["electronics", "phone"], "Globex", 250.0, False),
+    ("p2", ["electronics", "laptop"], "Acme", 999.0, True),
+    ("p3", ["home", "kitchen"], "Initech", 20.0, True),
+    ("p4", ["home", "kitchen", "mug"], "ACME", 5.0, False),
+    ("p5", ["electronics"], None, None, True),
+    ("p6", ["home"], "Globex", 50.0, True),
+    ("p7", [], "Initech", 250.0, True),
+]
+
+
+def unit_vectors(n: int, seed: int = 0) -> np.ndarray:
+    v = np.random.default_rng(seed).normal(size=(n, DIM)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+VECTORS = unit_vectors(len(PRODUCTS))
+
+
+def payload(pid, path, brand, price, in_stock) -> dict:
+    p = {"product_id": pid, "category_prefixes": category_prefixes(path), "in_stock": in_stock,
+         "stock": stock_keyword(in_stock)}
+    if brand is not None:
+        p["brand"] = brand.lower()
+    if price is not None:
+        p["price"] = price
+    return p
+
+
+POINTS = [IndexPoint(point_id(row[0]), VECTORS[k], payload(*row)) for k, row in enumerate(PRODUCTS)]
+
+
+@pytest.fixture(params=["edge", "server"])
+def index(request, tmp_path):
+    if request.param == "edge":
+        idx = EdgeIndex(tmp_path / "qdrant")
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            idx = QdrantServerIndex(QdrantClient(":memory:"))
+    yield idx
+    idx.close()
+
+
+@pytest.fixture
+def products(index):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        index.create_collection(NAME, DIM, PRODUCTS_SCHEMA)
+    index.upsert(NAME, POINTS)
+    return index
+
+
+def ids_of(hits) -> list[str]:
+    return [h.payload["product_id"] for h in hits]
+
+
+def search_ids(index, flt, query=None, limit=100) -> set[str]:
+    q = VECTORS[0] if query is None else query
+    return set(ids_of(index.search(NAME, q, limit, flt, exact=True)))
+
+
+def test_create_has_collections_drop(index):
+    assert index.collections() == []
+    assert not index.has_collection("a")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        index.create_collection("b", DIM, USERS_SCHEMA)
+        index.create_collection("a", DIM, PRODUCTS_SCHEMA)
+        index.create_collection("a", DIM, PRODUCTS_SCHEMA)  # no-op
+    assert index.has_collection("a") and index.has_collection("b")
+    assert index.collections() == ["a", "b"]
+    index.drop_collection("a")
+    index.drop_collection("a")  # no-op
+    index.drop_collection("never")
+    assert index.collections() == ["b"]
+    assert not index.has_collection("a")
+
+
+def test_upsert_count_and_replace(products):
+    assert products.count(NAME) == len(PRODUCTS)
+    replaced = IndexPoint(POINTS[0].id, VECTORS[1], {**POINTS[0].payload, "price": 1.0})
+    products.upsert(NAME, [replaced])
+    products.upsert(NAME, [])
+    assert products.count(NAME) == len(PRODUCTS)
+    (hit,) = products.retrieve(NAME, [POINTS[0].id])
+    assert hit.payload["price"] == 1.0
+    np.testing.assert_allclose(hit.vector, VECTORS[1], atol=1e-6)
+
+
+def test_retrieve_payload_and_vector(products):
+    hits = products.retrieve(NAME, [POINTS[2].id, point_id("missing"), POINTS[5].id])
+    by_id = {h.id: h for h in hits}
+    assert set(by_id) == {POINTS[2].id, POINTS[5].id}
+    for k in (2, 5):
+        hit = by_id[POINTS[k].id]
+        assert hit.payload == POINTS[k].payload
+        assert hit.score == 0.0
+        assert hit.vector.dtype == np.float32 and hit.vector.shape == (DIM,)
+        np.testing.assert_allclose(hit.vector, VECTORS[k], atol=1e-6)
+    assert all(h.vector is None for h in products.retrieve(NAME, [POINTS[2].id], with_vectors=False))
+    assert products.retrieve(NAME, []) == []
+
+
+def test_search_orders_by_inner_product(products):
+    query = unit_vectors(1, seed=42)[0]
+    hits = products.search(NAME, query, 5)
+    expected = np.argsort(-(VECTORS @ query))[:5]
+    assert [h.id for h in hits] == [POINTS[k].id for k in expected]
+    np.testing.assert_allclose([h.score for h in hits], (VECTORS @ query)[expected], atol=1e-5)
+    assert all(h.vector is None for h in hits)
+    with_vec = products.search(NAME, query, 2, with_vectors=True)
+    np.testing.assert_allclose(with_vec[0].vector, VECTORS[expected[0]], atol=1e-6)
+
+
+def test_search_exact_equals_brute_force(index):
+    vectors = unit_vectors(300, seed=7)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        index.create_collection("big", DIM, USERS_SCHEMA)
+    index.upsert("big", [IndexPoint(point_id(str(k)), v, {"product_id": str(k)}) for k, v in enumerate(vectors)])
+    for query in unit_vectors(5, seed=8):
+        hits = index.search("big", query, 10, exact=True)
+        expected = np.argsort(-(vectors @ query), kind="stable")[:10]
+        assert ids_of(hits) == [str(k) for k in expected]
+        np.testing.assert_allclose([h.score for h in hits], (vectors @ query)[expected], atol=1e-5)
+
+
+def test_filter_category_prefix(products):
+    assert search_ids(products, SearchFilter(category_prefix=("electronics",))) == {"p0", "p1", "p2", "p5"}
+    assert search_ids(products, SearchFilter(category_prefix=("electronics", "phone"))) == {"p0", "p1"}
+    assert search_ids(products, SearchFilter(category_prefix=("home", "kitchen"))) == {"p3", "p4"}
+    assert search_ids(products, SearchFilter(category_prefix=("phone",))) == set()
+
+
+def test_filter_brands_case_insensitive(products):
+    assert search_ids(products, SearchFilter(brands=("acme",))) == {"p0", "p2", "p4"}
+    assert search_ids(products, SearchFilter(brands=("ACME", "gLoBeX"))) == {"p0", "p1", "p2", "p4", "p6"}
+    assert search_ids(products, SearchFilter(brands=("nobody",))) == set()
+
+
+def test_filter_price_range_inclusive(products):
+    assert search_ids(products, SearchFilter(price_min=20.0, price_max=250.0)) == {"p0", "p1", "p3", "p6", "p7"}
+    assert search_ids(products, SearchFilter(price_min=250.0)) == {"p1", "p2", "p7"}
+    assert search_ids(products, SearchFilter(price_max=20.0)) == {"p3", "p4"}
+    assert search_ids(products, SearchFilter(price_min=250.0, price_max=250.0)) == {"p1", "p7"}
+
+
+def test_filter_in_stock(products):
+    assert search_ids(products, SearchFilter(in_stock=False)) == {"p1", "p4"}
+    assert search_ids(products, SearchFilter(in_stock=True)) == {"p0", "p2", "p3", "p5", "p6", "p7"}
+
+
+def test_filter_exclude_ids(products):
+    excluded = frozenset({point_id("p0"), point_id("p3"), point_id("missing")})
+    assert search_ids(products, SearchFilter(exclude_ids=excluded)) == {f"p{k}" for k in (1, 2, 4, 5, 6, 7)}
+
+
+def test_filters_combine_with_and(products):
+    flt = SearchFilter(category_prefix=("electronics",), brands=("Acme",), price_max=500.0)
+    assert search_ids(products, flt) == {"p0"}
+    flt = SearchFilter(category_prefix=("electronics",), exclude_ids=frozenset({point_id("p0")}), price_min=100.0)
+    assert search_ids(products, flt) == {"p1", "p2"}
+
+
+def test_in_stock_combines_with_other_filters(products):
+    flt = SearchFilter(category_prefix=("electronics",), brands=("Acme",), in_stock=True)
+    assert search_ids(products, flt) == {"p0", "p2"}
+
+
+def test_empty_filter_is_no_filter(products):
+    assert search_ids(products, SearchFilter()) == {row[0] for row in PRODUCTS}
+
+
+def test_filtered_search_keeps_order_and_limit(products):
+    query = unit_vectors(1, seed=3)[0]
+    flt = SearchFilter(brands=("acme", "globex", "initech"))
+    hits = products.search(NAME, query, 3, flt, exact=True)
+    allowed = [k for k, row in enumerate(PRODUCTS) if row[2] is not None]
+    expected = sorted(allowed, key=lambda k: -float(VECTORS[k] @ query))[:3]
+    assert ids_of(hits) == [PRODUCTS[k][0] for k in expected]
+
+
+def test_delete(products):
+    products.delete(NAME, [POINTS[0].id, point_id("missing")])
+    products.delete(NAME, [])
+    assert products.count(NAME) == len(PRODUCTS) - 1
+    assert products.retrieve(NAME, [POINTS[0].id]) == []
+    assert "p0" not in search_ids(products, None)
+
+
+@pytest.mark.parametrize("call", [
+    lambda i: i.upsert("nope", POINTS[:1]),
+    lambda i: i.delete("nope", [POINTS[0].id]),
+    lambda i: i.retrieve("nope", [POINTS[0].id]),
+    lambda i: i.search("nope", VECTORS[0], 3),
+    lambda i: i.count("nope"),
+])
+def test_missing_collection_raises_key_error(index, call):
+    with pytest.raises(KeyError):
+        call(index)
+
+
+def test_edge_persistence(tmp_path):
+    root = tmp_path / "qdrant"
+    idx = EdgeIndex(root)
+    idx.create_collection(NAME, DIM, PRODUCTS_SCHEMA)
+    idx.upsert(NAME, POINTS)
+    idx.close()
+    reopened = EdgeIndex(root)
+    try:
+        assert reopened.collections() == [NAME]
+        assert reopened.count(NAME) == len(PRODUCTS)
+        (hit,) = reopened.retrieve(NAME, [POINTS[3].id])
+        assert hit.payload == POINTS[3].payload
+        np.testing.assert_allclose(hit.vector, VECTORS[3], atol=1e-6)
+        assert search_ids(reopened, SearchFilter(brands=("acme",))) == {"p0", "p2", "p4"}
+    finally:
+        reopened.close()
+
+
+def test_edge_drop_removes_files(tmp_path):
+    idx = EdgeIndex(tmp_path)
+    idx.create_collection("gone", DIM, USERS_SCHEMA)
+    idx.drop_collection("gone")
+    idx.close()
+    assert not (tmp_path / "gone").exists()
+    assert EdgeIndex(tmp_path).collections() == []
