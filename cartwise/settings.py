@@ -61,6 +61,7 @@ class Settings(BaseSettings):
     kafka_bootstrap: str | None = None
     embedded_kafka_port: int = 19092
     qdrant_url: str | None = None
+    edge_search_threads: int | None = Field(1, ge=1, description="Qdrant Edge search pool size (None: CPUs)")
     grpc_host: str = "127.0.0.1"
     grpc_port: int = 50051
     app_id: str = "cartwise"

@@ -28,7 +28,7 @@ def open_index(settings) -> VectorIndex:
         from qdrant_client import QdrantClient
 
         return QdrantServerIndex(QdrantClient(url=settings.qdrant_url, prefer_grpc=True))
-    return EdgeIndex(settings.index_dir)
+    return EdgeIndex(settings.index_dir, settings.edge_search_threads)
 
 
 __all__ = [

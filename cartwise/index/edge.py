@@ -39,15 +39,19 @@ def edge_filter(flt: SearchFilter | None) -> qe.Filter | None:
 
 
 class EdgeIndex:
-    """:class:`cartwise.index.VectorIndex` over Qdrant Edge shards under ``root/<collection>``."""
+    """:class:`cartwise.index.VectorIndex` over Qdrant Edge shards under ``root/<collection>``.
 
-    def __init__(self, root: Path) -> None:
+    ``search_threads`` sizes each shard's search pool (None: one per CPU). A request here is one small
+    query, so on a small machine one thread avoids handing every query to a pool thread."""
+
+    def __init__(self, root: Path, search_threads: int | None = None) -> None:
         self._root = Path(root)
+        self._search_threads = search_threads
         self._root.mkdir(parents=True, exist_ok=True)
         self._shards: dict[str, qe.EdgeShard] = {}
         self._lock = threading.Lock()  # guards the shard map, not the shards
         for path in sorted(p for p in self._root.iterdir() if p.is_dir()):
-            self._shards[path.name] = qe.EdgeShard.load(str(path))
+            self._shards[path.name] = qe.EdgeShard.load(str(path))  # keeps its persisted config
 
     def _shard(self, name: str) -> qe.EdgeShard:
         try:
@@ -59,7 +63,8 @@ class EdgeIndex:
         with self._lock:
             if name in self._shards:
                 return
-            config = qe.EdgeConfig(vectors=qe.EdgeVectorParams(size=dim, distance=qe.Distance.Dot))
+            config = qe.EdgeConfig(vectors=qe.EdgeVectorParams(size=dim, distance=qe.Distance.Dot),
+                                   max_search_threads=self._search_threads)
             shard = qe.EdgeShard.create(str(self._root / name), config)
             for attr, schema_type in _SCHEMA_TYPES:
                 for field_name in getattr(schema, attr):

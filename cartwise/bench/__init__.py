@@ -1,0 +1,1 @@
+"""Benchmarks: commands that print figures (tests never assert timings). See docs/benchmarks.md."""

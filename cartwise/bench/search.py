@@ -1,0 +1,55 @@
+"""``cartwise bench search``: gRPC Search latency at a fixed offered load vs the encode + ANN floor."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import sys
+import tempfile
+import time
+
+from cartwise.bench.common import latency_histogram, loaded_service, machine_info, summarize_ms
+from cartwise.datasets import rees46_records
+from cartwise.settings import Settings
+
+
+def rees46_queries(count: int = 500, seed: int = 7) -> list[dict]:
+    """SearchRequest fields: leaf categories and brand + leaf phrases, half for users with a history."""
+    records = list(rees46_records())
+    phrases = sorted({" ".join(filter(None, [(r.event.brand or "").lower(), r.event.category_path[-1]]))
+                      for r in records if r.topic_field == "catalog" and r.event.category_path})
+    users = sorted({r.event.user_id for r in records if r.topic_field in ("carts", "purchases")})
+    rng = random.Random(seed)
+    return [{"query": rng.choice(phrases).replace("_", " "), "limit": 10,
+             **({"user_id": rng.choice(users)} if i % 2 else {})} for i in range(count)]
+
+
+async def _floor(service, queries: list[dict]) -> dict:
+    """Query encode + ANN search alone, sequentially, on the same model, index and queries."""
+    model, histogram = service.active.current, latency_histogram()
+    for fields in queries:
+        started = time.perf_counter()
+        service.index.search(model.products, model.encoder.encode([fields["query"]])[0], fields["limit"])
+        histogram.record_value(max(1, int((time.perf_counter() - started) * 1e6)))
+    return summarize_ms(histogram, "floor_")
+
+
+async def run_search_bench(settings: Settings, qps: float, seconds: float, console) -> dict:
+    """Load the REES46 catalog, offer ``qps`` from a separate load-generator process for ``seconds``,
+    then measure the floor in this process. Returns the figures (latencies in ms)."""
+    queries = rees46_queries()
+    async with loaded_service(settings, console) as service:
+        products = service.index.count(service.active.current.products)
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
+            json.dump(queries, fh)
+        with console.status(f"offering {qps:.0f} Search/s for {seconds:.0f} s"):
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "cartwise.bench.loadgen", f"127.0.0.1:{service.port}", str(qps), str(seconds),
+                fh.name, stdout=asyncio.subprocess.PIPE)
+            out, _ = await proc.communicate()
+        load = json.loads(out)
+        floor = await _floor(service, queries)
+    return {**load, **floor, "overhead_ratio": load["p50_ms"] / floor["floor_p50_ms"], "offered_qps": qps,
+            "products": products, "machine": machine_info(),
+            "command": f"cartwise bench search --qps {qps:g} --seconds {seconds:g} --json"}

@@ -1,0 +1,26 @@
+"""Shared fixtures. Integration tests run the real embedded broker (Tansu), Qdrant Edge, the ONNX encoder
+and gRPC over loopback; the exported pretrained encoder is built once per session."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def registry_dir(tmp_path_factory):
+    """A model registry holding the exported pretrained encoder (v1, active)."""
+    from cartwise.registry import ModelRegistry
+    from cartwise.service import ensure_active_model
+
+    root = tmp_path_factory.mktemp("models")
+    ensure_active_model(ModelRegistry(root))
+    return root

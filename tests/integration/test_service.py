@@ -1,0 +1,195 @@
+"""End to end on loopback: real broker, stream worker, Qdrant Edge, ONNX encoder and gRPC server."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import grpc
+import pytest
+import pytest_asyncio
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from cartwise.client import SearchClient
+from cartwise.events import BehaviorEvent, ProductUpsert, encode_event
+from cartwise.replay import make_producer
+from cartwise.service import Service
+from cartwise.settings import Settings
+from cartwise.v1 import search_pb2 as pb
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.integration
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def service(tmp_path_factory, registry_dir):
+    data_dir = tmp_path_factory.mktemp("data")
+    shutil.copytree(registry_dir, data_dir / "models")
+    settings = Settings(data_dir=data_dir, embedded_kafka_port=free_port(), grpc_port=0,
+                        app_id=f"test-{uuid.uuid4().hex[:8]}")
+    svc = Service(settings)
+    await svc.start()
+    yield svc
+    await svc.stop()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def client(service):
+    async with SearchClient(f"127.0.0.1:{service.port}") as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def producer(service):
+    p = make_producer(service.settings.kafka_bootstrap)
+    yield p
+    p.close()
+
+
+def send(producer, service, topic_field: str, key: str, value: bytes) -> None:
+    producer.send(getattr(service.settings.topics, topic_field), key=key.encode(), value=value)
+    producer.flush()
+
+
+def upsert(pid: str, title: str, brand: str, seconds: float = 0.0, **extra) -> bytes:
+    return encode_event(ProductUpsert(event_id=f"{pid}-{seconds}", event_time=T0 + timedelta(seconds=seconds),
+                                      product_id=pid, title=title, brand=brand, category_path=["sports", "shoes"],
+                                      price=50.0, **extra))
+
+
+def behavior(kind: str, user: str, pid: str, seconds: float) -> bytes:
+    return encode_event(BehaviorEvent(event_id=f"{user}-{pid}-{kind}-{seconds}", event_type=kind, user_id=user,
+                                      product_id=pid, event_time=T0 + timedelta(seconds=seconds)))
+
+
+async def eventually(check, timeout_s: float = 20.0):
+    """Poll the async ``check`` until it returns a truthy value; fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout_s} s")
+        await asyncio.sleep(0.05)
+
+
+def ids(response) -> list[str]:
+    return [hit.product_id for hit in response.hits]
+
+
+async def test_health_and_reflection(service, client):
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    status = await health_pb2_grpc.HealthStub(client.channel).Check(
+        health_pb2.HealthCheckRequest(service="cartwise.v1.SearchService"))
+    assert status.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_catalog_event_makes_product_searchable(service, client, producer):
+    send(producer, service, "catalog", "it-kettle", upsert("it-kettle", "Stainless steel electric kettle 1.7 l",
+                                                           "Brevo"))
+
+    async def found():
+        response = await client.search("electric kettle", limit=5)
+        return response if "it-kettle" in ids(response) else None
+
+    response = await eventually(found)
+    hit = response.hits[ids(response).index("it-kettle")]
+    assert hit.title.startswith("Stainless steel") and hit.brand == "Brevo" and list(hit.category_path) == ["sports",
+                                                                                                              "shoes"]
+    assert response.model_version == "v1" and response.index_version == "products_v1"
+    assert hit.semantic_score == pytest.approx(hit.score, abs=1e-4)
+
+
+async def test_cart_event_changes_that_users_ranking(service, client, producer):
+    send(producer, service, "catalog", "it-shoe-a", upsert("it-shoe-a", "Trail running shoe, waterproof", "Acme"))
+    send(producer, service, "catalog", "it-shoe-b", upsert("it-shoe-b", "Trail running shoe, lightweight mesh",
+                                                           "Zenith"))
+    query = dict(query="trail running shoe", user_id="it-user-1", limit=2, personalization_weight=1.0)
+
+    async def both_indexed():
+        response = await client.search(**query)
+        return response if set(ids(response)) == {"it-shoe-a", "it-shoe-b"} else None
+
+    before = await eventually(both_indexed)
+    assert before.personalization_weight == 0.0  # cold user: no history yet
+    lower = before.hits[1].product_id
+    send(producer, service, "carts", "it-user-1", behavior("cart", "it-user-1", lower, 10))
+
+    async def personalized():
+        response = await client.search(**query)
+        return response if response.user_interactions == 1 else None
+
+    after = await eventually(personalized)
+    assert ids(after)[0] == lower
+    assert after.personalization_weight == pytest.approx(1.0)
+    assert after.hits[0].personal_score > after.hits[1].personal_score
+    other = await client.search("trail running shoe", user_id="someone-else", limit=2)
+    assert ids(other) == ids(before)  # only that user's ranking changed
+
+
+async def test_malformed_event_goes_to_dead_letter_topic_and_worker_carries_on(service, client, producer):
+    topics = service.settings.topics
+    send(producer, service, "catalog", "broken", b"{not json")
+    send(producer, service, "catalog", "it-no-title", b'{"event_id": "x1", "event_time": "2026-01-01T00:00:00Z",'
+                                                      b' "op": "upsert", "product_id": "it-no-title"}')
+    send(producer, service, "catalog", "it-lamp", upsert("it-lamp", "Brass desk lamp with dimmer", "Lumo"))
+
+    async def lamp_found():
+        return "it-lamp" in ids(await client.search("brass desk lamp", limit=3))
+
+    await eventually(lamp_found)
+    consumer = AIOKafkaConsumer(bootstrap_servers=service.settings.kafka_bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partition = TopicPartition(topics.dead_letter(topics.catalog), 0)
+        consumer.assign([partition])
+        await consumer.seek_to_beginning(partition)
+        records = (await consumer.getmany(partition, timeout_ms=5000, max_records=100)).get(partition, [])
+    finally:
+        await consumer.stop()
+    by_key = {r.key: r for r in records}
+    assert by_key[b"broken"].value == b"{not json"
+    errors = {k: dict(r.headers)["error"].decode() for k, r in by_key.items()}
+    assert "title" in errors[b"it-no-title"]
+    assert dict(by_key[b"broken"].headers)["source_topic"] == topics.catalog.encode()
+
+
+async def test_behavior_for_unknown_product_is_kept_until_the_product_arrives(service, client, producer):
+    send(producer, service, "purchases", "it-user-2", behavior("purchase", "it-user-2", "it-late", 5))
+    await asyncio.sleep(0.5)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await client.stub.Recommend(pb.RecommendRequest(user_id="it-user-2"))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    send(producer, service, "catalog", "it-late", upsert("it-late", "Cast iron skillet 28 cm", "Ferro"))
+
+    async def recommended():
+        try:
+            return await client.stub.Recommend(pb.RecommendRequest(user_id="it-user-2", limit=3))
+        except grpc.aio.AioRpcError:
+            return None
+
+    response = await eventually(recommended)
+    assert ids(response)[0] == "it-late"
+    excluded = await client.stub.Recommend(pb.RecommendRequest(user_id="it-user-2", limit=3, exclude_purchased=True))
+    assert "it-late" not in ids(excluded)
+
+
+@pytest.mark.parametrize("request_fields, field", [
+    (dict(), "query"),
+    (dict(query="drill", limit=0), "limit"),
+    (dict(query="drill", limit=1001), "limit"),
+    (dict(query="x" * 513), "query"),
+    (dict(query="drill", filter=pb.Filter(price=pb.PriceRange(min=5, max=1))), "filter.price"),
+    (dict(query="drill", filter=pb.Filter(stock=9)), "filter.stock"),
+])
+async def test_bad_request_is_invalid_argument_naming_the_field(service, client, request_fields, field):
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await client.stub.Search(pb.SearchRequest(**request_fields))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details().startswith(f"{field}:")
