@@ -69,6 +69,8 @@ class Settings(BaseSettings):
     consumer_fetch_max_wait_ms: int = Field(
         50, ge=1, description="fetch long-poll bound; the embedded broker answers only when it expires"
     )
+    producer_linger_ms: float = Field(
+        5.0, ge=0.0, description="worker producer batching (changelog, dead letters); 0 sends each record alone")
     catalog_batch: int = 256
     catalog_batch_window_s: float = 0.02
     encoder_max_batch: int = 32

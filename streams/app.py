@@ -14,10 +14,10 @@ from cartwise.events import InvalidEvent, parse_behavior_event, parse_catalog_ev
 from cartwise.index import VectorIndex
 from cartwise.settings import Settings
 from encoders.runtime import ActiveModel
-from streams.behavior import write_user_vectors
+from streams.behavior import rebuild_user_vectors, update_user_vectors
 from streams.catalog import apply_plan, embed_upserts, plan_batch
 from streams.transport import FastPollApp
-from streams.user_state import UserHistory
+from streams.user_state import Interaction, UserHistory
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,7 @@ class StreamWorker:
             settings.app_id, broker=f"kafka://{settings.kafka_bootstrap}", store="memory://", web_enabled=False,
             topic_partitions=settings.partitions, fetch_max_wait_ms=settings.consumer_fetch_max_wait_ms,
             consumer_auto_offset_reset="earliest", producer_acks=1, stream_wait_empty=False,
+            producer_linger=settings.producer_linger_ms / 1000,
         )
         self.catalog_topic = self.app.topic(topics.catalog, key_type=bytes, value_type=bytes, value_serializer="raw")
         self.behavior_topics = self.app.topic(*topics.behavior, key_type=bytes, value_type=bytes,
@@ -100,34 +101,39 @@ class StreamWorker:
 
     async def _behavior_agent(self, stream) -> None:
         async for batch in stream.take_events(self.settings.catalog_batch, within=self.settings.catalog_batch_window_s):
-            changed: dict[str, UserHistory] = {}
+            updates: dict[str, tuple[UserHistory, list[Interaction]]] = {}
             for event in batch:
                 try:
                     parsed = parse_behavior_event(event.value, self._type_of_topic[event.message.topic])
                 except InvalidEvent as err:
                     await self._dead_letter(event, err.reason)
                     continue
-                history = changed.get(parsed.user_id) or UserHistory.from_json(self.histories.get(parsed.user_id))
+                history, added = updates.get(parsed.user_id) or (
+                    UserHistory.from_json(self.histories.get(parsed.user_id)), [])
                 if history.apply(parsed, self.settings.personalization.max_history):
-                    changed[parsed.user_id] = history
                     self.applied += 1
+                    kept = history.find(parsed.event_id)
+                    updates[parsed.user_id] = (history, added + [kept] if kept else added)
                 else:
                     self.stale += 1
-            for user_id, history in changed.items():
+            for user_id, (history, _) in updates.items():
                 self.histories[user_id] = history.to_json()
-            if changed:
-                self._write_users(changed)
+            if updates:
+                model = self.active.current
+                pending = update_user_vectors(updates, self.index, model.products, model.users,
+                                              self.settings.personalization)
+                self._track_pending(updates.keys(), pending)
 
-    def _write_users(self, histories: dict[str, UserHistory]) -> None:
-        model = self.active.current
-        pending = write_user_vectors(histories, self.index, model.products, model.users, self.settings.personalization)
-        self._pending_users.difference_update(histories.keys() - pending)
+    def _track_pending(self, users, pending: set[str]) -> None:
+        self._pending_users.difference_update(set(users) - pending)
         self._pending_users.update(pending)
 
     async def _retry_pending(self) -> None:
-        """Users whose products were missing get their vectors once the catalog catches up."""
+        """Users whose products were missing get their vectors rebuilt once the catalog has changed."""
         if not (self._pending_users and self._catalog_changed):
             return
         self._catalog_changed = False
         histories = {u: UserHistory.from_json(self.histories.get(u)) for u in list(self._pending_users)}
-        self._write_users(histories)
+        model = self.active.current
+        self._track_pending(histories, rebuild_user_vectors(histories, self.index, model.products, model.users,
+                                                            self.settings.personalization))

@@ -1,4 +1,4 @@
-"""Turning updated user histories into user vectors in the users collection."""
+"""Turning behavior into user vectors in the users collection (incrementally, or rebuilt from history)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 from cartwise.catalog import point_id
 from cartwise.index import IndexPoint, VectorIndex
 from cartwise.settings import Personalization
-from streams.user_state import UserHistory, user_vector
+from streams.user_state import Interaction, UserHistory, UserVector, accumulate, user_vector
 
 
 def product_vectors(index: VectorIndex, collection: str, product_ids: list[str]) -> dict[str, np.ndarray]:
@@ -18,12 +18,45 @@ def product_vectors(index: VectorIndex, collection: str, product_ids: list[str])
     return {hit.payload["product_id"]: hit.vector for hit in hits}
 
 
-def write_user_vectors(histories: dict[str, UserHistory], index: VectorIndex, products: str, users: str,
-                       params: Personalization) -> set[str]:
-    """Recompute and upsert the vectors of ``histories`` (user_id -> history) in one retrieve and one upsert.
+def stored_user_vectors(index: VectorIndex, users: str, user_ids: list[str]) -> dict[str, UserVector]:
+    """The users' current :class:`UserVector` state as stored in ``users``."""
+    hits = index.retrieve(users, [point_id(u) for u in user_ids], with_vectors=True)
+    return {h.payload["user_id"]: UserVector(h.vector, h.payload["norm"], h.payload["t_ref"], h.payload["n"],
+                                             h.payload["pending"]) for h in hits}
 
-    Returns the ids of users with interactions whose product is not in the catalog yet (to retry later).
-    A user none of whose products is known yet gets no point."""
+
+def _point(user_id: str, uv: UserVector, history: UserHistory) -> IndexPoint:
+    payload = {"user_id": user_id, "n": uv.n, "pending": uv.pending, "norm": uv.norm, "t_ref": uv.t_ref,
+               "purchased": history.purchased, "updated_at": time.time()}
+    return IndexPoint(point_id(user_id), uv.vector, payload)
+
+
+def update_user_vectors(updates: dict[str, tuple[UserHistory, list[Interaction]]], index: VectorIndex,
+                        products: str, users: str, params: Personalization) -> set[str]:
+    """Fold each user's new interactions into their stored vector: one retrieve of user states, one of
+    product vectors, one upsert, whatever the histories' lengths.
+
+    ``updates`` maps user_id -> (history after the events, interactions the events added). Returns the ids
+    of users with interactions whose product is not in the catalog yet (to rebuild later)."""
+    previous = stored_user_vectors(index, users, list(updates))
+    vectors = product_vectors(index, products, [i.product_id for _, added in updates.values() for i in added])
+    points, pending = [], set()
+    for user_id, (history, added) in updates.items():
+        known = [(i, vectors[i.product_id]) for i in added if i.product_id in vectors]
+        uv = accumulate(previous.get(user_id), known, len(added) - len(known), params)
+        if uv is None or uv.pending:
+            pending.add(user_id)
+        if uv is not None:
+            points.append(_point(user_id, uv, history))
+    index.upsert(users, points)
+    return pending
+
+
+def rebuild_user_vectors(histories: dict[str, UserHistory], index: VectorIndex, products: str, users: str,
+                         params: Personalization) -> set[str]:
+    """Recompute vectors from whole histories (users whose products arrived late; a new model version).
+
+    Returns the ids of users that still have interactions whose product is not in the catalog."""
     vectors = product_vectors(index, products, [pid for h in histories.values() for pid in h.product_ids()])
     points, pending = [], set()
     for user_id, history in histories.items():
@@ -31,8 +64,6 @@ def write_user_vectors(histories: dict[str, UserHistory], index: VectorIndex, pr
         if uv is None or uv.pending:
             pending.add(user_id)
         if uv is not None:
-            payload = {"user_id": user_id, "n": uv.n, "pending": uv.pending, "purchased": history.purchased,
-                       "updated_at": time.time()}
-            points.append(IndexPoint(point_id(user_id), uv.vector, payload))
+            points.append(_point(user_id, uv, history))
     index.upsert(users, points)
     return pending

@@ -4,9 +4,14 @@ The history is the durable state (a faust Table with its changelog in Kafka); th
 derived from it and the product vectors of one model version, so it can be rebuilt for any version.
 
 User vector (DESIGN.md, "Personalization"; time decay as in Velkoski et al. 2025, arXiv 2511.00694):
-    u = normalize( sum_i w(type_i) * 2^(-(t_last - t_i) / H) * p̂_i )
+    u = normalize(S),  S = sum_i w(type_i) * 2^(-(t_ref - t_i) / H) * p̂_i,  t_ref = latest t_i
 Measuring Δt from the user's latest interaction instead of "now" multiplies every term by the same
-factor, which the normalization removes, so the vector needs no refresh as wall-clock time passes."""
+factor, which the normalization removes, so the vector needs no refresh as wall-clock time passes.
+
+S is kept incrementally (:func:`accumulate`): each event costs one product vector, O(D), however long
+the history. Exponential decay does the forgetting, so S covers every interaction, while a full
+rebuild (:func:`user_vector`, e.g. for a new model version) covers the ``max_history`` kept ones; the
+two differ only by terms already decayed by 2^(-Δt/H) for many H."""
 
 from __future__ import annotations
 
@@ -57,6 +62,10 @@ class UserHistory:
         del self.interactions[: len(dropped)]
         return item not in dropped or event.event_type == "purchase"
 
+    def find(self, event_id: str) -> Interaction | None:
+        """The kept interaction of ``event_id``, if it is in the history."""
+        return next((i for i in self.interactions if i.event_id == event_id), None)
+
     def product_ids(self) -> list[str]:
         """Distinct products in the history."""
         return list(dict.fromkeys(i.product_id for i in self.interactions))
@@ -76,26 +85,40 @@ class UserHistory:
 
 @dataclass(frozen=True, slots=True)
 class UserVector:
-    """``vector`` (D,) float32 unit norm; ``n`` interactions that contributed; ``pending`` whose product
-    has no vector yet (not in the catalog)."""
+    """``vector`` (D,) float32 unit norm = S / ``norm``; ``t_ref`` (s) the time S is referenced to;
+    ``n`` interactions that contributed; ``pending`` ones whose product had no vector yet."""
 
     vector: np.ndarray
+    norm: float
+    t_ref: float
     n: int
     pending: int
 
 
-def user_vector(history: UserHistory, product_vectors: dict[str, np.ndarray],
-                params: Personalization) -> UserVector | None:
-    """The decayed weighted mean of the history's product vectors (see module doc), or None when no
-    interaction has a product vector yet. ``product_vectors`` maps product_id -> (D,) unit vector."""
-    known = [i for i in history.interactions if i.product_id in product_vectors]
-    if not known:
+def accumulate(previous: UserVector | None, added: list[tuple[Interaction, np.ndarray]], missing: int,
+               params: Personalization) -> UserVector | None:
+    """Fold interactions with their product vectors (D,) into S, in any order (see module doc).
+
+    ``missing`` counts new interactions whose product has no vector yet. Returns None while S is zero."""
+    if previous is None and not added:
         return None
-    t_last = max(i.ts for i in known)
-    weights = np.array([params.weight(i.event_type) * 2.0 ** (-(t_last - i.ts) / params.half_life_s) for i in known])
-    total = weights @ np.stack([product_vectors[i.product_id] for i in known])
+    total = previous.vector.astype(np.float64) * previous.norm if previous else 0.0
+    t_ref = previous.t_ref if previous else max(i.ts for i, _ in added)
+    for item, vector in added:
+        if item.ts > t_ref:
+            total = total * 2.0 ** (-(item.ts - t_ref) / params.half_life_s)
+            t_ref = item.ts
+        total = total + params.weight(item.event_type) * 2.0 ** (-(t_ref - item.ts) / params.half_life_s) * vector
     norm = float(np.linalg.norm(total))
     if norm == 0.0:
         return None
-    return UserVector((total / norm).astype(np.float32), len(known), len(history.interactions) - len(known))
+    return UserVector((total / norm).astype(np.float32), norm, t_ref, (previous.n if previous else 0) + len(added),
+                      (previous.pending if previous else 0) + missing)
 
+
+def user_vector(history: UserHistory, product_vectors: dict[str, np.ndarray],
+                params: Personalization) -> UserVector | None:
+    """Rebuild S from the whole kept history (see module doc), or None when no interaction has a product
+    vector yet. ``product_vectors`` maps product_id -> (D,) unit vector."""
+    known = [(i, product_vectors[i.product_id]) for i in history.interactions if i.product_id in product_vectors]
+    return accumulate(None, known, len(history.interactions) - len(known), params)

@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import os
 import platform
+import shutil
 import socket
+import tempfile
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import numpy as np
 from hdrh.histogram import HdrHistogram
@@ -54,9 +57,12 @@ def percentiles_ms(seconds: list[float]) -> dict:
 
 @asynccontextmanager
 async def loaded_service(settings: Settings, console):
-    """The embedded service on free ports with all of REES46 replayed and consumed."""
-    settings = settings.model_copy(update={"kafka_bootstrap": None, "embedded_kafka_port": free_port(),
-                                           "grpc_port": free_port()})
+    """The embedded service on free ports and a scratch index, with all of REES46 replayed and consumed."""
+    settings.models_dir.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix="cartwise-bench-"))
+    (scratch / "models").symlink_to(settings.models_dir.resolve())  # share the exported encoder
+    settings = settings.model_copy(update={"data_dir": scratch, "kafka_bootstrap": None,
+                                           "embedded_kafka_port": free_port(), "grpc_port": free_port()})
     service = Service(settings)
     with console.status("starting the embedded service"):
         await service.start()
@@ -69,3 +75,4 @@ async def loaded_service(settings: Settings, console):
         yield service
     finally:
         await service.stop()
+        shutil.rmtree(scratch, ignore_errors=True)

@@ -51,7 +51,7 @@ class EdgeIndex:
         self._shards: dict[str, qe.EdgeShard] = {}
         self._lock = threading.Lock()  # guards the shard map, not the shards
         for path in sorted(p for p in self._root.iterdir() if p.is_dir()):
-            self._shards[path.name] = qe.EdgeShard.load(str(path))  # keeps its persisted config
+            self._shards[path.name] = _load(path)
 
     def _shard(self, name: str) -> qe.EdgeShard:
         try:
@@ -120,6 +120,19 @@ class EdgeIndex:
                 shard.flush()
                 shard.close()
             self._shards.clear()
+
+
+class IndexInUse(RuntimeError):
+    """Another process owns a shard under this directory (an Edge shard has one owner)."""
+
+
+def _load(path: Path) -> qe.EdgeShard:
+    try:
+        return qe.EdgeShard.load(str(path))  # keeps its persisted config
+    except Exception as err:
+        if "WouldBlock" in str(err):
+            raise IndexInUse(f"{path} is open in another process; stop it or use another CARTWISE_DATA_DIR") from None
+        raise
 
 
 def _vector(raw) -> np.ndarray | None:

@@ -8,7 +8,7 @@ from hypothesis import given, settings, strategies as st
 
 from cartwise.events import BehaviorEvent
 from cartwise.settings import Personalization
-from streams.user_state import UserHistory, user_vector
+from streams.user_state import UserHistory, accumulate, user_vector
 
 T0 = datetime(2019, 10, 1, tzinfo=timezone.utc)
 
@@ -181,3 +181,29 @@ def test_user_vector_is_order_independent(events, data, max_history):
     if ua is not None:
         np.testing.assert_allclose(ua.vector, ub.vector, rtol=1e-6, atol=1e-7)
         assert (ua.n, ua.pending) == (ub.n, ub.pending)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from("ABCD"), st.sampled_from(["view", "cart", "purchase"]),
+                          st.integers(0, 20_000)), min_size=1, max_size=30))
+def test_incremental_accumulate_equals_rebuild_from_history(rows):
+    vecs = {"A": unit(1, 0, 0), "B": unit(0, 1, 0), "C": unit(0, 0, 1), "D": unit(1, 1, 1)}
+    history, state = UserHistory(), None
+    for k, (pid, kind, seconds) in enumerate(rows):  # arrival order is not time order
+        history.apply(ev(f"e{k}", pid, kind, seconds), 1000)
+        kept = history.find(f"e{k}")
+        state = accumulate(state, [(kept, vecs[pid])], 0, PARAMS)
+    rebuilt = user_vector(history, vecs, PARAMS)
+    assert (state is None) == (rebuilt is None)
+    if rebuilt is not None:
+        np.testing.assert_allclose(state.vector, rebuilt.vector, atol=1e-5)
+        assert state.n == rebuilt.n == len(rows)
+        assert state.t_ref == rebuilt.t_ref
+
+
+def test_unknown_products_are_counted_pending_incrementally():
+    h = UserHistory()
+    h.apply(ev("e1", "A", "cart", 10), 10)
+    state = accumulate(None, [(h.find("e1"), unit(1, 0))], missing=2, params=PARAMS)
+    assert state.pending == 2 and state.n == 1
+    assert accumulate(None, [], missing=1, params=PARAMS) is None
