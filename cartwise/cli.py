@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import signal
+from pathlib import Path
 
 import click
 from rich.console import Console
@@ -124,6 +125,43 @@ def demo(ctx: click.Context, user_id: str | None) -> None:
     from cartwise.demo import run_demo
 
     asyncio.run(run_demo(_settings(ctx), console, user_id))
+
+
+@main.command("eval")
+@click.option("--dataset", type=click.Choice(["homedepot", "rees46"]), required=True)
+@click.option("--judgments", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Home Depot judgments CSV (id,product_uid,search_term,relevance); default: the shared one.")
+@click.option("--events", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="REES46 events CSV; default: the shared one.")
+@click.option("--model", "models", multiple=True, help="bm25, pretrained, latest or vN (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print {model: metrics} as JSON.")
+@click.pass_context
+def evaluate(ctx: click.Context, dataset: str, judgments: Path | None, events: Path | None, models: tuple[str, ...],
+             as_json: bool) -> None:
+    """Offline evaluation: Recall@10/100, nDCG@10, MRR@10 (homedepot); personalized HitRate@10 (rees46)."""
+    from trainer.evaluation.run import eval_homedepot, eval_rees46
+
+    settings = _settings(ctx)
+    if dataset == "homedepot":
+        results = eval_homedepot(settings, list(models or ("bm25", "pretrained")), judgments)
+    else:
+        results = eval_rees46(settings, list(models or ("pretrained",)), events)
+    if as_json:
+        click.echo(json.dumps({m: {k: v for k, v in r.items() if k != "recall_curve"} for m, r in results.items()},
+                              indent=2))
+        return
+    for name, metrics in results.items():
+        _report({k: v for k, v in metrics.items() if k != "recall_curve"} | {"model": name}, False)
+
+
+@main.command("eval-report")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("docs"), show_default=True)
+@click.pass_context
+def eval_report(ctx: click.Context, out: Path) -> None:
+    """Regenerate docs/eval.md and its plots from fresh evaluations of BM25 and the pretrained encoder."""
+    from trainer.evaluation.report import write_report
+
+    console.print(f"wrote {write_report(_settings(ctx), out)}")
 
 
 @main.group()

@@ -35,6 +35,7 @@ class StreamWorker:
         self.applied = self.dead_lettered = self.stale = 0
         self._pending_users: set[str] = set()
         self._catalog_changed = False
+        self._dead_letter_topics: dict[str, faust.TopicT] = {}
         self._encode_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="catalog-encode")
         topics = settings.topics
         self._type_of_topic = {getattr(topics, f): t for f, t in _EVENT_TYPE_OF_TOPIC_FIELD.items()}
@@ -71,8 +72,9 @@ class StreamWorker:
     async def _dead_letter(self, event, reason: str) -> None:
         message = event.message
         log.warning("dead-lettering %s[%d]@%d: %s", message.topic, message.partition, message.offset, reason)
-        dlq = self.app.topic(self.settings.topics.dead_letter(message.topic), key_type=bytes, value_type=bytes,
-                             value_serializer="raw")
+        name = self.settings.topics.dead_letter(message.topic)
+        dlq = self._dead_letter_topics.get(name) or self._dead_letter_topics.setdefault(
+            name, self.app.topic(name, key_type=bytes, value_type=bytes, value_serializer="raw"))
         headers = {"error": reason.encode(), "source_topic": message.topic.encode(),
                    "source_partition": str(message.partition).encode(), "source_offset": str(message.offset).encode()}
         await dlq.send(key=message.key, value=message.value, headers=headers)

@@ -3,16 +3,7 @@ and gRPC over loopback; the exported pretrained encoder is built once per sessio
 
 from __future__ import annotations
 
-import socket
-
 import pytest
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

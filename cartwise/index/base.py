@@ -56,6 +56,15 @@ class SearchFilter:
         return self == SearchFilter()
 
 
+def as_vector(raw) -> np.ndarray | None:
+    """A point's default dense vector as (D,) float32; Qdrant returns a list or a {"": list} map."""
+    if raw is None:
+        return None
+    if isinstance(raw, dict):
+        raw = raw.get("")
+    return np.asarray(raw, dtype=np.float32)
+
+
 def stock_keyword(in_stock: bool) -> str:
     """The ``stock`` payload keyword of an availability: "in" or "out"."""
     return "in" if in_stock else "out"

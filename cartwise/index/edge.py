@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 import qdrant_edge as qe
 
-from cartwise.index.base import CollectionSchema, IndexHit, IndexPoint, SearchFilter, stock_keyword
+from cartwise.index.base import CollectionSchema, IndexHit, IndexPoint, SearchFilter, as_vector, stock_keyword
 
 _SCHEMA_TYPES = (("keyword", qe.PayloadSchemaType.Keyword), ("float", qe.PayloadSchemaType.Float))
 
@@ -99,7 +99,7 @@ class EdgeIndex:
         if not ids:
             return []
         records = self._shard(name).retrieve(list(ids), with_payload=True, with_vector=with_vectors)
-        return [IndexHit(str(r.id), 0.0, r.payload or {}, _vector(r.vector) if with_vectors else None)
+        return [IndexHit(str(r.id), 0.0, r.payload or {}, as_vector(r.vector) if with_vectors else None)
                 for r in records]
 
     def search(self, name: str, vector: np.ndarray, limit: int, flt: SearchFilter | None = None,
@@ -108,8 +108,13 @@ class EdgeIndex:
             limit=limit, query=qe.Query.Nearest(np.asarray(vector, dtype=np.float32).tolist()),
             filter=edge_filter(flt), with_payload=True, with_vector=with_vectors,
             params=qe.SearchParams(exact=True) if exact else None)
-        return [IndexHit(str(p.id), float(p.score), p.payload or {}, _vector(p.vector) if with_vectors else None)
+        return [IndexHit(str(p.id), float(p.score), p.payload or {}, as_vector(p.vector) if with_vectors else None)
                 for p in self._shard(name).query(request)]
+
+    def optimize(self, name: str) -> None:
+        """Build the HNSW graph and merge segments of ``name`` now (blocking; seconds for 50k points).
+        Until then Edge searches new points by brute force."""
+        self._shard(name).optimize()
 
     def count(self, name: str) -> int:
         return self._shard(name).count(qe.CountRequest(exact=True))
@@ -134,11 +139,3 @@ def _load(path: Path) -> qe.EdgeShard:
             raise IndexInUse(f"{path} is open in another process; stop it or use another CARTWISE_DATA_DIR") from None
         raise
 
-
-def _vector(raw) -> np.ndarray | None:
-    """Edge returns the default dense vector as a list (or a {"": list} map)."""
-    if raw is None:
-        return None
-    if isinstance(raw, dict):
-        raw = raw.get("")
-    return np.asarray(raw, dtype=np.float32)

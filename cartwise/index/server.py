@@ -10,7 +10,7 @@ from typing import Sequence
 import numpy as np
 from qdrant_client import QdrantClient, models
 
-from cartwise.index.base import CollectionSchema, IndexHit, IndexPoint, SearchFilter, stock_keyword
+from cartwise.index.base import CollectionSchema, IndexHit, IndexPoint, SearchFilter, as_vector, stock_keyword
 
 _SCHEMA_TYPES = (("keyword", models.PayloadSchemaType.KEYWORD), ("float", models.PayloadSchemaType.FLOAT))
 
@@ -81,7 +81,7 @@ class QdrantServerIndex:
         if not ids:
             return []
         records = self._client.retrieve(name, ids=list(ids), with_payload=True, with_vectors=with_vectors)
-        return [IndexHit(str(r.id), 0.0, r.payload or {}, _vector(r.vector) if with_vectors else None)
+        return [IndexHit(str(r.id), 0.0, r.payload or {}, as_vector(r.vector) if with_vectors else None)
                 for r in records]
 
     def search(self, name: str, vector: np.ndarray, limit: int, flt: SearchFilter | None = None,
@@ -90,7 +90,7 @@ class QdrantServerIndex:
         response = self._client.query_points(
             name, query=np.asarray(vector, dtype=np.float32).tolist(), limit=limit, query_filter=server_filter(flt),
             with_payload=True, with_vectors=with_vectors, search_params=models.SearchParams(exact=exact))
-        return [IndexHit(str(p.id), float(p.score), p.payload or {}, _vector(p.vector) if with_vectors else None)
+        return [IndexHit(str(p.id), float(p.score), p.payload or {}, as_vector(p.vector) if with_vectors else None)
                 for p in response.points]
 
     def count(self, name: str) -> int:
@@ -100,10 +100,3 @@ class QdrantServerIndex:
     def close(self) -> None:
         self._client.close()
 
-
-def _vector(raw) -> np.ndarray | None:
-    if raw is None:
-        return None
-    if isinstance(raw, dict):
-        raw = raw.get("")
-    return np.asarray(raw, dtype=np.float32)

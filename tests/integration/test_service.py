@@ -13,13 +13,13 @@ import pytest
 import pytest_asyncio
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from cartwise.bench.common import free_port
 from cartwise.client import SearchClient
 from cartwise.events import BehaviorEvent, ProductUpsert, encode_event
 from cartwise.replay import make_producer
 from cartwise.service import Service
 from cartwise.settings import Settings
 from cartwise.v1 import search_pb2 as pb
-from tests.conftest import free_port
 
 pytestmark = pytest.mark.integration
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)

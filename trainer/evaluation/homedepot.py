@@ -1,0 +1,132 @@
+"""Home Depot relevance evaluation: BM25 and dense encoders over the full catalog, graded qrels.
+
+Dense retrieval goes through the same index code the service uses (Qdrant Edge, HNSW); exact
+brute-force top-K over the same vectors measures what the ANN index loses."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from rich.progress import Progress
+
+from cartwise.catalog import point_id, product_text
+from cartwise.datasets import data_root
+from cartwise.index import EdgeIndex, IndexPoint, PRODUCTS_SCHEMA
+from cartwise.registry import ModelRegistry
+from encoders.runtime import OnnxEncoder
+
+TOP_K = 100
+
+
+@dataclass(frozen=True)
+class HomeDepot:
+    """The catalog (product_uid -> title) and qrels (query -> {product_uid: mean grade 1..3})."""
+
+    titles: dict[str, str]
+    qrels: dict[str, dict[str, float]]
+
+
+def load_homedepot(judgments: Path | None = None, products: Path | None = None) -> HomeDepot:
+    """Read ``products.csv`` and a judgments file (``id,product_uid,search_term,relevance``).
+
+    Raises ValueError when a judged product is missing from the catalog."""
+    root = data_root() / "homedepot"
+    with open(products or root / "products.csv", newline="", encoding="utf-8") as fh:
+        titles = {row["product_uid"]: row["product_title"] for row in csv.DictReader(fh)}
+    qrels: dict[str, dict[str, float]] = {}
+    with open(judgments or root / "judgments.csv", newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            if row["product_uid"] not in titles:
+                raise ValueError(f"judged product {row['product_uid']} is not in the catalog")
+            qrels.setdefault(row["search_term"], {})[row["product_uid"]] = float(row["relevance"])
+    return HomeDepot(titles, qrels)
+
+
+def catalog_texts(data: HomeDepot) -> tuple[list[str], list[str]]:
+    """(product ids, encoder texts) in catalog order; Home Depot has titles only."""
+    ids = list(data.titles)
+    return ids, [product_text(data.titles[pid], None, []) for pid in ids]
+
+
+def bm25_rankings(data: HomeDepot, k: int = TOP_K) -> dict[str, list[str]]:
+    """Top-k product ids per query by BM25 (bm25s, English stopwords) over the same product text."""
+    import bm25s
+
+    ids, texts = catalog_texts(data)
+    retriever = bm25s.BM25()
+    retriever.index(bm25s.tokenize(texts, stopwords="en", show_progress=False), show_progress=False)
+    queries = list(data.qrels)
+    docs, _ = retriever.retrieve(bm25s.tokenize(queries, stopwords="en", show_progress=False), k=k,
+                                 show_progress=False, n_threads=0)
+    return {q: [ids[d] for d in row] for q, row in zip(queries, docs)}
+
+
+def embed(encoder: OnnxEncoder, texts: list[str], label: str, batch: int = 128) -> np.ndarray:
+    """(N, D) float32 unit vectors of ``texts``, with a progress bar."""
+    out = np.zeros((len(texts), encoder.dims), dtype=np.float32)
+    with Progress(transient=True) as progress:
+        task = progress.add_task(label, total=len(texts))
+        for start in range(0, len(texts), batch):
+            out[start:start + batch] = encoder.encode(texts[start:start + batch])
+            progress.advance(task, min(batch, len(texts) - start))
+    return out
+
+
+def cached_catalog_vectors(registry: ModelRegistry, version: str, texts: list[str], cache_dir: Path,
+                           threads: int = 2) -> np.ndarray:
+    """Catalog embeddings of ``version``, cached on disk per (model sha256, catalog text) pair."""
+    manifest = registry.verify(version)
+    fingerprint = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]
+    path = cache_dir / f"{manifest.sha256[:16]}-{fingerprint}.npy"
+    if path.exists():
+        return np.load(path)
+    encoder = OnnxEncoder(registry.path(version), manifest.max_tokens, threads=threads)
+    vectors = embed(encoder, texts, f"embedding {len(texts)} products with {version}")
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    np.save(path, vectors)
+    return vectors
+
+
+def exact_top_k(queries: np.ndarray, products: np.ndarray, k: int, chunk: int = 256) -> np.ndarray:
+    """(Q, k) indices of the k highest inner products per query row, best first (brute force)."""
+    out = np.zeros((len(queries), k), dtype=np.int64)
+    for start in range(0, len(queries), chunk):
+        scores = queries[start:start + chunk] @ products.T
+        top = np.argpartition(-scores, k, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
+        out[start:start + chunk] = np.take_along_axis(top, order, axis=1)
+    return out
+
+
+def dense_rankings(data: HomeDepot, registry: ModelRegistry, version: str, cache_dir: Path,
+                   k: int = TOP_K) -> tuple[dict[str, list[str]], float]:
+    """Top-k per query through a Qdrant Edge HNSW index of the catalog, and the ANN recall@k: the mean
+    share of the exact brute-force top k that the index returned."""
+    ids, texts = catalog_texts(data)
+    vectors = cached_catalog_vectors(registry, version, texts, cache_dir)
+    manifest = registry.manifest(version)
+    encoder = OnnxEncoder(registry.path(version), manifest.max_tokens, threads=2)
+    queries = list(data.qrels)
+    qvecs = embed(encoder, queries, f"embedding {len(queries)} queries")
+    with tempfile.TemporaryDirectory(prefix="cartwise-eval-") as tmp:
+        index = EdgeIndex(Path(tmp))
+        index.create_collection("eval", vectors.shape[1], PRODUCTS_SCHEMA)
+        for start in range(0, len(ids), 2048):
+            index.upsert("eval", [IndexPoint(point_id(ids[n]), vectors[n], {"product_id": ids[n]})
+                                  for n in range(start, min(start + 2048, len(ids)))])
+        index.optimize("eval")
+        with Progress(transient=True) as progress:
+            task = progress.add_task("searching (HNSW)", total=len(queries))
+            ann = []
+            for qvec in qvecs:
+                ann.append([hit.payload["product_id"] for hit in index.search("eval", qvec, k)])
+                progress.advance(task)
+        index.close()
+    exact = exact_top_k(qvecs, vectors, k)
+    ann_recall = float(np.mean([len(set(a) & {ids[n] for n in e}) / k for a, e in zip(ann, exact)]))
+    return dict(zip(queries, ann)), ann_recall

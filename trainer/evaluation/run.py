@@ -1,0 +1,62 @@
+"""Model resolution and the evaluation entry points behind ``cartwise eval``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cartwise.registry import ModelRegistry, RegistryError
+from cartwise.settings import Settings
+
+BM25 = "bm25"
+PRETRAINED = "pretrained"
+
+
+def resolve_model(registry: ModelRegistry, name: str) -> str:
+    """Registry version for a model name: "latest" (newest version), "pretrained" (the exported
+    pretrained encoder, exported now if absent) or "vN". Raises RegistryError for an unknown name."""
+    from encoders.export import publish_pretrained
+    from encoders.model import PRETRAINED_NAME
+
+    versions = registry.versions()
+    if name == "latest":
+        if not versions:
+            raise RegistryError("the model registry is empty")
+        return versions[-1]
+    if name == PRETRAINED:
+        untrained = [v for v in versions if registry.manifest(v).base == PRETRAINED_NAME
+                     and not registry.manifest(v).config.get("trained")]
+        return untrained[0] if untrained else publish_pretrained(registry).version
+    if name not in versions:
+        raise RegistryError(f"unknown model {name!r}: choose bm25, pretrained, latest or one of {versions}")
+    return name
+
+
+def eval_homedepot(settings: Settings, models: list[str], judgments: Path | None = None) -> dict[str, dict]:
+    """Issue #3 metrics per model name over the full Home Depot catalog (see trainer.evaluation.metrics)."""
+    from trainer.evaluation.homedepot import bm25_rankings, dense_rankings, load_homedepot
+    from trainer.evaluation.metrics import evaluate_rankings
+
+    data, registry, results = load_homedepot(judgments), ModelRegistry(settings.models_dir), {}
+    for name in models:
+        if name == BM25:
+            results[name] = evaluate_rankings(bm25_rankings(data), data.qrels)
+            continue
+        version = resolve_model(registry, name)
+        rankings, ann_recall = dense_rankings(data, registry, version, settings.data_dir / "eval_cache")
+        results[name] = {**evaluate_rankings(rankings, data.qrels), "ann_recall@100": ann_recall,
+                         "version": version}
+    return results
+
+
+def eval_rees46(settings: Settings, models: list[str], events: Path | None = None) -> dict[str, dict]:
+    """Personalized HitRate@10 / MRR@10 per dense model name on REES46 (see trainer.evaluation.rees46)."""
+    from trainer.evaluation.rees46 import evaluate_rees46
+
+    registry, results = ModelRegistry(settings.models_dir), {}
+    for name in models:
+        if name == BM25:
+            raise ValueError("the REES46 protocol needs a dense model (user vectors live in its space)")
+        version = resolve_model(registry, name)
+        results[name] = {**evaluate_rees46(registry, version, settings.personalization,
+                                           settings.data_dir / "eval_cache", events), "version": version}
+    return results
