@@ -71,6 +71,7 @@ class Settings(BaseSettings):
     )
     producer_linger_ms: float = Field(
         5.0, ge=0.0, description="worker producer batching (changelog, dead letters); 0 sends each record alone")
+    hnsw_ef: int = Field(128, ge=1, description="HNSW candidate list per search (at least the limit)")
     catalog_batch: int = 256
     catalog_batch_window_s: float = 0.02
     encoder_max_batch: int = 32

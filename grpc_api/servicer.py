@@ -78,7 +78,7 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         if query.exclude_purchased and user.purchased:
             flt = dataclasses.replace(flt, exclude_ids=frozenset(point_id(p) for p in user.purchased))
         hits = self.index.search(model.products, fused_query(qvec, user.vector, alpha), query.limit, flt,
-                                 with_vectors=True)
+                                 with_vectors=True, hnsw_ef=max(self.settings.hnsw_ef, query.limit))
         return pb.SearchResponse(hits=[_hit(h, qvec, user.vector) for h in hits], model_version=model.version,
                                  index_version=model.products, personalization_weight=alpha,
                                  user_interactions=user.n)

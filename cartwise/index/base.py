@@ -98,8 +98,9 @@ class VectorIndex(Protocol):
         """Points by id (missing ids are skipped), in no particular order, score 0."""
 
     def search(self, name: str, vector: np.ndarray, limit: int, flt: SearchFilter | None = None,
-               with_vectors: bool = False, exact: bool = False) -> list[IndexHit]:
-        """Top ``limit`` points by inner product with ``vector`` (D,), best first; ``exact`` bypasses HNSW."""
+               with_vectors: bool = False, exact: bool = False, hnsw_ef: int | None = None) -> list[IndexHit]:
+        """Top ``limit`` points by inner product with ``vector`` (D,), best first; ``exact`` bypasses HNSW,
+        ``hnsw_ef`` sizes the HNSW candidate list (None: the engine's default; larger = better recall)."""
 
     def count(self, name: str) -> int:
         """Number of points in ``name``."""

@@ -103,11 +103,11 @@ class EdgeIndex:
                 for r in records]
 
     def search(self, name: str, vector: np.ndarray, limit: int, flt: SearchFilter | None = None,
-               with_vectors: bool = False, exact: bool = False) -> list[IndexHit]:
+               with_vectors: bool = False, exact: bool = False, hnsw_ef: int | None = None) -> list[IndexHit]:
         request = qe.QueryRequest(
             limit=limit, query=qe.Query.Nearest(np.asarray(vector, dtype=np.float32).tolist()),
             filter=edge_filter(flt), with_payload=True, with_vector=with_vectors,
-            params=qe.SearchParams(exact=True) if exact else None)
+            params=qe.SearchParams(exact=exact, hnsw_ef=hnsw_ef))
         return [IndexHit(str(p.id), float(p.score), p.payload or {}, as_vector(p.vector) if with_vectors else None)
                 for p in self._shard(name).query(request)]
 

@@ -85,11 +85,11 @@ class QdrantServerIndex:
                 for r in records]
 
     def search(self, name: str, vector: np.ndarray, limit: int, flt: SearchFilter | None = None,
-               with_vectors: bool = False, exact: bool = False) -> list[IndexHit]:
+               with_vectors: bool = False, exact: bool = False, hnsw_ef: int | None = None) -> list[IndexHit]:
         self._require(name)
         response = self._client.query_points(
             name, query=np.asarray(vector, dtype=np.float32).tolist(), limit=limit, query_filter=server_filter(flt),
-            with_payload=True, with_vectors=with_vectors, search_params=models.SearchParams(exact=exact))
+            with_payload=True, with_vectors=with_vectors, search_params=models.SearchParams(exact=exact, hnsw_ef=hnsw_ef))
         return [IndexHit(str(p.id), float(p.score), p.payload or {}, as_vector(p.vector) if with_vectors else None)
                 for p in response.points]
 
