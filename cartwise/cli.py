@@ -145,7 +145,7 @@ def evaluate(ctx: click.Context, dataset: str, judgments: Path | None, events: P
     if dataset == "homedepot":
         results = eval_homedepot(settings, list(models or ("bm25", "pretrained")), judgments)
     else:
-        results = eval_rees46(settings, list(models or ("pretrained",)), events)
+        results = eval_rees46(settings, list(models or ("bm25", "pretrained")), events)
     if as_json:
         click.echo(json.dumps({m: {k: v for k, v in r.items() if k != "recall_curve"} for m, r in results.items()},
                               indent=2))

@@ -25,10 +25,14 @@ def stored_user_vectors(index: VectorIndex, users: str, user_ids: list[str]) -> 
                                              h.payload["pending"]) for h in hits}
 
 
-def _point(user_id: str, uv: UserVector, history: UserHistory) -> IndexPoint:
-    payload = {"user_id": user_id, "n": uv.n, "pending": uv.pending, "norm": uv.norm, "t_ref": uv.t_ref,
-               "purchased": history.purchased, "updated_at": time.time()}
-    return IndexPoint(point_id(user_id), uv.vector, payload)
+def _write(index: VectorIndex, users: str, computed: dict[str, tuple[UserVector | None, UserHistory]]) -> set[str]:
+    """Upsert the computed vectors; returns the users still waiting on a product (or with no vector yet)."""
+    points = [IndexPoint(point_id(user_id), uv.vector, {
+        "user_id": user_id, "n": uv.n, "pending": uv.pending, "norm": uv.norm, "t_ref": uv.t_ref,
+        "purchased": history.purchased, "updated_at": time.time()})
+        for user_id, (uv, history) in computed.items() if uv is not None]
+    index.upsert(users, points)
+    return {user_id for user_id, (uv, _) in computed.items() if uv is None or uv.pending}
 
 
 def update_user_vectors(updates: dict[str, tuple[UserHistory, list[Interaction]]], index: VectorIndex,
@@ -40,16 +44,11 @@ def update_user_vectors(updates: dict[str, tuple[UserHistory, list[Interaction]]
     of users with interactions whose product is not in the catalog yet (to rebuild later)."""
     previous = stored_user_vectors(index, users, list(updates))
     vectors = product_vectors(index, products, [i.product_id for _, added in updates.values() for i in added])
-    points, pending = [], set()
+    computed = {}
     for user_id, (history, added) in updates.items():
         known = [(i, vectors[i.product_id]) for i in added if i.product_id in vectors]
-        uv = accumulate(previous.get(user_id), known, len(added) - len(known), params)
-        if uv is None or uv.pending:
-            pending.add(user_id)
-        if uv is not None:
-            points.append(_point(user_id, uv, history))
-    index.upsert(users, points)
-    return pending
+        computed[user_id] = (accumulate(previous.get(user_id), known, len(added) - len(known), params), history)
+    return _write(index, users, computed)
 
 
 def rebuild_user_vectors(histories: dict[str, UserHistory], index: VectorIndex, products: str, users: str,
@@ -58,12 +57,5 @@ def rebuild_user_vectors(histories: dict[str, UserHistory], index: VectorIndex, 
 
     Returns the ids of users that still have interactions whose product is not in the catalog."""
     vectors = product_vectors(index, products, [pid for h in histories.values() for pid in h.product_ids()])
-    points, pending = [], set()
-    for user_id, history in histories.items():
-        uv = user_vector(history, vectors, params)
-        if uv is None or uv.pending:
-            pending.add(user_id)
-        if uv is not None:
-            points.append(_point(user_id, uv, history))
-    index.upsert(users, points)
-    return pending
+    return _write(index, users, {user_id: (user_vector(history, vectors, params), history)
+                                 for user_id, history in histories.items()})

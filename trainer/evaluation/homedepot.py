@@ -56,18 +56,30 @@ def catalog_texts(data: HomeDepot) -> tuple[list[str], list[str]]:
     return ids, [product_text(data.titles[pid], None, []) for pid in ids]
 
 
-def bm25_rankings(data: HomeDepot, k: int = TOP_K) -> dict[str, list[str]]:
-    """Top-k product ids per query by BM25 (bm25s, English stopwords) over the same product text."""
+def bm25_index(texts: list[str]):
+    """A bm25s BM25 index (English stopwords) over ``texts``; query it with :func:`bm25_top_k`."""
     import bm25s
 
     logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs every all-stopword query at INFO
-    ids, texts = catalog_texts(data)
     retriever = bm25s.BM25()
     retriever.index(bm25s.tokenize(texts, stopwords="en", show_progress=False), show_progress=False)
-    queries = list(data.qrels)
+    return retriever
+
+
+def bm25_top_k(retriever, queries: list[str], k: int) -> list[list[int]]:
+    """Indices into the indexed texts of each query's top k by BM25, best first."""
+    import bm25s
+
     docs, _ = retriever.retrieve(bm25s.tokenize(queries, stopwords="en", show_progress=False), k=k,
                                  show_progress=False, n_threads=0)
-    return {q: [ids[d] for d in row] for q, row in zip(queries, docs)}
+    return docs.tolist()
+
+
+def bm25_rankings(data: HomeDepot, k: int = TOP_K) -> dict[str, list[str]]:
+    """Top-k product ids per query by BM25 over the same product text."""
+    ids, texts = catalog_texts(data)
+    queries = list(data.qrels)
+    return {q: [ids[d] for d in row] for q, row in zip(queries, bm25_top_k(bm25_index(texts), queries, k))}
 
 
 def embed(encoder: OnnxEncoder, texts: list[str], label: str, batch: int = 128) -> np.ndarray:

@@ -22,7 +22,7 @@ from cartwise.settings import Personalization
 from encoders.runtime import OnnxEncoder
 from grpc_api.fusion import fused_query, personalization_weight
 from streams.user_state import UserHistory, UserVector, accumulate
-from trainer.evaluation.homedepot import cached_catalog_vectors
+from trainer.evaluation.homedepot import bm25_index, bm25_top_k, cached_catalog_vectors
 from trainer.evaluation.metrics import MetricMeans, hit_at, reciprocal_rank_at
 
 K = 10
@@ -31,6 +31,37 @@ K = 10
 def _catalog(records: list[Record]) -> dict[str, ProductUpsert]:
     """The latest catalog upsert per product."""
     return {r.key: r.event for r in records if r.topic_field == "catalog"}
+
+
+def target_query(event, catalog: dict[str, ProductUpsert], has_history: bool) -> str | None:
+    """The protocol's query for ``event`` (its product's leaf category), or None when it is no target:
+    not a cart or purchase, the user has no earlier event, or the product has no category."""
+    target = catalog[event.product_id]
+    if event.event_type in ("cart", "purchase") and has_history and target.category_path:
+        return target.category_path[-1].replace("_", " ")
+    return None
+
+
+def evaluate_rees46_bm25(events: Path | None = None) -> dict:
+    """The same targets ranked by BM25 (bm25s) over the same product text; no personalization."""
+    from cartwise.catalog import event_product_text
+
+    records = list(rees46_records(events))
+    catalog = _catalog(records)
+    ids = list(catalog)
+    retriever = bm25_index([event_product_text(catalog[p]) for p in ids])
+    means, seen = MetricMeans(), set()
+    for record in records:
+        if record.topic_field == "catalog":
+            continue
+        event = record.event
+        query = target_query(event, catalog, event.user_id in seen)
+        seen.add(event.user_id)
+        if query is not None:
+            ranked = [ids[d] for d in bm25_top_k(retriever, [query], K)[0]]
+            means.add("hit@10", hit_at(ranked, event.product_id, K))
+            means.add("mrr@10", reciprocal_rank_at(ranked, event.product_id, K))
+    return {"hit@10": means.mean("hit@10"), "mrr@10": means.mean("mrr@10"), "targets": means.counts.get("hit@10", 0)}
 
 
 def evaluate_rees46(registry: ModelRegistry, version: str, params: Personalization, cache_dir: Path,
@@ -59,9 +90,8 @@ def evaluate_rees46(registry: ModelRegistry, version: str, params: Personalizati
                 continue
             event = record.event
             history = histories.setdefault(event.user_id, UserHistory())
-            target = catalog[event.product_id]
-            if event.event_type in ("cart", "purchase") and history.interactions and target.category_path:
-                query = target.category_path[-1].replace("_", " ")
+            query = target_query(event, catalog, bool(history.interactions))
+            if query is not None:
                 if query not in query_vectors:
                     query_vectors[query] = encoder.encode([query])[0]
                 qvec, state = query_vectors[query], states.get(event.user_id)

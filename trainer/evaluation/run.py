@@ -49,13 +49,14 @@ def eval_homedepot(settings: Settings, models: list[str], judgments: Path | None
 
 
 def eval_rees46(settings: Settings, models: list[str], events: Path | None = None) -> dict[str, dict]:
-    """Personalized HitRate@10 / MRR@10 per dense model name on REES46 (see trainer.evaluation.rees46)."""
-    from trainer.evaluation.rees46 import evaluate_rees46
+    """HitRate@10 / MRR@10 per model on REES46, personalized too for dense models (trainer.evaluation.rees46)."""
+    from trainer.evaluation.rees46 import evaluate_rees46, evaluate_rees46_bm25
 
     registry, results = ModelRegistry(settings.models_dir), {}
     for name in models:
         if name == BM25:
-            raise ValueError("the REES46 protocol needs a dense model (user vectors live in its space)")
+            results[name] = evaluate_rees46_bm25(events)
+            continue
         version = resolve_model(registry, name)
         results[name] = {**evaluate_rees46(registry, version, settings.personalization,
                                            settings.data_dir / "eval_cache", events), "version": version}
