@@ -96,6 +96,7 @@ def hits_table(response, title: str, highlight: str | None = None) -> Table:
 @click.pass_context
 def search(ctx: click.Context, query: str, user_id: str, limit: int, as_json: bool, target: str | None) -> None:
     """Search the running service."""
+    import grpc
     from google.protobuf.json_format import MessageToDict
 
     from cartwise.client import SearchClient
@@ -108,8 +109,8 @@ def search(ctx: click.Context, query: str, user_id: str, limit: int, as_json: bo
 
     try:
         response = asyncio.run(run())
-    except Exception as err:  # grpc errors carry the status and the field at fault
-        raise click.ClickException(str(getattr(err, "details", lambda: err)())) from None
+    except grpc.aio.AioRpcError as err:  # the status and the field at fault
+        raise click.ClickException(f"{err.code().name}: {err.details()}") from None
     if as_json:
         click.echo(json.dumps(MessageToDict(response, preserving_proto_field_name=True), indent=2))
     else:

@@ -6,7 +6,6 @@ import grpc
 
 from cartwise.v1 import search_pb2 as pb
 from cartwise.v1 import search_pb2_grpc as pb_grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 
 class SearchClient:
@@ -28,11 +27,3 @@ class SearchClient:
         """Call Search; ``fields`` are further SearchRequest fields. Raises grpc.aio.AioRpcError."""
         request = pb.SearchRequest(query=query, user_id=user_id, limit=limit, **fields)
         return await self.stub.Search(request, timeout=timeout_s)
-
-    async def wait_serving(self, timeout_s: float = 60.0) -> None:
-        """Wait until the health service reports SERVING. Raises grpc.aio.AioRpcError or TimeoutError."""
-        stub = health_pb2_grpc.HealthStub(self.channel)
-        response = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout_s,
-                                    wait_for_ready=True)
-        if response.status != health_pb2.HealthCheckResponse.SERVING:
-            raise TimeoutError(f"{self.target} is {health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)}")

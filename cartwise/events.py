@@ -109,12 +109,7 @@ def encode_event(event: BaseModel) -> bytes:
     return event.model_dump_json(exclude_none=True).encode()
 
 
-def event_timestamp(event: _Event) -> float:
-    """Event time in seconds since the epoch."""
-    return event.event_time.timestamp()
-
-
 __all__ = [
     "BehaviorEvent", "BehaviorType", "CatalogEvent", "InvalidEvent", "ProductDelete", "ProductUpsert",
-    "SCHEMA_VERSION", "encode_event", "event_timestamp", "parse_behavior_event", "parse_catalog_event",
+    "SCHEMA_VERSION", "encode_event", "parse_behavior_event", "parse_catalog_event",
 ]

@@ -13,7 +13,6 @@ Version ``vN`` pairs with the index collections ``products_vN`` and ``users_vN``
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import tempfile

@@ -41,6 +41,11 @@ def _background(bootstrap: str, topics, rate: float, stop: threading.Event, sent
     producer.close()
 
 
+def _send(producer, topics, record: Record) -> None:
+    publish(producer, topics, record)
+    producer.flush()
+
+
 def _probe(k: int, product_ids: list[str]) -> tuple[Record, str, dict, callable]:
     """Probe ``k``: the record to send, its kind, the Search to poll, and the test that it is visible."""
     now = datetime.now(timezone.utc)
@@ -73,8 +78,7 @@ async def run_freshness_bench(settings: Settings, events: int, background_rate: 
                 for k in range(events):
                     record, kind, query, visible = _probe(k, product_ids)
                     t0 = time.perf_counter()
-                    await asyncio.to_thread(lambda: (publish(producer, service.settings.topics, record),
-                                                     producer.flush()))
+                    await asyncio.to_thread(_send, producer, service.settings.topics, record)
                     while not visible(await client.search(**query)):
                         if time.perf_counter() - t0 > PROBE_TIMEOUT_S:
                             missed += 1

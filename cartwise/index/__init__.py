@@ -12,16 +12,6 @@ PRODUCTS_SCHEMA = CollectionSchema(keyword=("category_prefixes", "brand", "stock
 USERS_SCHEMA = CollectionSchema()
 
 
-def products_collection(version: int) -> str:
-    """Name of the products collection of index version ``version``."""
-    return f"products_v{version}"
-
-
-def users_collection(version: int) -> str:
-    """Name of the users collection of index version ``version``."""
-    return f"users_v{version}"
-
-
 def open_index(settings) -> VectorIndex:
     """The index the settings name: a Qdrant server at ``qdrant_url``, else Qdrant Edge under ``data_dir``."""
     if settings.qdrant_url:
@@ -33,5 +23,5 @@ def open_index(settings) -> VectorIndex:
 
 __all__ = [
     "CollectionSchema", "EdgeIndex", "IndexHit", "IndexPoint", "PRODUCTS_SCHEMA", "QdrantServerIndex",
-    "SearchFilter", "USERS_SCHEMA", "VectorIndex", "open_index", "products_collection", "users_collection",
+    "SearchFilter", "USERS_SCHEMA", "VectorIndex", "open_index",
 ]
