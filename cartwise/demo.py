@@ -19,29 +19,26 @@ from cartwise.settings import Settings
 def choose_cart_event(records: list[Record], user_id: str | None) -> tuple[Record, Record]:
     """The held-back cart event and its product's catalog record.
 
-    A cart moves a long history's user vector little, and one in a brand the user already looked at
-    moves it in a direction it already points; so by default the demo takes the cart (of a categorized,
-    branded product) whose brand is new to the user (apart from views of that product), by the user with the fewest (but at least three)
-    earlier interactions. ``user_id`` takes that user's first such cart instead."""
-    catalog = {r.key: r for r in records if r.topic_field == "catalog"}
-    brands_seen: dict[str, dict[str, set[str]]] = {}  # user -> brand -> products
-    interactions: Counter[str] = Counter()
-    candidates: list[tuple[int, Record]] = []
+    A cart moves a user vector only as far as the rest of the history points elsewhere: REES46 products
+    that share a title (brand + leaf category) share one vector, and nearly every cart follows views of
+    that same product. So by default the demo takes the cart (of a categorized product) whose user has the
+    most earlier interactions with products of *other* titles. ``user_id`` takes that user's best cart."""
+    catalog = {r.key: r.event for r in records if r.topic_field == "catalog"}
+    titles_seen: dict[str, Counter[str]] = {}  # user -> product title -> interactions
+    best: tuple[int, Record] | None = None
     for record in records:
         if record.topic_field == "catalog":
             continue
-        user, product = record.event.user_id, catalog[record.event.product_id].event
-        seen = brands_seen.setdefault(user, {})
-        other_products_of_brand = seen.get(product.brand or "", set()) - {product.product_id}
-        if (record.topic_field == "carts" and product.category_path and product.brand and not other_products_of_brand
-                and (user_id == user or (user_id is None and interactions[user] >= 3))):
-            candidates.append((interactions[user], record))
-        seen.setdefault(product.brand or "", set()).add(product.product_id)
-        interactions[user] += 1
-    if not candidates:
-        raise SystemExit(f"no cart of a new brand with a categorized product for user {user_id}")
-    cart = min(candidates, key=lambda c: c[0])[1] if user_id is None else candidates[0][1]
-    return cart, catalog[cart.event.product_id]
+        user, product = record.event.user_id, catalog[record.event.product_id]
+        seen = titles_seen.setdefault(user, Counter())
+        elsewhere = sum(seen.values()) - seen[product.title]
+        if (record.topic_field == "carts" and product.category_path and user_id in (None, user)
+                and (best is None or elsewhere > best[0])):
+            best = (elsewhere, record)
+        seen[product.title] += 1
+    if best is None:
+        raise SystemExit(f"no cart of a categorized product for user {user_id}")
+    return best[1], Record("catalog", best[1].event.product_id, catalog[best[1].event.product_id])
 
 
 RANK_DEPTH = 100
@@ -68,7 +65,8 @@ async def run_demo(settings: Settings, console: Console, user_id: str | None = N
     """Start the embedded service, replay REES46 minus one cart event, search, send the cart, search again."""
     records = list(rees46_records())
     cart, product = choose_cart_event(records, user_id)
-    user, query = cart.event.user_id, product.event.category_path[-1].replace("_", " ")
+    # A broad query (the parent category) is where a shopper's history should matter most.
+    user, query = cart.event.user_id, product.event.category_path[0].replace("_", " ")
     brand = (product.event.brand or "").lower()
     service = Service(settings.model_copy(update={"kafka_bootstrap": None}))
     with console.status("starting the embedded service (first run exports the encoder to ONNX)"):
