@@ -6,9 +6,8 @@ import uuid
 from dataclasses import dataclass
 
 from cartwise.events import ProductUpsert
-from cartwise.index.base import stock_keyword
+from cartwise.index.base import CATEGORY_SEPARATOR, stock_keyword
 
-CATEGORY_SEPARATOR = " > "
 _POINT_NAMESPACE = uuid.UUID("6f1c1d2e-8a53-4f4e-9d0b-2f6d7c3a9b10")
 
 

@@ -45,8 +45,8 @@ class OnnxEncoder:
         batch = self.tokenizer.encode_batch(list(texts))
         ids = np.asarray([e.ids for e in batch], dtype=np.int64)
         mask = np.asarray([e.attention_mask for e in batch], dtype=np.int64)
-        out = self.session.run(None, {"input_ids": ids, "attention_mask": mask})[0].astype(np.float32, copy=False)
-        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        # The graph ends in L2 normalization (encoders.model.DualEncoder), checked at export.
+        return self.session.run(None, {"input_ids": ids, "attention_mask": mask})[0].astype(np.float32, copy=False)
 
 
 @dataclass(frozen=True, slots=True)

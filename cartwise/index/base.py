@@ -7,6 +7,8 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
+CATEGORY_SEPARATOR = " > "  # joins category levels in the indexed ``category_prefixes`` keywords
+
 
 @dataclass(frozen=True, slots=True)
 class CollectionSchema:

@@ -13,7 +13,8 @@ from typing import Sequence
 import numpy as np
 import qdrant_edge as qe
 
-from cartwise.index.base import CollectionSchema, IndexHit, IndexPoint, SearchFilter, as_vector, stock_keyword
+from cartwise.index.base import (CATEGORY_SEPARATOR, CollectionSchema, IndexHit, IndexPoint, SearchFilter, as_vector,
+                                 stock_keyword)
 
 _SCHEMA_TYPES = (("keyword", qe.PayloadSchemaType.Keyword), ("float", qe.PayloadSchemaType.Float))
 
@@ -24,8 +25,6 @@ def edge_filter(flt: SearchFilter | None) -> qe.Filter | None:
         return None
     must: list = []
     if flt.category_prefix:
-        from cartwise.catalog import CATEGORY_SEPARATOR
-
         must.append(qe.FieldCondition("category_prefixes",
                                       match=qe.MatchValue(CATEGORY_SEPARATOR.join(flt.category_prefix))))
     if flt.brands:

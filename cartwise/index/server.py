@@ -10,7 +10,8 @@ from typing import Sequence
 import numpy as np
 from qdrant_client import QdrantClient, models
 
-from cartwise.index.base import CollectionSchema, IndexHit, IndexPoint, SearchFilter, as_vector, stock_keyword
+from cartwise.index.base import (CATEGORY_SEPARATOR, CollectionSchema, IndexHit, IndexPoint, SearchFilter, as_vector,
+                                 stock_keyword)
 
 _SCHEMA_TYPES = (("keyword", models.PayloadSchemaType.KEYWORD), ("float", models.PayloadSchemaType.FLOAT))
 
@@ -19,8 +20,6 @@ def server_filter(flt: SearchFilter | None) -> models.Filter | None:
     """Translate a :class:`SearchFilter` to a qdrant-client filter (None when it restricts nothing)."""
     if flt is None or flt.is_empty():
         return None
-    from cartwise.catalog import CATEGORY_SEPARATOR
-
     must: list = []
     if flt.category_prefix:
         must.append(models.FieldCondition(
