@@ -166,6 +166,33 @@ def eval_report(ctx: click.Context, out: Path) -> None:
 
 
 @main.group()
+def taxonomy() -> None:
+    """Category trees for taxonomy-based hard negatives."""
+
+
+@taxonomy.command("assign")
+@click.option("--dataset", type=click.Choice(["homedepot"]), default="homedepot", show_default=True)
+@click.option("--min-score", default=0.3, show_default=True, help="Leave a product unassigned below this cosine.")
+@click.option("--sample", default=0, show_default=True, help="Also print this many random assignments (seed 0).")
+@click.pass_context
+def taxonomy_assign(ctx: click.Context, dataset: str, min_score: float, sample: int) -> None:
+    """Map every product of DATASET onto the Google Product Taxonomy (method: trainer/taxonomy/assign.py)."""
+    import random
+
+    from cartwise.registry import ModelRegistry
+    from trainer.taxonomy.assign import assign_homedepot, assignment_path, write_assignments
+
+    settings = _settings(ctx)
+    assignments = assign_homedepot(ModelRegistry(settings.models_dir), settings.data_dir / "eval_cache", min_score)
+    out = assignment_path(settings.data_dir, dataset)
+    write_assignments(assignments, out)
+    covered = sum(a.category_id is not None for a in assignments)
+    click.echo(f"{out}: {covered}/{len(assignments)} products assigned ({covered / len(assignments):.1%})")
+    for a in random.Random(0).sample(assignments, min(sample, len(assignments))):
+        click.echo(f"{a.product_id}\t{a.score:.2f}\t{' > '.join(a.path) or '-'}")
+
+
+@main.group()
 def bench() -> None:
     """Benchmarks (print figures; see docs/benchmarks.md)."""
 
