@@ -132,19 +132,23 @@ def demo(ctx: click.Context, user_id: str | None) -> None:
 @click.option("--dataset", type=click.Choice(["homedepot", "rees46"]), required=True)
 @click.option("--judgments", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Home Depot judgments CSV (id,product_uid,search_term,relevance); default: the shared one.")
+@click.option("--products", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Home Depot products CSV (product_uid,product_title); default: the shared one.")
 @click.option("--events", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="REES46 events CSV; default: the shared one.")
 @click.option("--model", "models", multiple=True, help="bm25, pretrained, latest or vN (repeatable).")
+@click.option("--split", type=click.Choice(["val", "train", "all"]), default="val", show_default=True,
+              help="Home Depot queries: the validation split (never trained on), the train split, or all.")
 @click.option("--json", "as_json", is_flag=True, help="Print {model: metrics} as JSON.")
 @click.pass_context
-def evaluate(ctx: click.Context, dataset: str, judgments: Path | None, events: Path | None, models: tuple[str, ...],
-             as_json: bool) -> None:
+def evaluate(ctx: click.Context, dataset: str, judgments: Path | None, products: Path | None, events: Path | None,
+             models: tuple[str, ...], split: str, as_json: bool) -> None:
     """Offline evaluation: Recall@10/100, nDCG@10, MRR@10 (homedepot); personalized HitRate@10 (rees46)."""
     from trainer.evaluation.run import eval_homedepot, eval_rees46
 
     settings = _settings(ctx)
     if dataset == "homedepot":
-        results = eval_homedepot(settings, list(models or ("bm25", "pretrained")), judgments)
+        results = eval_homedepot(settings, list(models or ("bm25", "pretrained")), judgments, split, products)
     else:
         results = eval_rees46(settings, list(models or ("bm25", "pretrained")), events)
     if as_json:
@@ -163,6 +167,63 @@ def eval_report(ctx: click.Context, out: Path) -> None:
     from trainer.evaluation.report import write_report
 
     console.print(f"wrote {write_report(_settings(ctx), out)}")
+
+
+@main.command()
+@click.option("--dataset", type=click.Choice(["homedepot"]), default="homedepot", show_default=True)
+@click.option("--negatives", type=click.Choice(["random", "inbatch", "bm25", "ance", "tbhns"]), default="tbhns",
+              show_default=True)
+@click.option("--steps", type=int, default=None, help="Optimizer steps (default: the CPU configuration's).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Any TrainConfig field, e.g. --set roar_weight=0 --set trainable_layers=6 (repeatable).")
+@click.option("--from-kafka", is_flag=True, help="Continue the active version on behavior events from Kafka.")
+@click.option("--since", default=None, help="With --from-kafka: a watermark JSON or ISO time (default: the active version's).")
+@click.option("--resume", is_flag=True, help="Continue this configuration's checkpoint in the run directory.")
+@click.option("--publish/--no-publish", default=True, show_default=True, help="Publish the result to the registry.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def train(ctx: click.Context, dataset: str, negatives: str, steps: int | None, overrides: tuple[str, ...],
+          from_kafka: bool, since: str | None, resume: bool, publish: bool, as_json: bool) -> None:
+    """Train the dual encoder (trainer/) and publish it as the next registry version."""
+    from trainer.config import TrainConfig
+
+    fields = dict(o.split("=", 1) for o in overrides) | {"negatives": negatives, "dataset": dataset}
+    config = TrainConfig.model_validate({**fields, **({"steps": steps} if steps else {})})
+    settings = _settings(ctx)
+    if from_kafka:
+        from trainer.incremental import train_from_kafka
+
+        outcome = train_from_kafka(settings, config, since, publish=publish)
+    else:
+        from trainer.driver import train_homedepot
+
+        outcome = train_homedepot(settings, config, resume=resume, publish=publish)
+    _report(outcome.summary(), as_json)
+
+
+@main.group()
+def experiments() -> None:
+    """Reproducible training experiments (docs/training.md)."""
+
+
+@experiments.command("ablation")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Results JSON (default: DATA_DIR/experiments/ablation.json); finished arms are skipped.")
+@click.option("--arm", "arms", multiple=True, help="Run only these arms (default: all).")
+@click.option("--steps", type=int, default=None)
+@click.option("--docs", type=click.Path(file_okay=False, path_type=Path), default=Path("docs"), show_default=True)
+@click.pass_context
+def experiments_ablation(ctx: click.Context, out: Path | None, arms: tuple[str, ...], steps: int | None,
+                         docs: Path) -> None:
+    """Pretrained -> random -> in-batch -> BM25 -> ANCE -> TB-HNS -> + mask -> + ROAR on Home Depot val."""
+    from trainer.experiments import run_ablation
+    from trainer.report import write_training_report
+
+    settings = _settings(ctx)
+    out = out or settings.data_dir / "experiments" / "ablation.json"
+    results = run_ablation(settings, out, list(arms) or None, steps)
+    write_training_report(results, docs)
+    click.echo(f"{out}; report in {docs / 'training.md'}")
 
 
 @main.group()

@@ -18,12 +18,14 @@ import re
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, Field
 
 _VERSION_RE = re.compile(r"^v(\d+)$")
 MODEL_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
+WEIGHTS_FILE = "weights.pt"  # torch state dict, so a later cycle can continue training from this version
 MANIFEST_FILE = "manifest.json"
 
 
@@ -36,7 +38,7 @@ class Manifest(BaseModel):
     created_at: datetime
     base: str = Field(description="what it was made from, e.g. the pretrained weights' package")
     max_tokens: int = 128
-    metrics: dict[str, float] = Field(default_factory=dict)
+    metrics: dict[str, Any] = Field(default_factory=dict)  # name -> value, or a dataset -> {metric: value}
     config: dict = Field(default_factory=dict)
 
     @property

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cartwise.registry import MODEL_FILE, TOKENIZER_FILE, Manifest, ModelRegistry
+from cartwise.registry import MODEL_FILE, TOKENIZER_FILE, WEIGHTS_FILE, Manifest, ModelRegistry
 from encoders.runtime import OnnxEncoder
 
 log = logging.getLogger(__name__)
@@ -56,10 +56,14 @@ def verify_export(model, model_dir: Path, max_tokens: int, atol: float = 1e-4) -
 
 def publish_model(registry: ModelRegistry, model, tokenizer_file: Path, base: str, max_tokens: int = 128,
                   metrics: dict | None = None, config: dict | None = None) -> Manifest:
-    """Export, verify and publish ``model`` as the registry's next version. Raises ExportMismatch."""
+    """Export, verify and publish ``model`` (ONNX for serving, its torch weights for further training)
+    as the registry's next version. Raises ExportMismatch."""
+    import torch
+
     staging = registry.staging_dir()
     try:
         export_onnx(model, staging / MODEL_FILE)
+        torch.save(model.state_dict(), staging / WEIGHTS_FILE)
         shutil.copyfile(tokenizer_file, staging / TOKENIZER_FILE)
         diff = verify_export(model, staging, max_tokens)
         dims = int(model(*(_probe_inputs())).shape[-1])
@@ -87,4 +91,4 @@ def publish_pretrained(registry: ModelRegistry) -> Manifest:
     model = DualEncoder.pretrained()
     with torch.no_grad():
         return publish_model(registry, model, pretrained_path() / TOKENIZER_FILE, base=PRETRAINED_NAME,
-                             config={"pooling": "mean", "projection": None})
+                             config={"pooling": "mean", "projection_dim": None})

@@ -18,61 +18,16 @@ from trainer.evaluation.run import PRETRAINED, resolve_model
 
 pytestmark = pytest.mark.integration
 
-HOMEDEPOT = Path(__file__).resolve().parents[3] / "shared" / "data" / "homedepot"
-N_QUERIES = 40
-N_OTHER_PRODUCTS = 2000
 SCALARS = ("recall@10", "recall@100", "ndcg@10", "mrr@10")
 
 
 @pytest.fixture(scope="module")
-def slice_files(tmp_path_factory) -> tuple[Path, Path]:
-    """(judgments, products) CSVs: every row of the first N_QUERIES distinct queries of judgments.csv, and
-    the judged products plus the first N_OTHER_PRODUCTS other products of products.csv."""
-    if not (HOMEDEPOT / "judgments.csv").is_file():
-        pytest.skip(f"{HOMEDEPOT} is absent")
-    out = tmp_path_factory.mktemp("homedepot")
-    with open(HOMEDEPOT / "judgments.csv", newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        header, rows = reader.fieldnames, list(reader)
-    queries: list[str] = []
-    for row in rows:
-        if row["search_term"] not in queries:
-            queries.append(row["search_term"])
-            if len(queries) == N_QUERIES:
-                break
-    chosen = set(queries)
-    judged_rows = [row for row in rows if row["search_term"] in chosen]
-    judged = {row["product_uid"] for row in judged_rows}
-    with open(out / "judgments.csv", "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=header)
-        writer.writeheader()
-        writer.writerows(judged_rows)
-
-    with open(HOMEDEPOT / "products.csv", newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        product_header, kept, others = reader.fieldnames, [], 0
-        for row in reader:
-            if row["product_uid"] in judged:
-                kept.append(row)
-            elif others < N_OTHER_PRODUCTS:
-                kept.append(row)
-                others += 1
-    assert product_header == ["product_uid", "product_title"]
-    with open(out / "products.csv", "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=product_header)
-        writer.writeheader()
-        writer.writerows(kept)
-    return out / "judgments.csv", out / "products.csv"
-
-
-@pytest.fixture(scope="module")
 def data(slice_files):
-    judgments, products = slice_files
-    loaded = load_homedepot(judgments=judgments, products=products)
-    assert len(loaded.qrels) == N_QUERIES
+    loaded = load_homedepot(judgments=slice_files.judgments, products=slice_files.products)
+    assert len(loaded.qrels) == slice_files.n_queries
     judged = {pid for grades in loaded.qrels.values() for pid in grades}
     assert judged <= set(loaded.titles)
-    assert len(loaded.titles) == len(judged) + N_OTHER_PRODUCTS
+    assert len(loaded.titles) == len(judged) + slice_files.n_other_products
     return loaded
 
 
@@ -80,7 +35,7 @@ def check_metrics(metrics: dict) -> None:
     for name in SCALARS:
         assert 0.0 <= metrics[name] <= 1.0, (name, metrics[name])
     assert metrics["recall@100"] >= metrics["recall@10"]
-    assert metrics["queries"] == N_QUERIES
+    assert metrics["queries"] == 40  # the slice's queries (tests/integration/conftest.py)
     curve = metrics["recall_curve"]
     assert len(curve) == 100
     assert all(b >= a - 1e-12 for a, b in zip(curve, curve[1:]))
@@ -149,7 +104,7 @@ def test_dense_pretrained_with_cache(data, registry_dir, tmp_path, monkeypatch):
 
     monkeypatch.setattr(homedepot, "embed", counting_embed)
     again, ann_recall_again = dense_rankings(data, registry, version, cache)
-    assert embedded == [N_QUERIES]  # only the queries: the catalog came from the cache
+    assert embedded == [len(data.qrels)]  # only the queries: the catalog came from the cache
     assert list(cache.glob("*.npy")) == cached
     assert cached[0].stat().st_mtime_ns == mtime  # read back, not rewritten
     # the catalog has exact duplicate titles (e.g. 100705 and 101447, "Everbilt Water Heater Blanket"): their
@@ -161,7 +116,7 @@ def test_dense_pretrained_with_cache(data, registry_dir, tmp_path, monkeypatch):
 
 
 def test_load_homedepot_rejects_unknown_judged_product(slice_files, tmp_path):
-    judgments, products = slice_files
+    judgments, products = slice_files.judgments, slice_files.products
     with open(judgments, newline="", encoding="utf-8") as fh:
         first = next(csv.DictReader(fh))
     with open(products, newline="", encoding="utf-8") as fh:

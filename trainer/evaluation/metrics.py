@@ -101,3 +101,8 @@ def evaluate_rankings(rankings: Mapping[str, Sequence[str]], qrels: Mapping[str,
     return {"recall@10": means.mean("recall@10"), "recall@100": means.mean("recall@100"),
             "ndcg@10": means.mean("ndcg@10"), "mrr@10": means.mean("mrr@10"), "queries": len(qrels),
             "recall_curve": (curve / max(with_relevant, 1)).tolist()}
+
+
+def scalar_metrics(metrics: Mapping) -> dict:
+    """``metrics`` without its list-valued entries (the recall curve): what manifests and tables keep."""
+    return {k: v for k, v in metrics.items() if not isinstance(v, list)}

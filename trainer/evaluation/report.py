@@ -39,7 +39,7 @@ def write_report(settings: Settings, out: Path) -> Path:
     from trainer.evaluation.run import eval_homedepot, eval_rees46
 
     started = time.perf_counter()
-    hd = eval_homedepot(settings, list(HD_MODELS))
+    hd = eval_homedepot(settings, list(HD_MODELS), split="all")
     hd_seconds = time.perf_counter() - started
     rr = eval_rees46(settings, list(HD_MODELS))
     (out / "img").mkdir(parents=True, exist_ok=True)

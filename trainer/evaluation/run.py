@@ -31,12 +31,22 @@ def resolve_model(registry: ModelRegistry, name: str) -> str:
     return name
 
 
-def eval_homedepot(settings: Settings, models: list[str], judgments: Path | None = None) -> dict[str, dict]:
-    """Issue #3 metrics per model name over the full Home Depot catalog (see trainer.evaluation.metrics)."""
+SPLITS = ("val", "train", "all")
+
+
+def eval_homedepot(settings: Settings, models: list[str], judgments: Path | None = None,
+                   split: str = "val", products: Path | None = None) -> dict[str, dict]:
+    """Issue #3 metrics per model name over the full Home Depot catalog (see trainer.evaluation.metrics),
+    on the queries of ``split`` (trainer.data.split_of; "all" for every judged query)."""
+    from dataclasses import replace
+
+    from trainer.data import split_of
     from trainer.evaluation.homedepot import bm25_rankings, dense_rankings, load_homedepot
     from trainer.evaluation.metrics import evaluate_rankings
 
-    data, registry, results = load_homedepot(judgments), ModelRegistry(settings.models_dir), {}
+    data, registry, results = load_homedepot(judgments, products), ModelRegistry(settings.models_dir), {}
+    if split != "all":
+        data = replace(data, qrels={q: j for q, j in data.qrels.items() if split_of(q) == split})
     for name in models:
         if name == BM25:
             results[name] = evaluate_rankings(bm25_rankings(data), data.qrels)

@@ -1,0 +1,211 @@
+"""Incremental training cycles from the event log: ``cartwise train --from-kafka --since WATERMARK``.
+
+Reads the behavior events produced since a watermark (kafka-python with manual partition assignment:
+the embedded broker serves no kafka-python consumer groups, and a trainer should not join the
+worker's group anyway), joins the current catalog (the catalog topic read from the beginning, latest
+event per product), turns each (user, query) into MMSE stages (purchase 4 > cart 3 > view 2 > random),
+re-mines TB-HNS negatives on the catalog's own category tree, continues training from the active
+registry version, and publishes a version whose manifest records the new watermark.
+
+The query of an event is the search that led to it when the event carries one, else its product's
+leaf category (the REES46 protocol of trainer.evaluation.rees46)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import torch
+from kafka import KafkaConsumer, TopicPartition
+
+from cartwise.catalog import event_product_text
+from cartwise.events import BehaviorEvent, InvalidEvent, ProductUpsert, parse_behavior_event, parse_catalog_event
+from cartwise.registry import ModelRegistry
+from cartwise.settings import Settings, Topics
+from encoders.model import PRETRAINED_NAME, DualEncoder
+from trainer.config import TrainConfig
+from trainer.data import LabeledQuery, split_queries
+from trainer.driver import TrainOutcome, make_miner, tokenizer_path
+from trainer.encoding import TextEncoder, freeze_lower_layers, load_tokenizer
+from trainer.evaluation.metrics import scalar_metrics
+from trainer.loop import Trainer
+from trainer.validation import Validator
+
+log = logging.getLogger(__name__)
+STAGES = {"purchase": 4.0, "cart": 3.0, "view": 2.0}
+BEHAVIOR_DEFAULTS = {"loss": "mmse", "roar_weight": 1.0, "positive_grade": 3.0, "exclude_grade": 2.0,
+                     "negatives": "tbhns", "curriculum_steps": 0}
+
+
+@dataclass
+class Watermark:
+    """Where a cycle stopped: next offset per topic partition, and the newest event time seen."""
+
+    offsets: dict[str, dict[int, int]] = field(default_factory=dict)
+    event_time: str | None = None
+
+    def to_json(self) -> dict:
+        """JSON-ready form stored in the manifest's config."""
+        return {"source": "kafka", "offsets": {t: {str(p): o for p, o in parts.items()} for t, parts in self.offsets.items()},
+                "event_time": self.event_time}
+
+    @classmethod
+    def parse(cls, value: dict | str | None) -> "Watermark | datetime | None":
+        """A watermark dict/JSON, an ISO time (events at or after it), or None (from the beginning).
+
+        Raises ValueError for anything else."""
+        if value is None or isinstance(value, dict):
+            return None if not value or value.get("source") != "kafka" else \
+                cls({t: {int(p): o for p, o in parts.items()} for t, parts in value["offsets"].items()}, value["event_time"])
+        value = value.strip()
+        if value.startswith("{"):
+            return cls.parse(json.loads(value))
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"--since must be a watermark JSON or an ISO time, got {value!r}") from None
+
+
+def read_topic(consumer: KafkaConsumer, topic: str, since: "Watermark | datetime | None") -> tuple[list, dict[int, int]]:
+    """Every record of ``topic`` from ``since`` to the current end, and the end offsets (the new watermark)."""
+    partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+    if not partitions:
+        return [], {}
+    consumer.assign(partitions)
+    end = consumer.end_offsets(partitions)
+    starts = {tp: 0 for tp in partitions}
+    if isinstance(since, Watermark):
+        starts = {tp: since.offsets.get(topic, {}).get(tp.partition, 0) for tp in partitions}
+    elif isinstance(since, datetime):
+        found = consumer.offsets_for_times({tp: int(since.timestamp() * 1000) for tp in partitions})
+        starts = {tp: found[tp].offset if found.get(tp) else end[tp] for tp in partitions}
+    for tp in partitions:
+        consumer.seek(tp, starts[tp])
+    records = []
+    while any(consumer.position(tp) < end[tp] for tp in partitions):
+        for batch in consumer.poll(timeout_ms=500).values():
+            records.extend(r for r in batch if r.offset < end[TopicPartition(r.topic, r.partition)])
+    return records, {tp.partition: end[tp] for tp in partitions}
+
+
+@dataclass
+class EventLog:
+    """The current catalog, the behavior events since the watermark, and the watermark after them."""
+
+    catalog: dict[str, ProductUpsert]
+    behavior: list[BehaviorEvent]
+    watermark: Watermark
+    invalid: int = 0
+
+
+def read_event_log(bootstrap: str, topics: Topics, since: "Watermark | datetime | None") -> EventLog:
+    """Read the catalog from the beginning and the behavior topics from ``since``. Invalid events are
+    counted and skipped (the stream worker has already dead-lettered them)."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
+                             consumer_timeout_ms=1000)
+    try:
+        catalog, invalid = {}, 0
+        records, _ = read_topic(consumer, topics.catalog, None)
+        for record in records:
+            try:
+                event = parse_catalog_event(record.value)
+            except InvalidEvent:
+                invalid += 1
+                continue
+            if isinstance(event, ProductUpsert):
+                catalog[event.product_id] = event
+            else:
+                catalog.pop(event.product_id, None)
+        behavior, watermark = [], Watermark()
+        for topic, event_type in zip(topics.behavior, ("purchase", "cart", "view")):
+            records, end = read_topic(consumer, topic, since)
+            watermark.offsets[topic] = end
+            for record in records:
+                try:
+                    behavior.append(parse_behavior_event(record.value, event_type))
+                except InvalidEvent:
+                    invalid += 1
+    finally:
+        consumer.close()
+    behavior.sort(key=lambda e: e.event_time)
+    if behavior:
+        watermark.event_time = behavior[-1].event_time.isoformat()
+    return EventLog(catalog, behavior, watermark, invalid)
+
+
+def event_query(event: BehaviorEvent, product: ProductUpsert) -> str | None:
+    """The query an event answers: its own search text, else its product's leaf category (None if neither)."""
+    if event.query:
+        return event.query
+    return product.category_path[-1].replace("_", " ") if product.category_path else None
+
+
+def behavior_queries(log_: EventLog, product_index: dict[str, int]) -> list[LabeledQuery]:
+    """One labelled query per (user, query) with the strongest stage per product (MMSE stages)."""
+    groups: dict[tuple[str, str], dict[int, float]] = defaultdict(dict)
+    for event in log_.behavior:
+        product = log_.catalog.get(event.product_id)
+        query = event_query(event, product) if product else None
+        if query is None:
+            continue
+        judged = groups[(event.user_id, query)]
+        index = product_index[event.product_id]
+        judged[index] = max(judged.get(index, 0.0), STAGES[event.event_type])
+    return [LabeledQuery(query, judged) for (_, query), judged in groups.items()]
+
+
+def behavior_config(config: TrainConfig) -> TrainConfig:
+    """``config`` with the behavior defaults (MMSE, stage grades) under every field the caller set."""
+    chosen = config.model_dump(exclude_defaults=True, exclude={"dataset"})
+    return TrainConfig.model_validate({**config.model_dump(), **BEHAVIOR_DEFAULTS, **chosen, "dataset": "kafka"})
+
+
+def train_from_kafka(settings: Settings, config: TrainConfig, since: str | None = None,
+                     publish: bool = True) -> TrainOutcome:
+    """One incremental cycle (module docstring). ``since`` None continues from the active version's
+    watermark. Raises ValueError when there is nothing new to train on."""
+    started = time.perf_counter()
+    registry = ModelRegistry(settings.models_dir)
+    active = registry.active()
+    init = active if active and (registry.path(active) / "weights.pt").exists() else None
+    since_mark = Watermark.parse(since if since is not None else
+                                 (registry.manifest(active).config.get("watermark") if active else None))
+    if not settings.kafka_bootstrap:
+        raise ValueError("--from-kafka needs CARTWISE_KAFKA_BOOTSTRAP: the embedded broker lives only inside "
+                         "`cartwise serve`, which runs its own cycles (cartwise trainer run)")
+    event_log = read_event_log(settings.kafka_bootstrap, settings.topics, since_mark)
+    config = behavior_config(config)
+    ids = list(event_log.catalog)
+    texts = [event_product_text(event_log.catalog[pid]) for pid in ids]
+    train, val = split_queries(behavior_queries(event_log, {pid: i for i, pid in enumerate(ids)}), config.val_fraction)
+    if not any(q.positives(config.positive_grade) for q in train) or not val:
+        raise ValueError(f"nothing new to train on since {since_mark!r}: {len(event_log.behavior)} behavior "
+                         f"events, {len(train)} train and {len(val)} validation (user, query) groups")
+    torch.manual_seed(config.seed)
+    model = DualEncoder.from_registry(registry, init) if init else DualEncoder.pretrained(config.projection_dim)
+    frozen = freeze_lower_layers(model, config.trainable_layers)
+    encoder = TextEncoder(model, load_tokenizer(tokenizer_path(), config.max_product_tokens),
+                          load_tokenizer(tokenizer_path(), config.max_query_tokens), texts, frozen,
+                          settings.data_dir / "train_cache")
+    paths = [list(event_log.catalog[pid].category_path) for pid in ids]
+    miner = make_miner(config, texts, train, paths)
+    validator = Validator.sample(val, len(ids), None, len(ids), config.seed)
+    result = Trainer(config, encoder, train, validator, miner, settings.data_dir / "runs" / "kafka").fit()
+    val_metrics = validator.run(encoder)
+    log.info("cycle on %d behavior events: val nDCG@10 %.4f", len(event_log.behavior), val_metrics["ndcg@10"])
+    manifest = None
+    if publish:
+        from encoders.export import publish_model
+
+        with torch.no_grad():
+            manifest = publish_model(
+                registry, model.eval(), tokenizer_path(), base=PRETRAINED_NAME,
+                metrics={"behavior_val": scalar_metrics(val_metrics), "best_step": result.best_step},
+                config={**config.model_dump(), "trained": True, "init": init or PRETRAINED_NAME,
+                        "watermark": event_log.watermark.to_json(), "behavior_events": len(event_log.behavior),
+                        "invalid_events": event_log.invalid})
+    return TrainOutcome(result, val_metrics, manifest, time.perf_counter() - started)
