@@ -68,7 +68,8 @@ def publish_model(registry: ModelRegistry, model, tokenizer_file: Path, base: st
         diff = verify_export(model, staging, max_tokens)
         dims = int(model(*(_probe_inputs())).shape[-1])
         manifest = registry.publish(staging, dims=dims, base=base, max_tokens=max_tokens, metrics=metrics,
-                                    config={**(config or {}), "export_max_abs_diff": diff})
+                                    config={**(config or {}), "projection_dim": model.projection_dim,
+                                            "export_max_abs_diff": diff})
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     log.info("published %s (%d-d, torch/ONNX max abs diff %.1e)", manifest.version, manifest.dims, diff)
@@ -91,4 +92,4 @@ def publish_pretrained(registry: ModelRegistry) -> Manifest:
     model = DualEncoder.pretrained()
     with torch.no_grad():
         return publish_model(registry, model, pretrained_path() / TOKENIZER_FILE, base=PRETRAINED_NAME,
-                             config={"pooling": "mean", "projection_dim": None})
+                             config={"pooling": "mean"})

@@ -61,6 +61,11 @@ class DualEncoder(nn.Module):
         return model
 
     @property
+    def projection_dim(self) -> int | None:
+        """Width of the projection head, None without one."""
+        return self.projection.out_features if isinstance(self.projection, nn.Linear) else None
+
+    @property
     def num_layers(self) -> int:
         """Transformer layers in the backbone (6 for MiniLM-L6)."""
         return len(self.backbone.encoder.layer)

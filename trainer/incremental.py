@@ -71,25 +71,32 @@ class Watermark:
 
 
 def read_topic(consumer: KafkaConsumer, topic: str, since: "Watermark | datetime | None") -> tuple[list, dict[int, int]]:
-    """Every record of ``topic`` from ``since`` to the current end, and the end offsets (the new watermark)."""
+    """Every record of ``topic`` from ``since`` to the current end, and the next offset per partition
+    (the new watermark).
+
+    The end is where a poll comes back empty after every partition reached its listed end offset:
+    the embedded Tansu broker lists the last batch's base offset as the end, not the high watermark,
+    so the listed end alone would drop the last batch."""
     partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
     if not partitions:
         return [], {}
     consumer.assign(partitions)
-    end = consumer.end_offsets(partitions)
+    listed_end = consumer.end_offsets(partitions)
     starts = {tp: 0 for tp in partitions}
     if isinstance(since, Watermark):
         starts = {tp: since.offsets.get(topic, {}).get(tp.partition, 0) for tp in partitions}
     elif isinstance(since, datetime):
         found = consumer.offsets_for_times({tp: int(since.timestamp() * 1000) for tp in partitions})
-        starts = {tp: found[tp].offset if found.get(tp) else end[tp] for tp in partitions}
+        starts = {tp: found[tp].offset if found.get(tp) else listed_end[tp] for tp in partitions}
     for tp in partitions:
         consumer.seek(tp, starts[tp])
-    records = []
-    while any(consumer.position(tp) < end[tp] for tp in partitions):
-        for batch in consumer.poll(timeout_ms=500).values():
-            records.extend(r for r in batch if r.offset < end[TopicPartition(r.topic, r.partition)])
-    return records, {tp.partition: end[tp] for tp in partitions}
+    records, polled = [], True
+    while polled or any(consumer.position(tp) < listed_end[tp] for tp in partitions):
+        batches = consumer.poll(timeout_ms=500)
+        polled = any(batches.values())
+        for batch in batches.values():
+            records.extend(batch)
+    return records, {tp.partition: consumer.position(tp) for tp in partitions}
 
 
 @dataclass
