@@ -207,23 +207,48 @@ def experiments() -> None:
 
 
 @experiments.command("ablation")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Results JSON (default: DATA_DIR/experiments/ablation.json); finished arms are skipped.")
 @click.option("--arm", "arms", multiple=True, help="Run only these arms (default: all).")
 @click.option("--steps", type=int, default=None)
 @click.option("--docs", type=click.Path(file_okay=False, path_type=Path), default=Path("docs"), show_default=True)
 @click.pass_context
-def experiments_ablation(ctx: click.Context, out: Path | None, arms: tuple[str, ...], steps: int | None,
-                         docs: Path) -> None:
-    """Pretrained -> random -> in-batch -> BM25 -> ANCE -> TB-HNS -> + mask -> + ROAR on Home Depot val."""
+def experiments_ablation(ctx: click.Context, arms: tuple[str, ...], steps: int | None, docs: Path) -> None:
+    """Pretrained -> random -> in-batch -> BM25 -> ANCE -> TB-HNS -> + mask -> + ROAR on Home Depot val.
+
+    Results accumulate in DATA_DIR/experiments/ablation.json; finished arms are skipped, an interrupted
+    one resumes from its checkpoint."""
     from trainer.experiments import run_ablation
     from trainer.report import write_training_report
 
     settings = _settings(ctx)
-    out = out or settings.data_dir / "experiments" / "ablation.json"
-    results = run_ablation(settings, out, list(arms) or None, steps)
-    write_training_report(results, docs)
-    click.echo(f"{out}; report in {docs / 'training.md'}")
+    run_ablation(settings, settings.data_dir / "experiments" / "ablation.json", list(arms) or None, steps)
+    click.echo(write_training_report(settings.data_dir / "experiments", docs))
+
+
+@experiments.command("report")
+@click.option("--docs", type=click.Path(file_okay=False, path_type=Path), default=Path("docs"), show_default=True)
+@click.pass_context
+def experiments_report(ctx: click.Context, docs: Path) -> None:
+    """Rewrite docs/training.md from the saved experiment results."""
+    from trainer.report import write_training_report
+
+    click.echo(write_training_report(_settings(ctx).data_dir / "experiments", docs))
+
+
+@experiments.command("personalization")
+@click.option("--model", default="latest", show_default=True, help="Encoder: pretrained, latest or vN.")
+@click.pass_context
+def experiments_personalization(ctx: click.Context, model: str) -> None:
+    """Tune α_max, n₀ and the half-life on REES46 (half the users), report on the other half."""
+    from cartwise.registry import ModelRegistry
+    from trainer.evaluation.run import resolve_model
+    from trainer.personalization import tune
+
+    settings = _settings(ctx)
+    result = tune(settings, resolve_model(ModelRegistry(settings.models_dir), model))
+    out = settings.data_dir / "experiments" / "personalization.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    click.echo(json.dumps({"chosen": result["chosen"], "held_out": result["report"]}, indent=2))
 
 
 @main.group()
@@ -241,7 +266,11 @@ def taxonomy_assign(ctx: click.Context, dataset: str, min_score: float, sample: 
     import random
 
     from cartwise.registry import ModelRegistry
-    from trainer.taxonomy.assign import assign_homedepot, assignment_path, write_assignments
+    from trainer.taxonomy.assign import (
+        assign_homedepot,
+        assignment_path,
+        write_assignments,
+    )
 
     settings = _settings(ctx)
     assignments = assign_homedepot(ModelRegistry(settings.models_dir), settings.data_dir / "eval_cache", min_score)

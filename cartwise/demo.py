@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+
 from rich.console import Console
 from rich.table import Table
 

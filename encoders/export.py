@@ -9,7 +9,13 @@ from pathlib import Path
 
 import numpy as np
 
-from cartwise.registry import MODEL_FILE, TOKENIZER_FILE, WEIGHTS_FILE, Manifest, ModelRegistry
+from cartwise.registry import (
+    MODEL_FILE,
+    TOKENIZER_FILE,
+    WEIGHTS_FILE,
+    Manifest,
+    ModelRegistry,
+)
 from encoders.runtime import OnnxEncoder
 
 log = logging.getLogger(__name__)

@@ -17,10 +17,10 @@ from encoders.model import PRETRAINED_NAME, DualEncoder, pretrained_path
 from trainer.config import TrainConfig
 from trainer.data import LabeledQuery, labeled_queries, split_queries
 from trainer.encoding import TextEncoder, freeze_lower_layers, load_tokenizer
+from trainer.evaluation.metrics import scalar_metrics
 from trainer.loop import Trainer, TrainResult
 from trainer.miners import ANCEMiner, BM25Miner, RandomMiner, TBHNSMiner
 from trainer.miners.base import Miner
-from trainer.evaluation.metrics import scalar_metrics
 from trainer.validation import Validator
 
 log = logging.getLogger(__name__)

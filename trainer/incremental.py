@@ -23,7 +23,13 @@ import torch
 from kafka import KafkaConsumer, TopicPartition
 
 from cartwise.catalog import event_product_text
-from cartwise.events import BehaviorEvent, InvalidEvent, ProductUpsert, parse_behavior_event, parse_catalog_event
+from cartwise.events import (
+    BehaviorEvent,
+    InvalidEvent,
+    ProductUpsert,
+    parse_behavior_event,
+    parse_catalog_event,
+)
 from cartwise.registry import ModelRegistry
 from cartwise.settings import Settings, Topics
 from encoders.model import PRETRAINED_NAME, DualEncoder

@@ -9,7 +9,12 @@ import sys
 import tempfile
 import time
 
-from cartwise.bench.common import latency_histogram, loaded_service, machine_info, summarize_ms
+from cartwise.bench.common import (
+    latency_histogram,
+    loaded_service,
+    machine_info,
+    summarize_ms,
+)
 from cartwise.datasets import rees46_records
 from cartwise.settings import Settings
 

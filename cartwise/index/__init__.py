@@ -4,7 +4,13 @@
 - :class:`QdrantServerIndex` — a Qdrant server through qdrant-client (production).
 """
 
-from cartwise.index.base import CollectionSchema, IndexHit, IndexPoint, SearchFilter, VectorIndex
+from cartwise.index.base import (
+    CollectionSchema,
+    IndexHit,
+    IndexPoint,
+    SearchFilter,
+    VectorIndex,
+)
 from cartwise.index.edge import EdgeIndex
 from cartwise.index.server import QdrantServerIndex
 

@@ -13,8 +13,15 @@ from typing import Sequence
 import numpy as np
 import qdrant_edge as qe
 
-from cartwise.index.base import (CATEGORY_SEPARATOR, CollectionSchema, IndexHit, IndexPoint, SearchFilter, as_vector,
-                                 stock_keyword)
+from cartwise.index.base import (
+    CATEGORY_SEPARATOR,
+    CollectionSchema,
+    IndexHit,
+    IndexPoint,
+    SearchFilter,
+    as_vector,
+    stock_keyword,
+)
 
 _SCHEMA_TYPES = (("keyword", qe.PayloadSchemaType.Keyword), ("float", qe.PayloadSchemaType.Float))
 

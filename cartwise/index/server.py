@@ -10,8 +10,15 @@ from typing import Sequence
 import numpy as np
 from qdrant_client import QdrantClient, models
 
-from cartwise.index.base import (CATEGORY_SEPARATOR, CollectionSchema, IndexHit, IndexPoint, SearchFilter, as_vector,
-                                 stock_keyword)
+from cartwise.index.base import (
+    CATEGORY_SEPARATOR,
+    CollectionSchema,
+    IndexHit,
+    IndexPoint,
+    SearchFilter,
+    as_vector,
+    stock_keyword,
+)
 
 _SCHEMA_TYPES = (("keyword", models.PayloadSchemaType.KEYWORD), ("float", models.PayloadSchemaType.FLOAT))
 

@@ -6,13 +6,17 @@ from __future__ import annotations
 import csv
 import random
 import shutil
-from pathlib import Path
 
 import pytest
 
 from cartwise.registry import ModelRegistry
 from trainer.evaluation import homedepot
-from trainer.evaluation.homedepot import TOP_K, bm25_rankings, dense_rankings, load_homedepot
+from trainer.evaluation.homedepot import (
+    TOP_K,
+    bm25_rankings,
+    dense_rankings,
+    load_homedepot,
+)
 from trainer.evaluation.metrics import evaluate_rankings
 from trainer.evaluation.run import PRETRAINED, resolve_model
 

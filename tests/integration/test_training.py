@@ -20,7 +20,13 @@ from trainer.config import TrainConfig
 from trainer.driver import train_homedepot
 from trainer.evaluation.homedepot import catalog_texts, embed, load_homedepot
 from trainer.evaluation.run import PRETRAINED, resolve_model
-from trainer.taxonomy.assign import GoogleTaxonomy, assign, assignment_path, category_vectors, write_assignments
+from trainer.taxonomy.assign import (
+    GoogleTaxonomy,
+    assign,
+    assignment_path,
+    category_vectors,
+    write_assignments,
+)
 
 pytestmark = pytest.mark.integration
 TINY = dict(steps=6, batch_size=8, val_every=2, val_queries=10, val_distractors=200, warmup_steps=1,

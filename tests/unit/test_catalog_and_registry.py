@@ -6,8 +6,14 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from cartwise.catalog import (ProductView, category_prefixes, event_product_text, point_id, product_payload,
-                              product_text)
+from cartwise.catalog import (
+    ProductView,
+    category_prefixes,
+    event_product_text,
+    point_id,
+    product_payload,
+    product_text,
+)
 from cartwise.events import ProductDelete, ProductUpsert
 from cartwise.index import IndexHit
 from cartwise.registry import ModelRegistry, RegistryError, version_number

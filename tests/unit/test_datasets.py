@@ -4,7 +4,13 @@ from pathlib import Path
 
 import pytest
 
-from cartwise.datasets import amazon_records, flipkart_records, records, rees46_records, rees46_title
+from cartwise.datasets import (
+    amazon_records,
+    flipkart_records,
+    records,
+    rees46_records,
+    rees46_title,
+)
 from cartwise.events import BehaviorEvent, ProductUpsert
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"

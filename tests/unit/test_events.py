@@ -4,8 +4,15 @@ import json
 
 import pytest
 
-from cartwise.events import (BehaviorEvent, InvalidEvent, ProductDelete, ProductUpsert, encode_event,
-                             parse_behavior_event, parse_catalog_event)
+from cartwise.events import (
+    BehaviorEvent,
+    InvalidEvent,
+    ProductDelete,
+    ProductUpsert,
+    encode_event,
+    parse_behavior_event,
+    parse_catalog_event,
+)
 
 T = "2019-10-01T00:00:00+00:00"
 

@@ -9,7 +9,12 @@ from cartwise.index import SearchFilter
 from cartwise.settings import Personalization
 from cartwise.v1 import search_pb2 as pb
 from grpc_api.fusion import fused_query, personalization_weight
-from grpc_api.validation import DEFAULT_LIMIT, InvalidRequest, validate_recommend, validate_search
+from grpc_api.validation import (
+    DEFAULT_LIMIT,
+    InvalidRequest,
+    validate_recommend,
+    validate_search,
+)
 
 PARAMS = Personalization(alpha_max=0.8, n0=4.0)
 

@@ -7,7 +7,14 @@ import pytest
 from qdrant_client import QdrantClient
 
 from cartwise.catalog import category_prefixes, point_id
-from cartwise.index import PRODUCTS_SCHEMA, USERS_SCHEMA, EdgeIndex, IndexPoint, QdrantServerIndex, SearchFilter
+from cartwise.index import (
+    PRODUCTS_SCHEMA,
+    USERS_SCHEMA,
+    EdgeIndex,
+    IndexPoint,
+    QdrantServerIndex,
+    SearchFilter,
+)
 from cartwise.index.base import stock_keyword
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")

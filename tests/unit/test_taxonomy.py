@@ -4,7 +4,12 @@ import numpy as np
 import pytest
 
 from trainer.taxonomy import CategoryTree, split_path
-from trainer.taxonomy.assign import GoogleTaxonomy, assign, read_assignments, write_assignments
+from trainer.taxonomy.assign import (
+    GoogleTaxonomy,
+    assign,
+    read_assignments,
+    write_assignments,
+)
 
 PATHS = [
     ["Tools", "Saws", "Circular"],   # 0

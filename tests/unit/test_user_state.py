@@ -4,7 +4,8 @@ from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cartwise.events import BehaviorEvent
 from cartwise.settings import Personalization

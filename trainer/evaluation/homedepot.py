@@ -18,7 +18,7 @@ from rich.progress import Progress
 
 from cartwise.catalog import point_id, product_text
 from cartwise.datasets import data_root
-from cartwise.index import EdgeIndex, IndexPoint, PRODUCTS_SCHEMA
+from cartwise.index import PRODUCTS_SCHEMA, EdgeIndex, IndexPoint
 from cartwise.registry import ModelRegistry
 from encoders.runtime import OnnxEncoder
 

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 from cartwise.catalog import point_id
 from cartwise.datasets import Record, rees46_records
 from cartwise.events import ProductUpsert
-from cartwise.index import EdgeIndex, IndexPoint, PRODUCTS_SCHEMA
+from cartwise.index import PRODUCTS_SCHEMA, EdgeIndex, IndexPoint
 from cartwise.registry import ModelRegistry
 from cartwise.settings import Personalization
 from encoders.runtime import OnnxEncoder
@@ -68,8 +69,18 @@ def evaluate_rees46(registry: ModelRegistry, version: str, params: Personalizati
                     events: Path | None = None) -> dict:
     """HitRate@10 and MRR@10 of the exact target product, non-personalized vs personalized, and the
     number of targets (see module doc for the protocol)."""
+    return evaluate_rees46_grid(registry, version, [params], cache_dir, events)[0]
+
+
+def evaluate_rees46_grid(registry: ModelRegistry, version: str, grid: list[Personalization], cache_dir: Path,
+                         events: Path | None = None, users: Callable[[str], bool] = lambda user: True) -> list[dict]:
+    """:func:`evaluate_rees46` for every parameter set of ``grid`` in one replay (user vectors kept per
+    half-life and weights), on the targets of users ``users`` accepts. Raises ValueError when the grid
+    mixes history lengths."""
     from cartwise.catalog import event_product_text
 
+    if len({p.max_history for p in grid}) != 1:
+        raise ValueError("one max_history per grid: it changes the replayed histories")
     records = list(rees46_records(events))
     catalog = _catalog(records)
     ids = list(catalog)
@@ -78,36 +89,48 @@ def evaluate_rees46(registry: ModelRegistry, version: str, params: Personalizati
     encoder = OnnxEncoder(registry.path(version), registry.manifest(version).max_tokens)
     query_vectors: dict[str, object] = {}
     histories: dict[str, UserHistory] = {}
-    states: dict[str, UserVector | None] = {}
-    means = MetricMeans()
+    kinds = {_state_key(p) for p in grid}
+    states: dict[tuple, dict[str, UserVector]] = {kind: {} for kind in kinds}
+    plain, personalized = MetricMeans(), [MetricMeans() for _ in grid]
     with tempfile.TemporaryDirectory(prefix="cartwise-eval-") as tmp:
         index = EdgeIndex(Path(tmp))
         index.create_collection("eval", vectors.shape[1], PRODUCTS_SCHEMA)
         index.upsert("eval", [IndexPoint(point_id(p), vector_of[p], {"product_id": p}) for p in ids])
         index.optimize("eval")
+
+        def score(means: MetricMeans, vector, target: str) -> None:
+            ranked = [h.payload["product_id"] for h in index.search("eval", vector, K)]
+            means.add("hit@10", hit_at(ranked, target, K))
+            means.add("mrr@10", reciprocal_rank_at(ranked, target, K))
+
         for record in records:
             if record.topic_field == "catalog":
                 continue
             event = record.event
             history = histories.setdefault(event.user_id, UserHistory())
             query = target_query(event, catalog, bool(history.interactions))
-            if query is not None:
+            if query is not None and users(event.user_id):
                 if query not in query_vectors:
                     query_vectors[query] = encoder.encode([query])[0]
-                qvec, state = query_vectors[query], states.get(event.user_id)
-                for name, vector in (("plain", qvec), ("personalized", fused_query(
-                        qvec, state.vector if state else None, personalization_weight(state.n, params) if state
-                        else 0.0))):
-                    ranked = [h.payload["product_id"] for h in index.search("eval", vector, K)]
-                    means.add(f"{name}_hit@10", hit_at(ranked, event.product_id, K))
-                    means.add(f"{name}_mrr@10", reciprocal_rank_at(ranked, event.product_id, K))
-            if history.apply(event, params.max_history):
+                qvec = query_vectors[query]
+                score(plain, qvec, event.product_id)
+                for params, means in zip(grid, personalized):
+                    state = states[_state_key(params)].get(event.user_id)
+                    alpha = personalization_weight(state.n, params) if state else 0.0
+                    score(means, fused_query(qvec, state.vector if state else None, alpha), event.product_id)
+            if history.apply(event, grid[0].max_history):
                 kept = history.find(event.event_id)
                 if kept is not None:
-                    states[event.user_id] = accumulate(states.get(event.user_id),
-                                                       [(kept, vector_of[event.product_id])], 0, params)
+                    for kind in kinds:
+                        params = next(p for p in grid if _state_key(p) == kind)
+                        states[kind][event.user_id] = accumulate(states[kind].get(event.user_id),
+                                                                 [(kept, vector_of[event.product_id])], 0, params)
         index.close()
-    return {"hit@10": means.mean("plain_hit@10"), "mrr@10": means.mean("plain_mrr@10"),
-            "personalized_hit@10": means.mean("personalized_hit@10"),
-            "personalized_mrr@10": means.mean("personalized_mrr@10"),
-            "targets": means.counts.get("plain_hit@10", 0)}
+    base = {"hit@10": plain.mean("hit@10"), "mrr@10": plain.mean("mrr@10"), "targets": plain.counts.get("hit@10", 0)}
+    return [{**base, "personalized_hit@10": m.mean("hit@10"), "personalized_mrr@10": m.mean("mrr@10")}
+            for m in personalized]
+
+
+def _state_key(params: Personalization) -> tuple:
+    """The parameters a user vector depends on (α_max and n₀ only weigh it at query time)."""
+    return (params.half_life_s, params.weight_purchase, params.weight_cart, params.weight_view)

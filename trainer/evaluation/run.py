@@ -41,7 +41,11 @@ def eval_homedepot(settings: Settings, models: list[str], judgments: Path | None
     from dataclasses import replace
 
     from trainer.data import split_of
-    from trainer.evaluation.homedepot import bm25_rankings, dense_rankings, load_homedepot
+    from trainer.evaluation.homedepot import (
+        bm25_rankings,
+        dense_rankings,
+        load_homedepot,
+    )
     from trainer.evaluation.metrics import evaluate_rankings
 
     data, registry, results = load_homedepot(judgments, products), ModelRegistry(settings.models_dir), {}

@@ -118,7 +118,12 @@ def assignment_path(data_dir: Path, dataset: str = "homedepot") -> Path:
 def assign_homedepot(registry, cache_dir: Path, min_score: float = 0.3) -> list[Assignment]:
     """Assign every Home Depot product with the pretrained encoder of ``registry`` (exported if absent)."""
     from encoders.runtime import OnnxEncoder
-    from trainer.evaluation.homedepot import cached_catalog_vectors, catalog_texts, embed, load_homedepot
+    from trainer.evaluation.homedepot import (
+        cached_catalog_vectors,
+        catalog_texts,
+        embed,
+        load_homedepot,
+    )
     from trainer.evaluation.run import PRETRAINED, resolve_model
 
     version = resolve_model(registry, PRETRAINED)

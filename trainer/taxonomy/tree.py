@@ -13,7 +13,6 @@ with parent P and grandparent G:
 from __future__ import annotations
 
 from collections import defaultdict
-from functools import lru_cache
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -40,6 +39,7 @@ class CategoryTree:
                 under[leaf[:depth]].append(index)
         self._under = {node: np.asarray(items, dtype=np.int64) for node, items in under.items()}
         self._categorized = np.flatnonzero([bool(leaf) for leaf in self.leaves])
+        self._memo: dict[tuple, np.ndarray] = {}
 
     @classmethod
     def from_mapping(cls, ids: Sequence[str], paths: Mapping[str, Sequence[str]]) -> "CategoryTree":
@@ -80,14 +80,18 @@ class CategoryTree:
             return np.empty(0, dtype=np.int64)
         return self._difference(leaf[: len(leaf) - up], leaf[: len(leaf) - up + 1])
 
-    @lru_cache(maxsize=65536)
     def _difference(self, outer: Path, inner: Path) -> np.ndarray:
-        return np.setdiff1d(self.under(outer), self.under(inner), assume_unique=True)
+        key = ("difference", outer, inner)
+        if key not in self._memo:  # one entry per (node, ancestor): bounded by the tree's size
+            self._memo[key] = np.setdiff1d(self.under(outer), self.under(inner), assume_unique=True)
+        return self._memo[key]
 
-    @lru_cache(maxsize=65536)
     def _exact_leaf(self, leaf: Path) -> np.ndarray:
-        items = self.under(leaf)
-        return items[[len(self.leaves[i]) == len(leaf) for i in items]] if len(items) else items
+        key = ("leaf", leaf)
+        if key not in self._memo:
+            items = self.under(leaf)
+            self._memo[key] = items[[len(self.leaves[i]) == len(leaf) for i in items]] if len(items) else items
+        return self._memo[key]
 
     def department_count(self) -> int:
         """Number of distinct top-level categories."""
