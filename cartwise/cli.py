@@ -252,6 +252,55 @@ def experiments_personalization(ctx: click.Context, model: str) -> None:
 
 
 @main.group()
+def models() -> None:
+    """The model registry: candidate, active and retired encoder versions."""
+
+
+@models.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def models_list(ctx: click.Context, as_json: bool) -> None:
+    """Every version with its state, when it was made, from what, and its validation nDCG@10."""
+    from cartwise.registry import ModelRegistry
+
+    registry = ModelRegistry(_settings(ctx).models_dir)
+    rows = []
+    for version in registry.versions():
+        manifest, (state, reason) = registry.manifest(version), registry.state(version)
+        ndcg = manifest.metrics.get("homedepot_val", {}).get("ndcg@10")
+        rows.append({"version": version, "state": state, "created_at": manifest.created_at.isoformat(timespec="seconds"),
+                     "trained": bool(manifest.config.get("trained")), "negatives": manifest.config.get("negatives"),
+                     "val_ndcg@10": ndcg, "reason": reason})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(*rows[0].keys()) if rows else Table("version")
+    for row in rows:
+        table.add_row(*("-" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.values()))
+    console.print(table)
+
+
+@models.command("activate")
+@click.argument("version")
+@click.pass_context
+def models_activate(ctx: click.Context, version: str) -> None:
+    """Make VERSION the active encoder (a running service picks it up through models.updates)."""
+    from cartwise.registry import ModelRegistry
+
+    ModelRegistry(_settings(ctx).models_dir).activate(version)
+    click.echo(f"active: {version}")
+
+
+@models.command("rollback")
+@click.pass_context
+def models_rollback(ctx: click.Context) -> None:
+    """Re-activate the version that was active before the current one."""
+    from cartwise.registry import ModelRegistry
+
+    click.echo(f"active: {ModelRegistry(_settings(ctx).models_dir).rollback()}")
+
+
+@main.group()
 def taxonomy() -> None:
     """Category trees for taxonomy-based hard negatives."""
 

@@ -4,15 +4,20 @@ Layout::
 
     models/
       ACTIVE            # the serving version's name, replaced atomically (os.replace)
+      lifecycle.json    # activation history (for rollback) and why a candidate was held back
       v1/manifest.json  # version, dims, sha256 of model.onnx, created_at, metrics, config
       v1/model.onnx
       v1/tokenizer.json
 
-Version ``vN`` pairs with the index collections ``products_vN`` and ``users_vN``."""
+Version ``vN`` pairs with the index collections ``products_vN`` and ``users_vN``.
+
+Lifecycle: a published version is a *candidate*; activating it makes it *active* and the one it
+replaces *retired* (kept for instant rollback until garbage-collected)."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import tempfile
@@ -27,6 +32,8 @@ MODEL_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
 WEIGHTS_FILE = "weights.pt"  # torch state dict, so a later cycle can continue training from this version
 MANIFEST_FILE = "manifest.json"
+LIFECYCLE_FILE = "lifecycle.json"
+CANDIDATE, ACTIVE, RETIRED = "candidate", "active", "retired"
 
 
 class Manifest(BaseModel):
@@ -136,9 +143,41 @@ class ModelRegistry:
         return path.read_text().strip() if path.exists() else None
 
     def activate(self, version: str) -> None:
-        """Make ``version`` the active one (atomic). Raises RegistryError if it is not complete."""
+        """Make ``version`` the active one (atomic) and record it in the activation history.
+        Raises RegistryError if it is not complete."""
         self.manifest(version)
+        lifecycle = self._lifecycle()
+        lifecycle["history"].append(version)
+        _atomic_write(self.root / LIFECYCLE_FILE, json.dumps(lifecycle, indent=1))
         _atomic_write(self.root / "ACTIVE", version + "\n")
+
+    def rollback(self) -> str:
+        """Re-activate the version that was active before the current one; returns it.
+        Raises RegistryError when there is none."""
+        history, current = self._lifecycle()["history"], self.active()
+        previous = next((v for v in reversed(history) if v != current and (self.root / v).is_dir()), None)
+        if previous is None:
+            raise RegistryError(f"nothing to roll back to: {current} is the only version ever active")
+        self.activate(previous)
+        return previous
+
+    def hold(self, version: str, reason: str) -> None:
+        """Record why ``version`` stays a candidate (e.g. the quality gate's verdict)."""
+        self.manifest(version)
+        lifecycle = self._lifecycle()
+        lifecycle["reasons"][version] = reason
+        _atomic_write(self.root / LIFECYCLE_FILE, json.dumps(lifecycle, indent=1))
+
+    def state(self, version: str) -> tuple[str, str | None]:
+        """(candidate | active | retired, the recorded reason if any)."""
+        lifecycle = self._lifecycle()
+        state = ACTIVE if version == self.active() else RETIRED if version in lifecycle["history"] else CANDIDATE
+        return state, lifecycle["reasons"].get(version)
+
+    def _lifecycle(self) -> dict:
+        path = self.root / LIFECYCLE_FILE
+        lifecycle = json.loads(path.read_text()) if path.exists() else {}
+        return {"history": lifecycle.get("history", []), "reasons": lifecycle.get("reasons", {})}
 
     def staging_dir(self) -> Path:
         """A fresh directory inside the registry root for building a version (same filesystem for the rename)."""

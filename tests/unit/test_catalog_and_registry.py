@@ -137,6 +137,23 @@ def test_activate_and_active(tmp_path):
     assert ModelRegistry(tmp_path).active() == "v2"
 
 
+def test_lifecycle_candidate_active_retired_and_rollback(tmp_path):
+    reg = ModelRegistry(tmp_path)
+    for _ in range(3):
+        reg.publish(stage(reg), dims=8, base="t", max_tokens=8)
+    assert reg.state("v1") == ("candidate", None)
+    with pytest.raises(RegistryError, match="nothing to roll back"):
+        reg.rollback()
+    reg.activate("v1")
+    reg.activate("v2")
+    reg.hold("v3", "gate: nDCG@10 0.31 < active 0.36 - 0.01")
+    assert [reg.state(v)[0] for v in ("v1", "v2", "v3")] == ["retired", "active", "candidate"]
+    assert reg.state("v3")[1].startswith("gate:")
+    assert reg.rollback() == "v1"
+    assert reg.active() == "v1" and reg.state("v2")[0] == "retired"
+    assert ModelRegistry(tmp_path).rollback() == "v2"  # history survives a new process
+
+
 def test_incomplete_version_dir_is_skipped_but_numbered_past(tmp_path):
     reg = ModelRegistry(tmp_path)
     (tmp_path / "v3").mkdir()

@@ -28,7 +28,8 @@ def _plot_recall(results: dict[str, dict], path: Path) -> None:
     plt.close(fig)
 
 
-def _table(header: list[str], rows: list[list]) -> str:
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    """A Markdown table; floats with 4 decimals."""
     fmt = [" | ".join(f"{c:.4f}" if isinstance(c, float) else str(c) for c in row) for row in rows]
     return "\n".join([" | ".join(header), " | ".join("---" for _ in header), *fmt])
 
@@ -65,7 +66,7 @@ model's absolute figures are pessimistic). Queries with no relevant product are 
 MRR, those whose ideal DCG is 0 for nDCG. Dense retrieval runs through Qdrant Edge (HNSW), the index the
 service uses; "ANN recall@100" is the share of the exact brute-force top 100 that the index returned.
 
-{_table(["model", "Recall@10", "Recall@100", "nDCG@10", "MRR@10", "queries", "ANN recall@100"], hd_rows)}
+{markdown_table(["model", "Recall@10", "Recall@100", "nDCG@10", "MRR@10", "queries", "ANN recall@100"], hd_rows)}
 
 ![Recall@K](img/recall_at_k_homedepot.png)
 
@@ -77,7 +78,7 @@ half-life = {settings.personalization.half_life_s / 3600:g} h). For every cart o
 earlier events, the query is the leaf category of the target product ("smartphone"); a hit is the exact
 target product in the top 10.
 
-{_table(["model", "targets", "HitRate@10", "HitRate@10 personalized", "MRR@10", "MRR@10 personalized"], rr_rows)}
+{markdown_table(["model", "targets", "HitRate@10", "HitRate@10 personalized", "MRR@10", "MRR@10 personalized"], rr_rows)}
 
 What this protocol rewards: almost every REES46 cart or purchase follows a view of the same product by
 the same user, so personalization wins mostly by re-finding what the user just viewed; that is real
