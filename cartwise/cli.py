@@ -175,7 +175,7 @@ def eval_report(ctx: click.Context, out: Path) -> None:
               show_default=True)
 @click.option("--steps", type=int, default=None, help="Optimizer steps (default: the CPU configuration's).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Any TrainConfig field, e.g. --set roar_weight=0 --set trainable_layers=6 (repeatable).")
+              help="Any TrainConfig field, e.g. --set roar_weight=0 --set fn_margin=none (repeatable).")
 @click.option("--from-kafka", is_flag=True, help="Continue the active version on behavior events from Kafka.")
 @click.option("--since", default=None, help="With --from-kafka: a watermark JSON or ISO time (default: the active version's).")
 @click.option("--resume", is_flag=True, help="Continue this configuration's checkpoint in the run directory.")
@@ -185,10 +185,16 @@ def eval_report(ctx: click.Context, out: Path) -> None:
 def train(ctx: click.Context, dataset: str, negatives: str, steps: int | None, overrides: tuple[str, ...],
           from_kafka: bool, since: str | None, resume: bool, publish: bool, as_json: bool) -> None:
     """Train the dual encoder (trainer/) and publish it as the next registry version."""
+    from pydantic import ValidationError
+
     from trainer.config import TrainConfig
 
-    fields = dict(o.split("=", 1) for o in overrides) | {"negatives": negatives, "dataset": dataset}
-    config = TrainConfig.model_validate({**fields, **({"steps": steps} if steps else {})})
+    fields = {k: None if v.lower() in ("none", "null") else v for k, v in (o.split("=", 1) for o in overrides)}
+    fields |= {"negatives": negatives, "dataset": dataset}
+    try:
+        config = TrainConfig.model_validate({**fields, **({"steps": steps} if steps else {})})
+    except ValidationError as err:
+        raise click.BadParameter(str(err), param_hint="--set") from None
     settings = _settings(ctx)
     if from_kafka:
         from trainer.incremental import train_from_kafka

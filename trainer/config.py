@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 Negatives = Literal["random", "inbatch", "bm25", "ance", "tbhns"]
 
 
 class TrainConfig(BaseModel):
     """Everything that decides a training run. Defaults are the CPU configuration (2 cores, ~6 min of steps)."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt --set key is an error, not a silent default
 
     dataset: Literal["homedepot", "kafka"] = "homedepot"
     negatives: Negatives = "tbhns"
