@@ -21,6 +21,7 @@ from trainer.evaluation.metrics import scalar_metrics
 from trainer.loop import Trainer, TrainResult
 from trainer.miners import ANCEMiner, BM25Miner, RandomMiner, TBHNSMiner
 from trainer.miners.base import Miner
+from trainer.report import plot_run
 from trainer.validation import Validator
 
 log = logging.getLogger(__name__)
@@ -133,6 +134,7 @@ def train_homedepot(settings: Settings, config: TrainConfig, run_name: str | Non
     validator = Validator.sample(setup.val, len(setup.ids), config.val_queries, config.val_distractors, config.seed)
     run_dir = settings.data_dir / "runs" / (run_name or f"homedepot-{config.negatives}")
     result = Trainer(config, setup.encoder, setup.train, validator, miner, run_dir).fit(resume)
+    plot_run(result.to_json(), run_dir / "curves.png")
     log.info("scoring the whole validation split over the whole catalog")
     val_metrics = validate_full(setup)
     manifest = None

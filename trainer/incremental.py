@@ -39,6 +39,7 @@ from trainer.driver import TrainOutcome, make_miner, tokenizer_path
 from trainer.encoding import TextEncoder, freeze_lower_layers, load_tokenizer
 from trainer.evaluation.metrics import scalar_metrics
 from trainer.loop import Trainer
+from trainer.report import plot_run
 from trainer.validation import Validator
 
 log = logging.getLogger(__name__)
@@ -207,7 +208,9 @@ def train_from_kafka(settings: Settings, config: TrainConfig, since: str | None 
     paths = [list(event_log.catalog[pid].category_path) for pid in ids]
     miner = make_miner(config, texts, train, paths)
     validator = Validator.sample(val, len(ids), None, len(ids), config.seed)
-    result = Trainer(config, encoder, train, validator, miner, settings.data_dir / "runs" / "kafka").fit()
+    run_dir = settings.data_dir / "runs" / "kafka"
+    result = Trainer(config, encoder, train, validator, miner, run_dir).fit()
+    plot_run(result.to_json(), run_dir / "curves.png")
     val_metrics = validator.run(encoder)
     log.info("cycle on %d behavior events: val nDCG@10 %.4f", len(event_log.behavior), val_metrics["ndcg@10"])
     manifest = None
