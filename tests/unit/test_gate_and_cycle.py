@@ -1,0 +1,31 @@
+"""The quality gate's rule, duration parsing, and the cycle lock."""
+
+import pytest
+from filelock import FileLock
+
+from cartwise.settings import Settings
+from trainer.config import TrainConfig
+from trainer.cycle import LOCK_FILE, CycleBusy, parse_duration, run_cycle
+from trainer.gate import quality_gate
+
+
+def test_gate_passes_within_the_margin_and_fails_beyond_it():
+    active = {"ndcg@10": 0.36}
+    assert quality_gate({"ndcg@10": 0.355}, active, margin=0.01).passed
+    assert quality_gate({"ndcg@10": 0.40}, active, margin=0.0).passed
+    verdict = quality_gate({"ndcg@10": 0.34}, active, margin=0.01)
+    assert not verdict.passed and verdict.reason.startswith("gate failed: ndcg@10 0.3400 vs active 0.3600")
+    assert quality_gate({"ndcg@10": 0.1}, None, margin=0.0).passed
+
+
+def test_durations():
+    assert [parse_duration(t) for t in ("90s", "15m", "6h", "1d", "30")] == [90, 900, 21600, 86400, 30]
+    with pytest.raises(ValueError, match="not a duration"):
+        parse_duration("soon")
+
+
+def test_a_second_cycle_refuses_while_one_holds_the_lock(tmp_path):
+    settings = Settings(data_dir=tmp_path, kafka_bootstrap="127.0.0.1:1")
+    with FileLock(tmp_path / LOCK_FILE):
+        with pytest.raises(CycleBusy, match="another trainer cycle"):
+            run_cycle(settings, TrainConfig())

@@ -1,0 +1,88 @@
+"""Retraining cycles: ``cartwise trainer cycle`` (one, for cron) and ``cartwise trainer run --every``.
+
+A cycle: behavior events since the active version's watermark -> mine -> train (trainer.incremental)
+-> evaluate -> quality gate -> activate, or hold the candidate with the gate's reason. A file lock keeps
+two cycles from overlapping; any failure leaves the active version as it was."""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from cartwise.registry import ModelRegistry
+from cartwise.settings import Settings
+from trainer.config import TrainConfig
+from trainer.gate import Verdict, gate_metrics, quality_gate
+
+log = logging.getLogger(__name__)
+LOCK_FILE = "trainer.lock"
+
+
+class CycleBusy(RuntimeError):
+    """Another cycle holds the trainer lock."""
+
+
+@dataclass
+class CycleResult:
+    """What a cycle did: the candidate it published (if any), the gate's verdict, whether it is active."""
+
+    candidate: str | None
+    verdict: Verdict | None
+    activated: bool
+    skipped: str | None = None
+
+
+def run_cycle(settings: Settings, config: TrainConfig, margin: float = 0.01, judgments: Path | None = None,
+              products: Path | None = None) -> CycleResult:
+    """One cycle (module docstring). Raises CycleBusy when another cycle is running."""
+    from trainer.incremental import train_from_kafka
+
+    lock = FileLock(settings.data_dir / LOCK_FILE)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise CycleBusy(f"another trainer cycle holds {settings.data_dir / LOCK_FILE}") from None
+    try:
+        registry = ModelRegistry(settings.models_dir)
+        try:
+            outcome = train_from_kafka(settings, config)
+        except ValueError as err:  # nothing new since the watermark
+            return CycleResult(None, None, False, skipped=str(err))
+        candidate, active = outcome.manifest.version, registry.active()
+        verdict = quality_gate(gate_metrics(settings, candidate, judgments, products),
+                               gate_metrics(settings, active, judgments, products) if active else None, margin)
+        if verdict.passed:
+            registry.activate(candidate)
+        else:
+            registry.hold(candidate, verdict.reason)
+        log.info("cycle: %s %s (%s)", candidate, "activated" if verdict.passed else "held", verdict.reason)
+        return CycleResult(candidate, verdict, verdict.passed)
+    finally:
+        lock.release()
+
+
+def run_every(settings: Settings, config: TrainConfig, every_s: float, margin: float,
+              stop: threading.Event | None = None) -> None:
+    """Run a cycle every ``every_s`` seconds until ``stop`` is set; a failed cycle is logged and the
+    next one runs on schedule (the active version keeps serving)."""
+    stop = stop or threading.Event()
+    while not stop.is_set():
+        try:
+            result = run_cycle(settings, config, margin)
+            log.info("cycle done: %s", result)
+        except Exception:  # noqa: BLE001 - a scheduler outlives a failed cycle by design
+            log.exception("trainer cycle failed; the active version is unchanged")
+        stop.wait(every_s)
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in "90s", "15m", "6h", "1d" (or a bare number of seconds). Raises ValueError otherwise."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text)
+    if not match:
+        raise ValueError(f"not a duration: {text!r} (use e.g. 90s, 15m, 6h, 1d)")
+    return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
