@@ -67,3 +67,20 @@ def test_since_accepts_a_time_and_rejects_garbage():
     assert Watermark.parse(None) is None
     with pytest.raises(ValueError, match="--since"):
         Watermark.parse("yesterday")
+
+
+def test_cycle_gates_the_candidate(settings, slice_files):
+    """After test_cycles_follow_the_watermark: the active version's watermark leaves new events to train on.
+    A gate no candidate can pass holds it with the reason and changes nothing; a lenient one activates."""
+    from trainer.cycle import run_cycle
+
+    registry = ModelRegistry(settings.models_dir)
+    before = registry.active()
+    held = run_cycle(settings, CONFIG, margin=-1.0, judgments=slice_files.judgments, products=slice_files.products)
+    assert not held.activated and registry.active() == before
+    assert registry.state(held.candidate) == ("candidate", held.verdict.reason)
+    assert held.verdict.reason.startswith("gate failed: ndcg@10")
+
+    passed = run_cycle(settings, CONFIG, margin=1.0, judgments=slice_files.judgments, products=slice_files.products)
+    assert passed.activated and registry.active() == passed.candidate
+    assert registry.state(before)[0] == "retired"
