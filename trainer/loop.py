@@ -170,11 +170,12 @@ class Trainer:
 
     def _save(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        miner_rng = getattr(self.miner, "rng", None)
         state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                  "scheduler": self.scheduler.state_dict(), "step": self.step, "result": self.result,
                  "best_state": self.best_state, "train_seconds": self.train_seconds,
                  "mining_seconds": self.mining_seconds, "rng": self.rng.bit_generator.state,
-                 "miner_rng": getattr(getattr(self.miner, "rng", None), "bit_generator", None) and self.miner.rng.bit_generator.state,
+                 "miner_rng": miner_rng.bit_generator.state if miner_rng is not None else None,
                  "torch_rng": torch.get_rng_state(), "config": self.config.model_dump()}
         torch.save(state, self.run_dir / f"{CHECKPOINT}.tmp")
         (self.run_dir / f"{CHECKPOINT}.tmp").replace(self.run_dir / CHECKPOINT)

@@ -1,6 +1,8 @@
 """ANCE-style negatives: the current model's own top-K for each query, minus positives, refreshed as
 the model trains (Xiong et al. 2021, "Approximate Nearest Neighbor Negative Contrastive Learning",
-section 4). The trainer calls :meth:`refresh` with fresh rankings every ``refresh_steps``."""
+section 4). The trainer calls :meth:`refresh` with fresh rankings every ``ance_refresh_steps`` (about
+one epoch of the CPU configuration). The top-K comes from exact search over the re-embedded catalog:
+at 54k products a matrix product is cheaper than building an HNSW index at every refresh."""
 
 from __future__ import annotations
 
