@@ -26,8 +26,9 @@ ARMS: dict[str, dict] = {
     "tb-hns": {"negatives": "tbhns", **NO_MASK},
     "tb-hns + fn mask": {"negatives": "tbhns", "roar_weight": 0.0},
     "tb-hns + fn mask + roar": {"negatives": "tbhns"},  # the default `cartwise train` configuration
+    "ance + fn mask + roar": {"negatives": "ance"},  # added after ANCE led the single-negative arms
 }
-PUBLISHED_ARM = "tb-hns + fn mask + roar"
+PUBLISHED_ARMS = ("tb-hns + fn mask + roar", "ance + fn mask + roar")
 
 
 def baselines(settings: Settings) -> dict[str, dict]:
@@ -61,7 +62,7 @@ def run_ablation(settings: Settings, out: Path, arms: list[str] | None = None, s
         overrides = {**ARMS[name], **({"steps": steps} if steps else {})}
         config = TrainConfig(**overrides)
         outcome = train_homedepot(settings, config, run_name=f"ablation-{name.replace(' ', '')}", resume=True,
-                                  publish=name == PUBLISHED_ARM)
+                                  publish=name in PUBLISHED_ARMS)
         results.setdefault("arms", {})[name] = {
             "config": overrides, "val": scalar_metrics(outcome.val_metrics), "seconds": outcome.seconds,
             "version": outcome.manifest.version if outcome.manifest else None,

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from trainer.evaluation.report import markdown_table
-from trainer.experiments import ARMS, PUBLISHED_ARM
+from trainer.experiments import ARMS
 
 CONVERGENCE_ARMS = ("tb-hns", "random", "ance")
 FINDINGS_OPEN, FINDINGS_CLOSE = "<!-- findings: written by hand, kept by the generator -->", "<!-- /findings -->"
@@ -49,7 +49,7 @@ def plot_convergence(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (by_step, by_time) = plt.subplots(1, 2, figsize=(10, 4))
-    for name in (*CONVERGENCE_ARMS, PUBLISHED_ARM):
+    for name in (*CONVERGENCE_ARMS, "tb-hns + fn mask + roar"):
         arm = results.get("arms", {}).get(name)
         if not arm:
             continue
