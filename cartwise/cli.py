@@ -306,6 +306,17 @@ def models_rollback(ctx: click.Context) -> None:
     click.echo(f"active: {ModelRegistry(_settings(ctx).models_dir).rollback()}")
 
 
+@models.command("gc")
+@click.option("--keep-retired", default=1, show_default=True, help="Retired versions kept for rollback.")
+@click.pass_context
+def models_gc(ctx: click.Context, keep_retired: int) -> None:
+    """Delete old retired versions (never the active one or candidates)."""
+    from cartwise.registry import ModelRegistry
+
+    removed = ModelRegistry(_settings(ctx).models_dir).collect_garbage(keep_retired)
+    click.echo(f"removed: {', '.join(removed) or 'nothing'}")
+
+
 @main.group("trainer")
 def trainer_group() -> None:
     """Scheduled retraining: events since the watermark -> train -> gate -> activate."""

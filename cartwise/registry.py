@@ -12,7 +12,7 @@ Layout::
 Version ``vN`` pairs with the index collections ``products_vN`` and ``users_vN``.
 
 Lifecycle: a published version is a *candidate*; activating it makes it *active* and the one it
-replaces *retired* (kept for instant rollback until garbage-collected)."""
+replaces *retired* (kept for instant rollback until :meth:`ModelRegistry.collect_garbage`)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -160,6 +161,16 @@ class ModelRegistry:
             raise RegistryError(f"nothing to roll back to: {current} is the only version ever active")
         self.activate(previous)
         return previous
+
+    def collect_garbage(self, keep_retired: int = 1) -> list[str]:
+        """Delete retired versions but the ``keep_retired`` most recently active ones (rollback targets);
+        active and candidate versions are never touched. Returns the deleted version names."""
+        history, current = self._lifecycle()["history"], self.active()
+        recent = [v for v in dict.fromkeys(reversed(history)) if v != current]  # newest first, unique
+        doomed = [v for v in recent[keep_retired:] if (self.root / v).is_dir()]
+        for version in doomed:
+            shutil.rmtree(self.root / version)
+        return doomed
 
     def hold(self, version: str, reason: str) -> None:
         """Record why ``version`` stays a candidate (e.g. the quality gate's verdict)."""

@@ -154,6 +154,18 @@ def test_lifecycle_candidate_active_retired_and_rollback(tmp_path):
     assert ModelRegistry(tmp_path).rollback() == "v2"  # history survives a new process
 
 
+def test_garbage_collection_keeps_active_candidates_and_the_rollback_target(tmp_path):
+    reg = ModelRegistry(tmp_path)
+    for _ in range(5):
+        reg.publish(stage(reg), dims=8, base="t", max_tokens=8)
+    for version in ("v1", "v2", "v3", "v4"):
+        reg.activate(version)
+    assert reg.collect_garbage(keep_retired=1) == ["v2", "v1"]
+    assert reg.versions() == ["v3", "v4", "v5"]  # v3 rollback target, v4 active, v5 candidate
+    assert reg.rollback() == "v3"
+    assert reg.collect_garbage(keep_retired=1) == []
+
+
 def test_incomplete_version_dir_is_skipped_but_numbered_past(tmp_path):
     reg = ModelRegistry(tmp_path)
     (tmp_path / "v3").mkdir()
