@@ -95,19 +95,40 @@ def setup_homedepot(settings: Settings, config: TrainConfig, init_version: str |
     data = load_homedepot(judgments, products)
     ids, texts = catalog_texts(data)
     train, val = split_queries(labeled_queries(data.qrels, {pid: i for i, pid in enumerate(ids)}), config.val_fraction)
-    registry = ModelRegistry(settings.models_dir)
-    model = DualEncoder.from_registry(registry, init_version) if init_version else DualEncoder.pretrained(config.projection_dim)
-    model.to("cuda" if torch.cuda.is_available() else "cpu")
-    frozen = freeze_lower_layers(model, config.trainable_layers)
-    encoder = TextEncoder(model, load_tokenizer(tokenizer_path(), config.max_product_tokens),
-                          load_tokenizer(tokenizer_path(), config.max_query_tokens), texts, frozen,
-                          settings.data_dir / "train_cache")
-    return HomeDepotSetup(ids, texts, train, val, model, encoder)
+    encoder = build_encoder(settings, config, texts, init_version)
+    return HomeDepotSetup(ids, texts, train, val, encoder.model, encoder)
 
 
 def tokenizer_path() -> Path:
     """The MiniLM tokenizer every version shares."""
     return pretrained_path() / TOKENIZER_FILE
+
+
+def build_encoder(settings: Settings, config: TrainConfig, product_texts: list[str],
+                  init_version: str | None) -> TextEncoder:
+    """The model (pretrained, or ``init_version``'s weights) on the best device with its lower layers
+    frozen per ``config``, wrapped in a text encoder over ``product_texts`` (frozen states cached)."""
+    registry = ModelRegistry(settings.models_dir)
+    model = DualEncoder.from_registry(registry, init_version) if init_version else DualEncoder.pretrained(config.projection_dim)
+    model.to("cuda" if torch.cuda.is_available() else "cpu")
+    frozen = freeze_lower_layers(model, config.trainable_layers)
+    return TextEncoder(model, load_tokenizer(tokenizer_path(), config.max_product_tokens),
+                       load_tokenizer(tokenizer_path(), config.max_query_tokens), product_texts, frozen,
+                       settings.data_dir / "train_cache")
+
+
+def publish_trained(settings: Settings, model: DualEncoder, config: TrainConfig, init_version: str | None,
+                    metrics: dict, **provenance) -> Manifest:
+    """Publish a trained model as the next registry version (a candidate): the manifest records the
+    metrics, the full config with ``trained: True``, what it was initialized from, and ``provenance``
+    (the data watermark and counts)."""
+    from encoders.export import publish_model
+
+    with torch.no_grad():
+        return publish_model(ModelRegistry(settings.models_dir), model.to("cpu").eval(), tokenizer_path(),
+                             base=PRETRAINED_NAME, metrics=metrics,
+                             config={**config.model_dump(), "trained": True,
+                                     "init": init_version or PRETRAINED_NAME, **provenance})
 
 
 def validate_full(setup: HomeDepotSetup) -> dict:
@@ -137,16 +158,9 @@ def train_homedepot(settings: Settings, config: TrainConfig, run_name: str | Non
     plot_run(result.to_json(), run_dir / "curves.png")
     log.info("scoring the whole validation split over the whole catalog")
     val_metrics = validate_full(setup)
-    manifest = None
-    if publish:
-        from encoders.export import publish_model
-
-        model = setup.model.to("cpu")
-        with torch.no_grad():
-            manifest = publish_model(
-                ModelRegistry(settings.models_dir), model, tokenizer_path(), base=PRETRAINED_NAME,
-                metrics={"homedepot_val": scalar_metrics(val_metrics), "best_step": result.best_step},
-                config={**config.model_dump(), "trained": True, "init": init_version or PRETRAINED_NAME,
-                        "watermark": homedepot_watermark(judgments), "train_queries": len(setup.train),
-                        "val_queries": len(setup.val)})
+    manifest = publish_trained(
+        settings, setup.model, config, init_version,
+        {"homedepot_val": scalar_metrics(val_metrics), "best_step": result.best_step},
+        watermark=homedepot_watermark(judgments), train_queries=len(setup.train), val_queries=len(setup.val),
+    ) if publish else None
     return TrainOutcome(result, val_metrics, manifest, time.perf_counter() - started)

@@ -30,13 +30,11 @@ from cartwise.events import (
     parse_behavior_event,
     parse_catalog_event,
 )
-from cartwise.registry import ModelRegistry
+from cartwise.registry import WEIGHTS_FILE, ModelRegistry
 from cartwise.settings import Settings, Topics
-from encoders.model import PRETRAINED_NAME, DualEncoder
 from trainer.config import TrainConfig
 from trainer.data import LabeledQuery, split_queries
-from trainer.driver import TrainOutcome, make_miner, tokenizer_path
-from trainer.encoding import TextEncoder, freeze_lower_layers, load_tokenizer
+from trainer.driver import TrainOutcome, build_encoder, make_miner, publish_trained
 from trainer.evaluation.metrics import scalar_metrics
 from trainer.loop import Trainer
 from trainer.report import plot_run
@@ -185,7 +183,7 @@ def train_from_kafka(settings: Settings, config: TrainConfig, since: str | None 
     started = time.perf_counter()
     registry = ModelRegistry(settings.models_dir)
     active = registry.active()
-    init = active if active and (registry.path(active) / "weights.pt").exists() else None
+    init = active if active and (registry.path(active) / WEIGHTS_FILE).exists() else None
     since_mark = Watermark.parse(since if since is not None else
                                  (registry.manifest(active).config.get("watermark") if active else None))
     if not settings.kafka_bootstrap:
@@ -200,28 +198,21 @@ def train_from_kafka(settings: Settings, config: TrainConfig, since: str | None 
         raise ValueError(f"nothing new to train on since {since_mark!r}: {len(event_log.behavior)} behavior "
                          f"events, {len(train)} train and {len(val)} validation (user, query) groups")
     torch.manual_seed(config.seed)
-    model = DualEncoder.from_registry(registry, init) if init else DualEncoder.pretrained(config.projection_dim)
-    frozen = freeze_lower_layers(model, config.trainable_layers)
-    encoder = TextEncoder(model, load_tokenizer(tokenizer_path(), config.max_product_tokens),
-                          load_tokenizer(tokenizer_path(), config.max_query_tokens), texts, frozen,
-                          settings.data_dir / "train_cache")
+    encoder = build_encoder(settings, config, texts, init)
     paths = [list(event_log.catalog[pid].category_path) for pid in ids]
     miner = make_miner(config, texts, train, paths)
     validator = Validator.sample(val, len(ids), None, len(ids), config.seed)
     run_dir = settings.data_dir / "runs" / "kafka"
     result = Trainer(config, encoder, train, validator, miner, run_dir).fit()
     plot_run(result.to_json(), run_dir / "curves.png")
-    val_metrics = validator.run(encoder)
+    # the validator scores every validation group over the whole catalog: its figure at the best step
+    # (whose weights the model now holds) is the final one
+    val_metrics = next(p.metrics for p in result.history if p.step == result.best_step)
     log.info("cycle on %d behavior events: val nDCG@10 %.4f", len(event_log.behavior), val_metrics["ndcg@10"])
-    manifest = None
-    if publish:
-        from encoders.export import publish_model
-
-        with torch.no_grad():
-            manifest = publish_model(
-                registry, model.eval(), tokenizer_path(), base=PRETRAINED_NAME,
-                metrics={"behavior_val": scalar_metrics(val_metrics), "best_step": result.best_step},
-                config={**config.model_dump(), "trained": True, "init": init or PRETRAINED_NAME,
-                        "watermark": event_log.watermark.to_json(), "behavior_events": len(event_log.behavior),
-                        "invalid_events": event_log.invalid})
+    manifest = publish_trained(
+        settings, encoder.model, config, init,
+        {"behavior_val": scalar_metrics(val_metrics), "best_step": result.best_step},
+        watermark=event_log.watermark.to_json(), behavior_events=len(event_log.behavior),
+        invalid_events=event_log.invalid,
+    ) if publish else None
     return TrainOutcome(result, val_metrics, manifest, time.perf_counter() - started)

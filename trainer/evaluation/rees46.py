@@ -89,7 +89,7 @@ def evaluate_rees46_grid(registry: ModelRegistry, version: str, grid: list[Perso
     encoder = OnnxEncoder(registry.path(version), registry.manifest(version).max_tokens)
     query_vectors: dict[str, object] = {}
     histories: dict[str, UserHistory] = {}
-    kinds = {_state_key(p) for p in grid}
+    kinds = {_state_key(p): p for p in grid}  # one user-vector state per key, accumulated with its params
     states: dict[tuple, dict[str, UserVector]] = {kind: {} for kind in kinds}
     plain, personalized = MetricMeans(), [MetricMeans() for _ in grid]
     with tempfile.TemporaryDirectory(prefix="cartwise-eval-") as tmp:
@@ -121,8 +121,7 @@ def evaluate_rees46_grid(registry: ModelRegistry, version: str, grid: list[Perso
             if history.apply(event, grid[0].max_history):
                 kept = history.find(event.event_id)
                 if kept is not None:
-                    for kind in kinds:
-                        params = next(p for p in grid if _state_key(p) == kind)
+                    for kind, params in kinds.items():
                         states[kind][event.user_id] = accumulate(states[kind].get(event.user_id),
                                                                  [(kept, vector_of[event.product_id])], 0, params)
         index.close()
