@@ -86,11 +86,12 @@ def _port_open(port: int) -> bool:
 
 
 def ensure_topics(bootstrap: str, settings: Settings) -> None:
-    """Create the service's topics and their dead-letter topics if missing (catalog compacted)."""
+    """Create the service's topics, their dead-letter topics and models.updates if missing (catalog compacted)."""
     topics = settings.topics
     wanted = [NewTopic(topics.catalog, settings.partitions, 1, topic_configs={"cleanup.policy": "compact"})]
     wanted += [NewTopic(t, settings.partitions, 1) for t in topics.behavior]
     wanted += [NewTopic(topics.dead_letter(t), 1, 1) for t in (topics.catalog, *topics.behavior)]
+    wanted += [NewTopic(topics.models_updates, 1, 1)]  # one partition: every reader sees one order
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="cartwise-admin")
     try:
         existing = set(admin.list_topics())

@@ -34,16 +34,23 @@ def main(ctx: click.Context, log_level: str) -> None:
 
 
 @main.command()
+@click.option("--role", type=click.Choice(["all", "worker", "api"]), default="all", show_default=True,
+              help="all: worker and API in one process (embedded default); worker or api: one half, beside the "
+                   "other (needs CARTWISE_KAFKA_BOOTSTRAP, and CARTWISE_QDRANT_URL for api).")
 @click.pass_context
-def serve(ctx: click.Context) -> None:
+def serve(ctx: click.Context, role: str) -> None:
     """Run the stream worker and the gRPC API (embedded broker and Qdrant Edge unless configured)."""
-    from cartwise.service import Service
+    from cartwise.service import RoleError, Service
 
     async def run() -> None:
-        service = Service(_settings(ctx))
+        try:
+            service = Service(_settings(ctx), role)
+        except RoleError as err:
+            raise click.UsageError(str(err)) from None
         await service.start()
-        console.print(f"[green]serving[/] gRPC on {service.settings.grpc_host}:{service.port}, "
-                      f"Kafka at {service.settings.kafka_bootstrap}, model {service.active.current.version}")
+        api = (f"gRPC on {service.settings.grpc_host}:{service.port}, model {service.active.current.version}"
+               if service.api else "no API")
+        console.print(f"[green]{role}[/]: {api}, Kafka at {service.settings.kafka_bootstrap}")
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             asyncio.get_running_loop().add_signal_handler(sig, stop.set)
@@ -290,20 +297,43 @@ def models_list(ctx: click.Context, as_json: bool) -> None:
 @click.argument("version")
 @click.pass_context
 def models_activate(ctx: click.Context, version: str) -> None:
-    """Make VERSION the active encoder (a running service picks it up through models.updates)."""
-    from cartwise.registry import ModelRegistry
+    """Ask the running service to swap to VERSION (models.updates): its worker backfills the version's
+    collections unless they are live, then activates it; every API process follows."""
+    from cartwise.registry import ModelRegistry, RegistryError
 
-    ModelRegistry(_settings(ctx).models_dir).activate(version)
-    click.echo(f"active: {version}")
+    settings = _settings(ctx)
+    try:
+        ModelRegistry(settings.models_dir).verify(version)
+    except RegistryError as err:
+        raise click.ClickException(str(err)) from None
+    _request_swap(settings, version, "operator: cartwise models activate")
 
 
 @models.command("rollback")
 @click.pass_context
 def models_rollback(ctx: click.Context) -> None:
-    """Re-activate the version that was active before the current one."""
+    """Swap back to the version that was active before the current one (instant: it is kept live)."""
     from cartwise.registry import ModelRegistry
 
-    click.echo(f"active: {ModelRegistry(_settings(ctx).models_dir).rollback()}")
+    settings = _settings(ctx)
+    target = ModelRegistry(settings.models_dir).rollback_target()
+    if target is None:
+        raise click.ClickException("nothing to roll back to: only one version was ever active")
+    _request_swap(settings, target, "operator: cartwise models rollback")
+
+
+def _request_swap(settings: Settings, version: str, reason: str) -> None:
+    from kafka.errors import KafkaError
+
+    from cartwise.model_updates import SWAP_REQUESTED, ModelUpdate, publish_update
+
+    bootstrap = settings.kafka_bootstrap or f"127.0.0.1:{settings.embedded_kafka_port}"
+    try:
+        publish_update(bootstrap, settings.topics, ModelUpdate(kind=SWAP_REQUESTED, version=version, reason=reason))
+    except KafkaError as err:
+        raise click.ClickException(f"no broker at {bootstrap} ({err!r}): start `cartwise serve` first") from None
+    click.echo(f"swap to {version} requested on {settings.topics.models_updates}; "
+               "`cartwise models list` shows it active once the backfill is done")
 
 
 @models.command("gc")
@@ -319,7 +349,7 @@ def models_gc(ctx: click.Context, keep_retired: int) -> None:
 
 @main.group("trainer")
 def trainer_group() -> None:
-    """Scheduled retraining: events since the watermark -> train -> gate -> activate."""
+    """Scheduled retraining: events since the watermark -> train -> gate -> swap."""
 
 
 @trainer_group.command("cycle")

@@ -67,6 +67,12 @@ def version_number(version: str) -> int:
     return int(match.group(1))
 
 
+def collection_names(version: str) -> tuple[str, str]:
+    """The (products, users) index collections embedded by ``version``: ``products_vN``, ``users_vN``."""
+    number = version_number(version)
+    return f"products_v{number}", f"users_v{number}"
+
+
 def sha256_file(path: Path) -> str:
     """Hex SHA-256 of a file's bytes."""
     digest = hashlib.sha256()
@@ -76,7 +82,8 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` so a reader sees the old or the new content, never a mix."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(fd, "w") as fh:
         fh.write(text)
@@ -127,7 +134,7 @@ class ModelRegistry:
         manifest = Manifest(version=version, dims=dims, sha256=sha256_file(target / MODEL_FILE),
                             created_at=datetime.now(timezone.utc), base=base, max_tokens=max_tokens,
                             metrics=metrics or {}, config=config or {})
-        _atomic_write(target / MANIFEST_FILE, manifest.model_dump_json(indent=2))
+        atomic_write(target / MANIFEST_FILE, manifest.model_dump_json(indent=2))
         return manifest
 
     def verify(self, version: str) -> Manifest:
@@ -149,16 +156,19 @@ class ModelRegistry:
         self.manifest(version)
         lifecycle = self._lifecycle()
         lifecycle["history"].append(version)
-        _atomic_write(self.root / LIFECYCLE_FILE, json.dumps(lifecycle, indent=1))
-        _atomic_write(self.root / "ACTIVE", version + "\n")
+        atomic_write(self.root / LIFECYCLE_FILE, json.dumps(lifecycle, indent=1))
+        atomic_write(self.root / "ACTIVE", version + "\n")
+
+    def rollback_target(self) -> str | None:
+        """The most recently active version other than the current one that still exists, or None."""
+        history, current = self._lifecycle()["history"], self.active()
+        return next((v for v in reversed(history) if v != current and (self.root / v).is_dir()), None)
 
     def rollback(self) -> str:
-        """Re-activate the version that was active before the current one; returns it.
-        Raises RegistryError when there is none."""
-        history, current = self._lifecycle()["history"], self.active()
-        previous = next((v for v in reversed(history) if v != current and (self.root / v).is_dir()), None)
+        """Re-activate :meth:`rollback_target`; returns it. Raises RegistryError when there is none."""
+        previous = self.rollback_target()
         if previous is None:
-            raise RegistryError(f"nothing to roll back to: {current} is the only version ever active")
+            raise RegistryError(f"nothing to roll back to: {self.active()} is the only version ever active")
         self.activate(previous)
         return previous
 
@@ -177,7 +187,7 @@ class ModelRegistry:
         self.manifest(version)
         lifecycle = self._lifecycle()
         lifecycle["reasons"][version] = reason
-        _atomic_write(self.root / LIFECYCLE_FILE, json.dumps(lifecycle, indent=1))
+        atomic_write(self.root / LIFECYCLE_FILE, json.dumps(lifecycle, indent=1))
 
     def state(self, version: str) -> tuple[str, str | None]:
         """(candidate | active | retired, the recorded reason if any)."""

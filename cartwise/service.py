@@ -1,23 +1,33 @@
-"""Composition of the embedded service: broker (when none is configured), model registry, index,
-stream worker and gRPC API, in one process and one event loop."""
+"""Composition of the service: broker (when none is configured), model registry, index, stream worker
+and gRPC API. Role ``all`` (the embedded default) runs everything in one process and one event loop;
+``worker`` and ``api`` run the halves as separate processes, which coordinate only through the
+``models.updates`` topic and the model registry."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from typing import Literal
 
 from cartwise.broker import EmbeddedBroker, ensure_topics
-from cartwise.index import PRODUCTS_SCHEMA, USERS_SCHEMA, VectorIndex, open_index
+from cartwise.index import VectorIndex, open_index
 from cartwise.registry import ModelRegistry
 from cartwise.settings import Settings
 from encoders.batching import QueryBatcher
+from encoders.reload import ModelFollower
 from encoders.runtime import ActiveModel, ServingModel
 from grpc_api.server import ApiServer
 from grpc_api.servicer import SearchServicer
 from streams.app import StreamWorker
 
 log = logging.getLogger(__name__)
+Role = Literal["all", "worker", "api"]
+ROLES: tuple[str, ...] = ("all", "worker", "api")
+
+
+class RoleError(ValueError):
+    """Settings that cannot run the requested role (e.g. separate processes over one Qdrant Edge)."""
 
 
 def ensure_active_model(registry: ModelRegistry) -> str:
@@ -32,24 +42,31 @@ def ensure_active_model(registry: ModelRegistry) -> str:
     return active
 
 
-def ensure_collections(index: VectorIndex, model: ServingModel) -> None:
-    """Create the products and users collections of ``model``'s version if missing."""
-    index.create_collection(model.products, model.encoder.dims, PRODUCTS_SCHEMA)
-    index.create_collection(model.users, model.encoder.dims, USERS_SCHEMA)
+def check_role(settings: Settings, role: Role, index_given: bool = False) -> None:
+    """Raise RoleError when ``settings`` cannot run ``role`` as a process of its own."""
+    if role != "all" and not settings.kafka_bootstrap:
+        raise RoleError(f"--role {role} runs beside other processes: set CARTWISE_KAFKA_BOOTSTRAP to the shared broker")
+    if role == "api" and not (settings.qdrant_url or index_given):
+        raise RoleError("--role api reads the index the worker writes: set CARTWISE_QDRANT_URL "
+                        "(a Qdrant Edge shard has one owner process)")
 
 
 class Service:
-    """The whole service in one process. ``await start()`` then ``await stop()``; ``port`` is the gRPC port.
+    """The service, or one role of it. ``await start()`` then ``await stop()``; ``port`` is the gRPC port.
 
-    With ``settings.kafka_bootstrap`` unset an embedded broker is started (and stopped) with it."""
+    With ``settings.kafka_bootstrap`` unset (role ``all`` only) an embedded broker is started and stopped
+    with it. ``index`` is an already open index to share (it is left open at stop). Raises RoleError."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+    def __init__(self, settings: Settings, role: Role = "all", index: VectorIndex | None = None) -> None:
+        check_role(settings, role, index is not None)
+        self.settings, self.role = settings, role
         self.broker: EmbeddedBroker | None = None
-        self.index: VectorIndex | None = None
+        self.index: VectorIndex | None = index
+        self._owns_index = index is None
         self.worker: StreamWorker | None = None
         self.api: ApiServer | None = None
         self.active: ActiveModel | None = None
+        self.follower: ModelFollower | None = None
         self._batcher: QueryBatcher | None = None
 
     @property
@@ -58,7 +75,7 @@ class Service:
         return self.api.port
 
     async def start(self) -> None:
-        """Start every part; raises what a part raises (BrokerError, RegistryError, OSError)."""
+        """Start every part of the role; raises what a part raises (BrokerError, RegistryError, OSError)."""
         s = self.settings
         if not s.kafka_bootstrap:
             s.data_dir.mkdir(parents=True, exist_ok=True)
@@ -66,13 +83,21 @@ class Service:
             s = self.settings = s.model_copy(update={"kafka_bootstrap": self.broker.bootstrap})
         ensure_topics(s.kafka_bootstrap, s)
         registry = ModelRegistry(s.models_dir)
-        self.active = ActiveModel(ServingModel.load(registry, ensure_active_model(registry), s.encoder_threads))
-        self.index = open_index(s)
-        if self.broker:
-            self._reset_derived_state()
-        ensure_collections(self.index, self.active.current)
-        self.worker = StreamWorker(s, self.index, self.active)
-        await self.worker.start()
+        active = ensure_active_model(registry)
+        self.index = self.index or open_index(s)
+        if self.role in ("all", "worker"):
+            if self.broker:
+                self._reset_derived_state()
+            self.worker = StreamWorker(s, self.index)
+            await self.worker.start(active)
+        if self.role in ("all", "api"):
+            await self._start_api(registry)
+
+    async def _start_api(self, registry: ModelRegistry) -> None:
+        s = self.settings
+        self.active = ActiveModel(ServingModel.load(registry, registry.active(), s.encoder_threads))
+        self.follower = ModelFollower(s, self.active, self.index)
+        await self.follower.start()
         self._batcher = QueryBatcher(s.encoder_max_batch, s.encoder_threads)
         self.api = ApiServer(SearchServicer(s, self.index, self.active, self._batcher), s.grpc_host, s.grpc_port)
         await self.api.start()
@@ -81,7 +106,8 @@ class Service:
 
     def _reset_derived_state(self) -> None:
         """The embedded broker is memory-only, so the events (the source of truth) and the user histories
-        died with the last process; the index derived from them is dropped to stay consistent."""
+        died with the last process; the index derived from them is dropped to stay consistent (the swap
+        journal then abandons any backfill and rollback target whose collections are gone)."""
         for name in self.index.collections():
             log.info("embedded broker starts empty: dropping derived collection %s", name)
             self.index.drop_collection(name)
@@ -97,14 +123,16 @@ class Service:
             await asyncio.sleep(0.05)
 
     async def stop(self) -> None:
-        """Stop the API (draining), the worker, the index and the embedded broker, in that order."""
+        """Stop the API (draining), the follower, the worker, the index and the embedded broker, in that order."""
         if self.api:
             await self.api.stop()
+        if self.follower:
+            await self.follower.stop()
         if self.worker:
             await self.worker.stop()
         if self._batcher:
             self._batcher.close()
-        if self.index:
+        if self.index and self._owns_index:
             self.index.close()
         if self.broker:
             self.broker.stop()

@@ -17,6 +17,7 @@ class Topics(BaseSettings):
     purchases: str = "behavior.purchases"
     carts: str = "behavior.carts"
     views: str = "behavior.views"
+    models_updates: str = "models.updates"
 
     @property
     def behavior(self) -> tuple[str, str, str]:
@@ -75,6 +76,7 @@ class Settings(BaseSettings):
     hnsw_ef: int = Field(128, ge=1, description="HNSW candidate list per search (at least the limit)")
     catalog_batch: int = 256
     catalog_batch_window_s: float = 0.02
+    backfill_batch: int = Field(128, ge=1, description="products embedded per backfill step during a model swap")
     encoder_max_batch: int = 32
     encoder_threads: int = 1
     max_query_chars: int = 512

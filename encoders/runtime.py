@@ -10,7 +10,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from cartwise.registry import MODEL_FILE, TOKENIZER_FILE, ModelRegistry
+from cartwise.registry import MODEL_FILE, TOKENIZER_FILE, ModelRegistry, collection_names
 
 
 def available_providers() -> list[str]:
@@ -62,12 +62,12 @@ class ServingModel:
     @property
     def products(self) -> str:
         """Products collection embedded by this encoder."""
-        return f"products_v{self.number}"
+        return collection_names(self.version)[0]
 
     @property
     def users(self) -> str:
         """Users collection embedded by this encoder."""
-        return f"users_v{self.number}"
+        return collection_names(self.version)[1]
 
     @classmethod
     def load(cls, registry: ModelRegistry, version: str, threads: int = 1) -> "ServingModel":

@@ -1,6 +1,9 @@
 """The faust app: a catalog agent, a behavior agent over the three behavior topics, the user-history
-Table (changelog in Kafka), dead-lettering of invalid events, and a retry timer for users whose
-products were not in the catalog yet."""
+Table (changelog in Kafka), dead-lettering of invalid events, a retry timer for users whose products
+were not in the catalog yet, and the models.updates agent that drives model swaps (streams/swap.py).
+
+Every event is written into each of the write targets (streams/targets.py): the active version, the
+rollback target, and during a swap the version being backfilled."""
 
 from __future__ import annotations
 
@@ -12,10 +15,12 @@ import faust
 
 from cartwise.events import InvalidEvent, parse_behavior_event, parse_catalog_event
 from cartwise.index import VectorIndex
+from cartwise.model_updates import ModelUpdate
 from cartwise.settings import Settings
-from encoders.runtime import ActiveModel
 from streams.behavior import rebuild_user_vectors, update_user_vectors
-from streams.catalog import apply_plan, embed_upserts, plan_batch
+from streams.catalog import write_catalog
+from streams.swap import SwapCoordinator
+from streams.targets import WriteTargets
 from streams.transport import FastPollApp
 from streams.user_state import Interaction, UserHistory
 
@@ -25,13 +30,15 @@ _EVENT_TYPE_OF_TOPIC_FIELD = {"purchases": "purchase", "carts": "cart", "views":
 
 
 class StreamWorker:
-    """Stream processing for one process: owns the faust app; writes into the collections of the
-    serving model in ``active``. Start with ``await worker.start()``, stop with ``await worker.stop()``.
+    """Stream processing for one process: owns the faust app and the swap coordinator (``swaps``); writes
+    into the collections of every write target. ``await worker.start(active)`` with the registry's
+    active version, ``await worker.stop()``.
 
-    Counters (events since start): ``applied``, ``dead_lettered``, ``stale``."""
+    Counters (events since start, counted once whatever the number of targets): ``applied``,
+    ``dead_lettered``, ``stale``."""
 
-    def __init__(self, settings: Settings, index: VectorIndex, active: ActiveModel) -> None:
-        self.settings, self.index, self.active = settings, index, active
+    def __init__(self, settings: Settings, index: VectorIndex) -> None:
+        self.settings, self.index, self.targets = settings, index, WriteTargets()
         self.applied = self.dead_lettered = self.stale = 0
         self._pending_users: set[str] = set()
         self._catalog_changed = False
@@ -51,23 +58,49 @@ class StreamWorker:
         # use_partitioner: batches (take_events) write outside per-event context; keys hash like the source.
         self.histories = self.app.Table("user_history", default=None, partitions=settings.partitions,
                                         use_partitioner=True)
+        self.updates_topic = self.app.topic(topics.models_updates, key_type=bytes, value_type=bytes,
+                                            value_serializer="raw")
+        self.swaps = SwapCoordinator(settings, index, self.targets, self.histories, self._announce,
+                                     self._table_recovered)
         self.app.agent(self.catalog_topic, name="catalog")(self._catalog_agent)
         self.app.agent(self.behavior_topics, name="behavior")(self._behavior_agent)
+        self.app.agent(self.updates_topic, name="model-updates")(self._updates_agent)
         self.app.timer(1.0)(self._retry_pending)
+        self._resume: asyncio.Task | None = None
 
     @property
     def consumed(self) -> int:
         """Events consumed since start: applied + stale + dead-lettered."""
         return self.applied + self.stale + self.dead_lettered
 
-    async def start(self) -> None:
-        """Start consuming (joins the consumer group, recovers the Table from its changelog)."""
+    async def start(self, active: str) -> None:
+        """Recover the write targets from the swap journal (``active``: the registry's active version),
+        start consuming (joins the consumer group, recovers the Table from its changelog) and resume an
+        interrupted backfill in the background. Raises cartwise.registry.RegistryError."""
+        self.swaps.recover(active)
         await self.app.start()
+        self._resume = asyncio.create_task(self.swaps.resume())
 
     async def stop(self) -> None:
-        """Stop consuming and release the encode thread."""
+        """Stop consuming (a running backfill stops where its journal says) and release the encode thread."""
+        if self._resume:
+            self._resume.cancel()
         await self.app.stop()
         self._encode_pool.shutdown(wait=True)
+
+    async def _table_recovered(self) -> None:
+        await self.app.tables.recovery.completed.wait()
+
+    async def _announce(self, update: ModelUpdate) -> None:
+        await self.updates_topic.send(key=update.version.encode(), value=update.encode())
+
+    async def _updates_agent(self, stream) -> None:
+        async for value in stream:
+            update = ModelUpdate.decode(value)
+            if update is None:
+                log.warning("ignoring a models.updates message that is not a ModelUpdate: %.200r", value)
+                continue
+            await self.swaps.handle(update)
 
     async def _dead_letter(self, event, reason: str) -> None:
         message = event.message
@@ -92,11 +125,8 @@ class StreamWorker:
                 await self._apply_catalog(parsed)
 
     async def _apply_catalog(self, events) -> None:
-        model = self.active.current
-        plan = plan_batch(events, self.index, model.products)
-        vectors = await asyncio.get_running_loop().run_in_executor(
-            self._encode_pool, embed_upserts, model.encoder, plan.upserts)
-        apply_plan(plan, vectors, self.index, model.products)
+        plans = [await write_catalog(events, self.index, model, self._encode_pool) for model in self.targets.models()]
+        plan = plans[0]  # applied + stale = len(events) in every target's plan: count them once
         self.applied += len(plan.upserts) + len(plan.deletes)
         self.stale += plan.stale
         self._catalog_changed = True
@@ -121,9 +151,9 @@ class StreamWorker:
             for user_id, (history, _) in updates.items():
                 self.histories[user_id] = history.to_json()
             if updates:
-                model = self.active.current
-                pending = update_user_vectors(updates, self.index, model.products, model.users,
-                                              self.settings.personalization)
+                pending = set().union(*(update_user_vectors(updates, self.index, m.products, m.users,
+                                                            self.settings.personalization)
+                                        for m in self.targets.models()))
                 self._track_pending(updates.keys(), pending)
 
     def _track_pending(self, users, pending: set[str]) -> None:
@@ -136,6 +166,6 @@ class StreamWorker:
             return
         self._catalog_changed = False
         histories = {u: UserHistory.from_json(self.histories.get(u)) for u in list(self._pending_users)}
-        model = self.active.current
-        self._track_pending(histories, rebuild_user_vectors(histories, self.index, model.products, model.users,
-                                                            self.settings.personalization))
+        self._track_pending(histories, set().union(*(
+            rebuild_user_vectors(histories, self.index, m.products, m.users, self.settings.personalization)
+            for m in self.targets.models())))

@@ -5,6 +5,8 @@ event older than what the index already holds for that product (payload ``update
 
 from __future__ import annotations
 
+import asyncio
+from concurrent.futures import Executor
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,7 +14,7 @@ import numpy as np
 from cartwise.catalog import event_product_text, point_id, product_payload
 from cartwise.events import ProductDelete, ProductUpsert
 from cartwise.index import IndexPoint, VectorIndex
-from encoders.runtime import OnnxEncoder
+from encoders.runtime import OnnxEncoder, ServingModel
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +26,12 @@ class CatalogPlan:
     stale: int
 
 
+def _stored_times(index: VectorIndex, collection: str, product_ids) -> dict[str, float]:
+    """product_id -> the indexed ``updated_at`` (seconds) of those present in ``collection``."""
+    return {hit.payload["product_id"]: hit.payload.get("updated_at", 0.0)
+            for hit in index.retrieve(collection, [point_id(pid) for pid in product_ids], with_vectors=False)}
+
+
 def plan_batch(events: list[ProductUpsert | ProductDelete], index: VectorIndex, collection: str) -> CatalogPlan:
     """Reduce a batch to the latest event per product and drop those older than the indexed state."""
     latest: dict[str, ProductUpsert | ProductDelete] = {}
@@ -31,8 +39,7 @@ def plan_batch(events: list[ProductUpsert | ProductDelete], index: VectorIndex, 
         current = latest.get(event.product_id)
         if current is None or event.event_time >= current.event_time:
             latest[event.product_id] = event
-    stored = {hit.payload["product_id"]: hit.payload.get("updated_at", 0.0)
-              for hit in index.retrieve(collection, [point_id(pid) for pid in latest], with_vectors=False)}
+    stored = _stored_times(index, collection, latest)
     fresh = [e for e in latest.values() if e.event_time.timestamp() >= stored.get(e.product_id, float("-inf"))]
     return CatalogPlan(upserts=[e for e in fresh if isinstance(e, ProductUpsert)],
                        deletes=[e.product_id for e in fresh if isinstance(e, ProductDelete)],
@@ -45,7 +52,22 @@ def embed_upserts(encoder: OnnxEncoder, upserts: list[ProductUpsert]) -> np.ndar
 
 
 def apply_plan(plan: CatalogPlan, vectors: np.ndarray, index: VectorIndex, collection: str) -> None:
-    """Write a planned batch: upsert points with ``vectors`` (N, D) float32, delete the deleted ids."""
+    """Write a planned batch: upsert points with ``vectors`` (N, D) float32, delete the deleted ids.
+
+    Upserts are checked against the index once more first: during a model swap two writers (the catalog
+    agent and the backfill) share a collection, and the other may have written a newer event while these
+    vectors were computed. The check and the writes run without yielding to the event loop."""
+    stored = _stored_times(index, collection, [e.product_id for e in plan.upserts])
     index.upsert(collection, [IndexPoint(point_id(e.product_id), vec, product_payload(e))
-                              for e, vec in zip(plan.upserts, vectors)])
+                              for e, vec in zip(plan.upserts, vectors)
+                              if e.event_time.timestamp() >= stored.get(e.product_id, float("-inf"))])
     index.delete(collection, [point_id(pid) for pid in plan.deletes])
+
+
+async def write_catalog(events: list[ProductUpsert | ProductDelete], index: VectorIndex, model: ServingModel,
+                        executor: Executor) -> CatalogPlan:
+    """Plan, embed (on ``executor``, off the event loop) and apply ``events`` to ``model``'s products."""
+    plan = plan_batch(events, index, model.products)
+    vectors = await asyncio.get_running_loop().run_in_executor(executor, embed_upserts, model.encoder, plan.upserts)
+    apply_plan(plan, vectors, index, model.products)
+    return plan

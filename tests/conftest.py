@@ -15,3 +15,22 @@ def registry_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
     ensure_active_model(ModelRegistry(root))
     return root
+
+
+def publish_rotated(models_dir, seed: int = 0):
+    """Publish the pretrained encoder followed by a random orthogonal projection W as the registry's next
+    version: a genuinely different vector space (v_new = W v_old for every text) with the same rankings.
+    Returns (version, W as a (D, D) float32 array)."""
+    import torch
+
+    from cartwise.registry import TOKENIZER_FILE, ModelRegistry
+    from encoders.export import publish_model
+    from encoders.model import PRETRAINED_NAME, DualEncoder, pretrained_path
+
+    torch.manual_seed(seed)
+    model = DualEncoder.pretrained(projection_dim=384)
+    torch.nn.init.orthogonal_(model.projection.weight)
+    with torch.no_grad():
+        manifest = publish_model(ModelRegistry(models_dir), model, pretrained_path() / TOKENIZER_FILE,
+                                 base=PRETRAINED_NAME, config={"rotation_seed": seed})
+    return manifest.version, model.projection.weight.detach().numpy().astype("float32")

@@ -1,8 +1,10 @@
 """Retraining cycles: ``cartwise trainer cycle`` (one, for cron) and ``cartwise trainer run --every``.
 
 A cycle: behavior events since the active version's watermark -> mine -> train (trainer.incremental)
--> evaluate -> quality gate -> activate, or hold the candidate with the gate's reason. A file lock keeps
-two cycles from overlapping; any failure leaves the active version as it was."""
+-> evaluate -> quality gate -> publish -> swap: a candidate that passes is requested on
+``models.updates`` and the stream worker's swap coordinator backfills and activates it
+(streams/swap.py); one that fails stays a candidate with the gate's reason, and nothing else changes.
+A file lock keeps two cycles from overlapping; any failure leaves the active version as it was."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from cartwise.model_updates import HELD, SWAP_REQUESTED, ModelUpdate, publish_update
 from cartwise.registry import ModelRegistry
 from cartwise.settings import Settings
 from trainer.config import TrainConfig
@@ -29,11 +32,12 @@ class CycleBusy(RuntimeError):
 
 @dataclass
 class CycleResult:
-    """What a cycle did: the candidate it published (if any), the gate's verdict, whether it is active."""
+    """What a cycle did: the candidate it published (if any), the gate's verdict, whether a swap to it was
+    requested on models.updates."""
 
     candidate: str | None
     verdict: Verdict | None
-    activated: bool
+    swap_requested: bool
     skipped: str | None = None
 
 
@@ -56,11 +60,12 @@ def run_cycle(settings: Settings, config: TrainConfig, margin: float = 0.01, jud
         candidate, active = outcome.manifest.version, registry.active()
         verdict = quality_gate(gate_metrics(settings, candidate, judgments, products),
                                gate_metrics(settings, active, judgments, products) if active else None, margin)
-        if verdict.passed:
-            registry.activate(candidate)
-        else:
+        if not verdict.passed:
             registry.hold(candidate, verdict.reason)
-        log.info("cycle: %s %s (%s)", candidate, "activated" if verdict.passed else "held", verdict.reason)
+        publish_update(settings.kafka_bootstrap, settings.topics,
+                       ModelUpdate(kind=SWAP_REQUESTED if verdict.passed else HELD, version=candidate,
+                                   previous=active, reason=verdict.reason))
+        log.info("cycle: %s %s (%s)", candidate, "swap requested" if verdict.passed else "held", verdict.reason)
         return CycleResult(candidate, verdict, verdict.passed)
     finally:
         lock.release()

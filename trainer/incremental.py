@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import torch
-from kafka import KafkaConsumer, TopicPartition
+from kafka import KafkaConsumer
 
 from cartwise.catalog import event_product_text
 from cartwise.events import (
@@ -32,6 +32,7 @@ from cartwise.events import (
 )
 from cartwise.registry import WEIGHTS_FILE, ModelRegistry
 from cartwise.settings import Settings, Topics
+from cartwise.topic_reader import log_consumer, partitions_of, read_topic
 from trainer.config import TrainConfig
 from trainer.data import LabeledQuery, split_queries
 from trainer.driver import TrainOutcome, build_encoder, make_miner, publish_trained
@@ -75,33 +76,16 @@ class Watermark:
             raise ValueError(f"--since must be a watermark JSON or an ISO time, got {value!r}") from None
 
 
-def read_topic(consumer: KafkaConsumer, topic: str, since: "Watermark | datetime | None") -> tuple[list, dict[int, int]]:
-    """Every record of ``topic`` from ``since`` to the current end, and the next offset per partition
-    (the new watermark).
-
-    The end is where a poll comes back empty after every partition reached its listed end offset:
-    the embedded Tansu broker lists the last batch's base offset as the end, not the high watermark,
-    so the listed end alone would drop the last batch."""
-    partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-    if not partitions:
-        return [], {}
-    consumer.assign(partitions)
-    listed_end = consumer.end_offsets(partitions)
-    starts = {tp: 0 for tp in partitions}
+def start_offsets(consumer: KafkaConsumer, topic: str, since: "Watermark | datetime | None") -> dict[int, int]:
+    """Where reading ``topic`` from ``since`` starts, per partition (a time past the end gives the end)."""
+    partitions = partitions_of(consumer, topic)
     if isinstance(since, Watermark):
-        starts = {tp: since.offsets.get(topic, {}).get(tp.partition, 0) for tp in partitions}
-    elif isinstance(since, datetime):
+        return {tp.partition: since.offsets.get(topic, {}).get(tp.partition, 0) for tp in partitions}
+    if isinstance(since, datetime):
         found = consumer.offsets_for_times({tp: int(since.timestamp() * 1000) for tp in partitions})
-        starts = {tp: found[tp].offset if found.get(tp) else listed_end[tp] for tp in partitions}
-    for tp in partitions:
-        consumer.seek(tp, starts[tp])
-    records, polled = [], True
-    while polled or any(consumer.position(tp) < listed_end[tp] for tp in partitions):
-        batches = consumer.poll(timeout_ms=500)
-        polled = any(batches.values())
-        for batch in batches.values():
-            records.extend(batch)
-    return records, {tp.partition: consumer.position(tp) for tp in partitions}
+        ends = consumer.end_offsets(partitions)
+        return {tp.partition: found[tp].offset if found.get(tp) else ends[tp] for tp in partitions}
+    return {}
 
 
 @dataclass
@@ -117,8 +101,7 @@ class EventLog:
 def read_event_log(bootstrap: str, topics: Topics, since: "Watermark | datetime | None") -> EventLog:
     """Read the catalog from the beginning and the behavior topics from ``since``. Invalid events are
     counted and skipped (the stream worker has already dead-lettered them)."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
-                             consumer_timeout_ms=1000)
+    consumer = log_consumer(bootstrap)
     try:
         catalog, invalid = {}, 0
         records, _ = read_topic(consumer, topics.catalog, None)
@@ -134,7 +117,7 @@ def read_event_log(bootstrap: str, topics: Topics, since: "Watermark | datetime 
                 catalog.pop(event.product_id, None)
         behavior, watermark = [], Watermark()
         for topic, event_type in zip(topics.behavior, ("purchase", "cart", "view")):
-            records, end = read_topic(consumer, topic, since)
+            records, end = read_topic(consumer, topic, start_offsets(consumer, topic, since))
             watermark.offsets[topic] = end
             for record in records:
                 try:

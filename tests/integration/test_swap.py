@@ -1,0 +1,236 @@
+"""Model swaps on loopback with the real broker, stream worker, Qdrant Edge, ONNX encoders and gRPC.
+
+v2 is the pretrained encoder followed by a random rotation W, so every v2 vector must equal W times the
+v1 vector of the same text: products_v2 and users_v2 can be checked exactly against products_v1 and
+users_v1, and a response that mixed versions would show semantic scores that match neither."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from datetime import datetime, timezone
+
+import numpy as np
+import pytest
+import pytest_asyncio
+
+from cartwise.bench.common import free_port
+from cartwise.broker import EmbeddedBroker
+from cartwise.catalog import point_id
+from cartwise.client import SearchClient
+from cartwise.datasets import rees46_records
+from cartwise.events import BehaviorEvent, ProductUpsert, encode_event
+from cartwise.model_updates import HELD, SWAP_REQUESTED, ModelUpdate, publish_update
+from cartwise.registry import ModelRegistry
+from cartwise.replay import make_producer, replay
+from cartwise.service import Service
+from cartwise.settings import Settings
+from streams.journal import SwapJournal
+from streams.user_state import UserHistory, user_vector
+from tests.conftest import publish_rotated
+
+pytestmark = pytest.mark.integration
+RECORDS = 1500  # REES46 behavior events replayed (with their catalog events)
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory):
+    """A broker that outlives the services of this module, so a restarted service finds its events."""
+    with EmbeddedBroker(free_port(), tmp_path_factory.mktemp("broker") / "broker.log") as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def rotated(tmp_path_factory, registry_dir):
+    """A registry with v1 (pretrained, active) and v2 (v1 rotated by W, a candidate), and W."""
+    models = tmp_path_factory.mktemp("swap-models") / "models"
+    shutil.copytree(registry_dir, models)
+    version, rotation = publish_rotated(models, seed=1)
+    assert version == "v2"
+    return models, rotation
+
+
+def settings_for(data_dir, broker, **extra) -> Settings:
+    return Settings(data_dir=data_dir, kafka_bootstrap=broker.bootstrap, grpc_port=0,
+                    app_id=f"swap-{uuid.uuid4().hex[:8]}", **extra)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def service(tmp_path_factory, broker, rotated):
+    data_dir = tmp_path_factory.mktemp("swap")
+    shutil.copytree(rotated[0], data_dir / "models")
+    svc = Service(settings_for(data_dir, broker, backfill_batch=64))
+    await svc.start()
+    producer = make_producer(broker.bootstrap)
+    sent = await asyncio.to_thread(replay, rees46_records(limit=RECORDS), producer, svc.settings.topics)
+    producer.close()
+    await svc.wait_until_consumed(sent)
+    yield svc
+    await svc.stop()
+
+
+def request_swap(settings: Settings, version: str, kind: str = SWAP_REQUESTED) -> None:
+    publish_update(settings.kafka_bootstrap, settings.topics, ModelUpdate(kind=kind, version=version, reason="test"))
+
+
+async def wait_for(check, timeout_s: float = 180.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} not met within {timeout_s} s")
+        await asyncio.sleep(0.05)
+
+
+def vectors(index, collection: str, ids: list[str]) -> dict[str, np.ndarray]:
+    return {h.id: h.vector for h in index.retrieve(collection, ids, with_vectors=True)}
+
+
+class Load:
+    """Closed-loop Search load from ``workers`` concurrent callers; every response and error is kept."""
+
+    def __init__(self, port: int, queries: list[dict], workers: int = 4) -> None:
+        self.port, self.queries, self.workers = port, queries, workers
+        self.responses: list[tuple[float, dict, object]] = []
+        self.errors: list[str] = []
+        self._stop = asyncio.Event()
+
+    async def _caller(self, client: SearchClient, offset: int) -> None:
+        i = offset
+        while not self._stop.is_set():
+            fields = self.queries[i % len(self.queries)]
+            try:
+                response = await client.search(**fields)
+                self.responses.append((time.monotonic(), fields, response))
+            except Exception as err:  # noqa: BLE001 - every failure is counted by the test
+                self.errors.append(repr(err))
+            i += self.workers
+
+    async def __aenter__(self) -> "Load":
+        self._client = SearchClient(f"127.0.0.1:{self.port}")
+        await self._client.__aenter__()
+        self._tasks = [asyncio.create_task(self._caller(self._client, k)) for k in range(self.workers)]
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self._stop.set()
+        await asyncio.gather(*self._tasks)
+        await self._client.__aexit__(None, None, None)
+
+
+def load_queries(count: int = 60) -> list[dict]:
+    records = list(rees46_records(limit=RECORDS))
+    titles = [r.event.title for r in records if r.topic_field == "catalog"][:count]
+    users = [r.event.user_id for r in records if r.topic_field in ("carts", "purchases")]
+    return [{"query": t, "limit": 10, **({"user_id": users[i % len(users)]} if i % 2 else {})}
+            for i, t in enumerate(titles)]
+
+
+def check_consistent(service: Service, response, fields: dict) -> None:
+    """The semantic scores of a response equal <q, p> with q and p both from its model version."""
+    registry = ModelRegistry(service.settings.models_dir)
+    from encoders.runtime import ServingModel
+
+    model = ServingModel.load(registry, response.model_version)
+    q = model.encoder.encode([fields["query"]])[0]
+    stored = vectors(service.index, model.products, [point_id(h.product_id) for h in response.hits])
+    for hit in response.hits:
+        assert hit.semantic_score == pytest.approx(float(q @ stored[point_id(hit.product_id)]), abs=1e-3)
+
+
+async def test_swap_under_load(service, rotated, broker):
+    """No failed request, no response mixing versions; v2's products and users are W times v1's; a live
+    catalog event produced during the backfill reaches both versions; answers after the switch are v2's."""
+    _, rotation = rotated
+    settings = service.settings
+    producer = make_producer(broker.bootstrap)
+    async with Load(service.port, load_queries()) as load:
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(request_swap, settings, "v2")
+        await wait_for(lambda: SwapJournal.load(settings.data_dir / "swap.json").backfill is not None,
+                       what="backfill started")
+        live = ProductUpsert(event_id="swap-live", event_time=datetime.now(timezone.utc), product_id="swap-live",
+                             title="Cordless hedge trimmer 20 V", brand="Greenline", category_path=["garden"])
+        producer.send(settings.topics.catalog, key=b"swap-live", value=encode_event(live))
+        producer.flush()
+        await wait_for(lambda: service.active.current.version == "v2", what="switch to v2")
+        switched = time.monotonic()
+        await asyncio.sleep(1.0)
+    producer.close()
+
+    assert load.errors == []
+    assert len(load.responses) > 50
+    versions = {(r.model_version, r.index_version) for _, _, r in load.responses}
+    assert versions <= {("v1", "products_v1"), ("v2", "products_v2")}
+    assert {r.model_version for t, _, r in load.responses if t > switched + 0.5} == {"v2"}
+    for version in ("v1", "v2"):  # a sample of each version's answers, recomputed from that version
+        sample = [(f, r) for _, f, r in load.responses if r.model_version == version][:5]
+        assert sample, f"no {version} response during the test"
+        for fields, response in sample:
+            check_consistent(service, response, fields)
+
+    index = service.index
+    assert index.count("products_v2") == index.count("products_v1")
+    assert index.count("users_v2") == index.count("users_v1") > 0
+    products_v1 = {h.payload["product_id"]: h.vector for h in index.search(
+        "products_v1", np.ones(384, np.float32) / 20, 10_000, with_vectors=True, exact=True)}
+    products_v2 = {h.payload["product_id"]: h.vector for h in index.retrieve(
+        "products_v2", [point_id(p) for p in products_v1], with_vectors=True)}
+    assert set(products_v2) == set(products_v1)
+    worst = max(float(np.abs(rotation @ v - products_v2[p]).max()) for p, v in products_v1.items())
+    assert worst < 1e-3, f"products_v2 is not v2's embedding of the catalog (max diff {worst})"
+    # Every user rebuilt from the durable history with v2's product vectors (here: v1's rotated by W).
+    rotated_v1 = {p: rotation @ v for p, v in products_v1.items()}
+    users_v2 = {h.payload["user_id"]: h.vector for h in index.search(
+        "users_v2", np.ones(384, np.float32) / 20, 10_000, with_vectors=True, exact=True)}
+    histories = service.worker.histories
+    assert set(users_v2) == set(histories.keys())
+    for user_id, vector in users_v2.items():
+        expected = user_vector(UserHistory.from_json(histories[user_id]), rotated_v1, settings.personalization)
+        assert np.abs(expected.vector - vector).max() < 1e-3, user_id
+    assert index.retrieve("products_v1", [point_id("swap-live")]) and index.retrieve("products_v2", [point_id("swap-live")])
+
+    registry = ModelRegistry(settings.models_dir)
+    assert registry.active() == "v2" and registry.state("v1")[0] == "retired"
+    assert SwapJournal.load(settings.data_dir / "swap.json").live == ["v2", "v1"]
+    assert service.worker.swaps.stats["products"] >= index.count("products_v1") - 1
+
+
+async def test_rollback_is_instant_and_fresh(service, broker):
+    """After test_swap_under_load: v1 stayed live, so rolling back switches without a backfill, and a
+    product added while v2 served is in v1's answers."""
+    settings = service.settings
+    before = dict(service.worker.swaps.stats)
+    producer = make_producer(broker.bootstrap)
+    product = ProductUpsert(event_id="rb-1", event_time=datetime.now(timezone.utc), product_id="rb-1",
+                            title="Espresso machine with milk frother", brand="Caffio", category_path=["kitchen"])
+    producer.send(settings.topics.catalog, key=b"rb-1", value=encode_event(product))
+    producer.flush()
+    producer.close()
+    await wait_for(lambda: bool(service.index.retrieve("products_v1", [point_id("rb-1")])), what="dual-write")
+    target = ModelRegistry(settings.models_dir).rollback_target()
+    assert target == "v1"
+    await asyncio.to_thread(request_swap, settings, target)
+    await wait_for(lambda: service.active.current.version == "v1", timeout_s=30, what="rollback")
+    assert service.worker.swaps.stats == before  # no backfill ran
+    async with SearchClient(f"127.0.0.1:{service.port}") as client:
+        response = await client.search("espresso machine milk frother", limit=5)
+    assert response.model_version == "v1" and "rb-1" in [h.product_id for h in response.hits]
+    assert ModelRegistry(settings.models_dir).active() == "v1"
+
+
+async def test_messages_other_than_requests_change_nothing(service):
+    """A gate's ``held`` message and a request for a missing version leave the service as it was."""
+    settings = service.settings
+    before = (service.active.current.version, service.index.collections())
+    await asyncio.to_thread(request_swap, settings, "v2", HELD)
+    await asyncio.to_thread(request_swap, settings, "v9")
+    await asyncio.sleep(2.0)
+    assert (service.active.current.version, service.index.collections()) == before
+    assert ModelRegistry(settings.models_dir).active() == before[0]
