@@ -447,6 +447,29 @@ def bench_freshness(ctx: click.Context, events: int, background_rate: float, as_
     _report(asyncio.run(run_freshness_bench(_settings(ctx), events, background_rate, console)), as_json)
 
 
+@bench.command("swap")
+@click.option("--version", default=None, help="Version to swap to (default: the newest one that is not active).")
+@click.option("--qps", default=100.0, show_default=True, help="Offered Search load throughout.")
+@click.option("--before", "before_s", default=10.0, show_default=True, help="Seconds of load before the request.")
+@click.option("--after", "after_s", default=10.0, show_default=True, help="Seconds of load after the switch.")
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the latency timeline (PNG), e.g. docs/img/swap_latency.png.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def bench_swap(ctx: click.Context, version: str | None, qps: float, before_s: float, after_s: float,
+               plot: Path | None, as_json: bool) -> None:
+    """A model swap (backfill, dual-write, switch) under a fixed Search load: failed and mixed-version
+    answers, p99 before and during the swap, backfill products/s. Works on copies of two registry versions."""
+    from cartwise.bench.swap import run_swap_bench
+    from cartwise.registry import RegistryError
+
+    try:
+        result = asyncio.run(run_swap_bench(_settings(ctx), version, qps, before_s, after_s, console, plot))
+    except RegistryError as err:
+        raise click.ClickException(str(err)) from None
+    _report(result, as_json)
+
+
 def _report(result: dict, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(result, indent=2))

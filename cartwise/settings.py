@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     consumer_fetch_max_wait_ms: int = Field(
         50, ge=1, description="fetch long-poll bound; the embedded broker answers only when it expires"
     )
+    consumer_session_timeout_s: float = Field(
+        60.0, ge=6.0, description="consumer group session and rebalance timeout: how long a crashed worker's "
+                                  "partitions wait before the group hands them to a live member")
     producer_linger_ms: float = Field(
         5.0, ge=0.0, description="worker producer batching (changelog, dead letters); 0 sends each record alone")
     hnsw_ef: int = Field(128, ge=1, description="HNSW candidate list per search (at least the limit)")

@@ -51,6 +51,8 @@ class StreamWorker:
             topic_partitions=settings.partitions, fetch_max_wait_ms=settings.consumer_fetch_max_wait_ms,
             consumer_auto_offset_reset="earliest", producer_acks=1, stream_wait_empty=False,
             producer_linger=settings.producer_linger_ms / 1000,
+            broker_session_timeout=settings.consumer_session_timeout_s,
+            broker_rebalance_timeout=settings.consumer_session_timeout_s,
         )
         self.catalog_topic = self.app.topic(topics.catalog, key_type=bytes, value_type=bytes, value_serializer="raw")
         self.behavior_topics = self.app.topic(*topics.behavior, key_type=bytes, value_type=bytes,
@@ -78,8 +80,8 @@ class StreamWorker:
         start consuming (joins the consumer group, recovers the Table from its changelog) and resume an
         interrupted backfill in the background. Raises cartwise.registry.RegistryError."""
         self.swaps.recover(active)
+        self._resume = asyncio.create_task(self.swaps.resume())  # takes the swap lock before any request
         await self.app.start()
-        self._resume = asyncio.create_task(self.swaps.resume())
 
     async def stop(self) -> None:
         """Stop consuming (a running backfill stops where its journal says) and release the encode thread."""

@@ -102,7 +102,9 @@ class SwapCoordinator:
                 log.info("swap to %s requested: already active", update.version)
                 return
             journal = SwapJournal.load(self.journal_path)
-            if update.version not in journal.live:
+            if journal.backfill and journal.backfill.version != update.version:
+                await self._abandon(journal, f"superseded by a request for {update.version}")
+            if update.version not in journal.live and journal.backfill is None:
                 try:
                     model = await asyncio.to_thread(ServingModel.load, self.registry, update.version,
                                                     self.settings.encoder_threads)

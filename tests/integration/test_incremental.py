@@ -11,9 +11,11 @@ import pytest
 from cartwise.bench.common import free_port
 from cartwise.broker import EmbeddedBroker, ensure_topics
 from cartwise.datasets import rees46_records
+from cartwise.model_updates import HELD, SWAP_REQUESTED, ModelUpdate
 from cartwise.registry import ModelRegistry
 from cartwise.replay import make_producer, replay
 from cartwise.settings import Settings
+from cartwise.topic_reader import log_consumer, read_topic
 from trainer.config import TrainConfig
 from trainer.incremental import Watermark, train_from_kafka
 
@@ -69,18 +71,29 @@ def test_since_accepts_a_time_and_rejects_garbage():
         Watermark.parse("yesterday")
 
 
+def models_updates(settings) -> list[ModelUpdate]:
+    consumer = log_consumer(settings.kafka_bootstrap)
+    try:
+        return [ModelUpdate.decode(r.value) for r in read_topic(consumer, settings.topics.models_updates)[0]]
+    finally:
+        consumer.close()
+
+
 def test_cycle_gates_the_candidate(settings, slice_files):
     """After test_cycles_follow_the_watermark: the active version's watermark leaves new events to train on.
-    A gate no candidate can pass holds it with the reason and changes nothing; a lenient one activates."""
+    A gate no candidate can pass holds it with the reason, announces ``held`` and changes nothing; a
+    lenient one requests the swap on models.updates (the service's coordinator carries it out:
+    tests/integration/test_swap.py)."""
     from trainer.cycle import run_cycle
 
     registry = ModelRegistry(settings.models_dir)
     before = registry.active()
     held = run_cycle(settings, CONFIG, margin=-1.0, judgments=slice_files.judgments, products=slice_files.products)
-    assert not held.activated and registry.active() == before
+    assert not held.swap_requested and registry.active() == before
     assert registry.state(held.candidate) == ("candidate", held.verdict.reason)
     assert held.verdict.reason.startswith("gate failed: ndcg@10")
+    assert [(u.kind, u.version) for u in models_updates(settings)] == [(HELD, held.candidate)]
 
     passed = run_cycle(settings, CONFIG, margin=1.0, judgments=slice_files.judgments, products=slice_files.products)
-    assert passed.activated and registry.active() == passed.candidate
-    assert registry.state(before)[0] == "retired"
+    assert passed.swap_requested and registry.active() == before
+    assert [(u.kind, u.version) for u in models_updates(settings)][-1] == (SWAP_REQUESTED, passed.candidate)

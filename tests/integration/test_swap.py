@@ -31,7 +31,7 @@ from cartwise.model_updates import HELD, SWAP_REQUESTED, ModelUpdate, publish_up
 from cartwise.registry import ModelRegistry
 from cartwise.replay import make_producer, replay
 from cartwise.service import Service
-from cartwise.settings import Settings
+from cartwise.settings import Settings, Topics
 from streams.journal import SwapJournal
 from streams.user_state import UserHistory, user_vector
 from tests.conftest import publish_rotated
@@ -58,8 +58,11 @@ def rotated(tmp_path_factory, registry_dir):
 
 
 def settings_for(data_dir, broker, **extra) -> Settings:
-    return Settings(data_dir=data_dir, kafka_bootstrap=broker.bootstrap, grpc_port=0,
-                    app_id=f"swap-{uuid.uuid4().hex[:8]}", **extra)
+    """Settings of one service on the shared broker: its own consumer group and its own models.updates
+    topic (services of different tests must not act on each other's swap requests)."""
+    name = f"swap-{uuid.uuid4().hex[:8]}"
+    return Settings(data_dir=data_dir, kafka_bootstrap=broker.bootstrap, grpc_port=0, app_id=name,
+                    topics=Topics(models_updates=f"models.updates.{name}"), **extra)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -234,3 +237,69 @@ async def test_messages_other_than_requests_change_nothing(service):
     await asyncio.sleep(2.0)
     assert (service.active.current.version, service.index.collections()) == before
     assert ModelRegistry(settings.models_dir).active() == before[0]
+
+
+@pytest.mark.timeout(600)  # two consumer-group joins, one waiting out the killed member's session
+async def test_crash_in_backfill_resumes_on_restart(service, broker, rotated, tmp_path):
+    """A `cartwise serve` killed (SIGKILL) in the middle of a backfill leaves v1 active and the journal
+    where it stopped; the restarted service resumes from the journal's offsets and then switches."""
+    data_dir = tmp_path / "crash"
+    shutil.copytree(rotated[0], data_dir / "models")
+    settings = settings_for(data_dir, broker, backfill_batch=8, consumer_session_timeout_s=10.0)
+    env = {**os.environ, "CARTWISE_CONSUMER_SESSION_TIMEOUT_S": "10", "CARTWISE_DATA_DIR": str(data_dir), "CARTWISE_KAFKA_BOOTSTRAP": broker.bootstrap,
+           "CARTWISE_GRPC_PORT": str(free_port()), "CARTWISE_APP_ID": settings.app_id, "CARTWISE_BACKFILL_BATCH": "8",
+           "CARTWISE_TOPIC_MODELS_UPDATES": settings.topics.models_updates}
+    with open(tmp_path / "serve.log", "wb") as log_file:
+        proc = subprocess.Popen([sys.executable, "-m", "cartwise.cli", "--log-level", "INFO", "serve"], env=env,
+                                stdout=log_file, stderr=subprocess.STDOUT)
+    journal_path = data_dir / "swap.json"
+    try:
+        await wait_for(lambda: journal_path.exists() and SwapJournal.load(journal_path).live == ["v1"], what="start")
+        await asyncio.to_thread(request_swap, settings, "v2")
+        await wait_for(lambda: (b := SwapJournal.load(journal_path).backfill) is not None and b.products > 0,
+                       what="backfill under way")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    crashed = SwapJournal.load(journal_path)
+    catalog_events = sum(r.topic_field == "catalog" for r in rees46_records(limit=RECORDS))
+    assert ModelRegistry(settings.models_dir).active() == "v1"  # nothing half-switched
+    assert crashed.backfill.version == "v2" and crashed.backfill.phase == "products"
+    assert 0 < crashed.backfill.products < catalog_events
+
+    restarted = Service(settings.model_copy(update={"backfill_batch": 64}))
+    await restarted.start()
+    try:
+        await wait_for(lambda: restarted.active.current.version == "v2", what="resumed swap")
+        stats = restarted.worker.swaps.stats
+        assert stats["products"] < catalog_events  # resumed where it stopped, not from the beginning
+        # v2 was built from the sources of truth: every product of the catalog topic, every user of the Table
+        products = {r.key for r in rees46_records(limit=RECORDS) if r.topic_field == "catalog"}
+        assert restarted.index.count("products_v2") >= len(products)
+        assert restarted.index.count("users_v2") == len(list(restarted.worker.histories.keys())) > 0
+        assert SwapJournal.load(journal_path).backfill is None
+    finally:
+        await restarted.stop()
+
+
+async def test_separate_worker_and_api_coordinate_through_kafka_and_the_registry(service, broker, rotated, tmp_path):
+    """A worker-role and an api-role service that share only the index (in production a Qdrant server),
+    the registry and the broker: the api side follows the worker's swap from models.updates."""
+    data_dir = tmp_path / "roles"
+    shutil.copytree(rotated[0], data_dir / "models")
+    settings = settings_for(data_dir, broker)
+    worker = Service(settings, role="worker")
+    await worker.start()
+    api = Service(settings, role="api", index=worker.index)
+    try:
+        await api.start()
+        assert api.worker is None and worker.api is None
+        await worker.wait_until_consumed(1)
+        await asyncio.to_thread(request_swap, settings, "v2")
+        await wait_for(lambda: api.active.current.version == "v2", what="api follows the swap")
+        async with SearchClient(f"127.0.0.1:{api.port}") as client:
+            response = await client.search("smartphone", limit=3)
+        assert response.model_version == "v2" and response.index_version == "products_v2" and response.hits
+    finally:
+        await api.stop()
+        await worker.stop()

@@ -149,6 +149,7 @@ def test_lifecycle_candidate_active_retired_and_rollback(tmp_path):
     reg.hold("v3", "gate: nDCG@10 0.31 < active 0.36 - 0.01")
     assert [reg.state(v)[0] for v in ("v1", "v2", "v3")] == ["retired", "active", "candidate"]
     assert reg.state("v3")[1].startswith("gate:")
+    assert reg.rollback_target() == "v1" and reg.active() == "v2"  # naming the target changes nothing
     assert reg.rollback() == "v1"
     assert reg.active() == "v1" and reg.state("v2")[0] == "retired"
     assert ModelRegistry(tmp_path).rollback() == "v2"  # history survives a new process

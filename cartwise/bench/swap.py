@@ -1,0 +1,139 @@
+"""``cartwise bench swap``: a model swap under a fixed Search load.
+
+The embedded service is loaded with REES46 on a scratch copy of the active version and the candidate
+(the real registry is never touched); a load-generator process offers a fixed rate of Search requests
+and records every answer's model and index version; after ``before_s`` seconds the swap is requested on
+models.updates, and the load keeps running through the backfill and ``after_s`` seconds past the switch."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from cartwise.bench.common import loaded_service, machine_info
+from cartwise.bench.search import rees46_queries
+from cartwise.model_updates import SWAP_REQUESTED, ModelUpdate, publish_update
+from cartwise.registry import ModelRegistry, RegistryError, collection_names
+from cartwise.settings import Settings
+
+SWAP_TIMEOUT_S = 1800.0
+
+
+def scratch_registry(models_dir: Path, candidate: str | None) -> tuple[Path, str, str]:
+    """A temporary data dir whose registry holds copies of the active version (active) and the candidate
+    (default: the newest other version). Returns (data dir, active, candidate); raises RegistryError."""
+    registry = ModelRegistry(models_dir)
+    active = registry.active()
+    others = [v for v in registry.versions() if v != active]
+    candidate = candidate or (others[-1] if others else None)
+    if active is None or candidate is None or candidate == active:
+        raise RegistryError("bench swap needs an active version and another one to swap to: "
+                            "train one first (cartwise train) or name it with --version")
+    root = Path(tempfile.mkdtemp(prefix="cartwise-swap-bench-"))
+    for version in (active, candidate):
+        shutil.copytree(registry.path(version), root / "models" / version)
+    ModelRegistry(root / "models").activate(active)
+    return root, active, candidate
+
+
+def _mixed(record: dict) -> bool:
+    return record["index_version"] != collection_names(record["model_version"])[0]
+
+
+def _p(latencies: list[float], q: float) -> float | None:
+    return float(np.percentile(latencies, q)) if latencies else None
+
+
+def summarize(records: list[dict], requested: float, switched: float) -> dict:
+    """Counts and latency percentiles (ms) of requests started before the swap request, during the swap
+    (request to switch) and after it."""
+    ok = [r for r in records if r["error"] is None]
+    phases = {"before": [r["latency_ms"] for r in ok if r["start"] < requested],
+              "during": [r["latency_ms"] for r in ok if requested <= r["start"] < switched],
+              "after": [r["latency_ms"] for r in ok if r["start"] >= switched]}
+    figures = {"requests": len(records), "errors": len(records) - len(ok), "mixed_version": sum(map(_mixed, ok))}
+    for phase, latencies in phases.items():
+        figures |= {f"requests_{phase}": len(latencies), f"p50_ms_{phase}": _p(latencies, 50),
+                    f"p99_ms_{phase}": _p(latencies, 99)}
+    versions: dict[str, int] = {}
+    for r in ok:
+        versions[r["model_version"]] = versions.get(r["model_version"], 0) + 1
+    return figures | {"answers_by_version": versions}
+
+
+def plot_timeline(records: list[dict], requested: float, switched: float, out: Path) -> None:
+    """Latency of every request against its start time, coloured by the version that answered."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t0 = min(r["start"] for r in records)
+    fig, ax = plt.subplots(figsize=(9, 4))
+    for version in sorted({r["model_version"] for r in records if r["error"] is None}):
+        rows = [r for r in records if r["model_version"] == version]
+        ax.scatter([r["start"] - t0 for r in rows], [r["latency_ms"] for r in rows], s=2, label=f"answered by {version}")
+    for at, label in ((requested, "swap requested"), (switched, "switched")):
+        ax.axvline(at - t0, color="black", linestyle="--", linewidth=0.8)
+        ax.text(at - t0, ax.get_ylim()[1] * 0.95, f" {label}", fontsize=8, va="top")
+    ax.set(xlabel="seconds since the load started", ylabel="Search latency (ms)", yscale="log",
+           title="gRPC Search during a model swap (backfill between the dashed lines)")
+    ax.legend(loc="upper left", markerscale=4)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+
+
+async def run_swap_bench(settings: Settings, version: str | None, qps: float, before_s: float, after_s: float,
+                         console, plot: Path | None = None) -> dict:
+    """Swap to ``version`` under ``qps`` Search/s (module docstring). Returns the figures (latencies in ms).
+    Raises RegistryError when there is nothing to swap to, TimeoutError if the swap takes too long."""
+    root, active, candidate = scratch_registry(settings.models_dir, version)
+    work = Path(tempfile.mkdtemp(prefix="cartwise-swap-load-"))
+    try:
+        async with loaded_service(settings.model_copy(update={"data_dir": root}), console) as service:
+            (work / "queries.json").write_text(json.dumps(rees46_queries()))
+            load = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "cartwise.bench.loadgen", f"127.0.0.1:{service.port}", str(qps), "86400",
+                str(work / "queries.json"), str(work / "records.jsonl"), stdout=asyncio.subprocess.PIPE)
+            await asyncio.sleep(before_s)
+            requested = time.time()
+            await asyncio.to_thread(publish_update, service.settings.kafka_bootstrap, service.settings.topics,
+                                    ModelUpdate(kind=SWAP_REQUESTED, version=candidate, reason="bench swap"))
+            with console.status(f"swapping {active} -> {candidate} under {qps:.0f} Search/s"):
+                await _wait_for_switch(service, candidate)
+            switched = time.time()
+            await asyncio.sleep(after_s)
+            load.send_signal(signal.SIGTERM)
+            await load.communicate()
+            products = service.index.count(service.active.current.products)
+            stats = dict(service.worker.swaps.stats)
+        records = [json.loads(line) for line in (work / "records.jsonl").read_text().splitlines()]
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    if plot:
+        plot_timeline(records, requested, switched, plot)
+    shutil.rmtree(work, ignore_errors=True)
+    return {**summarize(records, requested, switched), "swap_s": switched - requested,
+            "backfill_products_per_s": stats["products_per_s"], "backfill_products": stats["products"],
+            "backfill_products_s": stats["products_s"], "backfill_users": stats["users"],
+            "backfill_users_s": stats["users_s"], "from": active, "to": candidate, "products": products,
+            "offered_qps": qps, "machine": machine_info(),
+            "command": f"cartwise bench swap --qps {qps:g} --before {before_s:g} --after {after_s:g} --json"}
+
+
+async def _wait_for_switch(service, version: str) -> None:
+    deadline = time.monotonic() + SWAP_TIMEOUT_S
+    while service.active.current.version != version:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the swap to {version} did not finish within {SWAP_TIMEOUT_S:.0f} s")
+        await asyncio.sleep(0.02)
