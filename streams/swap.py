@@ -40,7 +40,8 @@ from streams.user_state import UserHistory
 
 log = logging.getLogger(__name__)
 _COLLECTION_RE = re.compile(r"^(products|users)_v(\d+)$")
-USERS_PER_STEP = 256
+USERS_PER_STEP = 32
+USERS_PAUSE_S = 0.005  # between steps: one loop turn is not enough for an in-flight Search to finish
 PROGRESS_EVERY_S = 2.0
 
 
@@ -173,7 +174,7 @@ class SwapCoordinator:
             # Read and write one step without yielding, so a behavior batch lands before or after it.
             histories = {u: UserHistory.from_json(self.histories.get(u)) for u in user_ids[i:i + USERS_PER_STEP]}
             rebuild_user_vectors(histories, self.index, model.products, model.users, self.settings.personalization)
-            await asyncio.sleep(0)
+            await asyncio.sleep(USERS_PAUSE_S)
         self.stats |= {"users": len(user_ids), "users_s": time.perf_counter() - started}
         log.info("backfill %s: %d user vectors rebuilt", model.users, len(user_ids))
 
