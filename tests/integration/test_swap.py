@@ -7,7 +7,6 @@ users_v1, and a response that mixed versions would show semantic scores that mat
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import shutil
 import signal
@@ -26,7 +25,7 @@ from cartwise.broker import EmbeddedBroker
 from cartwise.catalog import point_id
 from cartwise.client import SearchClient
 from cartwise.datasets import rees46_records
-from cartwise.events import BehaviorEvent, ProductUpsert, encode_event
+from cartwise.events import ProductUpsert, encode_event
 from cartwise.model_updates import HELD, SWAP_REQUESTED, ModelUpdate, publish_update
 from cartwise.registry import ModelRegistry
 from cartwise.replay import make_producer, replay
