@@ -154,7 +154,9 @@ class ModelRegistry:
         """Make ``version`` the active one (atomic) and record it in the activation history.
         Raises RegistryError if it is not complete."""
         self.manifest(version)
-        lifecycle = self._lifecycle()
+        lifecycle, current = self._lifecycle(), self.active()
+        if current and current not in lifecycle["history"]:  # activated before the history was kept
+            lifecycle["history"].append(current)
         lifecycle["history"].append(version)
         atomic_write(self.root / LIFECYCLE_FILE, json.dumps(lifecycle, indent=1))
         atomic_write(self.root / "ACTIVE", version + "\n")

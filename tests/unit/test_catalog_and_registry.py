@@ -155,6 +155,15 @@ def test_lifecycle_candidate_active_retired_and_rollback(tmp_path):
     assert ModelRegistry(tmp_path).rollback() == "v2"  # history survives a new process
 
 
+def test_a_version_activated_before_the_history_existed_becomes_the_rollback_target(tmp_path):
+    reg = ModelRegistry(tmp_path)
+    for _ in range(2):
+        reg.publish(stage(reg), dims=8, base="t", max_tokens=8)
+    (tmp_path / "ACTIVE").write_text("v1\n")  # as written by a registry without lifecycle.json
+    reg.activate("v2")
+    assert reg.state("v1")[0] == "retired" and reg.rollback_target() == "v1"
+
+
 def test_garbage_collection_keeps_active_candidates_and_the_rollback_target(tmp_path):
     reg = ModelRegistry(tmp_path)
     for _ in range(5):
