@@ -23,7 +23,6 @@ from streams.app import StreamWorker
 
 log = logging.getLogger(__name__)
 Role = Literal["all", "worker", "api"]
-ROLES: tuple[str, ...] = ("all", "worker", "api")
 
 
 class RoleError(ValueError):
@@ -95,8 +94,11 @@ class Service:
 
     async def _start_api(self, registry: ModelRegistry) -> None:
         s = self.settings
-        self.active = ActiveModel(ServingModel.load(registry, registry.active(), s.encoder_threads))
-        self.follower = ModelFollower(s, self.active, self.index)
+        # In one process the worker has loaded the active version (and a candidate it backfills) already.
+        preloaded = self.worker.targets.get if self.worker else (lambda version: None)
+        version = registry.active()
+        self.active = ActiveModel(preloaded(version) or ServingModel.load(registry, version, s.encoder_threads))
+        self.follower = ModelFollower(s, self.active, self.index, preloaded)
         await self.follower.start()
         self._batcher = QueryBatcher(s.encoder_max_batch, s.encoder_threads)
         self.api = ApiServer(SearchServicer(s, self.index, self.active, self._batcher), s.grpc_host, s.grpc_port)

@@ -46,17 +46,21 @@ class DualEncoder(nn.Module):
 
     @classmethod
     def from_registry(cls, registry, version: str) -> "DualEncoder":
-        """The torch model behind a registry version (its manifest's projection_dim and weights.pt).
+        """The torch model behind a registry version (its manifest's projection_dim and weights.pt). An
+        untrained version published without weights (an export of the pretrained encoder) gives the
+        pretrained model, which is what it is.
 
-        Raises cartwise.registry.RegistryError when the version has no torch weights."""
+        Raises cartwise.registry.RegistryError when a trained version has no torch weights."""
         import torch
 
         from cartwise.registry import WEIGHTS_FILE, RegistryError
 
-        weights = registry.path(version) / WEIGHTS_FILE
+        weights, config = registry.path(version) / WEIGHTS_FILE, registry.manifest(version).config
         if not weights.exists():
-            raise RegistryError(f"{version} has no {WEIGHTS_FILE}: it cannot be trained further")
-        model = cls.pretrained(registry.manifest(version).config.get("projection_dim"))
+            if config.get("trained"):
+                raise RegistryError(f"{version} has no {WEIGHTS_FILE}: it cannot be trained further")
+            return cls.pretrained(config.get("projection_dim"))
+        model = cls.pretrained(config.get("projection_dim"))
         model.load_state_dict(torch.load(weights, weights_only=True))
         return model
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -24,12 +25,13 @@ log = logging.getLogger(__name__)
 
 class ModelFollower:
     """Keeps ``active`` on the registry's active version (module docstring). ``await start()`` /
-    ``await stop()``; ``switches`` counts the swaps made since start."""
+    ``await stop()``. ``preloaded`` returns a version this process has loaded already (the worker's write
+    targets in the one-process service), so a swap does not load the same model twice."""
 
-    def __init__(self, settings: Settings, active: ActiveModel, index: VectorIndex) -> None:
-        self.settings, self.active, self.index = settings, active, index
+    def __init__(self, settings: Settings, active: ActiveModel, index: VectorIndex,
+                 preloaded: Callable[[str], ServingModel | None] = lambda version: None) -> None:
+        self.settings, self.active, self.index, self._preloaded = settings, active, index, preloaded
         self.registry = ModelRegistry(settings.models_dir)
-        self.switches = 0
         self._loaded: dict[str, ServingModel] = {active.current.version: active.current}
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task | None = None
@@ -74,10 +76,9 @@ class ModelFollower:
             log.error("registry says %s is active but its collections are missing; still serving %s",
                       version, self.active.current.version)
             return
-        model = self._loaded.get(version) or await asyncio.to_thread(self._load, version)
+        model = self._loaded.get(version) or self._preloaded(version) or await asyncio.to_thread(self._load, version)
         previous = self.active.swap(model)
         self._loaded = {version: model, previous.version: previous}
-        self.switches += 1
         log.info("switched from %s to %s", previous.version, version)
 
     def _load(self, version: str) -> ServingModel:

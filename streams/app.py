@@ -127,8 +127,9 @@ class StreamWorker:
                 await self._apply_catalog(parsed)
 
     async def _apply_catalog(self, events) -> None:
-        plans = [await write_catalog(events, self.index, model, self._encode_pool) for model in self.targets.models()]
-        plan = plans[0]  # applied + stale = len(events) in every target's plan: count them once
+        for model in self.targets.models():
+            plan = await write_catalog(events, self.index, model, self._encode_pool)
+        # applied + stale = len(events) in every target's plan: count the events once
         self.applied += len(plan.upserts) + len(plan.deletes)
         self.stale += plan.stale
         self._catalog_changed = True

@@ -39,7 +39,7 @@ from streams.targets import WriteTargets
 from streams.user_state import UserHistory
 
 log = logging.getLogger(__name__)
-_COLLECTION_RE = re.compile(r"^(products|users)_v(\d+)$")
+_COLLECTION_RE = re.compile(r"^(products|users)_v\d+$")  # the collections of some version
 USERS_PER_STEP = 32
 USERS_PAUSE_S = 0.005  # between steps: one loop turn is not enough for an in-flight Search to finish
 PROGRESS_EVERY_S = 2.0
@@ -202,9 +202,9 @@ class SwapCoordinator:
                                                                 collection_names(version)))
 
     def _prune(self, journal: SwapJournal) -> None:
-        keep = set(journal.live) | ({journal.backfill.version} if journal.backfill else set())
+        versions = journal.live + ([journal.backfill.version] if journal.backfill else [])
+        keep = {name for version in versions for name in collection_names(version)}
         for name in self.index.collections():
-            match = _COLLECTION_RE.match(name)
-            if match and f"v{match.group(2)}" not in keep:
+            if _COLLECTION_RE.match(name) and name not in keep:
                 log.info("dropping %s (version no longer live)", name)
                 self.index.drop_collection(name)

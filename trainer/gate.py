@@ -38,7 +38,7 @@ def gate_metrics(settings: Settings, version: str, judgments: Path | None = None
     """Validation metrics of a registry version (exact search over the whole catalog), cached on disk
     per (model sha256, judgments file, products file) so the active version is scored once."""
     from cartwise.datasets import data_root
-    from cartwise.registry import WEIGHTS_FILE, ModelRegistry
+    from cartwise.registry import ModelRegistry
     from trainer.config import TrainConfig
     from trainer.driver import setup_homedepot, validate_full
 
@@ -49,10 +49,7 @@ def gate_metrics(settings: Settings, version: str, judgments: Path | None = None
     path = settings.data_dir / "gate" / f"{key}.json"
     if path.exists():
         return json.loads(path.read_text())
-    # A version published without torch weights is the untrained pretrained encoder (trained versions
-    # always carry them), so validating the pretrained weights validates it.
-    weights = version if (ModelRegistry(settings.models_dir).path(version) / WEIGHTS_FILE).exists() else None
-    metrics = scalar_metrics(validate_full(setup_homedepot(settings, TrainConfig(), weights, judgments, products)))
+    metrics = scalar_metrics(validate_full(setup_homedepot(settings, TrainConfig(), version, judgments, products)))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(metrics))
     return metrics

@@ -30,7 +30,7 @@ from cartwise.events import (
     parse_behavior_event,
     parse_catalog_event,
 )
-from cartwise.registry import WEIGHTS_FILE, ModelRegistry
+from cartwise.registry import ModelRegistry
 from cartwise.settings import Settings, Topics
 from cartwise.topic_reader import log_consumer, partitions_of, read_topic
 from trainer.config import TrainConfig
@@ -166,7 +166,6 @@ def train_from_kafka(settings: Settings, config: TrainConfig, since: str | None 
     started = time.perf_counter()
     registry = ModelRegistry(settings.models_dir)
     active = registry.active()
-    init = active if active and (registry.path(active) / WEIGHTS_FILE).exists() else None
     since_mark = Watermark.parse(since if since is not None else
                                  (registry.manifest(active).config.get("watermark") if active else None))
     if not settings.kafka_bootstrap:
@@ -181,7 +180,7 @@ def train_from_kafka(settings: Settings, config: TrainConfig, since: str | None 
         raise ValueError(f"nothing new to train on since {since_mark!r}: {len(event_log.behavior)} behavior "
                          f"events, {len(train)} train and {len(val)} validation (user, query) groups")
     torch.manual_seed(config.seed)
-    encoder = build_encoder(settings, config, texts, init)
+    encoder = build_encoder(settings, config, texts, active)
     paths = [list(event_log.catalog[pid].category_path) for pid in ids]
     miner = make_miner(config, texts, train, paths)
     validator = Validator.sample(val, len(ids), None, len(ids), config.seed)
@@ -193,7 +192,7 @@ def train_from_kafka(settings: Settings, config: TrainConfig, since: str | None 
     val_metrics = next(p.metrics for p in result.history if p.step == result.best_step)
     log.info("cycle on %d behavior events: val nDCG@10 %.4f", len(event_log.behavior), val_metrics["ndcg@10"])
     manifest = publish_trained(
-        settings, encoder.model, config, init,
+        settings, encoder.model, config, active,
         {"behavior_val": scalar_metrics(val_metrics), "best_step": result.best_step},
         watermark=event_log.watermark.to_json(), behavior_events=len(event_log.behavior),
         invalid_events=event_log.invalid,

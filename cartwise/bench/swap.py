@@ -16,9 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
-from cartwise.bench.common import loaded_service, machine_info
+from cartwise.bench.common import loaded_service, machine_info, percentiles_ms
 from cartwise.bench.search import rees46_queries
 from cartwise.model_updates import SWAP_REQUESTED, ModelUpdate, publish_update
 from cartwise.registry import ModelRegistry, RegistryError, collection_names
@@ -48,10 +46,6 @@ def _mixed(record: dict) -> bool:
     return record["index_version"] != collection_names(record["model_version"])[0]
 
 
-def _p(latencies: list[float], q: float) -> float | None:
-    return float(np.percentile(latencies, q)) if latencies else None
-
-
 def summarize(records: list[dict], requested: float, switched: float) -> dict:
     """Counts and latency percentiles (ms) of requests started before the swap request, during the swap
     (request to switch) and after it."""
@@ -61,8 +55,8 @@ def summarize(records: list[dict], requested: float, switched: float) -> dict:
               "after": [r["latency_ms"] for r in ok if r["start"] >= switched]}
     figures = {"requests": len(records), "errors": len(records) - len(ok), "mixed_version": sum(map(_mixed, ok))}
     for phase, latencies in phases.items():
-        figures |= {f"requests_{phase}": len(latencies), f"p50_ms_{phase}": _p(latencies, 50),
-                    f"p99_ms_{phase}": _p(latencies, 99)}
+        spread = percentiles_ms([ms / 1000 for ms in latencies]) if latencies else {"p50_ms": None, "p99_ms": None}
+        figures |= {f"requests_{phase}": len(latencies), **{f"{k}_{phase}": v for k, v in spread.items()}}
     versions: dict[str, int] = {}
     for r in ok:
         versions[r["model_version"]] = versions.get(r["model_version"], 0) + 1
