@@ -22,6 +22,7 @@ serve: install
 	$(BIN)/cartwise serve
 
 test: install
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 protos: install

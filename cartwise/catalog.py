@@ -25,7 +25,7 @@ def category_prefixes(path: list[str]) -> list[str]:
 
 def product_text(title: str, brand: str | None, category_path: list[str], description: str | None = None,
                  max_chars: int = 1000) -> str:
-    """Encoder input for a product: title, brand, category path, then the description (DESIGN.md).
+    """Encoder input for a product: title, brand, category path, then the description (docs/architecture.md).
 
     The character budget keeps tokenization cheap; the tokenizer truncates to its token budget after it."""
     parts = [title]

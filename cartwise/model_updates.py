@@ -16,7 +16,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
-from cartwise.settings import Topics
+from cartwise.kafka_io import make_producer
+from cartwise.settings import Settings
 
 SWAP_REQUESTED, ACTIVATED, HELD, SWAP_ABANDONED = "swap_requested", "activated", "held", "swap_abandoned"
 
@@ -43,14 +44,12 @@ class ModelUpdate(BaseModel):
             return None
 
 
-def publish_update(bootstrap: str, topics: Topics, update: ModelUpdate, timeout_s: float = 10.0) -> None:
+def publish_update(settings: Settings, update: ModelUpdate, timeout_s: float = 10.0) -> None:
     """Send ``update`` to ``models.updates`` and wait for the broker's ack.
 
-    Raises kafka.errors.KafkaError (e.g. NoBrokersAvailable when no broker runs at ``bootstrap``)."""
-    from cartwise.replay import make_producer
-
-    producer = make_producer(bootstrap)
+    Raises kafka.errors.KafkaError (e.g. NoBrokersAvailable when no broker runs at ``settings.bootstrap``)."""
+    producer = make_producer(settings)
     try:
-        producer.send(topics.models_updates, key=update.version.encode(), value=update.encode()).get(timeout_s)
+        producer.send(settings.topics.models_updates, key=update.version.encode(), value=update.encode()).get(timeout_s)
     finally:
         producer.close()

@@ -107,6 +107,14 @@ class ModelRegistry:
         numbers = [version_number(p.name) for p in self.root.iterdir() if _VERSION_RE.match(p.name)]
         return f"v{max(numbers, default=0) + 1}"
 
+    def trained(self, version: str) -> bool:
+        """Whether ``version`` was published by training (its manifest's config says ``trained``)."""
+        return bool(self.manifest(version).config.get("trained"))
+
+    def newest_trained(self) -> str | None:
+        """The newest version published by training, or None."""
+        return next((v for v in reversed(self.versions()) if self.trained(v)), None)
+
     def path(self, version: str) -> Path:
         """Directory of ``version``."""
         version_number(version)
@@ -165,14 +173,6 @@ class ModelRegistry:
         """The most recently active version other than the current one that still exists, or None."""
         history, current = self._lifecycle()["history"], self.active()
         return next((v for v in reversed(history) if v != current and (self.root / v).is_dir()), None)
-
-    def rollback(self) -> str:
-        """Re-activate :meth:`rollback_target`; returns it. Raises RegistryError when there is none."""
-        previous = self.rollback_target()
-        if previous is None:
-            raise RegistryError(f"nothing to roll back to: {self.active()} is the only version ever active")
-        self.activate(previous)
-        return previous
 
     def collect_garbage(self, keep_retired: int = 1) -> list[str]:
         """Delete retired versions but the ``keep_retired`` most recently active ones (rollback targets);

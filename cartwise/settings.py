@@ -31,7 +31,7 @@ class Topics(BaseSettings):
 
 
 class Personalization(BaseSettings):
-    """User vector and fusion parameters (DESIGN.md, "Personalization").
+    """User vector and fusion parameters (cartwise/personalization.py; docs/architecture.md, "Personalization").
 
     u = normalize(sum_i w(type_i) * 2^(-(t_last - t_i) / H) * p_i);
     s(q, u, p) = <q, p> + alpha(n) <u, p>,  alpha(n) = alpha_max * n / (n + n0).
@@ -61,6 +61,9 @@ class Settings(BaseSettings):
 
     data_dir: Path = Path(".data")
     kafka_bootstrap: str | None = None
+    kafka_idempotence: bool = Field(
+        True, description="acks=all with idempotent producers on a configured broker; false for a "
+                          "Kafka-protocol broker without InitProducerId (e.g. a Tansu started by hand)")
     embedded_kafka_port: int = 19092
     qdrant_url: str | None = None
     edge_search_threads: int | None = Field(1, ge=1, description="Qdrant Edge search pool size (None: CPUs)")
@@ -85,6 +88,16 @@ class Settings(BaseSettings):
     max_query_chars: int = 512
     topics: Topics = Field(default_factory=Topics)
     personalization: Personalization = Field(default_factory=Personalization)
+
+    @property
+    def embedded_broker(self) -> bool:
+        """True when no broker is configured: Cartwise runs the embedded one on ``embedded_kafka_port``."""
+        return self.kafka_bootstrap is None
+
+    @property
+    def bootstrap(self) -> str:
+        """The Kafka bootstrap address every client uses: the configured broker, else the embedded one."""
+        return self.kafka_bootstrap or f"127.0.0.1:{self.embedded_kafka_port}"
 
     @property
     def models_dir(self) -> Path:

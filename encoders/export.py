@@ -89,6 +89,19 @@ def _probe_inputs():
     return ids, torch.ones_like(ids)
 
 
+def find_pretrained(registry: ModelRegistry) -> str | None:
+    """The registry's pretrained MiniLM-L6 as published (its oldest untrained version), or None."""
+    from encoders.model import PRETRAINED_NAME
+
+    return next((v for v in registry.versions()
+                 if registry.manifest(v).base == PRETRAINED_NAME and not registry.trained(v)), None)
+
+
+def pretrained_version(registry: ModelRegistry) -> str:
+    """:func:`find_pretrained`, exported and published now (about 10 s) only when the registry holds none."""
+    return find_pretrained(registry) or publish_pretrained(registry).version
+
+
 def publish_pretrained(registry: ModelRegistry) -> Manifest:
     """Publish the pretrained MiniLM-L6 (mean pooling, no projection) as a registry version."""
     import torch

@@ -1,6 +1,6 @@
 """The Siamese dual encoder (torch): a MiniLM backbone, mean pooling, optional projection, L2 normalization.
 
-One set of weights embeds queries and products alike (DESIGN.md, "Dual encoder");
+One set of weights embeds queries and products alike (docs/architecture.md, "Dual encoder");
 score s(q, p) = <q̂, p̂>."""
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from typing import Callable
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from cartwise.index import VectorIndex
+from cartwise.kafka_io import tail_consumer
 from cartwise.model_updates import ACTIVATED, ModelUpdate
 from cartwise.registry import ModelRegistry, collection_names
 from cartwise.settings import Settings
@@ -39,9 +40,7 @@ class ModelFollower:
     async def start(self) -> None:
         """Position at the topic's end, then catch up with the registry once, so an activation between
         this process loading its model and now is not missed. Raises aiokafka's errors."""
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap, group_id=None,
-                                          enable_auto_commit=False,
-                                          fetch_max_wait_ms=self.settings.consumer_fetch_max_wait_ms)
+        self._consumer = tail_consumer(self.settings)
         await self._consumer.start()
         partition = TopicPartition(self.settings.topics.models_updates, 0)
         self._consumer.assign([partition])

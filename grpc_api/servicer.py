@@ -11,12 +11,12 @@ import numpy as np
 
 from cartwise.catalog import ProductView, point_id
 from cartwise.index import IndexHit, VectorIndex
+from cartwise.personalization import UserPoint, fused_query, personalization_weight
 from cartwise.settings import Settings
 from cartwise.v1 import search_pb2 as pb
 from cartwise.v1 import search_pb2_grpc as pb_grpc
 from encoders.batching import QueryBatcher
 from encoders.runtime import ActiveModel, ServingModel
-from grpc_api.fusion import fused_query, personalization_weight
 from grpc_api.validation import InvalidRequest, SearchQuery, validate_recommend, validate_search
 
 log = logging.getLogger(__name__)
@@ -59,8 +59,8 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         found = self.index.retrieve(model.users, [point_id(user_id)], with_vectors=True)
         if not found:
             return _User()
-        payload = found[0].payload
-        return _User(found[0].vector, int(payload.get("n", 0)), tuple(payload.get("purchased", ())))
+        point = UserPoint.from_payload(found[0].payload, found[0].vector)
+        return _User(point.state.vector, point.state.n, point.purchased)
 
     async def _search(self, query: SearchQuery, model: ServingModel, context, require_user: bool) -> pb.SearchResponse:
         user = self._user(model, query.user_id)

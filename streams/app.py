@@ -15,14 +15,15 @@ import faust
 
 from cartwise.events import InvalidEvent, parse_behavior_event, parse_catalog_event
 from cartwise.index import VectorIndex
+from cartwise.kafka_io import idempotent
 from cartwise.model_updates import ModelUpdate
+from cartwise.personalization import Interaction, UserHistory
 from cartwise.settings import Settings
 from streams.behavior import rebuild_user_vectors, update_user_vectors
 from streams.catalog import write_catalog
 from streams.swap import SwapCoordinator
 from streams.targets import WriteTargets
 from streams.transport import FastPollApp
-from streams.user_state import Interaction, UserHistory
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +48,10 @@ class StreamWorker:
         topics = settings.topics
         self._type_of_topic = {getattr(topics, f): t for f, t in _EVENT_TYPE_OF_TOPIC_FIELD.items()}
         self.app = FastPollApp(
-            settings.app_id, broker=f"kafka://{settings.kafka_bootstrap}", store="memory://", web_enabled=False,
+            settings.app_id, broker=f"kafka://{settings.bootstrap}", store="memory://", web_enabled=False,
             topic_partitions=settings.partitions, fetch_max_wait_ms=settings.consumer_fetch_max_wait_ms,
-            consumer_auto_offset_reset="earliest", producer_acks=1, stream_wait_empty=False,
+            idempotent_producer=idempotent(settings), consumer_auto_offset_reset="earliest",
+            producer_acks=-1 if not settings.embedded_broker else 1, stream_wait_empty=False,
             producer_linger=settings.producer_linger_ms / 1000,
             broker_session_timeout=settings.consumer_session_timeout_s,
             broker_rebalance_timeout=settings.consumer_session_timeout_s,

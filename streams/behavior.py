@@ -2,35 +2,31 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
-from cartwise.catalog import point_id
+from cartwise.catalog import ProductView, point_id
 from cartwise.index import IndexPoint, VectorIndex
+from cartwise.personalization import Interaction, UserHistory, UserPoint, UserVector, accumulate, user_vector
 from cartwise.settings import Personalization
-from streams.user_state import Interaction, UserHistory, UserVector, accumulate, user_vector
 
 
 def product_vectors(index: VectorIndex, collection: str, product_ids: list[str]) -> dict[str, np.ndarray]:
     """product_id -> (D,) vector for those of ``product_ids`` present in ``collection``."""
     hits = index.retrieve(collection, [point_id(pid) for pid in dict.fromkeys(product_ids)], with_vectors=True)
-    return {hit.payload["product_id"]: hit.vector for hit in hits}
+    return {ProductView.from_payload(hit.payload).product_id: hit.vector for hit in hits}
 
 
 def stored_user_vectors(index: VectorIndex, users: str, user_ids: list[str]) -> dict[str, UserVector]:
     """The users' current :class:`UserVector` state as stored in ``users``."""
     hits = index.retrieve(users, [point_id(u) for u in user_ids], with_vectors=True)
-    return {h.payload["user_id"]: UserVector(h.vector, h.payload["norm"], h.payload["t_ref"], h.payload["n"],
-                                             h.payload["pending"]) for h in hits}
+    points = (UserPoint.from_payload(h.payload, h.vector) for h in hits)
+    return {p.user_id: p.state for p in points}
 
 
 def _write(index: VectorIndex, users: str, computed: dict[str, tuple[UserVector | None, UserHistory]]) -> set[str]:
     """Upsert the computed vectors; returns the users still waiting on a product (or with no vector yet)."""
-    points = [IndexPoint(point_id(user_id), uv.vector, {
-        "user_id": user_id, "n": uv.n, "pending": uv.pending, "norm": uv.norm, "t_ref": uv.t_ref,
-        "purchased": history.purchased, "updated_at": time.time()})
-        for user_id, (uv, history) in computed.items() if uv is not None]
+    points = [IndexPoint(point_id(user_id), uv.vector, UserPoint(user_id, uv, tuple(history.purchased)).to_payload())
+              for user_id, (uv, history) in computed.items() if uv is not None]
     index.upsert(users, points)
     return {user_id for user_id, (uv, _) in computed.items() if uv is None or uv.pending}
 

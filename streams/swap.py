@@ -27,16 +27,16 @@ from typing import Awaitable, Callable, Mapping
 
 from cartwise.events import InvalidEvent, parse_catalog_event
 from cartwise.index import PRODUCTS_SCHEMA, USERS_SCHEMA, VectorIndex
+from cartwise.kafka_io import iter_chunks, log_consumer
 from cartwise.model_updates import ACTIVATED, SWAP_ABANDONED, SWAP_REQUESTED, ModelUpdate
+from cartwise.personalization import UserHistory
 from cartwise.registry import ModelRegistry, RegistryError, collection_names
 from cartwise.settings import Settings
-from cartwise.topic_reader import iter_chunks, log_consumer
 from encoders.runtime import ServingModel
 from streams.behavior import rebuild_user_vectors
 from streams.catalog import write_catalog
 from streams.journal import Backfill, SwapJournal
 from streams.targets import WriteTargets
-from streams.user_state import UserHistory
 
 log = logging.getLogger(__name__)
 _COLLECTION_RE = re.compile(r"^(products|users)_v\d+$")  # the collections of some version
@@ -139,7 +139,7 @@ class SwapCoordinator:
 
     async def _backfill_products(self, journal: SwapJournal, model: ServingModel) -> None:
         backfill, started, applied = journal.backfill, time.perf_counter(), 0
-        consumer = await asyncio.to_thread(log_consumer, self.settings.kafka_bootstrap)
+        consumer = await asyncio.to_thread(log_consumer, self.settings)
         chunks = iter_chunks(consumer, self.settings.topics.catalog, backfill.offsets, self.settings.backfill_batch)
         last_report = started
         try:

@@ -9,8 +9,8 @@ import pytest
 @pytest.fixture(scope="session")
 def registry_dir(tmp_path_factory):
     """A model registry holding the exported pretrained encoder (v1, active)."""
+    from cartwise.app.service import ensure_active_model
     from cartwise.registry import ModelRegistry
-    from cartwise.service import ensure_active_model
 
     root = tmp_path_factory.mktemp("models")
     ensure_active_model(ModelRegistry(root))

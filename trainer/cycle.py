@@ -21,6 +21,7 @@ from cartwise.registry import ModelRegistry
 from cartwise.settings import Settings
 from trainer.config import TrainConfig
 from trainer.gate import Verdict, gate_metrics, quality_gate
+from trainer.incremental import NothingToTrain, train_from_kafka
 
 log = logging.getLogger(__name__)
 LOCK_FILE = "trainer.lock"
@@ -43,8 +44,8 @@ class CycleResult:
 
 def run_cycle(settings: Settings, config: TrainConfig, margin: float = 0.01, judgments: Path | None = None,
               products: Path | None = None) -> CycleResult:
-    """One cycle (module docstring). Raises CycleBusy when another cycle is running."""
-    from trainer.incremental import train_from_kafka
+    """One cycle (module docstring); nothing new since the watermark gives a skipped result. Raises
+    CycleBusy when another cycle is running, kafka.errors.KafkaError when no broker answers."""
 
     lock = FileLock(settings.data_dir / LOCK_FILE)
     try:
@@ -55,16 +56,15 @@ def run_cycle(settings: Settings, config: TrainConfig, margin: float = 0.01, jud
         registry = ModelRegistry(settings.models_dir)
         try:
             outcome = train_from_kafka(settings, config)
-        except ValueError as err:  # nothing new since the watermark
+        except NothingToTrain as err:
             return CycleResult(None, None, False, skipped=str(err))
         candidate, active = outcome.manifest.version, registry.active()
         verdict = quality_gate(gate_metrics(settings, candidate, judgments, products),
                                gate_metrics(settings, active, judgments, products) if active else None, margin)
         if not verdict.passed:
             registry.hold(candidate, verdict.reason)
-        publish_update(settings.kafka_bootstrap, settings.topics,
-                       ModelUpdate(kind=SWAP_REQUESTED if verdict.passed else HELD, version=candidate,
-                                   previous=active, reason=verdict.reason))
+        kind = SWAP_REQUESTED if verdict.passed else HELD
+        publish_update(settings, ModelUpdate(kind=kind, version=candidate, previous=active, reason=verdict.reason))
         log.info("cycle: %s %s (%s)", candidate, "swap requested" if verdict.passed else "held", verdict.reason)
         return CycleResult(candidate, verdict, verdict.passed)
     finally:

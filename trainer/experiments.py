@@ -12,8 +12,11 @@ from pathlib import Path
 import numpy as np
 
 from cartwise.settings import Settings
+from trainer.assembly import setup_homedepot, validate_full
 from trainer.config import TrainConfig
+from trainer.driver import train_homedepot
 from trainer.evaluation.metrics import scalar_metrics
+from trainer.evaluation.run import eval_homedepot
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +36,6 @@ PUBLISHED_ARMS = ("tb-hns + fn mask + roar", "ance + fn mask + roar")
 
 def baselines(settings: Settings) -> dict[str, dict]:
     """BM25 and the pretrained encoder on the validation split, same protocol as the arms."""
-    from trainer.evaluation.run import eval_homedepot
-
     results = eval_homedepot(settings, ["bm25"], split="val")
     results["pretrained"] = pretrained_exact(settings)
     return {name: scalar_metrics(m) for name, m in results.items()}
@@ -42,16 +43,12 @@ def baselines(settings: Settings) -> dict[str, dict]:
 
 def pretrained_exact(settings: Settings) -> dict:
     """The untrained encoder through the training code path (exact search over the whole catalog)."""
-    from trainer.driver import setup_homedepot, validate_full
-
     return validate_full(setup_homedepot(settings, TrainConfig()))
 
 
 def run_ablation(settings: Settings, out: Path, arms: list[str] | None = None, steps: int | None = None) -> dict:
     """Run every arm; results accumulate in ``out`` (JSON) after each one, and an interrupted arm
     resumes from its last checkpoint."""
-    from trainer.driver import train_homedepot
-
     results = json.loads(out.read_text()) if out.exists() else {}
     if "baselines" not in results:
         results["baselines"] = baselines(settings)

@@ -39,8 +39,8 @@ def gate_metrics(settings: Settings, version: str, judgments: Path | None = None
     per (model sha256, judgments file, products file) so the active version is scored once."""
     from cartwise.datasets import data_root
     from cartwise.registry import ModelRegistry
+    from trainer.assembly import setup_homedepot, validate_full
     from trainer.config import TrainConfig
-    from trainer.driver import setup_homedepot, validate_full
 
     root = data_root() / "homedepot"
     files = [judgments or root / "judgments.csv", products or root / "products.csv"]

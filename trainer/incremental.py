@@ -30,21 +30,25 @@ from cartwise.events import (
     parse_behavior_event,
     parse_catalog_event,
 )
+from cartwise.kafka_io import log_consumer, partitions_of, read_topic
 from cartwise.registry import ModelRegistry
-from cartwise.settings import Settings, Topics
-from cartwise.topic_reader import log_consumer, partitions_of, read_topic
+from cartwise.settings import Settings
+from trainer.assembly import TrainOutcome, build_encoder, make_miner, publish_trained
 from trainer.config import TrainConfig
 from trainer.data import LabeledQuery, split_queries
-from trainer.driver import TrainOutcome, build_encoder, make_miner, publish_trained
 from trainer.evaluation.metrics import scalar_metrics
 from trainer.loop import Trainer
-from trainer.report import plot_run
+from trainer.plots import plot_run
 from trainer.validation import Validator
 
 log = logging.getLogger(__name__)
 STAGES = {"purchase": 4.0, "cart": 3.0, "view": 2.0}
 BEHAVIOR_DEFAULTS = {"loss": "mmse", "roar_weight": 1.0, "positive_grade": 3.0, "exclude_grade": 2.0,
                      "negatives": "tbhns", "curriculum_steps": 0}
+
+
+class NothingToTrain(RuntimeError):
+    """The events since the watermark give no (user, query) group to train or validate on."""
 
 
 @dataclass
@@ -98,10 +102,12 @@ class EventLog:
     invalid: int = 0
 
 
-def read_event_log(bootstrap: str, topics: Topics, since: "Watermark | datetime | None") -> EventLog:
+def read_event_log(settings: Settings, since: "Watermark | datetime | None") -> EventLog:
     """Read the catalog from the beginning and the behavior topics from ``since``. Invalid events are
-    counted and skipped (the stream worker has already dead-lettered them)."""
-    consumer = log_consumer(bootstrap)
+    counted and skipped (the stream worker has already dead-lettered them).
+
+    Raises kafka.errors.KafkaError (NoBrokersAvailable when no broker answers at ``settings.bootstrap``)."""
+    topics, consumer = settings.topics, log_consumer(settings)
     try:
         catalog, invalid = {}, 0
         records, _ = read_topic(consumer, topics.catalog, None)
@@ -162,22 +168,20 @@ def behavior_config(config: TrainConfig) -> TrainConfig:
 def train_from_kafka(settings: Settings, config: TrainConfig, since: str | None = None,
                      publish: bool = True) -> TrainOutcome:
     """One incremental cycle (module docstring). ``since`` None continues from the active version's
-    watermark. Raises ValueError when there is nothing new to train on."""
+    watermark. Raises NothingToTrain when there is nothing new to train on, kafka.errors.KafkaError when
+    no broker answers at ``settings.bootstrap`` (the configured one, else a running `cartwise serve`'s)."""
     started = time.perf_counter()
     registry = ModelRegistry(settings.models_dir)
     active = registry.active()
     since_mark = Watermark.parse(since if since is not None else
                                  (registry.manifest(active).config.get("watermark") if active else None))
-    if not settings.kafka_bootstrap:
-        raise ValueError("--from-kafka needs CARTWISE_KAFKA_BOOTSTRAP: the embedded broker lives only inside "
-                         "`cartwise serve`, which runs its own cycles (cartwise trainer run)")
-    event_log = read_event_log(settings.kafka_bootstrap, settings.topics, since_mark)
+    event_log = read_event_log(settings, since_mark)
     config = behavior_config(config)
     ids = list(event_log.catalog)
     texts = [event_product_text(event_log.catalog[pid]) for pid in ids]
     train, val = split_queries(behavior_queries(event_log, {pid: i for i, pid in enumerate(ids)}), config.val_fraction)
     if not any(q.positives(config.positive_grade) for q in train) or not val:
-        raise ValueError(f"nothing new to train on since {since_mark!r}: {len(event_log.behavior)} behavior "
+        raise NothingToTrain(f"nothing new to train on since {since_mark!r}: {len(event_log.behavior)} behavior "
                          f"events, {len(train)} train and {len(val)} validation (user, query) groups")
     torch.manual_seed(config.seed)
     encoder = build_encoder(settings, config, texts, active)

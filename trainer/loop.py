@@ -21,8 +21,7 @@ from trainer.batch import build_batch
 from trainer.config import TrainConfig
 from trainer.data import LabeledQuery
 from trainer.encoding import TextEncoder
-from trainer.evaluation.homedepot import exact_top_k
-from trainer.evaluation.metrics import scalar_metrics
+from trainer.evaluation.metrics import exact_top_k, scalar_metrics
 from trainer.losses import masked_infonce, mmse_loss, roar_loss
 from trainer.miners import ANCEMiner
 from trainer.miners.base import Miner

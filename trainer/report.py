@@ -8,6 +8,7 @@ from pathlib import Path
 
 from trainer.evaluation.report import markdown_table
 from trainer.experiments import ARMS
+from trainer.plots import plot_convergence
 
 CONVERGENCE_ARMS = ("tb-hns", "random", "ance")
 FINDINGS_OPEN, FINDINGS_CLOSE = "<!-- findings: written by hand, kept by the generator -->", "<!-- /findings -->"
@@ -42,32 +43,6 @@ def steps_to_target(results: dict, arms: tuple[str, ...] = ("tb-hns", "random"))
     return target, first
 
 
-def plot_convergence(results: dict, path: Path) -> None:
-    """In-training validation nDCG@10 against steps and against training seconds (mining included)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (by_step, by_time) = plt.subplots(1, 2, figsize=(10, 4))
-    for name in (*CONVERGENCE_ARMS, "tb-hns + fn mask + roar"):
-        arm = results.get("arms", {}).get(name)
-        if not arm:
-            continue
-        ndcg = [p["metrics"]["ndcg@10"] for p in arm["history"]]
-        by_step.plot([p["step"] for p in arm["history"]], ndcg, marker="o", label=name)
-        by_time.plot([p["train_seconds"] for p in arm["history"]], ndcg, marker="o", label=name)
-    by_step.set(xlabel="optimizer step", ylabel="val nDCG@10 (sampled corpus)", title="against steps")
-    by_time.set(xlabel="training seconds (steps + mining)", title="against wall-clock")
-    for ax in (by_step, by_time):
-        ax.grid(alpha=0.3)
-    by_step.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 def personalization_section(tuned: dict | None) -> str:
     """Markdown for the REES46 tuning results of trainer.personalization (empty when not run)."""
     if not tuned:
@@ -96,40 +71,16 @@ what a large α costs a query whose intent differs from the history.
 """
 
 
-def plot_run(result: dict, path: Path) -> None:
-    """One run's curves: mean training loss and validation nDCG@10 / Recall@100 against steps."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    points = result["history"]
-    fig, (loss_ax, val_ax) = plt.subplots(1, 2, figsize=(10, 4))
-    trained = [p for p in points if p["loss"] is not None]
-    loss_ax.plot([p["step"] for p in trained], [p["loss"] for p in trained], marker="o")
-    loss_ax.set(xlabel="optimizer step", ylabel="mean training loss", title="loss")
-    for metric in ("ndcg@10", "recall@100"):
-        val_ax.plot([p["step"] for p in points], [p["metrics"][metric] for p in points], marker="o", label=metric)
-    val_ax.axvline(result["best_step"], color="grey", linestyle="--", label="best (kept)")
-    val_ax.set(xlabel="optimizer step", title="validation (sampled corpus)")
-    val_ax.legend()
-    for ax in (loss_ax, val_ax):
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def write_training_report(experiments: Path, docs: Path) -> Path:
     """Write ``docs/training.md`` (and docs/img/training_convergence.png) from the ablation results
     (``experiments/ablation.json``) and, when present, the personalization tuning results."""
-    from cartwise.bench.common import machine_info
+    from cartwise.machine import machine_info
 
     results = json.loads((experiments / "ablation.json").read_text())
     tuned_path = experiments / "personalization.json"
     personalization = personalization_section(json.loads(tuned_path.read_text()) if tuned_path.exists() else None)
 
-    plot_convergence(results, docs / "img" / "training_convergence.png")
+    plot_convergence(results, CONVERGENCE_ARMS, docs / "img" / "training_convergence.png")
     target, first = steps_to_target(results)
     machine = machine_info()
     header = ["model", "Recall@10", "Recall@100", "nDCG@10", "MRR@10", "nDCG@10 vs BM25", "best/run steps",

@@ -13,8 +13,7 @@ import numpy as np
 
 from trainer.data import LabeledQuery
 from trainer.encoding import TextEncoder
-from trainer.evaluation.homedepot import exact_top_k
-from trainer.evaluation.metrics import evaluate_rankings
+from trainer.evaluation.metrics import evaluate_rankings, exact_top_k
 
 TOP_K = 100
 

@@ -8,16 +8,16 @@ import shutil
 
 import pytest
 
-from cartwise.bench.common import free_port
-from cartwise.broker import EmbeddedBroker, ensure_topics
+from cartwise.app.bench.common import free_port
+from cartwise.app.broker import EmbeddedBroker
+from cartwise.app.replay import replay
 from cartwise.datasets import rees46_records
+from cartwise.kafka_io import ensure_topics, log_consumer, make_producer, read_topic
 from cartwise.model_updates import HELD, SWAP_REQUESTED, ModelUpdate
 from cartwise.registry import ModelRegistry
-from cartwise.replay import make_producer, replay
 from cartwise.settings import Settings
-from cartwise.topic_reader import log_consumer, read_topic
 from trainer.config import TrainConfig
-from trainer.incremental import Watermark, train_from_kafka
+from trainer.incremental import NothingToTrain, Watermark, train_from_kafka
 
 pytestmark = pytest.mark.integration
 FIRST, SECOND = 3000, 4500
@@ -30,8 +30,8 @@ def settings(tmp_path_factory, registry_dir):
     shutil.copytree(registry_dir, data_dir / "models")
     port = free_port()
     with EmbeddedBroker(port, data_dir / "broker.log"):
-        settings = Settings(data_dir=data_dir, kafka_bootstrap=f"127.0.0.1:{port}")
-        ensure_topics(settings.kafka_bootstrap, settings)
+        settings = Settings(data_dir=data_dir, embedded_kafka_port=port)  # the broker this test started
+        ensure_topics(settings)
         yield settings
 
 
@@ -41,7 +41,7 @@ def behavior_count(records) -> int:
 
 def test_cycles_follow_the_watermark(settings):
     records = list(rees46_records(limit=SECOND))
-    producer = make_producer(settings.kafka_bootstrap)
+    producer = make_producer(settings)
     replay(records[:FIRST], producer, settings.topics)
     registry = ModelRegistry(settings.models_dir)
 
@@ -54,7 +54,7 @@ def test_cycles_follow_the_watermark(settings):
     assert 0.0 <= first.val_metrics["ndcg@10"] <= 1.0
     registry.activate(manifest.version)
 
-    with pytest.raises(ValueError, match="nothing new"):
+    with pytest.raises(NothingToTrain, match="nothing new"):
         train_from_kafka(settings, CONFIG, publish=False)
 
     replay(records[FIRST:], producer, settings.topics)
@@ -72,7 +72,7 @@ def test_since_accepts_a_time_and_rejects_garbage():
 
 
 def models_updates(settings) -> list[ModelUpdate]:
-    consumer = log_consumer(settings.kafka_bootstrap)
+    consumer = log_consumer(settings)
     try:
         return [ModelUpdate.decode(r.value) for r in read_topic(consumer, settings.topics.models_updates)[0]]
     finally:

@@ -13,11 +13,11 @@ import pytest
 import pytest_asyncio
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from cartwise.bench.common import free_port
-from cartwise.client import SearchClient
+from cartwise.app.bench.common import free_port
+from cartwise.app.client import SearchClient
+from cartwise.app.service import Service
 from cartwise.events import BehaviorEvent, ProductUpsert, encode_event
-from cartwise.replay import make_producer
-from cartwise.service import Service
+from cartwise.kafka_io import make_producer
 from cartwise.settings import Settings
 from cartwise.v1 import search_pb2 as pb
 
@@ -45,7 +45,7 @@ async def client(service):
 
 @pytest.fixture(scope="module")
 def producer(service):
-    p = make_producer(service.settings.kafka_bootstrap)
+    p = make_producer(service.settings)
     yield p
     p.close()
 
@@ -144,7 +144,7 @@ async def test_malformed_event_goes_to_dead_letter_topic_and_worker_carries_on(s
         return "it-lamp" in ids(await client.search("brass desk lamp", limit=3))
 
     await eventually(lamp_found)
-    consumer = AIOKafkaConsumer(bootstrap_servers=service.settings.kafka_bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(bootstrap_servers=service.settings.bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
         partition = TopicPartition(topics.dead_letter(topics.catalog), 0)

@@ -20,19 +20,20 @@ import numpy as np
 import pytest
 import pytest_asyncio
 
-from cartwise.bench.common import free_port
-from cartwise.broker import EmbeddedBroker
+from cartwise.app.bench.common import free_port
+from cartwise.app.broker import EmbeddedBroker
+from cartwise.app.client import SearchClient
+from cartwise.app.replay import replay
+from cartwise.app.service import Service
 from cartwise.catalog import point_id
-from cartwise.client import SearchClient
 from cartwise.datasets import rees46_records
 from cartwise.events import ProductUpsert, encode_event
+from cartwise.kafka_io import make_producer
 from cartwise.model_updates import HELD, SWAP_REQUESTED, ModelUpdate, publish_update
+from cartwise.personalization import UserHistory, user_vector
 from cartwise.registry import ModelRegistry
-from cartwise.replay import make_producer, replay
-from cartwise.service import Service
 from cartwise.settings import Settings, Topics
 from streams.journal import SwapJournal
-from streams.user_state import UserHistory, user_vector
 from tests.conftest import publish_rotated
 
 pytestmark = pytest.mark.integration
@@ -60,7 +61,7 @@ def settings_for(data_dir, broker, **extra) -> Settings:
     """Settings of one service on the shared broker: its own consumer group and its own models.updates
     topic (services of different tests must not act on each other's swap requests)."""
     name = f"swap-{uuid.uuid4().hex[:8]}"
-    return Settings(data_dir=data_dir, kafka_bootstrap=broker.bootstrap, grpc_port=0, app_id=name,
+    return Settings(data_dir=data_dir, kafka_bootstrap=broker.bootstrap, kafka_idempotence=False, grpc_port=0, app_id=name,
                     topics=Topics(models_updates=f"models.updates.{name}"), **extra)
 
 
@@ -70,7 +71,7 @@ async def service(tmp_path_factory, broker, rotated):
     shutil.copytree(rotated[0], data_dir / "models")
     svc = Service(settings_for(data_dir, broker, backfill_batch=64))
     await svc.start()
-    producer = make_producer(broker.bootstrap)
+    producer = make_producer(svc.settings)
     sent = await asyncio.to_thread(replay, rees46_records(limit=RECORDS), producer, svc.settings.topics)
     producer.close()
     await svc.wait_until_consumed(sent)
@@ -79,7 +80,7 @@ async def service(tmp_path_factory, broker, rotated):
 
 
 def request_swap(settings: Settings, version: str, kind: str = SWAP_REQUESTED) -> None:
-    publish_update(settings.kafka_bootstrap, settings.topics, ModelUpdate(kind=kind, version=version, reason="test"))
+    publish_update(settings, ModelUpdate(kind=kind, version=version, reason="test"))
 
 
 async def wait_for(check, timeout_s: float = 180.0, what: str = "condition"):
@@ -151,7 +152,7 @@ async def test_swap_under_load(service, rotated, broker):
     catalog event produced during the backfill reaches both versions; answers after the switch are v2's."""
     _, rotation = rotated
     settings = service.settings
-    producer = make_producer(broker.bootstrap)
+    producer = make_producer(settings)
     async with Load(service.port, load_queries()) as load:
         await asyncio.sleep(1.0)
         await asyncio.to_thread(request_swap, settings, "v2")
@@ -209,7 +210,7 @@ async def test_rollback_is_instant_and_fresh(service, broker):
     product added while v2 served is in v1's answers."""
     settings = service.settings
     before = dict(service.worker.swaps.stats)
-    producer = make_producer(broker.bootstrap)
+    producer = make_producer(settings)
     product = ProductUpsert(event_id="rb-1", event_time=datetime.now(timezone.utc), product_id="rb-1",
                             title="Espresso machine with milk frother", brand="Caffio", category_path=["kitchen"])
     producer.send(settings.topics.catalog, key=b"rb-1", value=encode_event(product))
@@ -246,10 +247,11 @@ async def test_crash_in_backfill_resumes_on_restart(service, broker, rotated, tm
     shutil.copytree(rotated[0], data_dir / "models")
     settings = settings_for(data_dir, broker, backfill_batch=8, consumer_session_timeout_s=10.0)
     env = {**os.environ, "CARTWISE_CONSUMER_SESSION_TIMEOUT_S": "10", "CARTWISE_DATA_DIR": str(data_dir), "CARTWISE_KAFKA_BOOTSTRAP": broker.bootstrap,
+           "CARTWISE_KAFKA_IDEMPOTENCE": "false",
            "CARTWISE_GRPC_PORT": str(free_port()), "CARTWISE_APP_ID": settings.app_id, "CARTWISE_BACKFILL_BATCH": "8",
            "CARTWISE_TOPIC_MODELS_UPDATES": settings.topics.models_updates}
     with open(tmp_path / "serve.log", "wb") as log_file:
-        proc = subprocess.Popen([sys.executable, "-m", "cartwise.cli", "--log-level", "INFO", "serve"], env=env,
+        proc = subprocess.Popen([sys.executable, "-m", "cartwise.app.cli", "--log-level", "INFO", "serve"], env=env,
                                 stdout=log_file, stderr=subprocess.STDOUT)
     journal_path = data_dir / "swap.json"
     try:

@@ -11,7 +11,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from cartwise.cli import main
+from cartwise.app.cli import main
 from cartwise.registry import ModelRegistry
 from cartwise.settings import Settings
 from encoders.runtime import OnnxEncoder

@@ -142,17 +142,16 @@ def test_lifecycle_candidate_active_retired_and_rollback(tmp_path):
     for _ in range(3):
         reg.publish(stage(reg), dims=8, base="t", max_tokens=8)
     assert reg.state("v1") == ("candidate", None)
-    with pytest.raises(RegistryError, match="nothing to roll back"):
-        reg.rollback()
+    assert reg.rollback_target() is None
     reg.activate("v1")
     reg.activate("v2")
     reg.hold("v3", "gate: nDCG@10 0.31 < active 0.36 - 0.01")
     assert [reg.state(v)[0] for v in ("v1", "v2", "v3")] == ["retired", "active", "candidate"]
     assert reg.state("v3")[1].startswith("gate:")
     assert reg.rollback_target() == "v1" and reg.active() == "v2"  # naming the target changes nothing
-    assert reg.rollback() == "v1"
+    reg.activate(reg.rollback_target())  # what the swap coordinator does after a rollback's swap
     assert reg.active() == "v1" and reg.state("v2")[0] == "retired"
-    assert ModelRegistry(tmp_path).rollback() == "v2"  # history survives a new process
+    assert ModelRegistry(tmp_path).rollback_target() == "v2"  # history survives a new process
 
 
 def test_a_version_activated_before_the_history_existed_becomes_the_rollback_target(tmp_path):
@@ -172,7 +171,8 @@ def test_garbage_collection_keeps_active_candidates_and_the_rollback_target(tmp_
         reg.activate(version)
     assert reg.collect_garbage(keep_retired=1) == ["v2", "v1"]
     assert reg.versions() == ["v3", "v4", "v5"]  # v3 rollback target, v4 active, v5 candidate
-    assert reg.rollback() == "v3"
+    reg.activate(reg.rollback_target())
+    assert reg.active() == "v3"
     assert reg.collect_garbage(keep_retired=1) == []
 
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from cartwise.index import SearchFilter
+from cartwise.personalization import fused_query, personalization_weight
 from cartwise.settings import Personalization
 from cartwise.v1 import search_pb2 as pb
-from grpc_api.fusion import fused_query, personalization_weight
 from grpc_api.validation import (
     DEFAULT_LIMIT,
     InvalidRequest,

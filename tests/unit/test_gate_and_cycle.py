@@ -1,8 +1,11 @@
-"""The quality gate's rule, duration parsing, and the cycle lock."""
+"""The quality gate's rule, duration parsing, the cycle lock, and a cycle with no broker."""
 
 import pytest
+from click.testing import CliRunner
 from filelock import FileLock
 
+from cartwise.app.bench.common import free_port
+from cartwise.app.cli import main
 from cartwise.settings import Settings
 from trainer.config import TrainConfig
 from trainer.cycle import LOCK_FILE, CycleBusy, parse_duration, run_cycle
@@ -29,3 +32,11 @@ def test_a_second_cycle_refuses_while_one_holds_the_lock(tmp_path):
     with FileLock(tmp_path / LOCK_FILE):
         with pytest.raises(CycleBusy, match="another trainer cycle"):
             run_cycle(settings, TrainConfig())
+
+
+def test_trainer_cycle_without_a_broker_exits_non_zero_with_the_reason(tmp_path):
+    port = free_port()  # nothing listens there
+    result = CliRunner().invoke(main, ["trainer", "cycle"], env={
+        "CARTWISE_DATA_DIR": str(tmp_path), "CARTWISE_KAFKA_BOOTSTRAP": f"127.0.0.1:{port}"})
+    assert result.exit_code == 1
+    assert f"no Kafka broker at 127.0.0.1:{port}" in result.output

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from cartwise.bench.swap import summarize
+from cartwise.app.bench.swap import summarize
 from cartwise.model_updates import ACTIVATED, ModelUpdate
 from cartwise.registry import collection_names
 from streams.journal import Backfill, SwapJournal

@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cartwise.events import BehaviorEvent
+from cartwise.personalization import UserHistory, UserPoint, UserVector, accumulate, user_vector
 from cartwise.settings import Personalization
-from streams.user_state import UserHistory, accumulate, user_vector
 
 T0 = datetime(2019, 10, 1, tzinfo=timezone.utc)
 
@@ -208,3 +208,15 @@ def test_unknown_products_are_counted_pending_incrementally():
     state = accumulate(None, [(h.find("e1"), unit(1, 0))], missing=2, params=PARAMS)
     assert state.pending == 2 and state.n == 1
     assert accumulate(None, [], missing=1, params=PARAMS) is None
+
+
+def test_user_point_payload_round_trip():
+    state = UserVector(np.array([0.6, 0.8], dtype=np.float32), 2.5, 1700000000.0, 7, 1)
+    point = UserPoint("u1", state, ("p1", "p2"))
+    decoded = UserPoint.from_payload(point.to_payload(), state.vector)
+    assert (decoded.user_id, decoded.purchased) == ("u1", ("p1", "p2"))
+    assert (decoded.state.n, decoded.state.pending, decoded.state.norm, decoded.state.t_ref) == (7, 1, 2.5, 1.7e9)
+    np.testing.assert_array_equal(decoded.state.vector, state.vector)
+    with pytest.raises(KeyError):
+        UserPoint.from_payload({"product_id": "p1"}, state.vector)
+

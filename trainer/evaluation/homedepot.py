@@ -21,6 +21,7 @@ from cartwise.datasets import data_root
 from cartwise.index import PRODUCTS_SCHEMA, EdgeIndex, IndexPoint
 from cartwise.registry import ModelRegistry
 from encoders.runtime import OnnxEncoder
+from trainer.evaluation.metrics import exact_top_k
 
 TOP_K = 100
 PROGRESS_CONSOLE = Console(stderr=True)  # stdout stays clean for --json
@@ -114,17 +115,6 @@ def cached_catalog_vectors(registry: ModelRegistry, version: str, texts: list[st
     cache_dir.mkdir(parents=True, exist_ok=True)
     np.save(path, vectors)
     return vectors
-
-
-def exact_top_k(queries: np.ndarray, products: np.ndarray, k: int, chunk: int = 256) -> np.ndarray:
-    """(Q, k) indices of the k highest inner products per query row, best first (brute force)."""
-    out = np.zeros((len(queries), k), dtype=np.int64)
-    for start in range(0, len(queries), chunk):
-        scores = queries[start:start + chunk] @ products.T
-        top = np.argpartition(-scores, k, axis=1)[:, :k]
-        order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
-        out[start:start + chunk] = np.take_along_axis(top, order, axis=1)
-    return out
 
 
 def dense_rankings(data: HomeDepot, registry: ModelRegistry, version: str, cache_dir: Path,

@@ -106,3 +106,14 @@ def evaluate_rankings(rankings: Mapping[str, Sequence[str]], qrels: Mapping[str,
 def scalar_metrics(metrics: Mapping) -> dict:
     """``metrics`` without its list-valued entries (the recall curve): what manifests and tables keep."""
     return {k: v for k, v in metrics.items() if not isinstance(v, list)}
+
+
+def exact_top_k(queries: np.ndarray, products: np.ndarray, k: int, chunk: int = 256) -> np.ndarray:
+    """(Q, k) indices of the k highest inner products per query row, best first (brute force)."""
+    out = np.zeros((len(queries), k), dtype=np.int64)
+    for start in range(0, len(queries), chunk):
+        scores = queries[start:start + chunk] @ products.T
+        top = np.argpartition(-scores, k, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
+        out[start:start + chunk] = np.take_along_axis(top, order, axis=1)
+    return out

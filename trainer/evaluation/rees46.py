@@ -18,11 +18,10 @@ from cartwise.catalog import point_id
 from cartwise.datasets import Record, rees46_records
 from cartwise.events import ProductUpsert
 from cartwise.index import PRODUCTS_SCHEMA, EdgeIndex, IndexPoint
+from cartwise.personalization import UserHistory, UserVector, accumulate, fused_query, personalization_weight
 from cartwise.registry import ModelRegistry
 from cartwise.settings import Personalization
 from encoders.runtime import OnnxEncoder
-from grpc_api.fusion import fused_query, personalization_weight
-from streams.user_state import UserHistory, UserVector, accumulate
 from trainer.evaluation.homedepot import bm25_index, bm25_top_k, cached_catalog_vectors
 from trainer.evaluation.metrics import MetricMeans, hit_at, reciprocal_rank_at
 

@@ -6,26 +6,9 @@ import time
 from pathlib import Path
 
 from cartwise.settings import Settings
+from trainer.plots import plot_recall_curves
 
 HD_MODELS = ("bm25", "pretrained")
-
-
-def _plot_recall(results: dict[str, dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    for name, metrics in results.items():
-        curve = metrics["recall_curve"]
-        ax.plot(range(1, len(curve) + 1), curve, label=name)
-    ax.set(xlabel="K", ylabel="Recall@K", title="Home Depot: Recall@K (relevance >= 2.5)", xscale="log")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def markdown_table(header: list[str], rows: list[list]) -> str:
@@ -36,7 +19,7 @@ def markdown_table(header: list[str], rows: list[list]) -> str:
 
 def write_report(settings: Settings, out: Path) -> Path:
     """Evaluate BM25 and the pretrained encoder on both datasets and write ``out/eval.md`` and its plot."""
-    from cartwise.bench.common import machine_info
+    from cartwise.machine import machine_info
     from trainer.evaluation.run import eval_homedepot, eval_rees46
 
     started = time.perf_counter()
@@ -44,7 +27,7 @@ def write_report(settings: Settings, out: Path) -> Path:
     hd_seconds = time.perf_counter() - started
     rr = eval_rees46(settings, list(HD_MODELS))
     (out / "img").mkdir(parents=True, exist_ok=True)
-    _plot_recall(hd, out / "img" / "recall_at_k_homedepot.png")
+    plot_recall_curves(hd, out / "img" / "recall_at_k_homedepot.png")
     machine = machine_info()
     hd_rows = [[name, m["recall@10"], m["recall@100"], m["ndcg@10"], m["mrr@10"], m["queries"],
                 f"{m['ann_recall@100']:.4f}" if "ann_recall@100" in m else "exact (inverted index)"]
@@ -72,7 +55,7 @@ service uses; "ANN recall@100" is the share of the exact brute-force top 100 tha
 
 ## REES46 personalization (`cartwise eval --dataset rees46 --model bm25 --model pretrained`)
 
-Events replayed in time order through the streams' user-state logic (`streams/user_state.py`, default
+Events replayed in time order through the serving personalization code (`cartwise/personalization.py`, default
 parameters: alpha_max = {settings.personalization.alpha_max}, n0 = {settings.personalization.n0},
 half-life = {settings.personalization.half_life_s / 3600:g} h). For every cart or purchase by a user with
 earlier events, the query is the leaf category of the target product ("smartphone"); a hit is the exact

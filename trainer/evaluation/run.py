@@ -6,32 +6,29 @@ from pathlib import Path
 
 from cartwise.registry import ModelRegistry, RegistryError
 from cartwise.settings import Settings
+from encoders.export import pretrained_version
 
 BM25 = "bm25"
 PRETRAINED = "pretrained"
+LATEST = "latest"
 
 
 def resolve_model(registry: ModelRegistry, name: str) -> str:
-    """Registry version for a model name: "latest" (newest version), "pretrained" (the exported
-    pretrained encoder, exported now if absent) or "vN". Raises RegistryError for an unknown name."""
-    from encoders.export import publish_pretrained
-    from encoders.model import PRETRAINED_NAME
-
+    """Registry version for a model name: "latest" (the newest trained version), "pretrained" (the
+    exported pretrained encoder, exported now if absent) or "vN". Raises RegistryError for an unknown
+    name, and for "latest" when nothing has been trained yet."""
     versions = registry.versions()
-    if name == "latest":
-        if not versions:
-            raise RegistryError("the model registry is empty")
-        return versions[-1]
+    if name == LATEST:
+        latest = registry.newest_trained()
+        if latest is None:
+            raise RegistryError("--model latest means the newest trained version, and none exists: "
+                                "run `cartwise train` first (or name pretrained or vN)")
+        return latest
     if name == PRETRAINED:
-        untrained = [v for v in versions if registry.manifest(v).base == PRETRAINED_NAME
-                     and not registry.manifest(v).config.get("trained")]
-        return untrained[0] if untrained else publish_pretrained(registry).version
+        return pretrained_version(registry)
     if name not in versions:
         raise RegistryError(f"unknown model {name!r}: choose bm25, pretrained, latest or one of {versions}")
     return name
-
-
-SPLITS = ("val", "train", "all")
 
 
 def eval_homedepot(settings: Settings, models: list[str], judgments: Path | None = None,

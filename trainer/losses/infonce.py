@@ -1,4 +1,4 @@
-"""InfoNCE with a false-negative margin mask (DESIGN.md, "Stage 1"; the Flipkart taxonomy-hard-negatives
+"""InfoNCE with a false-negative margin mask (docs/architecture.md, "Stage 1"; the Flipkart taxonomy-hard-negatives
 paper, section on false negatives; InfoNCE: van den Oord et al. 2018, "Representation Learning with
 Contrastive Predictive Coding").
 

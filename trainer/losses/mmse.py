@@ -1,4 +1,4 @@
-"""MMSE: multi-stage, multi-grained behavior loss (DESIGN.md, "Multi-stage, multi-grained behavior";
+"""MMSE: multi-stage, multi-grained behavior loss (docs/architecture.md, "Multi-stage, multi-grained behavior";
 the MMSE paper's global retrieval + local ranking objectives).
 
 Stages (purchase ≻ cart ≻ view ≻ shown ≻ random catalog item) form each query's graded group.

@@ -1,4 +1,4 @@
-"""ROAR: rank-order alignment over graded relevance (DESIGN.md, "Stage 2"; the ROAR paper's alignment
+"""ROAR: rank-order alignment over graded relevance (docs/architecture.md, "Stage 2"; the ROAR paper's alignment
 loss, reported with β = 0.1 and τ_a = 0.01).
 
 For query i, P(p_j | q_i) = softmax(S_i / τ_a)_j over the query's candidate row S_i; the odds are

@@ -1,4 +1,4 @@
-"""TB-HNS: taxonomy-based hard negatives with an easy -> hard curriculum (DESIGN.md, "TB-HNS"; the
+"""TB-HNS: taxonomy-based hard negatives with an easy -> hard curriculum (docs/architecture.md, "TB-HNS"; the
 Flipkart taxonomy-hard-negative-sampling paper).
 
 For a positive in leaf L: siblings (other children of L's parent) are the hardest useful negatives,

@@ -1,4 +1,4 @@
-"""A category tree over a catalog, with the level queries TB-HNS needs (DESIGN.md, "TB-HNS").
+"""A category tree over a catalog, with the level queries TB-HNS needs (docs/architecture.md, "TB-HNS").
 
 Nodes are category paths (tuples of names, root = ()). Every product sits at one node, its "leaf"
 (the deepest category it was given; a shallow path makes a shallow leaf). For a product in leaf L
@@ -13,7 +13,7 @@ with parent P and grandparent G:
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -40,11 +40,6 @@ class CategoryTree:
         self._under = {node: np.asarray(items, dtype=np.int64) for node, items in under.items()}
         self._categorized = np.flatnonzero([bool(leaf) for leaf in self.leaves])
         self._memo: dict[tuple, np.ndarray] = {}
-
-    @classmethod
-    def from_mapping(cls, ids: Sequence[str], paths: Mapping[str, Sequence[str]]) -> "CategoryTree":
-        """Tree over products ``ids`` (in this order) given a product id -> path mapping."""
-        return cls([paths.get(pid, ()) for pid in ids])
 
     def __len__(self) -> int:
         return len(self.leaves)
@@ -92,7 +87,3 @@ class CategoryTree:
             items = self.under(leaf)
             self._memo[key] = items[[len(self.leaves[i]) == len(leaf) for i in items]] if len(items) else items
         return self._memo[key]
-
-    def department_count(self) -> int:
-        """Number of distinct top-level categories."""
-        return len({leaf[0] for leaf in self.leaves if leaf})

@@ -1,4 +1,5 @@
-"""Publishing dataset events to Kafka with kafka-python (REES46 paced by event time when asked)."""
+"""Publishing dataset events to Kafka with kafka-python (REES46 paced by event time when asked); the
+producer comes from cartwise.kafka_io.make_producer."""
 
 from __future__ import annotations
 
@@ -10,12 +11,6 @@ from kafka import KafkaProducer
 from cartwise.datasets import Record
 from cartwise.events import encode_event
 from cartwise.settings import Topics
-
-
-def make_producer(bootstrap: str) -> KafkaProducer:
-    """A kafka-python producer for the service's topics (acks=1, not idempotent: the embedded broker lacks it)."""
-    return KafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=5, enable_idempotence=False,
-                         retries=5, max_in_flight_requests_per_connection=1)
 
 
 def publish(producer: KafkaProducer, topics: Topics, record: Record) -> None:

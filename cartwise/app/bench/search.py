@@ -9,13 +9,13 @@ import sys
 import tempfile
 import time
 
-from cartwise.bench.common import (
+from cartwise.app.bench.common import (
     latency_histogram,
     loaded_service,
-    machine_info,
     summarize_ms,
 )
 from cartwise.datasets import rees46_records
+from cartwise.machine import machine_info
 from cartwise.settings import Settings
 
 
@@ -50,7 +50,7 @@ async def run_search_bench(settings: Settings, qps: float, seconds: float, conso
             json.dump(queries, fh)
         with console.status(f"offering {qps:.0f} Search/s for {seconds:.0f} s"):
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "cartwise.bench.loadgen", f"127.0.0.1:{service.port}", str(qps), str(seconds),
+                sys.executable, "-m", "cartwise.app.bench.loadgen", f"127.0.0.1:{service.port}", str(qps), str(seconds),
                 fh.name, stdout=asyncio.subprocess.PIPE)
             out, _ = await proc.communicate()
         load = json.loads(out)

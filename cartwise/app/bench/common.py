@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import platform
 import shutil
 import socket
 import tempfile
@@ -14,20 +12,13 @@ from pathlib import Path
 import numpy as np
 from hdrh.histogram import HdrHistogram
 
+from cartwise.app.replay import replay
+from cartwise.app.service import Service
 from cartwise.datasets import rees46_records
-from cartwise.replay import make_producer, replay
-from cartwise.service import Service
+from cartwise.kafka_io import make_producer
+from cartwise.registry import ModelRegistry
 from cartwise.settings import Settings
-
-
-def machine_info() -> dict:
-    """CPU model, cores, Python and ONNX Runtime versions of this machine."""
-    import onnxruntime
-
-    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-                 platform.processor())
-    return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version(),
-            "onnxruntime": onnxruntime.__version__, "platform": platform.platform()}
+from encoders.export import find_pretrained
 
 
 def free_port() -> int:
@@ -55,12 +46,33 @@ def percentiles_ms(seconds: list[float]) -> dict:
     return {"p50_ms": float(np.percentile(values, 50)), "p99_ms": float(np.percentile(values, 99))}
 
 
+def served_version(models_dir: Path) -> str | None:
+    """The version a benchmark serves, read from the user's registry: its active version, else its
+    pretrained export; None when it holds neither (the scratch service then exports its own)."""
+    if not models_dir.is_dir():
+        return None
+    registry = ModelRegistry(models_dir)
+    return registry.active() or find_pretrained(registry)
+
+
+def copy_versions(models_dir: Path, versions: list[str], root: Path) -> None:
+    """Copy ``versions`` of the registry at ``models_dir`` into a new registry at ``root`` and activate
+    the first there. The user's registry is only read. Raises RegistryError for a missing version."""
+    source, target = ModelRegistry(models_dir), ModelRegistry(root)
+    for version in versions:
+        source.manifest(version)
+        shutil.copytree(source.path(version), target.path(version))
+    if versions:
+        target.activate(versions[0])
+
+
 @asynccontextmanager
-async def loaded_service(settings: Settings, console):
-    """The embedded service on free ports and a scratch index, with all of REES46 replayed and consumed."""
-    settings.models_dir.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix="cartwise-bench-"))
-    (scratch / "models").symlink_to(settings.models_dir.resolve())  # share the exported encoder
+async def loaded_service(settings: Settings, console, versions: list[str] | None = None):
+    """The embedded service on free ports, a scratch index and a scratch registry holding copies of
+    ``versions`` (the first active; default: :func:`served_version`), with all of REES46 replayed and
+    consumed. Benchmarks never write into the user's registry."""
+    scratch, default = Path(tempfile.mkdtemp(prefix="cartwise-bench-")), served_version(settings.models_dir)
+    copy_versions(settings.models_dir, versions or ([default] if default else []), scratch / "models")
     settings = settings.model_copy(update={"data_dir": scratch, "kafka_bootstrap": None,
                                            "embedded_kafka_port": free_port(), "grpc_port": free_port()})
     service = Service(settings)
@@ -68,7 +80,7 @@ async def loaded_service(settings: Settings, console):
         await service.start()
     try:
         with console.status("replaying REES46 and waiting for the worker"):
-            producer = make_producer(service.settings.kafka_bootstrap)
+            producer = make_producer(service.settings)
             sent = await asyncio.to_thread(replay, rees46_records(), producer, service.settings.topics)
             producer.close()
             await service.wait_until_consumed(sent, timeout_s=300)

@@ -10,10 +10,11 @@ from collections import Counter
 from rich.console import Console
 from rich.table import Table
 
-from cartwise.client import SearchClient
+from cartwise.app.client import SearchClient
+from cartwise.app.replay import publish, replay
+from cartwise.app.service import Service
 from cartwise.datasets import Record, rees46_records
-from cartwise.replay import make_producer, publish, replay
-from cartwise.service import Service
+from cartwise.kafka_io import make_producer
 from cartwise.settings import Settings
 
 
@@ -73,7 +74,7 @@ async def run_demo(settings: Settings, console: Console, user_id: str | None = N
     with console.status("starting the embedded service (first run exports the encoder to ONNX)"):
         await service.start()
     try:
-        producer = make_producer(service.settings.kafka_bootstrap)
+        producer = make_producer(service.settings)
         with console.status(f"replaying {len(records) - 1} REES46 events (holding back {cart.event.event_id})"):
             sent = await asyncio.to_thread(replay, records, producer, service.settings.topics,
                                            skip=lambda r: r is cart)

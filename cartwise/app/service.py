@@ -10,11 +10,13 @@ import logging
 import time
 from typing import Literal
 
-from cartwise.broker import EmbeddedBroker, ensure_topics
+from cartwise.app.broker import EmbeddedBroker
 from cartwise.index import VectorIndex, open_index
+from cartwise.kafka_io import ensure_topics
 from cartwise.registry import ModelRegistry
 from cartwise.settings import Settings
 from encoders.batching import QueryBatcher
+from encoders.export import pretrained_version
 from encoders.reload import ModelFollower
 from encoders.runtime import ActiveModel, ServingModel
 from grpc_api.server import ApiServer
@@ -30,20 +32,19 @@ class RoleError(ValueError):
 
 
 def ensure_active_model(registry: ModelRegistry) -> str:
-    """The active version, publishing and activating the pretrained encoder on first start."""
+    """The active version; on first start (none active) the registry's pretrained encoder is activated,
+    exported to ONNX first only if the registry does not hold it yet."""
     active = registry.active()
     if active is None:
-        from encoders.export import publish_pretrained
-
-        log.info("empty model registry: exporting the pretrained MiniLM-L6 to ONNX (once)")
-        active = publish_pretrained(registry).version
+        log.info("no active model: activating the pretrained MiniLM-L6 (exported to ONNX once)")
+        active = pretrained_version(registry)
         registry.activate(active)
     return active
 
 
 def check_role(settings: Settings, role: Role, index_given: bool = False) -> None:
     """Raise RoleError when ``settings`` cannot run ``role`` as a process of its own."""
-    if role != "all" and not settings.kafka_bootstrap:
+    if role != "all" and settings.embedded_broker:
         raise RoleError(f"--role {role} runs beside other processes: set CARTWISE_KAFKA_BOOTSTRAP to the shared broker")
     if role == "api" and not (settings.qdrant_url or index_given):
         raise RoleError("--role api reads the index the worker writes: set CARTWISE_QDRANT_URL "
@@ -53,8 +54,8 @@ def check_role(settings: Settings, role: Role, index_given: bool = False) -> Non
 class Service:
     """The service, or one role of it. ``await start()`` then ``await stop()``; ``port`` is the gRPC port.
 
-    With ``settings.kafka_bootstrap`` unset (role ``all`` only) an embedded broker is started and stopped
-    with it. ``index`` is an already open index to share (it is left open at stop). Raises RoleError."""
+    With no broker configured (role ``all`` only) the embedded one is started on
+    ``settings.embedded_kafka_port`` and stopped with it. ``index`` is an already open index to share (it is left open at stop). Raises RoleError."""
 
     def __init__(self, settings: Settings, role: Role = "all", index: VectorIndex | None = None) -> None:
         check_role(settings, role, index is not None)
@@ -76,11 +77,10 @@ class Service:
     async def start(self) -> None:
         """Start every part of the role; raises what a part raises (BrokerError, RegistryError, OSError)."""
         s = self.settings
-        if not s.kafka_bootstrap:
+        if s.embedded_broker:
             s.data_dir.mkdir(parents=True, exist_ok=True)
             self.broker = EmbeddedBroker(s.embedded_kafka_port, s.data_dir / "broker.log").start()
-            s = self.settings = s.model_copy(update={"kafka_bootstrap": self.broker.bootstrap})
-        ensure_topics(s.kafka_bootstrap, s)
+        ensure_topics(s)
         registry = ModelRegistry(s.models_dir)
         active = ensure_active_model(registry)
         self.index = self.index or open_index(s)
@@ -104,7 +104,7 @@ class Service:
         self.api = ApiServer(SearchServicer(s, self.index, self.active, self._batcher), s.grpc_host, s.grpc_port)
         await self.api.start()
         log.info("serving %s on %s:%d (Kafka %s)", self.active.current.version, s.grpc_host, self.port,
-                 s.kafka_bootstrap)
+                 s.bootstrap)
 
     def _reset_derived_state(self) -> None:
         """The embedded broker is memory-only, so the events (the source of truth) and the user histories

@@ -1,5 +1,5 @@
 """Open-loop gRPC Search load from its own process:
-``python -m cartwise.bench.loadgen TARGET QPS SECONDS FILE [RECORDS]``.
+``python -m cartwise.app.bench.loadgen TARGET QPS SECONDS FILE [RECORDS]``.
 
 Requests start on a fixed schedule (request i at i / QPS) whether or not earlier ones have finished,
 so a slow server shows up as latency rather than as a lower offered rate. SIGTERM stops the schedule
@@ -16,7 +16,7 @@ import time
 
 import grpc
 
-from cartwise.bench.common import latency_histogram, summarize_ms
+from cartwise.app.bench.common import latency_histogram, summarize_ms
 from cartwise.v1 import search_pb2 as pb
 from cartwise.v1 import search_pb2_grpc as pb_grpc
 

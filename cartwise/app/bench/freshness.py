@@ -12,11 +12,13 @@ import threading
 import time
 from datetime import datetime, timezone
 
-from cartwise.bench.common import loaded_service, machine_info, percentiles_ms
-from cartwise.client import SearchClient
+from cartwise.app.bench.common import loaded_service, percentiles_ms
+from cartwise.app.client import SearchClient
+from cartwise.app.replay import publish
 from cartwise.datasets import Record, rees46_records
 from cartwise.events import BehaviorEvent, ProductUpsert
-from cartwise.replay import make_producer, publish
+from cartwise.kafka_io import make_producer
+from cartwise.machine import machine_info
 from cartwise.settings import Settings
 
 POLL_S = 0.02
@@ -24,10 +26,10 @@ PROBE_TIMEOUT_S = 5.0
 PROBE_WORDS = ("amber", "birch", "cobalt", "dune", "ember", "fjord", "garnet", "harbor", "indigo", "juniper")
 
 
-def _background(bootstrap: str, topics, rate: float, stop: threading.Event, sent: list[int]) -> None:
+def _background(settings: Settings, rate: float, stop: threading.Event, sent: list[int]) -> None:
     """Replay REES46 views as fresh events at ``rate`` events/s until ``stop``."""
     views = [r for r in rees46_records() if r.topic_field == "views"]
-    producer, started = make_producer(bootstrap), time.monotonic()
+    producer, started, topics = make_producer(settings), time.monotonic(), settings.topics
     for n, record in enumerate(itertools.cycle(views)):
         if stop.is_set():
             break
@@ -68,9 +70,9 @@ async def run_freshness_bench(settings: Settings, events: int, background_rate: 
     async with loaded_service(settings, console) as service:
         stop, sent = threading.Event(), [0]
         background = threading.Thread(target=_background, daemon=True, args=(
-            service.settings.kafka_bootstrap, service.settings.topics, background_rate, stop, sent))
+            service.settings, background_rate, stop, sent))
         background.start()
-        producer, latencies, missed = make_producer(service.settings.kafka_bootstrap), {"cart": [], "catalog": []}, 0
+        producer, latencies, missed = make_producer(service.settings), {"cart": [], "catalog": []}, 0
         started = time.monotonic()
         async with SearchClient(f"127.0.0.1:{service.port}") as client:
             await asyncio.sleep(2.0)  # let the background load reach its rate

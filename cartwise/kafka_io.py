@@ -1,0 +1,116 @@
+"""Kafka I/O: client construction with durability settings that fit the broker, topic set-up, and
+reading a topic from given offsets to its current end.
+
+Durability depends on who runs the broker (``Settings.embedded_broker``):
+
+- a configured broker (``CARTWISE_KAFKA_BOOTSTRAP``, Apache Kafka in production): ``acks=all`` and
+  idempotent producers, so a retried send is written once (``CARTWISE_KAFKA_IDEMPOTENCE=false`` turns
+  idempotence off for a Kafka-protocol broker without InitProducerId, such as a Tansu run by hand);
+- the embedded Tansu broker that Cartwise starts itself: one node, no InitProducerId, so ``acks=1``
+  without idempotence and one request in flight (retries then cannot reorder).
+
+Topic readers use kafka-python with manual assignment: the embedded broker serves no kafka-python
+consumer groups, and no reader should join the stream worker's group."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+from aiokafka import AIOKafkaConsumer
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.consumer.fetcher import ConsumerRecord
+from kafka.errors import TopicAlreadyExistsError
+
+from cartwise.settings import Settings
+
+
+def idempotent(settings: Settings) -> bool:
+    """Whether producers are idempotent with ``acks=all`` (a configured broker that supports it)."""
+    return not settings.embedded_broker and settings.kafka_idempotence
+
+
+def producer_config(settings: Settings) -> dict:
+    """kafka-python producer keyword arguments for ``settings``' broker (module doc)."""
+    if idempotent(settings):
+        durability = {"acks": "all", "enable_idempotence": True}
+    else:  # one request in flight, so a retry cannot reorder what an idempotent producer would guard
+        durability = {"acks": 1 if settings.embedded_broker else "all", "enable_idempotence": False,
+                      "max_in_flight_requests_per_connection": 1}
+    return {"bootstrap_servers": settings.bootstrap, "linger_ms": 5, "retries": 5, **durability}
+
+
+def make_producer(settings: Settings) -> KafkaProducer:
+    """A kafka-python producer for the service's topics, durable as the broker allows (module doc).
+    Raises kafka.errors.NoBrokersAvailable when no broker answers."""
+    return KafkaProducer(**producer_config(settings))
+
+
+def log_consumer(settings: Settings) -> KafkaConsumer:
+    """A group-less kafka-python consumer for reading topics by offset (:func:`iter_chunks`)."""
+    return KafkaConsumer(bootstrap_servers=settings.bootstrap, enable_auto_commit=False, group_id=None,
+                         consumer_timeout_ms=1000)
+
+
+def tail_consumer(settings: Settings) -> AIOKafkaConsumer:
+    """A group-less aiokafka consumer (not started) for following a topic, e.g. models.updates, from
+    wherever the caller seeks; its fetch long-poll is bounded like the stream worker's."""
+    return AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, group_id=None, enable_auto_commit=False,
+                            fetch_max_wait_ms=settings.consumer_fetch_max_wait_ms)
+
+
+def ensure_topics(settings: Settings) -> None:
+    """Create the service's topics, their dead-letter topics and models.updates if missing (catalog
+    compacted). Raises kafka.errors.KafkaError when no broker answers."""
+    topics = settings.topics
+    wanted = [NewTopic(topics.catalog, settings.partitions, 1, topic_configs={"cleanup.policy": "compact"})]
+    wanted += [NewTopic(t, settings.partitions, 1) for t in topics.behavior]
+    wanted += [NewTopic(topics.dead_letter(t), 1, 1) for t in (topics.catalog, *topics.behavior)]
+    wanted += [NewTopic(topics.models_updates, 1, 1)]  # one partition: every reader sees one order
+    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap, client_id="cartwise-admin")
+    try:
+        existing = set(admin.list_topics())
+        missing = [t for t in wanted if t.name not in existing]
+        if missing:
+            try:
+                admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        admin.close()
+
+
+def partitions_of(consumer: KafkaConsumer, topic: str) -> list[TopicPartition]:
+    """The topic's partitions, sorted (empty for an unknown topic)."""
+    return [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+
+
+def iter_chunks(consumer: KafkaConsumer, topic: str, starts: dict[int, int] | None = None,
+                max_records: int = 500) -> Iterator[tuple[list[ConsumerRecord], dict[int, int]]]:
+    """Records of ``topic`` from ``starts`` (partition -> offset; missing: 0) to the end as of the call,
+    in chunks of at most ``max_records``, each with the next offset per partition after it.
+
+    The end is where a poll comes back empty after every partition reached its listed end offset:
+    the embedded Tansu broker lists the last batch's base offset as the end, not the high watermark,
+    so the listed end alone would drop the last batch."""
+    partitions = partitions_of(consumer, topic)
+    if not partitions:
+        return
+    consumer.assign(partitions)
+    listed_end = consumer.end_offsets(partitions)
+    for tp in partitions:
+        consumer.seek(tp, (starts or {}).get(tp.partition, 0))
+    polled = True
+    while polled or any(consumer.position(tp) < listed_end[tp] for tp in partitions):
+        batches = consumer.poll(timeout_ms=500, max_records=max_records)
+        polled = any(batches.values())
+        if polled:
+            yield [r for batch in batches.values() for r in batch], {tp.partition: consumer.position(tp)
+                                                                       for tp in partitions}
+
+
+def read_topic(consumer: KafkaConsumer, topic: str, starts: dict[int, int] | None = None
+               ) -> tuple[list[ConsumerRecord], dict[int, int]]:
+    """Every record of ``topic`` from ``starts`` to the current end, and the next offset per partition."""
+    records = [r for chunk, _ in iter_chunks(consumer, topic, starts) for r in chunk]
+    return records, {tp.partition: consumer.position(tp) for tp in partitions_of(consumer, topic)}

@@ -1,0 +1,41 @@
+"""How the service and the benchmarks use a user's registry: a first start activates the pretrained
+export that is already there, and a benchmark serves copies, leaving the user's registry as it was."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from cartwise.app.bench.common import copy_versions, served_version
+from cartwise.app.service import ensure_active_model
+from cartwise.registry import ModelRegistry
+
+pytestmark = pytest.mark.integration
+
+
+def snapshot(root) -> dict:
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in sorted(root.rglob("*"))}
+
+
+def test_first_start_activates_the_existing_pretrained_export(registry_dir, tmp_path):
+    models = tmp_path / "models"
+    shutil.copytree(registry_dir, models)
+    for name in ("ACTIVE", "lifecycle.json"):  # as after `cartwise train` on a fresh checkout
+        (models / name).unlink(missing_ok=True)
+    registry = ModelRegistry(models)
+    assert registry.active() is None
+    assert ensure_active_model(registry) == "v1"
+    assert registry.versions() == ["v1"] and registry.active() == "v1"
+
+
+def test_a_benchmark_serves_copies_and_never_writes_the_users_registry(registry_dir, tmp_path):
+    user = tmp_path / "user-models"
+    shutil.copytree(registry_dir, user)
+    before = snapshot(user)
+    version = served_version(user)
+    copy_versions(user, [version], tmp_path / "scratch" / "models")
+    scratch = ModelRegistry(tmp_path / "scratch" / "models")
+    assert version == "v1" and scratch.active() == "v1" and scratch.verify("v1").version == "v1"
+    assert snapshot(user) == before
+    assert served_version(tmp_path / "nothing-here") is None and not (tmp_path / "nothing-here").exists()
