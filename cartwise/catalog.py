@@ -85,3 +85,15 @@ def product_payload(event: ProductUpsert) -> dict:
 def event_product_text(event: ProductUpsert) -> str:
     """:func:`product_text` of a catalog upsert."""
     return product_text(event.title, event.brand, list(event.category_path), event.description)
+
+
+def lexical_text(title: str, brand: str | None, category_path: list[str], description: str | None = None,
+                 max_chars: int = 1000) -> str:
+    """Text of a product's BM25 vector: the words of :func:`product_text` without its field labels, which
+    would add the same terms to every product."""
+    return " ".join(filter(None, [title, brand, *category_path, description]))[:max_chars]
+
+
+def event_lexical_text(event: ProductUpsert) -> str:
+    """:func:`lexical_text` of a catalog upsert."""
+    return lexical_text(event.title, event.brand, list(event.category_path), event.description)

@@ -53,6 +53,20 @@ class Personalization(BaseSettings):
         return {"purchase": self.weight_purchase, "cart": self.weight_cart, "view": self.weight_view}[event_type]
 
 
+class Lexical(BaseSettings):
+    """BM25 sparse vectors and their fusion with the dense side (cartwise/lexical.py; docs/architecture.md,
+    "Hybrid retrieval"). k1, b and avg_doc_len shape the indexed vectors: changing them needs a re-index."""
+
+    model_config = SettingsConfigDict(env_prefix="CARTWISE_LEXICAL_")
+
+    k1: float = Field(1.2, gt=0.0, description="BM25 term-frequency saturation")
+    b: float = Field(0.75, ge=0.0, le=1.0, description="BM25 length normalization")
+    avg_doc_len: float = Field(12.0, gt=0.0, description="avgdl, tokens per product text after stopwords")
+    weight: float = Field(0.5, ge=0.0, le=1.0, description="w: the lexical side's share of the fused score")
+    scale: float = Field(0.15, gt=0.0, description="κ: puts BM25 on the inner product's scale")
+    candidates: int = Field(100, ge=1, le=1000, description="candidates taken from each side before fusion")
+
+
 class Settings(BaseSettings):
     """Top-level settings. With ``kafka_bootstrap`` unset the CLI starts an embedded broker;
     with ``qdrant_url`` unset the index is Qdrant Edge in-process under ``data_dir``."""
@@ -88,6 +102,7 @@ class Settings(BaseSettings):
     max_query_chars: int = 512
     topics: Topics = Field(default_factory=Topics)
     personalization: Personalization = Field(default_factory=Personalization)
+    lexical: Lexical = Field(default_factory=Lexical)
 
     @property
     def embedded_broker(self) -> bool:

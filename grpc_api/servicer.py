@@ -1,4 +1,4 @@
-"""SearchService: thin handlers over validation, the serving model snapshot, fusion and the index."""
+"""SearchService: thin handlers over validation, the serving model snapshot and ranking (cartwise.retrieval)."""
 
 from __future__ import annotations
 
@@ -10,14 +10,22 @@ import grpc
 import numpy as np
 
 from cartwise.catalog import ProductView, point_id
-from cartwise.index import IndexHit, VectorIndex
-from cartwise.personalization import UserPoint, fused_query, personalization_weight
+from cartwise.index import VectorIndex
+from cartwise.lexical import LexicalEncoder
+from cartwise.personalization import UserPoint, personalization_weight
+from cartwise.retrieval import RankedHit, RankRequest, rank, served_retrieval
 from cartwise.settings import Settings
 from cartwise.v1 import search_pb2 as pb
 from cartwise.v1 import search_pb2_grpc as pb_grpc
 from encoders.batching import QueryBatcher
 from encoders.runtime import ActiveModel, ServingModel
-from grpc_api.validation import InvalidRequest, SearchQuery, validate_recommend, validate_search
+from grpc_api.validation import (
+    WIRE_OF_RETRIEVAL,
+    InvalidRequest,
+    SearchQuery,
+    validate_recommend,
+    validate_search,
+)
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +43,7 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
 
     def __init__(self, settings: Settings, index: VectorIndex, active: ActiveModel, batcher: QueryBatcher) -> None:
         self.settings, self.index, self.active, self.batcher = settings, index, active, batcher
+        self.lexical = LexicalEncoder(settings.lexical)
 
     async def Search(self, request: pb.SearchRequest, context: grpc.aio.ServicerContext) -> pb.SearchResponse:
         return await self._handle(context, lambda: validate_search(request, self.settings.max_query_chars))
@@ -77,16 +86,21 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         flt = query.filter
         if query.exclude_purchased and user.purchased:
             flt = dataclasses.replace(flt, exclude_ids=frozenset(point_id(p) for p in user.purchased))
-        hits = self.index.search(model.products, fused_query(qvec, user.vector, alpha), query.limit, flt,
-                                 with_vectors=True, hnsw_ef=max(self.settings.hnsw_ef, query.limit))
-        return pb.SearchResponse(hits=[_hit(h, qvec, user.vector) for h in hits], model_version=model.version,
+        request = RankRequest(qvec, self.lexical.query(query.query) if qvec is not None else None, user.vector, alpha,
+                              query.retrieval, query.lexical_weight)
+        hits = rank(self.index, model.products, request, self.settings.lexical, query.limit, flt,
+                    hnsw_ef=max(self.settings.hnsw_ef, query.limit))
+        retrieval = served_retrieval(request)
+        weight = 0.0 if retrieval != "hybrid" else (
+            self.settings.lexical.weight if query.lexical_weight is None else query.lexical_weight)
+        return pb.SearchResponse(hits=[_hit(h) for h in hits], model_version=model.version,
                                  index_version=model.products, personalization_weight=alpha,
-                                 user_interactions=user.n)
+                                 user_interactions=user.n, retrieval=WIRE_OF_RETRIEVAL[retrieval],
+                                 lexical_weight=weight)
 
 
-def _hit(hit: IndexHit, qvec: np.ndarray | None, uvec: np.ndarray | None) -> pb.Hit:
-    product = ProductView.from_payload(hit.payload)
+def _hit(ranked: RankedHit) -> pb.Hit:
+    product = ProductView.from_payload(ranked.hit.payload)
     return pb.Hit(product_id=product.product_id, title=product.title, category_path=product.category_path,
-                  brand=product.brand, price=product.price, in_stock=product.in_stock, score=hit.score,
-                  semantic_score=float(qvec @ hit.vector) if qvec is not None else 0.0,
-                  personal_score=float(uvec @ hit.vector) if uvec is not None else 0.0)
+                  brand=product.brand, price=product.price, in_stock=product.in_stock, score=ranked.hit.score,
+                  semantic_score=ranked.semantic, personal_score=ranked.personal, lexical_score=ranked.lexical)

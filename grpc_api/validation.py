@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 
 from cartwise.index import SearchFilter
+from cartwise.retrieval import Retrieval
 from cartwise.v1 import search_pb2 as pb
 
 DEFAULT_LIMIT = 10
@@ -14,6 +15,10 @@ MAX_ID_CHARS = 128
 MAX_BRANDS = 100
 MAX_CATEGORY_DEPTH = 16
 MAX_WEIGHT = 10.0
+WIRE_OF_RETRIEVAL: dict[Retrieval, int] = {"hybrid": pb.RETRIEVAL_HYBRID, "dense": pb.RETRIEVAL_DENSE,
+                                           "lexical": pb.RETRIEVAL_LEXICAL}
+RETRIEVAL_OF_WIRE: dict[int, Retrieval] = {pb.RETRIEVAL_UNSPECIFIED: "hybrid",
+                                           **{wire: name for name, wire in WIRE_OF_RETRIEVAL.items()}}
 
 
 class InvalidRequest(ValueError):
@@ -26,7 +31,8 @@ class InvalidRequest(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class SearchQuery:
-    """A validated Search or Recommend request. ``query`` may be empty when ``user_id`` is set."""
+    """A validated Search or Recommend request. ``query`` may be empty when ``user_id`` is set;
+    ``lexical_weight`` None means the service's default."""
 
     query: str
     user_id: str
@@ -34,6 +40,8 @@ class SearchQuery:
     filter: SearchFilter
     exclude_purchased: bool
     personalization_weight: float | None
+    retrieval: Retrieval = "dense"
+    lexical_weight: float | None = None
 
 
 def _limit(request) -> int:
@@ -70,6 +78,21 @@ def validate_filter(flt: pb.Filter) -> SearchFilter:
                         brands=tuple(b.strip() for b in flt.brands), price_min=low, price_max=high, in_stock=in_stock)
 
 
+def _optional_weight(request, field: str, high: float) -> float | None:
+    if not request.HasField(field):
+        return None
+    value = getattr(request, field)
+    if not (math.isfinite(value) and 0.0 <= value <= high):
+        raise InvalidRequest(field, f"must be in 0..{high:g}, got {value}")
+    return value
+
+
+def _retrieval(request: pb.SearchRequest) -> Retrieval:
+    if request.retrieval not in RETRIEVAL_OF_WIRE:
+        raise InvalidRequest("retrieval", f"unknown value {request.retrieval}")
+    return RETRIEVAL_OF_WIRE[request.retrieval]
+
+
 def _user_id(user_id: str) -> str:
     if len(user_id) > MAX_ID_CHARS:
         raise InvalidRequest("user_id", f"longer than {MAX_ID_CHARS} characters")
@@ -83,13 +106,9 @@ def validate_search(request: pb.SearchRequest, max_query_chars: int) -> SearchQu
     query, user_id = request.query.strip(), _user_id(request.user_id)
     if not query and not user_id:
         raise InvalidRequest("query", "a query or a user_id is required")
-    weight = None
-    if request.HasField("personalization_weight"):
-        weight = request.personalization_weight
-        if not (math.isfinite(weight) and 0.0 <= weight <= MAX_WEIGHT):
-            raise InvalidRequest("personalization_weight", f"must be in 0..{MAX_WEIGHT}, got {weight}")
     return SearchQuery(query, user_id, _limit(request), validate_filter(request.filter), request.exclude_purchased,
-                       weight)
+                       _optional_weight(request, "personalization_weight", MAX_WEIGHT), _retrieval(request),
+                       _optional_weight(request, "lexical_weight", 1.0))
 
 
 def validate_recommend(request: pb.RecommendRequest) -> SearchQuery:

@@ -16,6 +16,7 @@ import faust
 from cartwise.events import InvalidEvent, parse_behavior_event, parse_catalog_event
 from cartwise.index import VectorIndex
 from cartwise.kafka_io import idempotent
+from cartwise.lexical import LexicalEncoder
 from cartwise.model_updates import ModelUpdate
 from cartwise.personalization import Interaction, UserHistory
 from cartwise.settings import Settings
@@ -64,7 +65,8 @@ class StreamWorker:
                                         use_partitioner=True)
         self.updates_topic = self.app.topic(topics.models_updates, key_type=bytes, value_type=bytes,
                                             value_serializer="raw")
-        self.swaps = SwapCoordinator(settings, index, self.targets, self.histories, self._announce,
+        self.lexical = LexicalEncoder(settings.lexical)
+        self.swaps = SwapCoordinator(settings, index, self.targets, self.histories, self.lexical, self._announce,
                                      self._table_recovered)
         self.app.agent(self.catalog_topic, name="catalog")(self._catalog_agent)
         self.app.agent(self.behavior_topics, name="behavior")(self._behavior_agent)
@@ -130,7 +132,7 @@ class StreamWorker:
 
     async def _apply_catalog(self, events) -> None:
         for model in self.targets.models():
-            plan = await write_catalog(events, self.index, model, self._encode_pool)
+            plan = await write_catalog(events, self.index, model, self.lexical, self._encode_pool)
         # applied + stale = len(events) in every target's plan: count the events once
         self.applied += len(plan.upserts) + len(plan.deletes)
         self.stale += plan.stale

@@ -1,4 +1,5 @@
-"""Applying catalog events to the products collection: embed product text, upsert or delete.
+"""Applying catalog events to the products collection: embed product text (dense and BM25), upsert or
+delete.
 
 Idempotent and order-safe: within a batch the latest event (by event time) per product wins, and an
 event older than what the index already holds for that product (payload ``updated_at``) is skipped."""
@@ -11,9 +12,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cartwise.catalog import event_product_text, point_id, product_payload
+from cartwise.catalog import event_lexical_text, event_product_text, point_id, product_payload
 from cartwise.events import ProductDelete, ProductUpsert
-from cartwise.index import IndexPoint, VectorIndex
+from cartwise.index import IndexPoint, SparseVector, VectorIndex
+from cartwise.lexical import LexicalEncoder
 from encoders.runtime import OnnxEncoder, ServingModel
 
 
@@ -46,28 +48,38 @@ def plan_batch(events: list[ProductUpsert | ProductDelete], index: VectorIndex, 
                        stale=len(latest) - len(fresh) + (len(events) - len(latest)))
 
 
-def embed_upserts(encoder: OnnxEncoder, upserts: list[ProductUpsert]) -> np.ndarray:
-    """(N, D) float32 product vectors of the upserts' product text."""
-    return encoder.encode([event_product_text(e) for e in upserts])
+@dataclass(frozen=True, slots=True)
+class Embedded:
+    """The upserts' vectors: ``dense`` (N, D) float32 and ``lexical`` N BM25 sparse vectors."""
+
+    dense: np.ndarray
+    lexical: list[SparseVector]
 
 
-def apply_plan(plan: CatalogPlan, vectors: np.ndarray, index: VectorIndex, collection: str) -> None:
-    """Write a planned batch: upsert points with ``vectors`` (N, D) float32, delete the deleted ids.
+def embed_upserts(encoder: OnnxEncoder, lexical: LexicalEncoder, upserts: list[ProductUpsert]) -> Embedded:
+    """Dense and BM25 vectors of the upserts' product text."""
+    return Embedded(encoder.encode([event_product_text(e) for e in upserts]),
+                    lexical.documents([event_lexical_text(e) for e in upserts]))
+
+
+def apply_plan(plan: CatalogPlan, vectors: Embedded, index: VectorIndex, collection: str) -> None:
+    """Write a planned batch: upsert points with their ``vectors``, delete the deleted ids.
 
     Upserts are checked against the index once more first: during a model swap two writers (the catalog
     agent and the backfill) share a collection, and the other may have written a newer event while these
     vectors were computed. The check and the writes run without yielding to the event loop."""
     stored = _stored_times(index, collection, [e.product_id for e in plan.upserts])
-    index.upsert(collection, [IndexPoint(point_id(e.product_id), vec, product_payload(e))
-                              for e, vec in zip(plan.upserts, vectors)
+    index.upsert(collection, [IndexPoint(point_id(e.product_id), dense, product_payload(e), sparse)
+                              for e, dense, sparse in zip(plan.upserts, vectors.dense, vectors.lexical)
                               if e.event_time.timestamp() >= stored.get(e.product_id, float("-inf"))])
     index.delete(collection, [point_id(pid) for pid in plan.deletes])
 
 
 async def write_catalog(events: list[ProductUpsert | ProductDelete], index: VectorIndex, model: ServingModel,
-                        executor: Executor) -> CatalogPlan:
+                        lexical: LexicalEncoder, executor: Executor) -> CatalogPlan:
     """Plan, embed (on ``executor``, off the event loop) and apply ``events`` to ``model``'s products."""
     plan = plan_batch(events, index, model.products)
-    vectors = await asyncio.get_running_loop().run_in_executor(executor, embed_upserts, model.encoder, plan.upserts)
+    vectors = await asyncio.get_running_loop().run_in_executor(executor, embed_upserts, model.encoder, lexical,
+                                                               plan.upserts)
     apply_plan(plan, vectors, index, model.products)
     return plan

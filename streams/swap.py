@@ -28,6 +28,7 @@ from typing import Awaitable, Callable, Mapping
 from cartwise.events import InvalidEvent, parse_catalog_event
 from cartwise.index import PRODUCTS_SCHEMA, USERS_SCHEMA, VectorIndex
 from cartwise.kafka_io import iter_chunks, log_consumer
+from cartwise.lexical import LexicalEncoder
 from cartwise.model_updates import ACTIVATED, SWAP_ABANDONED, SWAP_REQUESTED, ModelUpdate
 from cartwise.personalization import UserHistory
 from cartwise.registry import ModelRegistry, RegistryError, collection_names
@@ -53,15 +54,17 @@ def ensure_collections(index: VectorIndex, model: ServingModel) -> None:
 
 class SwapCoordinator:
     """Runs swaps one at a time (module docstring). ``histories`` is the user-history Table (user_id ->
-    history JSON), ``announce`` sends a :class:`ModelUpdate` to models.updates, ``ready`` waits until the
+    history JSON), ``lexical`` computes products' BM25 vectors, ``announce`` sends a :class:`ModelUpdate` to models.updates, ``ready`` waits until the
     worker's Table has recovered from its changelog.
 
     ``stats`` holds the last backfill's figures: products (catalog events applied), products_s,
     products_per_s, users, users_s."""
 
     def __init__(self, settings: Settings, index: VectorIndex, targets: WriteTargets, histories: Mapping,
-                 announce: Callable[[ModelUpdate], Awaitable[None]], ready: Callable[[], Awaitable[None]]) -> None:
+                 lexical: LexicalEncoder, announce: Callable[[ModelUpdate], Awaitable[None]],
+                 ready: Callable[[], Awaitable[None]]) -> None:
         self.settings, self.index, self.targets, self.histories = settings, index, targets, histories
+        self.lexical = lexical
         self.registry = ModelRegistry(settings.models_dir)
         self.journal_path = settings.data_dir / "swap.json"
         self._announce, self._ready = announce, ready
@@ -151,7 +154,7 @@ class SwapCoordinator:
                         events.append(parse_catalog_event(record.value))
                     except InvalidEvent:  # the catalog agent dead-letters it; a backfill only skips it
                         continue
-                await write_catalog(events, self.index, model, self._executor)
+                await write_catalog(events, self.index, model, self.lexical, self._executor)
                 backfill.products += len(records)
                 applied += len(records)
                 journal.save(self.journal_path)

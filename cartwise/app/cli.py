@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cartwise.datasets import DATASETS
+from cartwise.retrieval import RETRIEVALS
 from cartwise.settings import Settings
 
 console = Console()
@@ -147,18 +148,22 @@ def demo(ctx: click.Context, user_id: str | None) -> None:
               help="REES46 events CSV; default: the shared one.")
 @click.option("--model", "models", multiple=True,
               help="bm25, pretrained, latest (the newest trained version) or vN (repeatable).")
-@click.option("--split", type=click.Choice(["val", "train", "all"]), default="val", show_default=True,
-              help="Home Depot queries: the validation split (never trained on), the train split, or all.")
+@click.option("--split", type=click.Choice(["val", "train", "all"]), default=None,
+              help="Home Depot queries: the validation split (never trained on), the train split, or all. "
+                   "Default: val for the shared judgments, all for a --judgments file of your own.")
+@click.option("--retrieval", type=click.Choice(RETRIEVALS), default="hybrid", show_default=True,
+              help="Home Depot: rank as the API does with this retrieval (bm25 ignores it).")
 @click.option("--json", "as_json", is_flag=True, help="Print {model: metrics} as JSON.")
 @click.pass_context
 def evaluate(ctx: click.Context, dataset: str, judgments: Path | None, products: Path | None, events: Path | None,
-             models: tuple[str, ...], split: str, as_json: bool) -> None:
+             models: tuple[str, ...], split: str | None, retrieval: str, as_json: bool) -> None:
     """Offline evaluation: Recall@10/100, nDCG@10, MRR@10 (homedepot); personalized HitRate@10 (rees46)."""
     from trainer.evaluation.run import eval_homedepot, eval_rees46
 
     settings = _settings(ctx)
     if dataset == "homedepot":
-        results = eval_homedepot(settings, list(models or ("bm25", "pretrained")), judgments, split, products)
+        results = eval_homedepot(settings, list(models or ("bm25", "pretrained")), judgments, split, products,
+                                 retrieval)
     else:
         results = eval_rees46(settings, list(models or ("bm25", "pretrained")), events)
     if as_json:

@@ -6,15 +6,17 @@
 
 from cartwise.index.base import (
     CollectionSchema,
+    HybridQuery,
     IndexHit,
     IndexPoint,
     SearchFilter,
+    SparseVector,
     VectorIndex,
 )
 from cartwise.index.edge import EdgeIndex
 from cartwise.index.server import QdrantServerIndex
 
-PRODUCTS_SCHEMA = CollectionSchema(keyword=("category_prefixes", "brand", "stock"), float=("price",))
+PRODUCTS_SCHEMA = CollectionSchema(keyword=("category_prefixes", "brand", "stock"), float=("price",), lexical=True)
 USERS_SCHEMA = CollectionSchema()
 
 
@@ -28,6 +30,6 @@ def open_index(settings) -> VectorIndex:
 
 
 __all__ = [
-    "CollectionSchema", "EdgeIndex", "IndexHit", "IndexPoint", "PRODUCTS_SCHEMA", "QdrantServerIndex",
-    "SearchFilter", "USERS_SCHEMA", "VectorIndex", "open_index",
+    "CollectionSchema", "EdgeIndex", "HybridQuery", "IndexHit", "IndexPoint", "PRODUCTS_SCHEMA", "QdrantServerIndex",
+    "SearchFilter", "SparseVector", "USERS_SCHEMA", "VectorIndex", "open_index",
 ]

@@ -8,6 +8,7 @@ from typing import Protocol, Sequence
 import numpy as np
 
 CATEGORY_SEPARATOR = " > "  # joins category levels in the indexed ``category_prefixes`` keywords
+DENSE, LEXICAL = "dense", "lexical"  # the named dense vector of every collection; products' sparse vector
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,25 +18,64 @@ class CollectionSchema:
 
     keyword: tuple[str, ...] = ()
     float: tuple[str, ...] = ()
+    lexical: bool = False  # a sparse LEXICAL vector per point, IDF computed by the engine
+
+
+@dataclass(frozen=True, slots=True)
+class SparseVector:
+    """A sparse lexical vector: ``indices`` term ids (uint32, distinct), ``values`` their weights (BM25
+    term-frequency parts; the engine multiplies by IDF at query time)."""
+
+    indices: tuple[int, ...]
+    values: tuple[float, ...]
+
+    def __bool__(self) -> bool:
+        return bool(self.indices)
 
 
 @dataclass(frozen=True, slots=True)
 class IndexPoint:
-    """A point to upsert: ``id`` a UUID string (see ``cartwise.catalog.point_id``), ``vector`` (D,) float32."""
+    """A point to upsert: ``id`` a UUID string (see ``cartwise.catalog.point_id``), ``vector`` (D,) float32,
+    ``lexical`` its sparse vector (collections created with ``CollectionSchema.lexical`` only)."""
 
     id: str
     vector: np.ndarray
     payload: dict
+    lexical: SparseVector | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class IndexHit:
-    """A search or retrieve result; ``score`` is the inner product (0 for retrieve), ``vector`` (D,) float32 or None."""
+    """A search or retrieve result; ``score`` is the query's score (inner product, BM25 or the hybrid
+    fusion; 0 for retrieve), ``vector`` (D,) float32 or None, ``lexical_score`` the BM25 score of a hybrid
+    or lexical hit (0 when no query term matches)."""
 
     id: str
     score: float
     payload: dict
     vector: np.ndarray | None = None
+    lexical_score: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class HybridQuery:
+    """One hybrid retrieval (docs/architecture.md, "Hybrid retrieval"): the union of the top
+    ``candidates`` by BM25 (``lexical``) and by inner product with ``dense`` ((D,) float32, q̂ + α·û) is
+    scored by  s = (1 − w)·⟨dense, p̂⟩ + w·κ·BM25(q, p),  w = ``lexical_weight`` in [0, 1],
+    κ = ``lexical_scale`` (puts BM25 on the inner product's scale), so every candidate gets both terms."""
+
+    dense: np.ndarray
+    lexical: SparseVector
+    lexical_weight: float
+    lexical_scale: float
+    candidates: int = 100
+
+    def lexical_of(self, score: float, vector: np.ndarray) -> float:
+        """BM25(q, p) of a hit from its fused ``score`` and (D,) ``vector`` (0 when w = 0)."""
+        w = self.lexical_weight
+        if w == 0.0:
+            return 0.0
+        return max(0.0, (score - (1.0 - w) * float(self.dense @ vector)) / (w * self.lexical_scale))
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,12 +99,12 @@ class SearchFilter:
 
 
 def as_vector(raw) -> np.ndarray | None:
-    """A point's default dense vector as (D,) float32; Qdrant returns a list or a {"": list} map."""
+    """A point's DENSE vector as (D,) float32 from Qdrant's {name: vector} map (or a bare list)."""
     if raw is None:
         return None
     if isinstance(raw, dict):
-        raw = raw.get("")
-    return np.asarray(raw, dtype=np.float32)
+        raw = raw.get(DENSE)
+    return None if raw is None else np.asarray(raw, dtype=np.float32)
 
 
 def stock_keyword(in_stock: bool) -> str:
@@ -103,6 +143,18 @@ class VectorIndex(Protocol):
                with_vectors: bool = False, exact: bool = False, hnsw_ef: int | None = None) -> list[IndexHit]:
         """Top ``limit`` points by inner product with ``vector`` (D,), best first; ``exact`` bypasses HNSW,
         ``hnsw_ef`` sizes the HNSW candidate list (None: the engine's default; larger = better recall)."""
+
+    def lexical_search(self, name: str, query: SparseVector, limit: int, flt: SearchFilter | None = None,
+                       with_vectors: bool = False) -> list[IndexHit]:
+        """Top ``limit`` points by BM25 (the query's term weights · the points' sparse vectors · the
+        engine's IDF), best first; only points sharing a term with ``query``. Raises ValueError when
+        ``name`` has no lexical vectors."""
+
+    def hybrid_search(self, name: str, query: HybridQuery, limit: int, flt: SearchFilter | None = None,
+                      hnsw_ef: int | None = None) -> list[IndexHit]:
+        """Top ``limit`` points by the fused score of ``query`` in one engine query (prefetches, a
+        rescoring of their union, a score formula); hits carry their dense vector and ``lexical_score``.
+        ``flt`` applies to both sides. Raises ValueError when ``name`` has no lexical vectors."""
 
     def count(self, name: str) -> int:
         """Number of points in ``name``."""

@@ -15,15 +15,52 @@ import qdrant_edge as qe
 
 from cartwise.index.base import (
     CATEGORY_SEPARATOR,
+    DENSE,
+    LEXICAL,
     CollectionSchema,
+    HybridQuery,
     IndexHit,
     IndexPoint,
     SearchFilter,
+    SparseVector,
     as_vector,
     stock_keyword,
 )
 
 _SCHEMA_TYPES = (("keyword", qe.PayloadSchemaType.Keyword), ("float", qe.PayloadSchemaType.Float))
+_E = qe.Expression
+
+
+def _vectors(point: IndexPoint) -> dict:
+    vectors = {DENSE: np.asarray(point.vector, dtype=np.float32).tolist()}
+    if point.lexical:
+        vectors[LEXICAL] = qe.SparseVector(list(point.lexical.indices), list(point.lexical.values))
+    return vectors
+
+
+def _hit(point, with_vectors: bool, lexical_score: float = 0.0) -> IndexHit:
+    return IndexHit(str(point.id), float(point.score), point.payload or {},
+                    as_vector(point.vector) if with_vectors else None, lexical_score)
+
+
+def hybrid_request(query: HybridQuery, limit: int, flt: qe.Filter | None, hnsw_ef: int | None) -> qe.QueryRequest:
+    """The engine query of a :class:`HybridQuery`: the lexical and the dense top ``candidates`` (both
+    filtered), their union rescored by each side, and the fused score as a formula over the two."""
+    lexical = qe.Query.Nearest(qe.SparseVector(list(query.lexical.indices), list(query.lexical.values)),
+                               using=LEXICAL)
+    dense = qe.Query.Nearest(np.asarray(query.dense, dtype=np.float32).tolist(), using=DENSE)
+    depth = max(query.candidates, limit)
+    sides = [qe.Prefetch(limit=depth, query=lexical, filter=flt),
+             qe.Prefetch(limit=depth, query=dense, filter=flt, params=qe.SearchParams(hnsw_ef=max(hnsw_ef or 0, depth)))]
+    union = qe.Prefetch(limit=2 * depth, prefetches=sides, query=qe.Fusion.Rrf(k=60))
+    rescored = [qe.Prefetch(limit=2 * depth, prefetches=[union], query=lexical),
+                qe.Prefetch(limit=2 * depth, prefetches=[union], query=dense)]
+    w, scale = query.lexical_weight, query.lexical_scale
+    formula = _E.Sum([_E.Mult([_E.Constant(w * scale), _E.Variable("$score[0]")]),
+                      _E.Mult([_E.Constant(1.0 - w), _E.Variable("$score[1]")])])
+    return qe.QueryRequest(limit=limit, prefetches=rescored,
+                           query=qe.Formula(formula, defaults={"$score[0]": 0.0, "$score[1]": 0.0}),
+                           with_payload=True, with_vector=[DENSE])
 
 
 def edge_filter(flt: SearchFilter | None) -> qe.Filter | None:
@@ -69,8 +106,9 @@ class EdgeIndex:
         with self._lock:
             if name in self._shards:
                 return
-            config = qe.EdgeConfig(vectors=qe.EdgeVectorParams(size=dim, distance=qe.Distance.Dot),
-                                   max_search_threads=self._search_threads)
+            sparse = {LEXICAL: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)} if schema.lexical else None
+            config = qe.EdgeConfig(vectors={DENSE: qe.EdgeVectorParams(size=dim, distance=qe.Distance.Dot)},
+                                   sparse_vectors=sparse, max_search_threads=self._search_threads)
             shard = qe.EdgeShard.create(str(self._root / name), config)
             for attr, schema_type in _SCHEMA_TYPES:
                 for field_name in getattr(schema, attr):
@@ -94,8 +132,7 @@ class EdgeIndex:
         shard = self._shard(name)
         if not points:
             return
-        shard.update(qe.UpdateOperation.upsert_points(
-            [qe.Point(p.id, np.asarray(p.vector, dtype=np.float32).tolist(), p.payload) for p in points]))
+        shard.update(qe.UpdateOperation.upsert_points([qe.Point(p.id, _vectors(p), p.payload) for p in points]))
 
     def delete(self, name: str, ids: Sequence[str]) -> None:
         if ids:
@@ -104,18 +141,40 @@ class EdgeIndex:
     def retrieve(self, name: str, ids: Sequence[str], with_vectors: bool = True) -> list[IndexHit]:
         if not ids:
             return []
-        records = self._shard(name).retrieve(list(ids), with_payload=True, with_vector=with_vectors)
+        records = self._shard(name).retrieve(list(ids), with_payload=True, with_vector=[DENSE] if with_vectors else False)
         return [IndexHit(str(r.id), 0.0, r.payload or {}, as_vector(r.vector) if with_vectors else None)
                 for r in records]
 
     def search(self, name: str, vector: np.ndarray, limit: int, flt: SearchFilter | None = None,
                with_vectors: bool = False, exact: bool = False, hnsw_ef: int | None = None) -> list[IndexHit]:
         request = qe.QueryRequest(
-            limit=limit, query=qe.Query.Nearest(np.asarray(vector, dtype=np.float32).tolist()),
-            filter=edge_filter(flt), with_payload=True, with_vector=with_vectors,
+            limit=limit, query=qe.Query.Nearest(np.asarray(vector, dtype=np.float32).tolist(), using=DENSE),
+            filter=edge_filter(flt), with_payload=True, with_vector=[DENSE] if with_vectors else False,
             params=qe.SearchParams(exact=exact, hnsw_ef=hnsw_ef))
-        return [IndexHit(str(p.id), float(p.score), p.payload or {}, as_vector(p.vector) if with_vectors else None)
-                for p in self._shard(name).query(request)]
+        return [_hit(p, with_vectors) for p in self._shard(name).query(request)]
+
+    def lexical_search(self, name: str, query: SparseVector, limit: int, flt: SearchFilter | None = None,
+                       with_vectors: bool = False) -> list[IndexHit]:
+        request = qe.QueryRequest(
+            limit=limit, query=qe.Query.Nearest(qe.SparseVector(list(query.indices), list(query.values)),
+                                                using=LEXICAL),
+            filter=edge_filter(flt), with_payload=True, with_vector=[DENSE] if with_vectors else False)
+        return [_hit(p, with_vectors, float(p.score)) for p in self._lexical_query(name, request)]
+
+    def hybrid_search(self, name: str, query: HybridQuery, limit: int, flt: SearchFilter | None = None,
+                      hnsw_ef: int | None = None) -> list[IndexHit]:
+        points = self._lexical_query(name, hybrid_request(query, limit, edge_filter(flt), hnsw_ef))
+        hits = [_hit(p, True) for p in points]
+        return [IndexHit(h.id, h.score, h.payload, h.vector, query.lexical_of(h.score, h.vector)) for h in hits]
+
+    def _lexical_query(self, name: str, request: qe.QueryRequest) -> list:
+        shard = self._shard(name)
+        try:
+            return shard.query(request)
+        except Exception as err:  # the binding raises bare Exceptions; only this one is the caller's fault
+            if f"Not existing vector name error: {LEXICAL}" in str(err):
+                raise ValueError(f"collection {name!r} has no lexical vectors") from None
+            raise
 
     def optimize(self, name: str) -> None:
         """Build the HNSW graph and merge segments of ``name`` now (blocking; seconds for 50k points).

@@ -12,15 +12,53 @@ from qdrant_client import QdrantClient, models
 
 from cartwise.index.base import (
     CATEGORY_SEPARATOR,
+    DENSE,
+    LEXICAL,
     CollectionSchema,
+    HybridQuery,
     IndexHit,
     IndexPoint,
     SearchFilter,
+    SparseVector,
     as_vector,
     stock_keyword,
 )
 
 _SCHEMA_TYPES = (("keyword", models.PayloadSchemaType.KEYWORD), ("float", models.PayloadSchemaType.FLOAT))
+
+
+def _vectors(point: IndexPoint) -> dict:
+    vectors: dict = {DENSE: np.asarray(point.vector, dtype=np.float32).tolist()}
+    if point.lexical:
+        vectors[LEXICAL] = models.SparseVector(indices=list(point.lexical.indices), values=list(point.lexical.values))
+    return vectors
+
+
+def _sparse(query: SparseVector) -> models.SparseVector:
+    return models.SparseVector(indices=list(query.indices), values=list(query.values))
+
+
+def _hit(point, with_vectors: bool, lexical_score: float = 0.0) -> IndexHit:
+    return IndexHit(str(point.id), float(point.score), point.payload or {},
+                    as_vector(point.vector) if with_vectors else None, lexical_score)
+
+
+def hybrid_prefetch(query: HybridQuery, limit: int, flt: models.Filter | None,
+                    hnsw_ef: int | None) -> tuple[list[models.Prefetch], models.FormulaQuery]:
+    """The prefetches and fusion formula of a :class:`HybridQuery` (as ``edge.hybrid_request``)."""
+    lexical, dense = _sparse(query.lexical), np.asarray(query.dense, dtype=np.float32).tolist()
+    depth = max(query.candidates, limit)
+    sides = [models.Prefetch(query=lexical, using=LEXICAL, limit=depth, filter=flt),
+             models.Prefetch(query=dense, using=DENSE, limit=depth, filter=flt,
+                             params=models.SearchParams(hnsw_ef=max(hnsw_ef or 0, depth)))]
+    union = models.Prefetch(prefetch=sides, query=models.FusionQuery(fusion=models.Fusion.RRF), limit=2 * depth)
+    rescored = [models.Prefetch(prefetch=[union], query=lexical, using=LEXICAL, limit=2 * depth),
+                models.Prefetch(prefetch=[union], query=dense, using=DENSE, limit=2 * depth)]
+    w, scale = query.lexical_weight, query.lexical_scale
+    formula = models.FormulaQuery(formula=models.SumExpression(sum=[
+        models.MultExpression(mult=[w * scale, "$score[0]"]), models.MultExpression(mult=[1.0 - w, "$score[1]"])]),
+        defaults={"$score[0]": 0.0, "$score[1]": 0.0})
+    return rescored, formula
 
 
 def server_filter(flt: SearchFilter | None) -> models.Filter | None:
@@ -54,8 +92,10 @@ class QdrantServerIndex:
     def create_collection(self, name: str, dim: int, schema: CollectionSchema) -> None:
         if self._client.collection_exists(name):
             return
+        sparse = {LEXICAL: models.SparseVectorParams(modifier=models.Modifier.IDF)} if schema.lexical else None
         self._client.create_collection(
-            name, vectors_config=models.VectorParams(size=dim, distance=models.Distance.DOT))
+            name, vectors_config={DENSE: models.VectorParams(size=dim, distance=models.Distance.DOT)},
+            sparse_vectors_config=sparse)
         for attr, schema_type in _SCHEMA_TYPES:
             for field_name in getattr(schema, attr):
                 self._client.create_payload_index(name, field_name, field_schema=schema_type)
@@ -73,9 +113,8 @@ class QdrantServerIndex:
     def upsert(self, name: str, points: Sequence[IndexPoint]) -> None:
         self._require(name)
         if points:
-            self._client.upsert(name, points=[
-                models.PointStruct(id=p.id, vector=np.asarray(p.vector, dtype=np.float32).tolist(), payload=p.payload)
-                for p in points])
+            self._client.upsert(name, points=[models.PointStruct(id=p.id, vector=_vectors(p), payload=p.payload)
+                                              for p in points])
 
     def delete(self, name: str, ids: Sequence[str]) -> None:
         self._require(name)
@@ -86,7 +125,8 @@ class QdrantServerIndex:
         self._require(name)
         if not ids:
             return []
-        records = self._client.retrieve(name, ids=list(ids), with_payload=True, with_vectors=with_vectors)
+        records = self._client.retrieve(name, ids=list(ids), with_payload=True,
+                                        with_vectors=[DENSE] if with_vectors else False)
         return [IndexHit(str(r.id), 0.0, r.payload or {}, as_vector(r.vector) if with_vectors else None)
                 for r in records]
 
@@ -94,10 +134,34 @@ class QdrantServerIndex:
                with_vectors: bool = False, exact: bool = False, hnsw_ef: int | None = None) -> list[IndexHit]:
         self._require(name)
         response = self._client.query_points(
-            name, query=np.asarray(vector, dtype=np.float32).tolist(), limit=limit, query_filter=server_filter(flt),
-            with_payload=True, with_vectors=with_vectors, search_params=models.SearchParams(exact=exact, hnsw_ef=hnsw_ef))
-        return [IndexHit(str(p.id), float(p.score), p.payload or {}, as_vector(p.vector) if with_vectors else None)
-                for p in response.points]
+            name, query=np.asarray(vector, dtype=np.float32).tolist(), using=DENSE, limit=limit,
+            query_filter=server_filter(flt), with_payload=True, with_vectors=[DENSE] if with_vectors else False,
+            search_params=models.SearchParams(exact=exact, hnsw_ef=hnsw_ef))
+        return [_hit(p, with_vectors) for p in response.points]
+
+    def lexical_search(self, name: str, query: SparseVector, limit: int, flt: SearchFilter | None = None,
+                       with_vectors: bool = False) -> list[IndexHit]:
+        self._require_lexical(name)
+        if not query:
+            return []
+        response = self._client.query_points(
+            name, query=_sparse(query), using=LEXICAL, limit=limit, query_filter=server_filter(flt),
+            with_payload=True, with_vectors=[DENSE] if with_vectors else False)
+        return [_hit(p, with_vectors, float(p.score)) for p in response.points]
+
+    def hybrid_search(self, name: str, query: HybridQuery, limit: int, flt: SearchFilter | None = None,
+                      hnsw_ef: int | None = None) -> list[IndexHit]:
+        self._require_lexical(name)
+        prefetch, formula = hybrid_prefetch(query, limit, server_filter(flt), hnsw_ef)
+        response = self._client.query_points(name, prefetch=prefetch, query=formula, limit=limit,
+                                             with_payload=True, with_vectors=[DENSE])
+        hits = [_hit(p, True) for p in response.points]
+        return [IndexHit(h.id, h.score, h.payload, h.vector, query.lexical_of(h.score, h.vector)) for h in hits]
+
+    def _require_lexical(self, name: str) -> None:
+        self._require(name)
+        if LEXICAL not in (self._client.get_collection(name).config.params.sparse_vectors or {}):
+            raise ValueError(f"collection {name!r} has no lexical vectors")
 
     def count(self, name: str) -> int:
         self._require(name)

@@ -12,9 +12,20 @@ class StockFilter(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     STOCK_FILTER_UNSPECIFIED: _ClassVar[StockFilter]
     STOCK_FILTER_IN_STOCK: _ClassVar[StockFilter]
     STOCK_FILTER_OUT_OF_STOCK: _ClassVar[StockFilter]
+
+class Retrieval(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    RETRIEVAL_UNSPECIFIED: _ClassVar[Retrieval]
+    RETRIEVAL_HYBRID: _ClassVar[Retrieval]
+    RETRIEVAL_DENSE: _ClassVar[Retrieval]
+    RETRIEVAL_LEXICAL: _ClassVar[Retrieval]
 STOCK_FILTER_UNSPECIFIED: StockFilter
 STOCK_FILTER_IN_STOCK: StockFilter
 STOCK_FILTER_OUT_OF_STOCK: StockFilter
+RETRIEVAL_UNSPECIFIED: Retrieval
+RETRIEVAL_HYBRID: Retrieval
+RETRIEVAL_DENSE: Retrieval
+RETRIEVAL_LEXICAL: Retrieval
 
 class PriceRange(_message.Message):
     __slots__ = ("min", "max")
@@ -37,20 +48,24 @@ class Filter(_message.Message):
     def __init__(self, category_prefix: _Optional[_Iterable[str]] = ..., brands: _Optional[_Iterable[str]] = ..., price: _Optional[_Union[PriceRange, _Mapping]] = ..., stock: _Optional[_Union[StockFilter, str]] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("query", "user_id", "limit", "filter", "exclude_purchased", "personalization_weight")
+    __slots__ = ("query", "user_id", "limit", "filter", "exclude_purchased", "personalization_weight", "retrieval", "lexical_weight")
     QUERY_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
     EXCLUDE_PURCHASED_FIELD_NUMBER: _ClassVar[int]
     PERSONALIZATION_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    RETRIEVAL_FIELD_NUMBER: _ClassVar[int]
+    LEXICAL_WEIGHT_FIELD_NUMBER: _ClassVar[int]
     query: str
     user_id: str
     limit: int
     filter: Filter
     exclude_purchased: bool
     personalization_weight: float
-    def __init__(self, query: _Optional[str] = ..., user_id: _Optional[str] = ..., limit: _Optional[int] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., exclude_purchased: _Optional[bool] = ..., personalization_weight: _Optional[float] = ...) -> None: ...
+    retrieval: Retrieval
+    lexical_weight: float
+    def __init__(self, query: _Optional[str] = ..., user_id: _Optional[str] = ..., limit: _Optional[int] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., exclude_purchased: _Optional[bool] = ..., personalization_weight: _Optional[float] = ..., retrieval: _Optional[_Union[Retrieval, str]] = ..., lexical_weight: _Optional[float] = ...) -> None: ...
 
 class RecommendRequest(_message.Message):
     __slots__ = ("user_id", "limit", "filter", "exclude_purchased")
@@ -65,7 +80,7 @@ class RecommendRequest(_message.Message):
     def __init__(self, user_id: _Optional[str] = ..., limit: _Optional[int] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., exclude_purchased: _Optional[bool] = ...) -> None: ...
 
 class Hit(_message.Message):
-    __slots__ = ("product_id", "title", "category_path", "brand", "price", "in_stock", "score", "semantic_score", "personal_score")
+    __slots__ = ("product_id", "title", "category_path", "brand", "price", "in_stock", "score", "semantic_score", "personal_score", "lexical_score")
     PRODUCT_ID_FIELD_NUMBER: _ClassVar[int]
     TITLE_FIELD_NUMBER: _ClassVar[int]
     CATEGORY_PATH_FIELD_NUMBER: _ClassVar[int]
@@ -75,6 +90,7 @@ class Hit(_message.Message):
     SCORE_FIELD_NUMBER: _ClassVar[int]
     SEMANTIC_SCORE_FIELD_NUMBER: _ClassVar[int]
     PERSONAL_SCORE_FIELD_NUMBER: _ClassVar[int]
+    LEXICAL_SCORE_FIELD_NUMBER: _ClassVar[int]
     product_id: str
     title: str
     category_path: _containers.RepeatedScalarFieldContainer[str]
@@ -84,18 +100,23 @@ class Hit(_message.Message):
     score: float
     semantic_score: float
     personal_score: float
-    def __init__(self, product_id: _Optional[str] = ..., title: _Optional[str] = ..., category_path: _Optional[_Iterable[str]] = ..., brand: _Optional[str] = ..., price: _Optional[float] = ..., in_stock: _Optional[bool] = ..., score: _Optional[float] = ..., semantic_score: _Optional[float] = ..., personal_score: _Optional[float] = ...) -> None: ...
+    lexical_score: float
+    def __init__(self, product_id: _Optional[str] = ..., title: _Optional[str] = ..., category_path: _Optional[_Iterable[str]] = ..., brand: _Optional[str] = ..., price: _Optional[float] = ..., in_stock: _Optional[bool] = ..., score: _Optional[float] = ..., semantic_score: _Optional[float] = ..., personal_score: _Optional[float] = ..., lexical_score: _Optional[float] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
-    __slots__ = ("hits", "model_version", "index_version", "personalization_weight", "user_interactions")
+    __slots__ = ("hits", "model_version", "index_version", "personalization_weight", "user_interactions", "retrieval", "lexical_weight")
     HITS_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     INDEX_VERSION_FIELD_NUMBER: _ClassVar[int]
     PERSONALIZATION_WEIGHT_FIELD_NUMBER: _ClassVar[int]
     USER_INTERACTIONS_FIELD_NUMBER: _ClassVar[int]
+    RETRIEVAL_FIELD_NUMBER: _ClassVar[int]
+    LEXICAL_WEIGHT_FIELD_NUMBER: _ClassVar[int]
     hits: _containers.RepeatedCompositeFieldContainer[Hit]
     model_version: str
     index_version: str
     personalization_weight: float
     user_interactions: int
-    def __init__(self, hits: _Optional[_Iterable[_Union[Hit, _Mapping]]] = ..., model_version: _Optional[str] = ..., index_version: _Optional[str] = ..., personalization_weight: _Optional[float] = ..., user_interactions: _Optional[int] = ...) -> None: ...
+    retrieval: Retrieval
+    lexical_weight: float
+    def __init__(self, hits: _Optional[_Iterable[_Union[Hit, _Mapping]]] = ..., model_version: _Optional[str] = ..., index_version: _Optional[str] = ..., personalization_weight: _Optional[float] = ..., user_interactions: _Optional[int] = ..., retrieval: _Optional[_Union[Retrieval, str]] = ..., lexical_weight: _Optional[float] = ...) -> None: ...

@@ -1,21 +1,25 @@
-"""Home Depot evaluation end to end on a slice of the real data: BM25 against a random baseline, and the
-pretrained dense encoder through Qdrant Edge with its catalog-embedding cache."""
+"""Home Depot evaluation end to end on a slice of the real data: BM25 against a random baseline, the
+pretrained dense encoder through Qdrant Edge with its catalog-embedding cache, and the served lexical and
+hybrid rankings."""
 
 from __future__ import annotations
 
 import csv
+import json
 import random
 import shutil
 
 import pytest
+from click.testing import CliRunner
 
+from cartwise.app.cli import main
 from cartwise.registry import ModelRegistry
 from trainer.evaluation import homedepot
 from trainer.evaluation.homedepot import (
     TOP_K,
     bm25_rankings,
-    dense_rankings,
     load_homedepot,
+    served_rankings,
 )
 from trainer.evaluation.metrics import evaluate_rankings
 from trainer.evaluation.run import PRETRAINED, resolve_model
@@ -86,7 +90,7 @@ def test_dense_pretrained_with_cache(data, registry_dir, tmp_path, monkeypatch):
     assert registry.versions() == ["v1"]  # found the existing export, did not publish another
 
     cache = tmp_path / "cache"
-    rankings, ann_recall = dense_rankings(data, registry, version, cache)
+    rankings, ann_recall = served_rankings(data, registry, version, cache, "dense")
     assert 0.9 < ann_recall <= 1.0
     assert set(rankings) == set(data.qrels)
     assert all(len(ranked) == TOP_K and len(set(ranked)) == TOP_K for ranked in rankings.values())
@@ -107,7 +111,7 @@ def test_dense_pretrained_with_cache(data, registry_dir, tmp_path, monkeypatch):
         return real_embed(encoder, texts, label, batch)
 
     monkeypatch.setattr(homedepot, "embed", counting_embed)
-    again, ann_recall_again = dense_rankings(data, registry, version, cache)
+    again, ann_recall_again = served_rankings(data, registry, version, cache, "dense")
     assert embedded == [len(data.qrels)]  # only the queries: the catalog came from the cache
     assert list(cache.glob("*.npy")) == cached
     assert cached[0].stat().st_mtime_ns == mtime  # read back, not rewritten
@@ -117,6 +121,32 @@ def test_dense_pretrained_with_cache(data, registry_dir, tmp_path, monkeypatch):
     for query, ranked in rankings.items():
         assert [data.titles[pid] for pid in again[query]] == [data.titles[pid] for pid in ranked], query
     assert ann_recall_again == pytest.approx(ann_recall, abs=0.005)  # a twin swapped at rank 100 moves it 1/4000
+
+
+def test_hybrid_and_lexical_rank_as_served(data, registry_dir, tmp_path):
+    registry = ModelRegistry(shutil.copytree(registry_dir, tmp_path / "models"))
+    cache = tmp_path / "cache"
+    metrics = {}
+    for retrieval in ("dense", "lexical", "hybrid"):
+        rankings, ann_recall = served_rankings(data, registry, "v1", cache, retrieval)
+        assert (ann_recall is None) == (retrieval != "dense")
+        assert all(len(set(ranked)) == len(ranked) <= TOP_K for ranked in rankings.values())
+        metrics[retrieval] = evaluate_rankings(rankings, data.qrels)
+    rand = evaluate_rankings(random_rankings(data), data.qrels)
+    assert metrics["lexical"]["ndcg@10"] >= rand["ndcg@10"] + 0.15, metrics["lexical"]
+    # fusing the two sides is what the hybrid ranking is for: on this slice it beats either side alone
+    assert metrics["hybrid"]["ndcg@10"] > max(metrics["dense"]["ndcg@10"], metrics["lexical"]["ndcg@10"]), metrics
+    assert metrics["hybrid"]["recall@100"] >= metrics["dense"]["recall@100"], metrics
+
+
+def test_cli_eval_counts_every_query_of_ones_own_judgments(slice_files, registry_dir, tmp_path):
+    shutil.copytree(registry_dir, tmp_path / "models")
+    result = CliRunner().invoke(main, ["eval", "--dataset", "homedepot", "--judgments", str(slice_files.judgments),
+                                       "--products", str(slice_files.products), "--model", "bm25", "--json"],
+                                env={"CARTWISE_DATA_DIR": str(tmp_path)})
+    assert result.exit_code == 0, result.output
+    bm25 = json.loads(result.output)["bm25"]
+    assert bm25["queries"] == bm25["judged_queries"] == slice_files.n_queries
 
 
 def test_load_homedepot_rejects_unknown_judged_product(slice_files, tmp_path):

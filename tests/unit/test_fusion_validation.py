@@ -147,6 +147,24 @@ def test_personalization_weight_unset_and_zero():
     assert validate_search(search(query="x", personalization_weight=10.0), 512).personalization_weight == 10.0
 
 
+@pytest.mark.parametrize("weight", [-0.01, 1.01, math.inf, math.nan])
+def test_bad_lexical_weight(weight):
+    req = search(query="x", lexical_weight=weight)
+    assert field_of(lambda: validate_search(req, 512)) == "lexical_weight"
+
+
+def test_unknown_retrieval_names_the_field():
+    assert field_of(lambda: validate_search(search(query="x", retrieval=99), 512)) == "retrieval"
+
+
+@pytest.mark.parametrize("wire,expected", [(pb.RETRIEVAL_UNSPECIFIED, "hybrid"), (pb.RETRIEVAL_HYBRID, "hybrid"),
+                                           (pb.RETRIEVAL_DENSE, "dense"), (pb.RETRIEVAL_LEXICAL, "lexical")])
+def test_retrieval_defaults_to_hybrid(wire, expected):
+    query = validate_search(search(query="x", retrieval=wire, lexical_weight=0.3), 512)
+    assert query.retrieval == expected and query.lexical_weight == pytest.approx(0.3)
+    assert validate_search(search(query="x"), 512).lexical_weight is None
+
+
 def test_recommend_requires_user():
     assert field_of(lambda: validate_recommend(pb.RecommendRequest())) == "user_id"
     assert field_of(lambda: validate_recommend(pb.RecommendRequest(user_id="   "))) == "user_id"

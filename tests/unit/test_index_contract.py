@@ -1,5 +1,6 @@
 """One contract for both VectorIndex backends: Qdrant Edge and qdrant-client (local mode)."""
 
+import math
 import warnings
 
 import numpy as np
@@ -11,11 +12,14 @@ from cartwise.index import (
     PRODUCTS_SCHEMA,
     USERS_SCHEMA,
     EdgeIndex,
+    HybridQuery,
     IndexPoint,
     QdrantServerIndex,
     SearchFilter,
 )
 from cartwise.index.base import stock_keyword
+from cartwise.lexical import LexicalEncoder
+from cartwise.settings import Lexical
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -250,3 +254,98 @@ def test_edge_drop_removes_files(tmp_path):
     idx.close()
     assert not (tmp_path / "gone").exists()
     assert EdgeIndex(tmp_path).collections() == []
+
+
+# --- lexical and hybrid retrieval (both backends) ------------------------------------------------------------
+TEXTS = ["Acme phone with cordless charger", "Globex phone case", "Acme laptop charger", "Initech kitchen knife",
+         "Acme coffee mug", "phone", "Globex home lamp", "Initech desk lamp with charger"]
+LEXICAL = LexicalEncoder(Lexical())
+HYBRID_POINTS = [IndexPoint(p.id, p.vector, p.payload, LEXICAL.document(t)) for p, t in zip(POINTS, TEXTS)]
+
+
+@pytest.fixture
+def hybrid(index):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        index.create_collection(NAME, DIM, PRODUCTS_SCHEMA)
+    index.upsert(NAME, HYBRID_POINTS)
+    return index
+
+
+def bm25(query: str, k: int) -> float:
+    """BM25 of TEXTS[k] by hand: Σ over query terms of idf(t) · the document's stored term weight."""
+    doc, n_docs = LEXICAL.document(TEXTS[k]), len(TEXTS)
+    score = 0.0
+    for term in LEXICAL.query(query).indices:
+        df = sum(term in LEXICAL.document(t).indices for t in TEXTS)
+        if term in doc.indices:
+            score += math.log(1 + (n_docs - df + 0.5) / (df + 0.5)) * doc.values[doc.indices.index(term)]
+    return score
+
+
+def test_lexical_search_is_bm25_with_the_engines_idf(hybrid):
+    hits = hybrid.lexical_search(NAME, LEXICAL.query("cordless chargers"), 10, with_vectors=True)
+    assert ids_of(hits) == ["p0", "p2", "p7"]  # "cordless" is rarer than "charger"
+    for hit in hits:
+        k = int(hit.payload["product_id"][1:])
+        assert hit.score == pytest.approx(bm25("cordless chargers", k), rel=1e-4) == hit.lexical_score
+        np.testing.assert_allclose(hit.vector, VECTORS[k], atol=1e-6)
+    assert hybrid.lexical_search(NAME, LEXICAL.query("the of and"), 10) == []
+
+
+def test_hybrid_scores_every_candidate_of_the_union_by_both_sides(hybrid):
+    dense, w, text = unit_vectors(1, seed=5)[0], 0.4, "acme charger"
+    query = HybridQuery(dense, LEXICAL.query(text), w, 0.15, candidates=3)
+    union = set(ids_of(hybrid.lexical_search(NAME, query.lexical, 3))) | set(ids_of(hybrid.search(NAME, dense, 3,
+                                                                                              exact=True)))
+    fused = {f"p{k}": (1 - w) * float(dense @ VECTORS[k]) + w * 0.15 * bm25(text, k) for k in range(len(TEXTS))}
+    expected = sorted(union, key=lambda pid: -fused[pid])[:3]
+    hits = hybrid.hybrid_search(NAME, query, 3)
+    assert ids_of(hits) == expected
+    for hit in hits:
+        k = int(hit.payload["product_id"][1:])
+        assert hit.lexical_score == pytest.approx(bm25(text, k), abs=1e-4)
+        assert hit.score == pytest.approx(fused[hit.payload["product_id"]], abs=1e-5)
+        np.testing.assert_allclose(hit.vector, VECTORS[k], atol=1e-6)
+
+
+def test_hybrid_filters_apply_to_both_sides(hybrid):
+    query = HybridQuery(VECTORS[0], LEXICAL.query("acme charger"), 0.5, 0.15, candidates=8)
+    flt = SearchFilter(brands=("globex", "initech"), exclude_ids=frozenset({point_id("p7")}))
+    assert set(ids_of(hybrid.hybrid_search(NAME, query, 10, flt))) == {"p1", "p3", "p6"}
+
+
+def test_hybrid_with_weight_zero_is_dense_and_an_empty_lexical_query_is_allowed(hybrid):
+    dense = unit_vectors(1, seed=9)[0]
+    dense_only = ids_of(hybrid.search(NAME, dense, 3, exact=True))
+    for lexical, w in ((LEXICAL.query("charger"), 0.0), (LEXICAL.query("the"), 0.5)):
+        hits = hybrid.hybrid_search(NAME, HybridQuery(dense, lexical, w, 0.15, candidates=8), 3)
+        assert ids_of(hits) == dense_only
+
+
+def test_lexical_queries_need_lexical_vectors(index):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        index.create_collection("users", DIM, USERS_SCHEMA)
+    with pytest.raises(ValueError, match="no lexical vectors"):
+        index.lexical_search("users", LEXICAL.query("phone"), 3)
+    with pytest.raises(ValueError, match="no lexical vectors"):
+        index.hybrid_search("users", HybridQuery(VECTORS[0], LEXICAL.query("phone"), 0.5, 0.15), 3)
+
+
+def test_both_backends_rank_hybrid_alike(tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        backends = [EdgeIndex(tmp_path / "qdrant"), QdrantServerIndex(QdrantClient(":memory:"))]
+        for backend in backends:
+            backend.create_collection(NAME, DIM, PRODUCTS_SCHEMA)
+            backend.upsert(NAME, HYBRID_POINTS)
+    try:
+        for seed, text in enumerate(["acme phone", "lamp", "globex charger case", "mug knife"]):
+            query = HybridQuery(unit_vectors(1, seed=seed)[0], LEXICAL.query(text), 0.5, 0.15, candidates=4)
+            edge, server = (b.hybrid_search(NAME, query, 5) for b in backends)
+            assert ids_of(edge) == ids_of(server)
+            np.testing.assert_allclose([h.score for h in edge], [h.score for h in server], atol=1e-5)
+    finally:
+        for backend in backends:
+            backend.close()

@@ -16,10 +16,13 @@ import numpy as np
 from rich.console import Console
 from rich.progress import Progress
 
-from cartwise.catalog import point_id, product_text
+from cartwise.catalog import lexical_text, point_id, product_text
 from cartwise.datasets import data_root
 from cartwise.index import PRODUCTS_SCHEMA, EdgeIndex, IndexPoint
+from cartwise.lexical import LexicalEncoder
 from cartwise.registry import ModelRegistry
+from cartwise.retrieval import RankRequest, Retrieval, rank
+from cartwise.settings import Lexical
 from encoders.runtime import OnnxEncoder
 from trainer.evaluation.metrics import exact_top_k
 
@@ -117,30 +120,41 @@ def cached_catalog_vectors(registry: ModelRegistry, version: str, texts: list[st
     return vectors
 
 
-def dense_rankings(data: HomeDepot, registry: ModelRegistry, version: str, cache_dir: Path,
-                   k: int = TOP_K, hnsw_ef: int = 2 * TOP_K) -> tuple[dict[str, list[str]], float]:
-    """Top-k per query through a Qdrant Edge HNSW index of the catalog (candidate list ``hnsw_ef``), and
-    the ANN recall@k: the mean share of the exact brute-force top k that the index returned."""
+def served_rankings(data: HomeDepot, registry: ModelRegistry, version: str, cache_dir: Path,
+                    retrieval: Retrieval = "hybrid", lexical: Lexical | None = None, k: int = TOP_K,
+                    hnsw_ef: int = 2 * TOP_K) -> tuple[dict[str, list[str]], float | None]:
+    """Top-k per query as the API serves them: the catalog in a Qdrant Edge collection with dense and
+    BM25 vectors, each query ranked by ``cartwise.retrieval.rank`` (HNSW candidate list ``hnsw_ef``).
+    Also returns, for dense retrieval, the ANN recall@k: the mean share of the exact brute-force top k
+    that the index returned (None otherwise)."""
+    lexical = lexical or Lexical()
     ids, texts = catalog_texts(data)
     vectors = cached_catalog_vectors(registry, version, texts, cache_dir)
     manifest = registry.manifest(version)
     encoder = OnnxEncoder(registry.path(version), manifest.max_tokens, threads=2)
     queries = list(data.qrels)
     qvecs = embed(encoder, queries, f"embedding {len(queries)} queries")
+    bm25 = LexicalEncoder(lexical)
     with tempfile.TemporaryDirectory(prefix="cartwise-eval-") as tmp:
         index = EdgeIndex(Path(tmp))
         index.create_collection("eval", vectors.shape[1], PRODUCTS_SCHEMA)
         for start in range(0, len(ids), 2048):
-            index.upsert("eval", [IndexPoint(point_id(ids[n]), vectors[n], {"product_id": ids[n]})
-                                  for n in range(start, min(start + 2048, len(ids)))])
+            rows = range(start, min(start + 2048, len(ids)))
+            sparse = bm25.documents([lexical_text(data.titles[ids[n]], None, []) for n in rows])
+            index.upsert("eval", [IndexPoint(point_id(ids[n]), vectors[n], {"product_id": ids[n]}, s)
+                                  for n, s in zip(rows, sparse)])
         index.optimize("eval")
         with Progress(console=PROGRESS_CONSOLE, transient=True) as progress:
-            task = progress.add_task("searching (HNSW)", total=len(queries))
-            ann = []
-            for qvec in qvecs:
-                ann.append([hit.payload["product_id"] for hit in index.search("eval", qvec, k, hnsw_ef=hnsw_ef)])
+            task = progress.add_task(f"searching ({retrieval})", total=len(queries))
+            ranked = []
+            for query, qvec in zip(queries, qvecs):
+                request = RankRequest(qvec, bm25.query(query), None, 0.0, retrieval)
+                hits = rank(index, "eval", request, lexical, k, hnsw_ef=hnsw_ef)
+                ranked.append([h.hit.payload["product_id"] for h in hits])
                 progress.advance(task)
         index.close()
+    if retrieval != "dense":
+        return dict(zip(queries, ranked)), None
     exact = exact_top_k(qvecs, vectors, k)
-    ann_recall = float(np.mean([len(set(a) & {ids[n] for n in e}) / k for a, e in zip(ann, exact)]))
-    return dict(zip(queries, ann)), ann_recall
+    ann_recall = float(np.mean([len(set(a) & {ids[n] for n in e}) / k for a, e in zip(ranked, exact)]))
+    return dict(zip(queries, ranked)), ann_recall

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cartwise.registry import ModelRegistry, RegistryError
+from cartwise.retrieval import Retrieval
 from cartwise.settings import Settings
 from encoders.export import pretrained_version
 
@@ -32,30 +33,32 @@ def resolve_model(registry: ModelRegistry, name: str) -> str:
 
 
 def eval_homedepot(settings: Settings, models: list[str], judgments: Path | None = None,
-                   split: str = "val", products: Path | None = None) -> dict[str, dict]:
-    """Issue #3 metrics per model name over the full Home Depot catalog (see trainer.evaluation.metrics),
-    on the queries of ``split`` (trainer.data.split_of; "all" for every judged query)."""
+                   split: str | None = None, products: Path | None = None,
+                   retrieval: Retrieval = "hybrid") -> dict[str, dict]:
+    """Recall@10/100, nDCG@10, MRR@10 per model name over the full Home Depot catalog, ranked as the API
+    serves with ``retrieval`` (``bm25`` is the bm25s reference and ignores it), on the queries of
+    ``split`` (trainer.data.split_of; "all" for every judged query). ``split`` None means "val" for the
+    shared judgments and "all" for a ``judgments`` file of one's own. Each result says how many queries
+    were scored (``queries``) of how many were judged (``judged_queries``)."""
     from dataclasses import replace
 
     from trainer.data import split_of
-    from trainer.evaluation.homedepot import (
-        bm25_rankings,
-        dense_rankings,
-        load_homedepot,
-    )
+    from trainer.evaluation.homedepot import bm25_rankings, load_homedepot, served_rankings
     from trainer.evaluation.metrics import evaluate_rankings
 
     data, registry, results = load_homedepot(judgments, products), ModelRegistry(settings.models_dir), {}
+    judged, split = len(data.qrels), split or ("all" if judgments else "val")
     if split != "all":
         data = replace(data, qrels={q: j for q, j in data.qrels.items() if split_of(q) == split})
     for name in models:
         if name == BM25:
-            results[name] = evaluate_rankings(bm25_rankings(data), data.qrels)
+            results[name] = {**evaluate_rankings(bm25_rankings(data), data.qrels), "judged_queries": judged}
             continue
         version = resolve_model(registry, name)
-        rankings, ann_recall = dense_rankings(data, registry, version, settings.data_dir / "eval_cache")
-        results[name] = {**evaluate_rankings(rankings, data.qrels), "ann_recall@100": ann_recall,
-                         "version": version}
+        rankings, ann_recall = served_rankings(data, registry, version, settings.data_dir / "eval_cache", retrieval,
+                                               settings.lexical)
+        results[name] = {**evaluate_rankings(rankings, data.qrels), "judged_queries": judged, "version": version,
+                         "retrieval": retrieval, **({"ann_recall@100": ann_recall} if ann_recall is not None else {})}
     return results
 
 

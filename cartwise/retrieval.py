@@ -1,0 +1,71 @@
+"""Ranking one request against a products collection: hybrid (default), dense or lexical, personalized
+on the dense side. The gRPC API and the offline evaluation both rank through :func:`rank`, so the
+evaluation measures what is served (docs/architecture.md, "Hybrid retrieval")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from cartwise.index import HybridQuery, IndexHit, SearchFilter, SparseVector, VectorIndex
+from cartwise.personalization import fused_query
+from cartwise.settings import Lexical
+
+Retrieval = Literal["hybrid", "dense", "lexical"]
+RETRIEVALS: tuple[Retrieval, ...] = ("hybrid", "dense", "lexical")
+
+
+@dataclass(frozen=True, slots=True)
+class RankRequest:
+    """What to rank by: ``query`` (D,) float32 q̂ and its ``lexical`` vector (None without query text),
+    ``user`` (D,) float32 û (None for a cold or absent user) with weight ``alpha``, the ``retrieval`` and
+    the lexical weight w (None: the service's default)."""
+
+    query: np.ndarray | None
+    lexical: SparseVector | None
+    user: np.ndarray | None
+    alpha: float
+    retrieval: Retrieval = "hybrid"
+    lexical_weight: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RankedHit:
+    """A hit with its score parts: ``lexical`` BM25, ``semantic`` ⟨q̂, p̂⟩, ``personal`` ⟨û, p̂⟩; the
+    hit's ``score`` is the fused score it is ranked by."""
+
+    hit: IndexHit
+    lexical: float
+    semantic: float
+    personal: float
+
+
+def served_retrieval(request: RankRequest) -> Retrieval:
+    """The retrieval that actually runs: an empty query (user only) is dense whatever was asked."""
+    return request.retrieval if request.query is not None else "dense"
+
+
+def rank(index: VectorIndex, collection: str, request: RankRequest, params: Lexical, limit: int,
+         flt: SearchFilter | None = None, hnsw_ef: int | None = None) -> list[RankedHit]:
+    """The top ``limit`` products of ``collection`` for ``request``, best first. Raises ValueError when
+    neither a query nor a user vector is given, KeyError for a missing collection."""
+    retrieval = served_retrieval(request)
+    if retrieval == "lexical":
+        hits = index.lexical_search(collection, request.lexical, limit, flt, with_vectors=True)
+    elif retrieval == "hybrid":
+        weight = params.weight if request.lexical_weight is None else request.lexical_weight
+        hybrid = HybridQuery(fused_query(request.query, request.user, request.alpha), request.lexical, weight,
+                             params.scale, params.candidates)
+        hits = index.hybrid_search(collection, hybrid, limit, flt, hnsw_ef)
+    else:
+        hits = index.search(collection, fused_query(request.query, request.user, request.alpha), limit, flt,
+                            with_vectors=True, hnsw_ef=hnsw_ef)
+    return [_parts(hit, request) for hit in hits]
+
+
+def _parts(hit: IndexHit, request: RankRequest) -> RankedHit:
+    semantic = float(request.query @ hit.vector) if request.query is not None else 0.0
+    personal = float(request.user @ hit.vector) if request.user is not None else 0.0
+    return RankedHit(hit, hit.lexical_score, semantic, personal)
