@@ -8,12 +8,12 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from cartwise.catalog import lexical_text
 from cartwise.datasets import data_root
 from cartwise.registry import TOKENIZER_FILE, Manifest, ModelRegistry
-from cartwise.settings import Settings
+from cartwise.settings import Lexical, Settings
 from encoders.export import publish_model
 from encoders.model import PRETRAINED_NAME, DualEncoder, pretrained_path
 from trainer.config import TrainConfig
@@ -21,6 +21,7 @@ from trainer.data import LabeledQuery, labeled_queries, split_queries
 from trainer.encoding import TextEncoder, freeze_lower_layers, load_tokenizer
 from trainer.evaluation.homedepot import catalog_texts, load_homedepot
 from trainer.evaluation.metrics import scalar_metrics
+from trainer.lexical_scores import LexicalScores
 from trainer.loop import TrainResult
 from trainer.miners import ANCEMiner, BM25Miner, RandomMiner, TBHNSMiner
 from trainer.miners.base import Miner
@@ -79,19 +80,30 @@ class HomeDepotSetup:
     val: list[LabeledQuery]
     model: DualEncoder
     encoder: TextEncoder
+    lexical: LexicalScores | None  # BM25 over the catalog when validation scores the hybrid ranking
+    fusion: Lexical
+
+    def validator(self, queries: int | None, distractors: int, seed: int) -> Validator:
+        """A validator over ``queries`` validation queries (None: all) and their judged products plus
+        ``distractors`` random others, scoring the hybrid ranking when ``lexical`` is set."""
+        validator = Validator.sample(self.val, len(self.ids), queries, distractors, seed)
+        return validator.hybrid(self.lexical, self.fusion) if self.lexical else validator
 
 
 def setup_homedepot(settings: Settings, config: TrainConfig, init_version: str | None = None,
                     judgments: Path | None = None, products: Path | None = None) -> HomeDepotSetup:
     """Load the data (the shared files unless ``judgments``/``products`` are given), split queries, build
-    the model (pretrained or ``init_version``) with its lower layers frozen per ``config``, and the
-    text encoder over the catalog (cached frozen states)."""
+    the model (pretrained or ``init_version``) with its lower layers frozen per ``config``, the text
+    encoder over the catalog (cached frozen states), and BM25 over the catalog when ``config.selection``
+    is hybrid."""
     torch.manual_seed(config.seed)
     data = load_homedepot(judgments, products)
     ids, texts = catalog_texts(data)
     train, val = split_queries(labeled_queries(data.qrels, {pid: i for i, pid in enumerate(ids)}), config.val_fraction)
     encoder = build_encoder(settings, config, texts, init_version)
-    return HomeDepotSetup(ids, texts, train, val, encoder.model, encoder)
+    lexical = (LexicalScores(settings.lexical, [lexical_text(data.titles[pid], None, []) for pid in ids])
+               if config.selection == "hybrid" else None)
+    return HomeDepotSetup(ids, texts, train, val, encoder.model, encoder, lexical, settings.lexical)
 
 
 def tokenizer_path() -> Path:
@@ -125,6 +137,7 @@ def publish_trained(settings: Settings, model: DualEncoder, config: TrainConfig,
 
 
 def validate_full(setup: HomeDepotSetup) -> dict:
-    """Metrics of the current model on the whole validation split over the whole catalog (exact search)."""
+    """Metrics of the current model on the whole validation split over the whole catalog (exact search;
+    the hybrid ranking when the setup has BM25 scores)."""
     setup.model.eval()
-    return Validator(setup.val, np.arange(len(setup.ids))).run(setup.encoder)
+    return setup.validator(None, len(setup.ids), 0).run(setup.encoder)

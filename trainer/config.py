@@ -43,6 +43,9 @@ class TrainConfig(BaseModel):
     max_query_tokens: int = Field(16, ge=4)
     max_product_tokens: int = Field(32, ge=8)
 
+    selection: Literal["hybrid", "dense"] = Field(
+        "hybrid", description="the ranking validation scores (early stopping, best step, final metrics): the "
+                              "served hybrid fusion with BM25, or the encoder alone")
     val_every: int = Field(50, ge=1)
     val_queries: int = Field(300, ge=10, description="validation queries scored during training")
     val_distractors: int = Field(5000, ge=0, description="random unjudged products added to the validation corpus")

@@ -20,6 +20,13 @@ def split_of(query: str, val_fraction: float = VAL_FRACTION) -> str:
     return "val" if int.from_bytes(digest[:8], "big") / 2**64 < val_fraction else "train"
 
 
+def tuning_half(query: str) -> str:
+    """"tune" or "check" for a validation query, by a second hash independent of :func:`split_of`: serving
+    parameters are chosen on the tune half and confirmed on the check half."""
+    digest = hashlib.sha256(f"cartwise-tuning-half:{query.strip().lower()}".encode()).digest()
+    return "tune" if digest[0] % 2 == 0 else "check"
+
+
 @dataclass(frozen=True)
 class LabeledQuery:
     """A query text and its judged products: index into the catalog -> grade (higher is better)."""

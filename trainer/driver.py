@@ -19,7 +19,6 @@ from trainer.config import TrainConfig
 from trainer.evaluation.metrics import scalar_metrics
 from trainer.loop import Trainer
 from trainer.plots import plot_run
-from trainer.validation import Validator
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +38,7 @@ def train_homedepot(settings: Settings, config: TrainConfig, run_name: str | Non
         assigned = read_assignments(assignment_path(settings.data_dir, "homedepot"))
         paths = [assigned.get(pid, []) for pid in setup.ids]
     miner = make_miner(config, setup.texts, setup.train, paths)
-    validator = Validator.sample(setup.val, len(setup.ids), config.val_queries, config.val_distractors, config.seed)
+    validator = setup.validator(config.val_queries, config.val_distractors, config.seed)
     run_dir = settings.data_dir / "runs" / (run_name or f"homedepot-{config.negatives}")
     result = Trainer(config, setup.encoder, setup.train, validator, miner, run_dir).fit(resume)
     plot_run(result.to_json(), run_dir / "curves.png")

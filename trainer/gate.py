@@ -1,5 +1,6 @@
 """The quality gate between a candidate encoder and the active one (issue #5): the candidate may not be
-worse than the active version on the Home Depot validation judgments by more than a margin."""
+worse than the active version on the Home Depot validation judgments, ranked as served (hybrid), by
+more than a margin."""
 
 from __future__ import annotations
 
@@ -35,21 +36,24 @@ def quality_gate(candidate: dict, active: dict | None, margin: float, metric: st
 
 
 def gate_metrics(settings: Settings, version: str, judgments: Path | None = None, products: Path | None = None) -> dict:
-    """Validation metrics of a registry version (exact search over the whole catalog), cached on disk
-    per (model sha256, judgments file, products file) so the active version is scored once."""
+    """Validation metrics of a registry version as served: its ONNX model ranking the validation queries
+    by the hybrid retrieval through a Qdrant Edge index of the whole catalog (``cartwise eval``'s path).
+    Cached on disk per (model sha256, judgments file, products file, lexical settings) so the active
+    version is scored once."""
     from cartwise.datasets import data_root
     from cartwise.registry import ModelRegistry
-    from trainer.assembly import setup_homedepot, validate_full
-    from trainer.config import TrainConfig
+    from trainer.evaluation.run import eval_homedepot
 
     root = data_root() / "homedepot"
     files = [judgments or root / "judgments.csv", products or root / "products.csv"]
     key = hashlib.sha256(ModelRegistry(settings.models_dir).verify(version).sha256.encode()
-                         + b"".join(hashlib.sha256(f.read_bytes()).digest() for f in files)).hexdigest()[:20]
+                         + b"".join(hashlib.sha256(f.read_bytes()).digest() for f in files)
+                         + settings.lexical.model_dump_json().encode()).hexdigest()[:20]
     path = settings.data_dir / "gate" / f"{key}.json"
     if path.exists():
         return json.loads(path.read_text())
-    metrics = scalar_metrics(validate_full(setup_homedepot(settings, TrainConfig(), version, judgments, products)))
+    served = eval_homedepot(settings, [version], judgments, "val", products, "hybrid")[version]
+    metrics = scalar_metrics({k: v for k, v in served.items() if k not in ("version", "retrieval")})
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(metrics))
     return metrics

@@ -22,7 +22,7 @@ from datetime import datetime
 import torch
 from kafka import KafkaConsumer
 
-from cartwise.catalog import event_product_text
+from cartwise.catalog import event_lexical_text, event_product_text
 from cartwise.events import (
     BehaviorEvent,
     InvalidEvent,
@@ -37,6 +37,7 @@ from trainer.assembly import TrainOutcome, build_encoder, make_miner, publish_tr
 from trainer.config import TrainConfig
 from trainer.data import LabeledQuery, split_queries
 from trainer.evaluation.metrics import scalar_metrics
+from trainer.lexical_scores import LexicalScores
 from trainer.loop import Trainer
 from trainer.plots import plot_run
 from trainer.validation import Validator
@@ -188,6 +189,9 @@ def train_from_kafka(settings: Settings, config: TrainConfig, since: str | None 
     paths = [list(event_log.catalog[pid].category_path) for pid in ids]
     miner = make_miner(config, texts, train, paths)
     validator = Validator.sample(val, len(ids), None, len(ids), config.seed)
+    if config.selection == "hybrid":
+        lexical = LexicalScores(settings.lexical, [event_lexical_text(event_log.catalog[pid]) for pid in ids])
+        validator = validator.hybrid(lexical, settings.lexical)
     run_dir = settings.data_dir / "runs" / "kafka"
     result = Trainer(config, encoder, train, validator, miner, run_dir).fit()
     plot_run(result.to_json(), run_dir / "curves.png")

@@ -10,6 +10,7 @@ import itertools
 from pathlib import Path
 
 from cartwise.registry import ModelRegistry
+from cartwise.retrieval import Retrieval
 from cartwise.settings import Personalization, Settings
 from trainer.data import split_of
 from trainer.evaluation.rees46 import evaluate_rees46_grid
@@ -26,20 +27,22 @@ def grid(base: Personalization) -> list[Personalization]:
             for a, n, h in itertools.product(ALPHA_MAX, N0, HALF_LIFE_S)]
 
 
-def tune(settings: Settings, version: str, events: Path | None = None) -> dict:
+def tune(settings: Settings, version: str, events: Path | None = None, retrieval: Retrieval = "hybrid") -> dict:
     """{"grid": [tuning-user rows], "chosen": params, "default": params, "report": {default, chosen} on
-    held-out users}."""
+    held-out users}, all ranked with ``retrieval`` as served."""
     registry, cache = ModelRegistry(settings.models_dir), settings.data_dir / "eval_cache"
     default = settings.personalization
     candidates = grid(default)
     rows = evaluate_rees46_grid(registry, version, candidates, cache, events,
-                                users=lambda u: split_of(u, USER_VAL_FRACTION) == "train")
+                                users=lambda u: split_of(u, USER_VAL_FRACTION) == "train", retrieval=retrieval,
+                                lexical=settings.lexical)
     best = max(range(len(candidates)), key=lambda i: (rows[i]["personalized_hit@10"], rows[i]["personalized_mrr@10"]))
     chosen = candidates[best]
     held_out = evaluate_rees46_grid(registry, version, [default, chosen], cache, events,
-                                    users=lambda u: split_of(u, USER_VAL_FRACTION) == "val")
+                                    users=lambda u: split_of(u, USER_VAL_FRACTION) == "val", retrieval=retrieval,
+                                    lexical=settings.lexical)
     keys = ("alpha_max", "n0", "half_life_s")
-    return {"version": version,
+    return {"version": version, "retrieval": retrieval,
             "grid": [{**{k: getattr(p, k) for k in keys}, **r} for p, r in zip(candidates, rows)],
             "default": {k: getattr(default, k) for k in keys}, "chosen": {k: getattr(chosen, k) for k in keys},
             "report": {"default": held_out[0], "chosen": held_out[1]}}

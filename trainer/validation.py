@@ -3,27 +3,43 @@
 Scoring the full 54,667-product catalog at every validation would cost more than the training steps
 between them on 2 cores, so in-training validation uses a fixed sample of validation queries and a
 corpus of their judged products plus random unjudged distractors. Final figures (docs/training.md)
-come from the whole validation split over the whole catalog."""
+come from the whole validation split over the whole catalog.
+
+With lexical scores (:meth:`Validator.hybrid`) the ranking scored is the served hybrid one,
+(1 − w)·⟨q̂, p̂⟩ + w·κ·BM25, taken exactly over the corpus: the served query fuses only the union of
+each side's top candidates, which changes the top 10 only when a product outside both candidate lists
+would win on the fused score. The index-served figure comes from ``cartwise eval`` and the gate."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
+from cartwise.settings import Lexical
 from trainer.data import LabeledQuery
 from trainer.encoding import TextEncoder
-from trainer.evaluation.metrics import evaluate_rankings, exact_top_k
+from trainer.evaluation.metrics import evaluate_rankings, exact_top_k, top_k_rows
+from trainer.lexical_scores import LexicalScores
 
 TOP_K = 100
 
 
 @dataclass
 class Validator:
-    """Fixed validation queries and corpus (catalog indices); :meth:`run` scores a model on them."""
+    """Fixed validation queries and corpus (catalog indices); :meth:`run` scores a model on them, by
+    the dense ranking, or the hybrid one when ``lexical`` (BM25 over the catalog) and ``fusion`` (w, κ)
+    are set."""
 
     queries: list[LabeledQuery]
     corpus: np.ndarray
+    lexical: LexicalScores | None = None
+    fusion: Lexical | None = None
+    _bm25: np.ndarray | None = None  # (Q, corpus) BM25 scores, computed once: they do not depend on the model
+
+    def hybrid(self, lexical: LexicalScores, fusion: Lexical) -> "Validator":
+        """This validator scoring the hybrid ranking with ``fusion``'s w and κ."""
+        return replace(self, lexical=lexical, fusion=fusion, _bm25=None)
 
     @classmethod
     def sample(cls, val: list[LabeledQuery], n_products: int, n_queries: int | None, distractors: int,
@@ -43,7 +59,18 @@ class Validator:
         """Recall@10/100, nDCG@10, MRR@10 (trainer.evaluation.metrics conventions) of ``encoder``."""
         vectors = encoder.catalog(self.corpus)
         qvecs = encoder.query_matrix([q.text for q in self.queries])
-        top = exact_top_k(qvecs, vectors, min(k, len(self.corpus) - 1))
+        k = min(k, len(self.corpus) - 1)
+        top = exact_top_k(qvecs, vectors, k) if self.lexical is None else self._hybrid_top_k(qvecs, vectors, k)
         rankings = {q.text: [str(int(self.corpus[j])) for j in row] for q, row in zip(self.queries, top)}
         qrels = {q.text: {str(p): g for p, g in q.judged.items()} for q in self.queries}
         return evaluate_rankings(rankings, qrels)
+
+    def _hybrid_top_k(self, qvecs: np.ndarray, vectors: np.ndarray, k: int, chunk: int = 256) -> np.ndarray:
+        if self._bm25 is None:
+            self._bm25 = self.lexical.scores([q.text for q in self.queries], self.corpus)
+        w, scale = self.fusion.weight, self.fusion.scale
+        out = np.zeros((len(qvecs), k), dtype=np.int64)
+        for start in range(0, len(qvecs), chunk):
+            fused = (1 - w) * (qvecs[start:start + chunk] @ vectors.T) + w * scale * self._bm25[start:start + chunk]
+            out[start:start + chunk] = top_k_rows(fused, k)
+        return out

@@ -152,7 +152,7 @@ def demo(ctx: click.Context, user_id: str | None) -> None:
               help="Home Depot queries: the validation split (never trained on), the train split, or all. "
                    "Default: val for the shared judgments, all for a --judgments file of your own.")
 @click.option("--retrieval", type=click.Choice(RETRIEVALS), default="hybrid", show_default=True,
-              help="Home Depot: rank as the API does with this retrieval (bm25 ignores it).")
+              help="Rank as the API does with this retrieval (bm25 ignores it).")
 @click.option("--json", "as_json", is_flag=True, help="Print {model: metrics} as JSON.")
 @click.pass_context
 def evaluate(ctx: click.Context, dataset: str, judgments: Path | None, products: Path | None, events: Path | None,
@@ -165,7 +165,7 @@ def evaluate(ctx: click.Context, dataset: str, judgments: Path | None, products:
         results = eval_homedepot(settings, list(models or ("bm25", "pretrained")), judgments, split, products,
                                  retrieval)
     else:
-        results = eval_rees46(settings, list(models or ("bm25", "pretrained")), events)
+        results = eval_rees46(settings, list(models or ("bm25", "pretrained")), events, retrieval)
     if as_json:
         click.echo(json.dumps({m: {k: v for k, v in r.items() if k != "recall_curve"} for m, r in results.items()},
                               indent=2))
@@ -262,18 +262,40 @@ def experiments_report(ctx: click.Context, docs: Path) -> None:
     click.echo(write_training_report(_settings(ctx).data_dir / "experiments", docs))
 
 
+@experiments.command("hybrid")
+@click.option("--model", default="pretrained", show_default=True,
+              help="Encoder: pretrained, latest (the newest trained version) or vN.")
+@click.option("--docs", type=click.Path(file_okay=False, path_type=Path), default=Path("docs"), show_default=True)
+@click.pass_context
+def experiments_hybrid(ctx: click.Context, model: str, docs: Path) -> None:
+    """Choose BM25's k1/b and the fusion weight on half the Home Depot validation queries, confirm on the
+    other half -> docs/hybrid.md (and DATA_DIR/experiments/hybrid.json)."""
+    from cartwise.registry import ModelRegistry
+    from trainer.evaluation.run import resolve_model
+    from trainer.hybrid_tuning import tune_hybrid, write_hybrid_report
+
+    settings = _settings(ctx)
+    results = tune_hybrid(settings, resolve_model(ModelRegistry(settings.models_dir), model))
+    out = settings.data_dir / "experiments" / "hybrid.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1))
+    click.echo(write_hybrid_report(results, docs))
+    click.echo(json.dumps(results["chosen"], indent=2))
+
+
 @experiments.command("personalization")
 @click.option("--model", default="latest", show_default=True,
               help="Encoder: pretrained, latest (the newest trained version) or vN.")
+@click.option("--retrieval", type=click.Choice(RETRIEVALS), default="hybrid", show_default=True)
 @click.pass_context
-def experiments_personalization(ctx: click.Context, model: str) -> None:
+def experiments_personalization(ctx: click.Context, model: str, retrieval: str) -> None:
     """Tune α_max, n₀ and the half-life on REES46 (half the users), report on the other half."""
     from cartwise.registry import ModelRegistry
     from trainer.evaluation.run import resolve_model
     from trainer.personalization import tune
 
     settings = _settings(ctx)
-    result = tune(settings, resolve_model(ModelRegistry(settings.models_dir), model))
+    result = tune(settings, resolve_model(ModelRegistry(settings.models_dir), model), retrieval=retrieval)
     out = settings.data_dir / "experiments" / "personalization.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
@@ -449,7 +471,8 @@ def bench() -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def bench_search(ctx: click.Context, qps: float, seconds: float, as_json: bool) -> None:
-    """gRPC Search p50/p99 and QPS at a fixed offered load, next to the encode + ANN floor."""
+    """gRPC Search p50/p99 and QPS at a fixed offered load, next to the floor: query encode + the served
+    hybrid engine query alone."""
     from cartwise.app.bench.search import run_search_bench
 
     _report(asyncio.run(run_search_bench(_settings(ctx), qps, seconds, console)), as_json)

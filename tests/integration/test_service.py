@@ -103,7 +103,32 @@ async def test_catalog_event_makes_product_searchable(service, client, producer)
     assert hit.title.startswith("Stainless steel") and hit.brand == "Brevo" and list(hit.category_path) == ["sports",
                                                                                                               "shoes"]
     assert response.model_version == "v1" and response.index_version == "products_v1"
-    assert hit.semantic_score == pytest.approx(hit.score, abs=1e-4)
+    # hybrid by default: the fused score is made of the parts the hit reports
+    w, kappa = response.lexical_weight, service.settings.lexical.scale
+    assert response.retrieval == pb.RETRIEVAL_HYBRID and w == pytest.approx(service.settings.lexical.weight)
+    assert hit.lexical_score > 0
+    assert hit.score == pytest.approx((1 - w) * hit.semantic_score + w * kappa * hit.lexical_score, abs=1e-4)
+
+
+async def test_every_retrieval_serves_the_product_with_its_score_parts(service, client, producer):
+    send(producer, service, "catalog", "it-lamp", upsert("it-lamp", "Brass desk lamp with linen shade", "Lumo"))
+
+    async def found(**fields):
+        response = await client.search("brass desk lamp", limit=3, **fields)
+        return response if "it-lamp" in ids(response) else None
+
+    dense = await eventually(lambda: found(retrieval=pb.RETRIEVAL_DENSE))
+    hit = dense.hits[ids(dense).index("it-lamp")]
+    assert dense.retrieval == pb.RETRIEVAL_DENSE and dense.lexical_weight == 0.0 and hit.lexical_score == 0.0
+    assert hit.score == pytest.approx(hit.semantic_score, abs=1e-4)
+    lexical = await eventually(lambda: found(retrieval=pb.RETRIEVAL_LEXICAL))
+    hit = lexical.hits[ids(lexical).index("it-lamp")]
+    assert lexical.retrieval == pb.RETRIEVAL_LEXICAL and hit.lexical_score > 0
+    assert hit.score == pytest.approx(hit.lexical_score)
+    only_lexical = await eventually(lambda: found(lexical_weight=1.0))
+    assert only_lexical.lexical_weight == 1.0
+    assert all(h.score == pytest.approx(service.settings.lexical.scale * h.lexical_score, abs=1e-4)
+               for h in only_lexical.hits)
 
 
 async def test_cart_event_changes_that_users_ranking(service, client, producer):
@@ -187,6 +212,8 @@ async def test_behavior_for_unknown_product_is_kept_until_the_product_arrives(se
     (dict(query="x" * 513), "query"),
     (dict(query="drill", filter=pb.Filter(price=pb.PriceRange(min=5, max=1))), "filter.price"),
     (dict(query="drill", filter=pb.Filter(stock=9)), "filter.stock"),
+    (dict(query="drill", lexical_weight=1.5), "lexical_weight"),
+    (dict(query="drill", retrieval=7), "retrieval"),
 ])
 async def test_bad_request_is_invalid_argument_naming_the_field(service, client, request_fields, field):
     with pytest.raises(grpc.aio.AioRpcError) as err:

@@ -9,8 +9,10 @@ import csv
 import hashlib
 import logging
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from rich.console import Console
@@ -120,18 +122,46 @@ def cached_catalog_vectors(registry: ModelRegistry, version: str, texts: list[st
     return vectors
 
 
-def served_rankings(data: HomeDepot, registry: ModelRegistry, version: str, cache_dir: Path,
-                    retrieval: Retrieval = "hybrid", lexical: Lexical | None = None, k: int = TOP_K,
-                    hnsw_ef: int = 2 * TOP_K) -> tuple[dict[str, list[str]], float | None]:
-    """Top-k per query as the API serves them: the catalog in a Qdrant Edge collection with dense and
-    BM25 vectors, each query ranked by ``cartwise.retrieval.rank`` (HNSW candidate list ``hnsw_ef``).
-    Also returns, for dense retrieval, the ANN recall@k: the mean share of the exact brute-force top k
-    that the index returned (None otherwise)."""
-    lexical = lexical or Lexical()
+@dataclass
+class ServedCatalog:
+    """The catalog in a Qdrant Edge collection as the API serves it (dense + BM25 vectors), with the
+    queries' dense vectors, ready to rank queries through ``cartwise.retrieval.rank``."""
+
+    index: EdgeIndex
+    ids: list[str]
+    vectors: np.ndarray
+    queries: list[str]
+    qvecs: np.ndarray
+    bm25: LexicalEncoder
+
+    def rankings(self, retrieval: Retrieval, lexical: Lexical, k: int = TOP_K,
+                 hnsw_ef: int = 2 * TOP_K) -> dict[str, list[str]]:
+        """Top-k product ids per query, ranked as served (``lexical`` gives the fusion's w, κ, candidates)."""
+        ranked = {}
+        with Progress(console=PROGRESS_CONSOLE, transient=True) as progress:
+            task = progress.add_task(f"searching ({retrieval})", total=len(self.queries))
+            for query, qvec in zip(self.queries, self.qvecs):
+                hits = rank(self.index, "eval", RankRequest(qvec, self.bm25.query(query), None, 0.0, retrieval),
+                            lexical, k, hnsw_ef=hnsw_ef)
+                ranked[query] = [h.hit.payload["product_id"] for h in hits]
+                progress.advance(task)
+        return ranked
+
+    def ann_recall(self, rankings: dict[str, list[str]], k: int = TOP_K) -> float:
+        """Mean share of the exact brute-force dense top k that ``rankings`` (dense retrieval) returned."""
+        exact = exact_top_k(self.qvecs, self.vectors, k)
+        return float(np.mean([len(set(rankings[q]) & {self.ids[n] for n in e}) / k
+                              for q, e in zip(self.queries, exact)]))
+
+
+@contextmanager
+def served_catalog(data: HomeDepot, registry: ModelRegistry, version: str, cache_dir: Path,
+                   lexical: Lexical) -> Iterator[ServedCatalog]:
+    """A :class:`ServedCatalog` of ``version`` over a temporary index (BM25 vectors shaped by ``lexical``'s
+    k1, b and avgdl), closed and removed on exit."""
     ids, texts = catalog_texts(data)
     vectors = cached_catalog_vectors(registry, version, texts, cache_dir)
-    manifest = registry.manifest(version)
-    encoder = OnnxEncoder(registry.path(version), manifest.max_tokens, threads=2)
+    encoder = OnnxEncoder(registry.path(version), registry.manifest(version).max_tokens, threads=2)
     queries = list(data.qrels)
     qvecs = embed(encoder, queries, f"embedding {len(queries)} queries")
     bm25 = LexicalEncoder(lexical)
@@ -144,17 +174,18 @@ def served_rankings(data: HomeDepot, registry: ModelRegistry, version: str, cach
             index.upsert("eval", [IndexPoint(point_id(ids[n]), vectors[n], {"product_id": ids[n]}, s)
                                   for n, s in zip(rows, sparse)])
         index.optimize("eval")
-        with Progress(console=PROGRESS_CONSOLE, transient=True) as progress:
-            task = progress.add_task(f"searching ({retrieval})", total=len(queries))
-            ranked = []
-            for query, qvec in zip(queries, qvecs):
-                request = RankRequest(qvec, bm25.query(query), None, 0.0, retrieval)
-                hits = rank(index, "eval", request, lexical, k, hnsw_ef=hnsw_ef)
-                ranked.append([h.hit.payload["product_id"] for h in hits])
-                progress.advance(task)
-        index.close()
-    if retrieval != "dense":
-        return dict(zip(queries, ranked)), None
-    exact = exact_top_k(qvecs, vectors, k)
-    ann_recall = float(np.mean([len(set(a) & {ids[n] for n in e}) / k for a, e in zip(ranked, exact)]))
-    return dict(zip(queries, ranked)), ann_recall
+        try:
+            yield ServedCatalog(index, ids, vectors, queries, qvecs, bm25)
+        finally:
+            index.close()
+
+
+def served_rankings(data: HomeDepot, registry: ModelRegistry, version: str, cache_dir: Path,
+                    retrieval: Retrieval = "hybrid", lexical: Lexical | None = None
+                    ) -> tuple[dict[str, list[str]], float | None]:
+    """Top-100 per query as the API serves them with ``retrieval``, and for dense retrieval the ANN
+    recall@100 (None otherwise)."""
+    lexical = lexical or Lexical()
+    with served_catalog(data, registry, version, cache_dir, lexical) as catalog:
+        rankings = catalog.rankings(retrieval, lexical)
+        return rankings, catalog.ann_recall(rankings) if retrieval == "dense" else None

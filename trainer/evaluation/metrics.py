@@ -108,12 +108,16 @@ def scalar_metrics(metrics: Mapping) -> dict:
     return {k: v for k, v in metrics.items() if not isinstance(v, list)}
 
 
+def top_k_rows(scores: np.ndarray, k: int) -> np.ndarray:
+    """(R, k) column indices of the k highest scores of each row of ``scores`` (R, C), best first."""
+    top = np.argpartition(-scores, k, axis=1)[:, :k]
+    order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(top, order, axis=1)
+
+
 def exact_top_k(queries: np.ndarray, products: np.ndarray, k: int, chunk: int = 256) -> np.ndarray:
     """(Q, k) indices of the k highest inner products per query row, best first (brute force)."""
     out = np.zeros((len(queries), k), dtype=np.int64)
     for start in range(0, len(queries), chunk):
-        scores = queries[start:start + chunk] @ products.T
-        top = np.argpartition(-scores, k, axis=1)[:, :k]
-        order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
-        out[start:start + chunk] = np.take_along_axis(top, order, axis=1)
+        out[start:start + chunk] = top_k_rows(queries[start:start + chunk] @ products.T, k)
     return out

@@ -62,8 +62,10 @@ def eval_homedepot(settings: Settings, models: list[str], judgments: Path | None
     return results
 
 
-def eval_rees46(settings: Settings, models: list[str], events: Path | None = None) -> dict[str, dict]:
-    """HitRate@10 / MRR@10 per model on REES46, personalized too for dense models (trainer.evaluation.rees46)."""
+def eval_rees46(settings: Settings, models: list[str], events: Path | None = None,
+                retrieval: Retrieval = "hybrid") -> dict[str, dict]:
+    """HitRate@10 / MRR@10 per model on REES46 (all and novel targets), ranked as served with
+    ``retrieval`` and personalized too for encoder models (trainer.evaluation.rees46)."""
     from trainer.evaluation.rees46 import evaluate_rees46, evaluate_rees46_bm25
 
     registry, results = ModelRegistry(settings.models_dir), {}
@@ -72,6 +74,6 @@ def eval_rees46(settings: Settings, models: list[str], events: Path | None = Non
             results[name] = evaluate_rees46_bm25(events)
             continue
         version = resolve_model(registry, name)
-        results[name] = {**evaluate_rees46(registry, version, settings.personalization,
-                                           settings.data_dir / "eval_cache", events), "version": version}
+        results[name] = {**evaluate_rees46(registry, version, settings.personalization, settings.data_dir / "eval_cache",
+                                           events, retrieval, settings.lexical), "version": version}
     return results

@@ -15,7 +15,9 @@ from cartwise.app.bench.common import (
     summarize_ms,
 )
 from cartwise.datasets import rees46_records
+from cartwise.lexical import LexicalEncoder
 from cartwise.machine import machine_info
+from cartwise.retrieval import RankRequest, rank
 from cartwise.settings import Settings
 
 
@@ -31,11 +33,14 @@ def rees46_queries(count: int = 500, seed: int = 7) -> list[dict]:
 
 
 async def _floor(service, queries: list[dict]) -> dict:
-    """Query encode + ANN search alone, sequentially, on the same model, index and queries."""
-    model, histogram = service.active.current, latency_histogram()
+    """Query encode (dense and BM25) + the served hybrid engine query alone, sequentially, on the same
+    model, index and queries."""
+    model, histogram, settings = service.active.current, latency_histogram(), service.settings
+    lexical = LexicalEncoder(settings.lexical)
     for fields in queries:
         started = time.perf_counter()
-        service.index.search(model.products, model.encoder.encode([fields["query"]])[0], fields["limit"])
+        request = RankRequest(model.encoder.encode([fields["query"]])[0], lexical.query(fields["query"]), None, 0.0)
+        rank(service.index, model.products, request, settings.lexical, fields["limit"], hnsw_ef=settings.hnsw_ef)
         histogram.record_value(max(1, int((time.perf_counter() - started) * 1e6)))
     return summarize_ms(histogram, "floor_")
 
