@@ -468,14 +468,15 @@ def bench() -> None:
 @bench.command("search")
 @click.option("--qps", default=200.0, show_default=True)
 @click.option("--seconds", default=20.0, show_default=True)
+@click.option("--retrieval", type=click.Choice(RETRIEVALS), default="hybrid", show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def bench_search(ctx: click.Context, qps: float, seconds: float, as_json: bool) -> None:
+def bench_search(ctx: click.Context, qps: float, seconds: float, retrieval: str, as_json: bool) -> None:
     """gRPC Search p50/p99 and QPS at a fixed offered load, next to the floor: query encode + the served
     hybrid engine query alone."""
     from cartwise.app.bench.search import run_search_bench
 
-    _report(asyncio.run(run_search_bench(_settings(ctx), qps, seconds, console)), as_json)
+    _report(asyncio.run(run_search_bench(_settings(ctx), qps, seconds, console, retrieval)), as_json)
 
 
 @bench.command("freshness")

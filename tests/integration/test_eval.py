@@ -8,12 +8,14 @@ import csv
 import json
 import random
 import shutil
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from cartwise.app.cli import main
 from cartwise.registry import ModelRegistry
+from cartwise.settings import Personalization
 from trainer.evaluation import homedepot
 from trainer.evaluation.homedepot import (
     TOP_K,
@@ -25,6 +27,7 @@ from trainer.evaluation.metrics import evaluate_rankings
 from trainer.evaluation.run import PRETRAINED, resolve_model
 
 pytestmark = pytest.mark.integration
+REES46 = Path(__file__).resolve().parents[3] / "shared" / "data" / "rees46" / "events-2019-10-01.csv"
 
 SCALARS = ("recall@10", "recall@100", "ndcg@10", "mrr@10")
 
@@ -162,3 +165,25 @@ def test_load_homedepot_rejects_unknown_judged_product(slice_files, tmp_path):
         writer.writerows(rows)
     with pytest.raises(ValueError, match=first["product_uid"]):
         load_homedepot(judgments=judgments, products=missing)
+
+
+def test_rees46_personalization_counts_novel_targets_for_both_retrievals(registry_dir, tmp_path):
+    """The REES46 protocol ranked as served, on the first 4,000 events: every target is scored with and
+    without the user's vector; novel targets (products new to the user, views included) are counted alike
+    by every ranking."""
+    from trainer.evaluation.rees46 import evaluate_rees46, evaluate_rees46_bm25
+
+    events = tmp_path / "events.csv"
+    with open(REES46, newline="") as src, open(events, "w", newline="") as dst:
+        dst.writelines(line for _, line in zip(range(4001), src))
+    registry = ModelRegistry(shutil.copytree(registry_dir, tmp_path / "models"))
+    results = {r: evaluate_rees46(registry, "v1", Personalization(), tmp_path / "cache", events, r)
+               for r in ("dense", "hybrid")}
+    bm25 = evaluate_rees46_bm25(events)
+    for figures in (*results.values(), bm25):
+        assert figures["targets"] == bm25["targets"] > 0 and figures["novel_targets"] == bm25["novel_targets"] > 0
+        assert all(0.0 <= v <= 1.0 for k, v in figures.items() if "@10" in k)
+    for retrieval, figures in results.items():
+        assert figures["retrieval"] == retrieval
+        # the history mostly re-finds viewed products: personalization must lift all targets on this slice
+        assert figures["personalized_hit@10"] > figures["hit@10"], figures

@@ -70,13 +70,17 @@ def index(request, tmp_path):
     idx.close()
 
 
-@pytest.fixture
-def products(index):
+def loaded(index, points):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         index.create_collection(NAME, DIM, PRODUCTS_SCHEMA)
-    index.upsert(NAME, POINTS)
+    index.upsert(NAME, points)
     return index
+
+
+@pytest.fixture
+def products(index):
+    return loaded(index, POINTS)
 
 
 def ids_of(hits) -> list[str]:
@@ -265,11 +269,7 @@ HYBRID_POINTS = [IndexPoint(p.id, p.vector, p.payload, LEXICAL.document(t)) for 
 
 @pytest.fixture
 def hybrid(index):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        index.create_collection(NAME, DIM, PRODUCTS_SCHEMA)
-    index.upsert(NAME, HYBRID_POINTS)
-    return index
+    return loaded(index, HYBRID_POINTS)
 
 
 def bm25(query: str, k: int) -> float:

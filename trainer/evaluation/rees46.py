@@ -5,8 +5,9 @@ ranked as the API serves (``cartwise.retrieval.rank``: hybrid by default, or den
 
 What the protocol rewards: almost every REES46 cart or purchase follows a view of the same product by
 the same user, so the personalized ranking gains mostly by re-finding what the user just looked at.
-The ``novel_*`` figures score only targets the user never interacted with before: whether the history
-helps find something new.
+No cart or purchase target here is new to its user, so the ``novel_*`` figures take a wider target set:
+every event of a user with earlier events on a product with a category the user never interacted with
+before (mostly views), searched the same way: whether the history helps find something new.
 REES46 has no titles: products that share brand and leaf category share one text, hence one vector, and
 the exact target ties with its twins (tie order is the index's). The candidate set is the whole
 2 h 50 min catalog, including products first seen after the event."""
@@ -38,13 +39,23 @@ def _catalog(records: list[Record]) -> dict[str, ProductUpsert]:
     return {r.key: r.event for r in records if r.topic_field == "catalog"}
 
 
-def target_query(event, catalog: dict[str, ProductUpsert], has_history: bool) -> str | None:
-    """The protocol's query for ``event`` (its product's leaf category), or None when it is no target:
-    not a cart or purchase, the user has no earlier event, or the product has no category."""
+def target_query(event, catalog: dict[str, ProductUpsert], seen: set[str]) -> tuple[str | None, bool]:
+    """(the protocol's query for ``event``: its product's leaf category, or None when it is no target;
+    whether it is a novel target). ``seen`` holds the products the user interacted with before. A target
+    needs a user with earlier events and a product with a category; a cart or purchase is a target, any
+    event on a product not in ``seen`` a novel one."""
     target = catalog[event.product_id]
-    if event.event_type in ("cart", "purchase") and has_history and target.category_path:
-        return target.category_path[-1].replace("_", " ")
-    return None
+    if not (seen and target.category_path):
+        return None, False
+    novel = event.product_id not in seen
+    if event.event_type in ("cart", "purchase") or novel:
+        return target.category_path[-1].replace("_", " "), novel
+    return None, False
+
+
+def _targets(kind: str, novel: bool) -> tuple[bool, ...]:
+    """(counts among all targets, counts among novel targets) for an event of ``kind``."""
+    return kind in ("cart", "purchase"), novel
 
 
 def evaluate_rees46_bm25(events: Path | None = None) -> dict:
@@ -53,20 +64,21 @@ def evaluate_rees46_bm25(events: Path | None = None) -> dict:
     catalog = _catalog(records)
     ids = list(catalog)
     retriever = bm25_index([event_product_text(catalog[p]) for p in ids])
-    means, novel, seen = MetricMeans(), MetricMeans(), {}
+    means, seen = (MetricMeans(), MetricMeans()), {}
     for record in records:
         if record.topic_field == "catalog":
             continue
         event = record.event
         before = seen.setdefault(event.user_id, set())
-        query = target_query(event, catalog, bool(before))
+        query, novel = target_query(event, catalog, before)
         if query is not None:
             ranked = [ids[d] for d in bm25_top_k(retriever, [query], K)[0]]
-            for m in (means, novel) if event.product_id not in before else (means,):
-                m.add("hit@10", hit_at(ranked, event.product_id, K))
-                m.add("mrr@10", reciprocal_rank_at(ranked, event.product_id, K))
+            for m, counts in zip(means, _targets(event.event_type, novel)):
+                if counts:
+                    m.add("hit@10", hit_at(ranked, event.product_id, K))
+                    m.add("mrr@10", reciprocal_rank_at(ranked, event.product_id, K))
         before.add(event.product_id)
-    return {**_figures(means, ""), **_figures(novel, "novel_")}
+    return {**_figures(means[0], ""), **_figures(means[1], "novel_")}
 
 
 def _figures(means: MetricMeans, prefix: str) -> dict:
@@ -101,6 +113,7 @@ def evaluate_rees46_grid(registry: ModelRegistry, version: str, grid: list[Perso
     bm25 = LexicalEncoder(lexical)
     queries: dict[str, tuple] = {}
     histories: dict[str, UserHistory] = {}
+    seen: dict[str, set[str]] = {}  # every product each user interacted with (the history keeps the latest)
     kinds = {_state_key(p): p for p in grid}  # one user-vector state per key, accumulated with its params
     states: dict[tuple, dict[str, UserVector]] = {kind: {} for kind in kinds}
     plain, personalized = (MetricMeans(), MetricMeans()), [(MetricMeans(), MetricMeans()) for _ in grid]
@@ -111,29 +124,31 @@ def evaluate_rees46_grid(registry: ModelRegistry, version: str, grid: list[Perso
                                          bm25.document(event_lexical_text(catalog[p]))) for p in ids])
         index.optimize("eval")
 
-        def score(means: tuple[MetricMeans, MetricMeans], request: RankRequest, target: str, novel: bool) -> None:
+        def score(means: tuple[MetricMeans, MetricMeans], request: RankRequest, event, novel: bool) -> None:
             ranked = [h.hit.payload["product_id"] for h in rank(index, "eval", request, lexical, K)]
-            for m in means if novel else means[:1]:
-                m.add("hit@10", hit_at(ranked, target, K))
-                m.add("mrr@10", reciprocal_rank_at(ranked, target, K))
+            for m, counts in zip(means, _targets(event.event_type, novel)):
+                if counts:
+                    m.add("hit@10", hit_at(ranked, event.product_id, K))
+                    m.add("mrr@10", reciprocal_rank_at(ranked, event.product_id, K))
 
         for record in records:
             if record.topic_field == "catalog":
                 continue
             event = record.event
             history = histories.setdefault(event.user_id, UserHistory())
-            query = target_query(event, catalog, bool(history.interactions))
+            before = seen.setdefault(event.user_id, set())
+            query, novel = target_query(event, catalog, before)
             if query is not None and users(event.user_id):
                 if query not in queries:
                     queries[query] = (encoder.encode([query])[0], bm25.query(query))
                 qvec, lexical_query = queries[query]
-                novel = event.product_id not in history.product_ids()
-                score(plain, RankRequest(qvec, lexical_query, None, 0.0, retrieval), event.product_id, novel)
+                score(plain, RankRequest(qvec, lexical_query, None, 0.0, retrieval), event, novel)
                 for params, means in zip(grid, personalized):
                     state = states[_state_key(params)].get(event.user_id)
                     alpha = personalization_weight(state.n, params) if state else 0.0
                     request = RankRequest(qvec, lexical_query, state.vector if state else None, alpha, retrieval)
-                    score(means, request, event.product_id, novel)
+                    score(means, request, event, novel)
+            before.add(event.product_id)
             if history.apply(event, grid[0].max_history):
                 kept = history.find(event.event_id)
                 if kept is not None:

@@ -17,8 +17,9 @@ from cartwise.app.bench.common import (
 from cartwise.datasets import rees46_records
 from cartwise.lexical import LexicalEncoder
 from cartwise.machine import machine_info
-from cartwise.retrieval import RankRequest, rank
+from cartwise.retrieval import RankRequest, Retrieval, rank
 from cartwise.settings import Settings
+from grpc_api.validation import WIRE_OF_RETRIEVAL
 
 
 def rees46_queries(count: int = 500, seed: int = 7) -> list[dict]:
@@ -32,23 +33,26 @@ def rees46_queries(count: int = 500, seed: int = 7) -> list[dict]:
              **({"user_id": rng.choice(users)} if i % 2 else {})} for i in range(count)]
 
 
-async def _floor(service, queries: list[dict]) -> dict:
-    """Query encode (dense and BM25) + the served hybrid engine query alone, sequentially, on the same
-    model, index and queries."""
+async def _floor(service, queries: list[dict], retrieval: Retrieval) -> dict:
+    """Query encode (dense and BM25) + the served engine query of ``retrieval`` alone, sequentially, on
+    the same model, index and queries."""
     model, histogram, settings = service.active.current, latency_histogram(), service.settings
     lexical = LexicalEncoder(settings.lexical)
     for fields in queries:
         started = time.perf_counter()
-        request = RankRequest(model.encoder.encode([fields["query"]])[0], lexical.query(fields["query"]), None, 0.0)
+        request = RankRequest(model.encoder.encode([fields["query"]])[0], lexical.query(fields["query"]), None, 0.0,
+                              retrieval)
         rank(service.index, model.products, request, settings.lexical, fields["limit"], hnsw_ef=settings.hnsw_ef)
         histogram.record_value(max(1, int((time.perf_counter() - started) * 1e6)))
     return summarize_ms(histogram, "floor_")
 
 
-async def run_search_bench(settings: Settings, qps: float, seconds: float, console) -> dict:
-    """Load the REES46 catalog, offer ``qps`` from a separate load-generator process for ``seconds``,
-    then measure the floor in this process. Returns the figures (latencies in ms)."""
-    queries = rees46_queries()
+async def run_search_bench(settings: Settings, qps: float, seconds: float, console,
+                           retrieval: Retrieval = "hybrid") -> dict:
+    """Load the REES46 catalog, offer ``qps`` Search requests with ``retrieval`` from a separate
+    load-generator process for ``seconds``, then measure the floor in this process. Returns the figures
+    (latencies in ms)."""
+    queries = [{**q, "retrieval": WIRE_OF_RETRIEVAL[retrieval]} for q in rees46_queries()]
     async with loaded_service(settings, console) as service:
         products = service.index.count(service.active.current.products)
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
@@ -59,7 +63,7 @@ async def run_search_bench(settings: Settings, qps: float, seconds: float, conso
                 fh.name, stdout=asyncio.subprocess.PIPE)
             out, _ = await proc.communicate()
         load = json.loads(out)
-        floor = await _floor(service, queries)
+        floor = await _floor(service, queries, retrieval)
     return {**load, **floor, "overhead_ratio": load["p50_ms"] / floor["floor_p50_ms"], "offered_qps": qps,
-            "products": products, "machine": machine_info(),
-            "command": f"cartwise bench search --qps {qps:g} --seconds {seconds:g} --json"}
+            "retrieval": retrieval, "products": products, "machine": machine_info(),
+            "command": f"cartwise bench search --qps {qps:g} --seconds {seconds:g} --retrieval {retrieval} --json"}
