@@ -84,7 +84,9 @@ Events replayed in time order through the serving personalization code (`cartwis
 parameters: alpha_max = {settings.personalization.alpha_max}, n0 = {settings.personalization.n0},
 half-life = {settings.personalization.half_life_s / 3600:g} h). For every cart or purchase by a user with
 earlier events, the query is the leaf category of the target product ("smartphone"); a hit is the exact
-target product in the top 10. *Novel* targets are products the user had not interacted with before.
+target product in the top 10. No cart or purchase target is new to its user, so *novel* targets are
+every event (views included) of a user with earlier events on a product they never interacted with, same
+query: whether the history helps find something new.
 
 {markdown_table(["model", "targets", "HitRate@10", "personalized", "MRR@10", "personalized", "novel targets",
                  "novel HitRate@10", "novel personalized"], rr_rows)}
