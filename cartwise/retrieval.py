@@ -47,6 +47,13 @@ def served_retrieval(request: RankRequest) -> Retrieval:
     return request.retrieval if request.query is not None else "dense"
 
 
+def applied_lexical_weight(request: RankRequest, params: Lexical) -> float:
+    """w of the fusion that runs: the request's, else the service's; 0 when the retrieval is not hybrid."""
+    if served_retrieval(request) != "hybrid":
+        return 0.0
+    return params.weight if request.lexical_weight is None else request.lexical_weight
+
+
 def rank(index: VectorIndex, collection: str, request: RankRequest, params: Lexical, limit: int,
          flt: SearchFilter | None = None, hnsw_ef: int | None = None) -> list[RankedHit]:
     """The top ``limit`` products of ``collection`` for ``request``, best first. Raises ValueError when
@@ -55,9 +62,8 @@ def rank(index: VectorIndex, collection: str, request: RankRequest, params: Lexi
     if retrieval == "lexical":
         hits = index.lexical_search(collection, request.lexical, limit, flt, with_vectors=True)
     elif retrieval == "hybrid":
-        weight = params.weight if request.lexical_weight is None else request.lexical_weight
-        hybrid = HybridQuery(fused_query(request.query, request.user, request.alpha), request.lexical, weight,
-                             params.scale, params.candidates)
+        hybrid = HybridQuery(fused_query(request.query, request.user, request.alpha), request.lexical,
+                             applied_lexical_weight(request, params), params.scale, params.candidates)
         hits = index.hybrid_search(collection, hybrid, limit, flt, hnsw_ef)
     else:
         hits = index.search(collection, fused_query(request.query, request.user, request.alpha), limit, flt,

@@ -13,7 +13,7 @@ from cartwise.catalog import ProductView, point_id
 from cartwise.index import VectorIndex
 from cartwise.lexical import LexicalEncoder
 from cartwise.personalization import UserPoint, personalization_weight
-from cartwise.retrieval import RankedHit, RankRequest, rank, served_retrieval
+from cartwise.retrieval import RankedHit, RankRequest, applied_lexical_weight, rank, served_retrieval
 from cartwise.settings import Settings
 from cartwise.v1 import search_pb2 as pb
 from cartwise.v1 import search_pb2_grpc as pb_grpc
@@ -90,13 +90,10 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
                               query.retrieval, query.lexical_weight)
         hits = rank(self.index, model.products, request, self.settings.lexical, query.limit, flt,
                     hnsw_ef=max(self.settings.hnsw_ef, query.limit))
-        retrieval = served_retrieval(request)
-        weight = 0.0 if retrieval != "hybrid" else (
-            self.settings.lexical.weight if query.lexical_weight is None else query.lexical_weight)
         return pb.SearchResponse(hits=[_hit(h) for h in hits], model_version=model.version,
                                  index_version=model.products, personalization_weight=alpha,
-                                 user_interactions=user.n, retrieval=WIRE_OF_RETRIEVAL[retrieval],
-                                 lexical_weight=weight)
+                                 user_interactions=user.n, retrieval=WIRE_OF_RETRIEVAL[served_retrieval(request)],
+                                 lexical_weight=applied_lexical_weight(request, self.settings.lexical))
 
 
 def _hit(ranked: RankedHit) -> pb.Hit:
