@@ -10,16 +10,15 @@ from pathlib import Path
 
 import torch
 
-from cartwise.catalog import lexical_text
 from cartwise.datasets import data_root
 from cartwise.registry import TOKENIZER_FILE, Manifest, ModelRegistry
-from cartwise.settings import Lexical, Settings
+from cartwise.settings import Settings
 from encoders.export import publish_model
 from encoders.model import PRETRAINED_NAME, DualEncoder, pretrained_path
 from trainer.config import TrainConfig
 from trainer.data import LabeledQuery, labeled_queries, split_queries
 from trainer.encoding import TextEncoder, freeze_lower_layers, load_tokenizer
-from trainer.evaluation.homedepot import catalog_texts, load_homedepot
+from trainer.evaluation.homedepot import catalog_texts, lexical_texts, load_homedepot
 from trainer.evaluation.metrics import scalar_metrics
 from trainer.lexical_scores import LexicalScores
 from trainer.loop import TrainResult
@@ -81,13 +80,12 @@ class HomeDepotSetup:
     model: DualEncoder
     encoder: TextEncoder
     lexical: LexicalScores | None  # BM25 over the catalog when validation scores the hybrid ranking
-    fusion: Lexical
 
     def validator(self, queries: int | None, distractors: int, seed: int) -> Validator:
         """A validator over ``queries`` validation queries (None: all) and their judged products plus
         ``distractors`` random others, scoring the hybrid ranking when ``lexical`` is set."""
         validator = Validator.sample(self.val, len(self.ids), queries, distractors, seed)
-        return validator.hybrid(self.lexical, self.fusion) if self.lexical else validator
+        return validator.hybrid(self.lexical) if self.lexical else validator
 
 
 def setup_homedepot(settings: Settings, config: TrainConfig, init_version: str | None = None,
@@ -101,9 +99,8 @@ def setup_homedepot(settings: Settings, config: TrainConfig, init_version: str |
     ids, texts = catalog_texts(data)
     train, val = split_queries(labeled_queries(data.qrels, {pid: i for i, pid in enumerate(ids)}), config.val_fraction)
     encoder = build_encoder(settings, config, texts, init_version)
-    lexical = (LexicalScores(settings.lexical, [lexical_text(data.titles[pid], None, []) for pid in ids])
-               if config.selection == "hybrid" else None)
-    return HomeDepotSetup(ids, texts, train, val, encoder.model, encoder, lexical, settings.lexical)
+    lexical = LexicalScores(settings.lexical, lexical_texts(data, ids)) if config.selection == "hybrid" else None
+    return HomeDepotSetup(ids, texts, train, val, encoder.model, encoder, lexical)
 
 
 def tokenizer_path() -> Path:

@@ -191,7 +191,7 @@ def train_from_kafka(settings: Settings, config: TrainConfig, since: str | None 
     validator = Validator.sample(val, len(ids), None, len(ids), config.seed)
     if config.selection == "hybrid":
         lexical = LexicalScores(settings.lexical, [event_lexical_text(event_log.catalog[pid]) for pid in ids])
-        validator = validator.hybrid(lexical, settings.lexical)
+        validator = validator.hybrid(lexical)
     run_dir = settings.data_dir / "runs" / "kafka"
     result = Trainer(config, encoder, train, validator, miner, run_dir).fit()
     plot_run(result.to_json(), run_dir / "curves.png")

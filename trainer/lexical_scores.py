@@ -16,10 +16,11 @@ from cartwise.settings import Lexical
 
 
 class LexicalScores:
-    """BM25 of any query against the catalog's products (by catalog index)."""
+    """BM25 of any query against the catalog's products (by catalog index); ``params`` also carries the
+    fusion's w and κ for whoever fuses these scores with the dense ones."""
 
     def __init__(self, lexical: Lexical, product_texts: list[str]) -> None:
-        self.encoder = LexicalEncoder(lexical)
+        self.params, self.encoder = lexical, LexicalEncoder(lexical)
         docs = self.encoder.documents(product_texts)
         self._column: dict[int, int] = {}
         self._docs = self._matrix(docs, grow=True)

@@ -16,7 +16,6 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from cartwise.settings import Lexical
 from trainer.data import LabeledQuery
 from trainer.encoding import TextEncoder
 from trainer.evaluation.metrics import evaluate_rankings, exact_top_k, top_k_rows
@@ -28,18 +27,16 @@ TOP_K = 100
 @dataclass
 class Validator:
     """Fixed validation queries and corpus (catalog indices); :meth:`run` scores a model on them, by
-    the dense ranking, or the hybrid one when ``lexical`` (BM25 over the catalog) and ``fusion`` (w, κ)
-    are set."""
+    the dense ranking, or the hybrid one when ``lexical`` (BM25 over the catalog, with w and κ) is set."""
 
     queries: list[LabeledQuery]
     corpus: np.ndarray
     lexical: LexicalScores | None = None
-    fusion: Lexical | None = None
     _bm25: np.ndarray | None = None  # (Q, corpus) BM25 scores, computed once: they do not depend on the model
 
-    def hybrid(self, lexical: LexicalScores, fusion: Lexical) -> "Validator":
-        """This validator scoring the hybrid ranking with ``fusion``'s w and κ."""
-        return replace(self, lexical=lexical, fusion=fusion, _bm25=None)
+    def hybrid(self, lexical: LexicalScores) -> "Validator":
+        """This validator scoring the hybrid ranking with ``lexical``'s BM25, w and κ."""
+        return replace(self, lexical=lexical, _bm25=None)
 
     @classmethod
     def sample(cls, val: list[LabeledQuery], n_products: int, n_queries: int | None, distractors: int,
@@ -68,7 +65,7 @@ class Validator:
     def _hybrid_top_k(self, qvecs: np.ndarray, vectors: np.ndarray, k: int, chunk: int = 256) -> np.ndarray:
         if self._bm25 is None:
             self._bm25 = self.lexical.scores([q.text for q in self.queries], self.corpus)
-        w, scale = self.fusion.weight, self.fusion.scale
+        w, scale = self.lexical.params.weight, self.lexical.params.scale
         out = np.zeros((len(qvecs), k), dtype=np.int64)
         for start in range(0, len(qvecs), chunk):
             fused = (1 - w) * (qvecs[start:start + chunk] @ vectors.T) + w * scale * self._bm25[start:start + chunk]

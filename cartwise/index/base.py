@@ -107,6 +107,22 @@ def as_vector(raw) -> np.ndarray | None:
     return None if raw is None else np.asarray(raw, dtype=np.float32)
 
 
+def to_hit(point, with_vectors: bool, lexical_score: float = 0.0) -> IndexHit:
+    """An :class:`IndexHit` of a scored point of either backend (``id``, ``score``, ``payload``, ``vector``)."""
+    return IndexHit(str(point.id), float(point.score), point.payload or {},
+                    as_vector(point.vector) if with_vectors else None, lexical_score)
+
+
+def hybrid_hits(points, query: HybridQuery) -> list[IndexHit]:
+    """The hits of a hybrid query's scored points (fetched with their dense vectors), each with its BM25."""
+    hits = []
+    for point in points:
+        vector = as_vector(point.vector)
+        hits.append(IndexHit(str(point.id), float(point.score), point.payload or {}, vector,
+                             query.lexical_of(float(point.score), vector)))
+    return hits
+
+
 def stock_keyword(in_stock: bool) -> str:
     """The ``stock`` payload keyword of an availability: "in" or "out"."""
     return "in" if in_stock else "out"

@@ -24,7 +24,9 @@ from cartwise.index.base import (
     SearchFilter,
     SparseVector,
     as_vector,
+    hybrid_hits,
     stock_keyword,
+    to_hit,
 )
 
 _SCHEMA_TYPES = (("keyword", qe.PayloadSchemaType.Keyword), ("float", qe.PayloadSchemaType.Float))
@@ -38,11 +40,6 @@ def _vectors(point: IndexPoint) -> dict:
     return vectors
 
 
-def _hit(point, with_vectors: bool, lexical_score: float = 0.0) -> IndexHit:
-    return IndexHit(str(point.id), float(point.score), point.payload or {},
-                    as_vector(point.vector) if with_vectors else None, lexical_score)
-
-
 def hybrid_request(query: HybridQuery, limit: int, flt: qe.Filter | None, hnsw_ef: int | None) -> qe.QueryRequest:
     """The engine query of a :class:`HybridQuery`: the lexical and the dense top ``candidates`` (both
     filtered), their union rescored by each side, and the fused score as a formula over the two."""
@@ -51,7 +48,8 @@ def hybrid_request(query: HybridQuery, limit: int, flt: qe.Filter | None, hnsw_e
     dense = qe.Query.Nearest(np.asarray(query.dense, dtype=np.float32).tolist(), using=DENSE)
     depth = max(query.candidates, limit)
     sides = [qe.Prefetch(limit=depth, query=lexical, filter=flt),
-             qe.Prefetch(limit=depth, query=dense, filter=flt, params=qe.SearchParams(hnsw_ef=max(hnsw_ef or 0, depth)))]
+             qe.Prefetch(limit=depth, query=dense, filter=flt,
+                         params=qe.SearchParams(hnsw_ef=max(hnsw_ef or 0, depth)))]
     union = qe.Prefetch(limit=2 * depth, prefetches=sides, query=qe.Fusion.Rrf(k=60))
     rescored = [qe.Prefetch(limit=2 * depth, prefetches=[union], query=lexical),
                 qe.Prefetch(limit=2 * depth, prefetches=[union], query=dense)]
@@ -141,7 +139,8 @@ class EdgeIndex:
     def retrieve(self, name: str, ids: Sequence[str], with_vectors: bool = True) -> list[IndexHit]:
         if not ids:
             return []
-        records = self._shard(name).retrieve(list(ids), with_payload=True, with_vector=[DENSE] if with_vectors else False)
+        records = self._shard(name).retrieve(list(ids), with_payload=True,
+                                             with_vector=[DENSE] if with_vectors else False)
         return [IndexHit(str(r.id), 0.0, r.payload or {}, as_vector(r.vector) if with_vectors else None)
                 for r in records]
 
@@ -151,7 +150,7 @@ class EdgeIndex:
             limit=limit, query=qe.Query.Nearest(np.asarray(vector, dtype=np.float32).tolist(), using=DENSE),
             filter=edge_filter(flt), with_payload=True, with_vector=[DENSE] if with_vectors else False,
             params=qe.SearchParams(exact=exact, hnsw_ef=hnsw_ef))
-        return [_hit(p, with_vectors) for p in self._shard(name).query(request)]
+        return [to_hit(p, with_vectors) for p in self._shard(name).query(request)]
 
     def lexical_search(self, name: str, query: SparseVector, limit: int, flt: SearchFilter | None = None,
                        with_vectors: bool = False) -> list[IndexHit]:
@@ -159,13 +158,11 @@ class EdgeIndex:
             limit=limit, query=qe.Query.Nearest(qe.SparseVector(list(query.indices), list(query.values)),
                                                 using=LEXICAL),
             filter=edge_filter(flt), with_payload=True, with_vector=[DENSE] if with_vectors else False)
-        return [_hit(p, with_vectors, float(p.score)) for p in self._lexical_query(name, request)]
+        return [to_hit(p, with_vectors, float(p.score)) for p in self._lexical_query(name, request)]
 
     def hybrid_search(self, name: str, query: HybridQuery, limit: int, flt: SearchFilter | None = None,
                       hnsw_ef: int | None = None) -> list[IndexHit]:
-        points = self._lexical_query(name, hybrid_request(query, limit, edge_filter(flt), hnsw_ef))
-        hits = [_hit(p, True) for p in points]
-        return [IndexHit(h.id, h.score, h.payload, h.vector, query.lexical_of(h.score, h.vector)) for h in hits]
+        return hybrid_hits(self._lexical_query(name, hybrid_request(query, limit, edge_filter(flt), hnsw_ef)), query)
 
     def _lexical_query(self, name: str, request: qe.QueryRequest) -> list:
         shard = self._shard(name)

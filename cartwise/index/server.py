@@ -21,7 +21,9 @@ from cartwise.index.base import (
     SearchFilter,
     SparseVector,
     as_vector,
+    hybrid_hits,
     stock_keyword,
+    to_hit,
 )
 
 _SCHEMA_TYPES = (("keyword", models.PayloadSchemaType.KEYWORD), ("float", models.PayloadSchemaType.FLOAT))
@@ -36,11 +38,6 @@ def _vectors(point: IndexPoint) -> dict:
 
 def _sparse(query: SparseVector) -> models.SparseVector:
     return models.SparseVector(indices=list(query.indices), values=list(query.values))
-
-
-def _hit(point, with_vectors: bool, lexical_score: float = 0.0) -> IndexHit:
-    return IndexHit(str(point.id), float(point.score), point.payload or {},
-                    as_vector(point.vector) if with_vectors else None, lexical_score)
 
 
 def hybrid_prefetch(query: HybridQuery, limit: int, flt: models.Filter | None,
@@ -84,6 +81,7 @@ class QdrantServerIndex:
 
     def __init__(self, client: QdrantClient) -> None:
         self._client = client
+        self._lexical: dict[str, bool] = {}  # collection -> has lexical vectors (dropped with the collection)
 
     def _require(self, name: str) -> None:
         if not self._client.collection_exists(name):
@@ -104,6 +102,7 @@ class QdrantServerIndex:
         return self._client.collection_exists(name)
 
     def drop_collection(self, name: str) -> None:
+        self._lexical.pop(name, None)
         if self._client.collection_exists(name):
             self._client.delete_collection(name)
 
@@ -137,7 +136,7 @@ class QdrantServerIndex:
             name, query=np.asarray(vector, dtype=np.float32).tolist(), using=DENSE, limit=limit,
             query_filter=server_filter(flt), with_payload=True, with_vectors=[DENSE] if with_vectors else False,
             search_params=models.SearchParams(exact=exact, hnsw_ef=hnsw_ef))
-        return [_hit(p, with_vectors) for p in response.points]
+        return [to_hit(p, with_vectors) for p in response.points]
 
     def lexical_search(self, name: str, query: SparseVector, limit: int, flt: SearchFilter | None = None,
                        with_vectors: bool = False) -> list[IndexHit]:
@@ -147,7 +146,7 @@ class QdrantServerIndex:
         response = self._client.query_points(
             name, query=_sparse(query), using=LEXICAL, limit=limit, query_filter=server_filter(flt),
             with_payload=True, with_vectors=[DENSE] if with_vectors else False)
-        return [_hit(p, with_vectors, float(p.score)) for p in response.points]
+        return [to_hit(p, with_vectors, float(p.score)) for p in response.points]
 
     def hybrid_search(self, name: str, query: HybridQuery, limit: int, flt: SearchFilter | None = None,
                       hnsw_ef: int | None = None) -> list[IndexHit]:
@@ -155,12 +154,13 @@ class QdrantServerIndex:
         prefetch, formula = hybrid_prefetch(query, limit, server_filter(flt), hnsw_ef)
         response = self._client.query_points(name, prefetch=prefetch, query=formula, limit=limit,
                                              with_payload=True, with_vectors=[DENSE])
-        hits = [_hit(p, True) for p in response.points]
-        return [IndexHit(h.id, h.score, h.payload, h.vector, query.lexical_of(h.score, h.vector)) for h in hits]
+        return hybrid_hits(response.points, query)
 
     def _require_lexical(self, name: str) -> None:
         self._require(name)
-        if LEXICAL not in (self._client.get_collection(name).config.params.sparse_vectors or {}):
+        if name not in self._lexical:  # a collection's vectors never change: ask the server once per name
+            self._lexical[name] = LEXICAL in (self._client.get_collection(name).config.params.sparse_vectors or {})
+        if not self._lexical[name]:
             raise ValueError(f"collection {name!r} has no lexical vectors")
 
     def count(self, name: str) -> int:

@@ -61,7 +61,8 @@ def settings_for(data_dir, broker, **extra) -> Settings:
     """Settings of one service on the shared broker: its own consumer group and its own models.updates
     topic (services of different tests must not act on each other's swap requests)."""
     name = f"swap-{uuid.uuid4().hex[:8]}"
-    return Settings(data_dir=data_dir, kafka_bootstrap=broker.bootstrap, kafka_idempotence=False, grpc_port=0, app_id=name,
+    return Settings(data_dir=data_dir, kafka_bootstrap=broker.bootstrap, kafka_idempotence=False, grpc_port=0,
+                    app_id=name,
                     topics=Topics(models_updates=f"models.updates.{name}"), **extra)
 
 

@@ -53,7 +53,7 @@ def test_hybrid_validator_ranks_by_the_served_fusion(weight):
     queries = {q: rng.normal(size=4).astype(np.float32) for q in QUERIES[:3]}
     judged = [LabeledQuery(q, {k: 3.0}) for k, q in enumerate(queries)]
     params = Lexical(weight=weight)
-    validator = Validator(judged, np.arange(len(TEXTS))).hybrid(LexicalScores(params, TEXTS), params)
+    validator = Validator(judged, np.arange(len(TEXTS))).hybrid(LexicalScores(params, TEXTS))
     encoder = FixedEncoder(catalog, queries)
     bm25 = LexicalScores(params, TEXTS).scores(list(queries), np.arange(len(TEXTS)))
     fused = (1 - weight) * np.stack(list(queries.values())) @ catalog.T + weight * params.scale * bm25

@@ -62,6 +62,11 @@ def catalog_texts(data: HomeDepot) -> tuple[list[str], list[str]]:
     return ids, [product_text(data.titles[pid], None, []) for pid in ids]
 
 
+def lexical_texts(data: HomeDepot, ids: list[str]) -> list[str]:
+    """BM25 text of the products ``ids`` (Home Depot has titles only)."""
+    return [lexical_text(data.titles[pid], None, []) for pid in ids]
+
+
 def _tokenize(texts: list[str]):
     import bm25s
     import Stemmer
@@ -170,7 +175,7 @@ def served_catalog(data: HomeDepot, registry: ModelRegistry, version: str, cache
         index.create_collection("eval", vectors.shape[1], PRODUCTS_SCHEMA)
         for start in range(0, len(ids), 2048):
             rows = range(start, min(start + 2048, len(ids)))
-            sparse = bm25.documents([lexical_text(data.titles[ids[n]], None, []) for n in rows])
+            sparse = bm25.documents(lexical_texts(data, [ids[n] for n in rows]))
             index.upsert("eval", [IndexPoint(point_id(ids[n]), vectors[n], {"product_id": ids[n]}, s)
                                   for n, s in zip(rows, sparse)])
         index.optimize("eval")

@@ -30,10 +30,11 @@ def _evaluate(settings: Settings) -> tuple[dict, dict]:
 
     hd = eval_homedepot(settings, ["bm25"], split="val")
     rr = eval_rees46(settings, ["bm25"])
+    models = _models(settings)
     for retrieval in ("dense", "hybrid"):
-        for name, metrics in eval_homedepot(settings, _models(settings), split="val", retrieval=retrieval).items():
+        for name, metrics in eval_homedepot(settings, models, split="val", retrieval=retrieval).items():
             hd[f"{name} ({retrieval})"] = metrics
-        for name, metrics in eval_rees46(settings, _models(settings), retrieval=retrieval).items():
+        for name, metrics in eval_rees46(settings, models, retrieval=retrieval).items():
             rr[f"{name} ({retrieval})"] = metrics
     return hd, rr
 

@@ -74,6 +74,7 @@ def eval_rees46(settings: Settings, models: list[str], events: Path | None = Non
             results[name] = evaluate_rees46_bm25(events)
             continue
         version = resolve_model(registry, name)
-        results[name] = {**evaluate_rees46(registry, version, settings.personalization, settings.data_dir / "eval_cache",
-                                           events, retrieval, settings.lexical), "version": version}
+        figures = evaluate_rees46(registry, version, settings.personalization, settings.data_dir / "eval_cache",
+                                  events, retrieval, settings.lexical)
+        results[name] = {**figures, "version": version}
     return results
