@@ -25,8 +25,9 @@ class LexicalScores:
         self._column: dict[int, int] = {}
         self._docs = self._matrix(docs, grow=True)
         df = np.bincount(self._docs.indices, minlength=len(self._column))
-        idf = np.log1p((len(docs) - df + 0.5) / (df + 0.5)).astype(np.float32)
-        self._docs = (self._docs @ sparse.diags(idf)).T.tocsr()  # (terms, products), IDF folded in
+        self._idf = np.log1p((len(docs) - df + 0.5) / (df + 0.5)).astype(np.float32)
+        self._has_term = (self._docs > 0).astype(np.float32).tocsr()  # (products, terms), 1 where present
+        self._docs = (self._docs @ sparse.diags(self._idf)).T.tocsr()  # (terms, products), IDF folded in
 
     def _matrix(self, vectors: list[SparseVector], grow: bool = False) -> sparse.csr_matrix:
         rows, cols, vals = [], [], []
@@ -42,3 +43,19 @@ class LexicalScores:
         """(Q, len(products)) float32 BM25 scores of ``queries`` against catalog indices ``products``."""
         matrix = self._matrix([self.encoder.query(q) for q in queries])
         return np.asarray((matrix @ self._docs[:, products]).todense(), dtype=np.float32)
+
+    def term_coverage(self, query: str, products: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """((C,), (C,)) float32 for catalog indices ``products`` (C,): the share of the query's terms
+        (as BM25 sees them: stemmed, no stopwords) each product contains, and that share weighted by IDF
+        (over the query terms some product has). Both 0 for a query with no terms."""
+        vector = self.encoder.query(query)
+        known = (self._matrix([vector]) > 0).astype(np.float32)  # (1, terms)
+        has = self._has_term[products]  # (C, terms)
+        plain = np.asarray((has @ known.T).todense()).ravel() / max(len(vector.indices), 1)
+        idf = known.multiply(self._idf)
+        weighted = np.asarray((has @ idf.T).todense()).ravel() / max(float(idf.sum()), 1e-6)
+        return plain.astype(np.float32), weighted.astype(np.float32)
+
+    def document_terms(self, products: np.ndarray) -> np.ndarray:
+        """Distinct indexed terms of each catalog index in ``products``, float32, same shape."""
+        return np.diff(self._has_term.indptr)[products].astype(np.float32)

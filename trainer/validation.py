@@ -18,7 +18,7 @@ import numpy as np
 
 from trainer.data import LabeledQuery
 from trainer.encoding import TextEncoder
-from trainer.evaluation.metrics import evaluate_rankings, exact_top_k, top_k_rows
+from trainer.evaluation.metrics import evaluate_rankings, exact_top_k, scalar_metrics, top_k_rows
 from trainer.lexical_scores import LexicalScores
 
 TOP_K = 100
@@ -52,12 +52,21 @@ class Validator:
         others = np.setdiff1d(np.arange(n_products), np.fromiter(judged, np.int64))
         return cls(chosen, np.union1d(np.fromiter(judged, np.int64), rng.choice(others, distractors, replace=False)))
 
-    def run(self, encoder: TextEncoder, k: int = TOP_K) -> dict:
-        """Recall@10/100, nDCG@10, MRR@10 (trainer.evaluation.metrics conventions) of ``encoder``."""
+    def run(self, encoder: TextEncoder, k: int = TOP_K, with_dense: bool = False) -> dict:
+        """Recall@10/100, nDCG@10, MRR@10 (trainer.evaluation.metrics conventions) of ``encoder``; with
+        ``with_dense`` on a hybrid validator, also the dense ranking's figures under ``"dense"``, from the
+        same vectors (so a table can show what the fusion adds)."""
         vectors = encoder.catalog(self.corpus)
         qvecs = encoder.query_matrix([q.text for q in self.queries])
         k = min(k, len(self.corpus) - 1)
-        top = exact_top_k(qvecs, vectors, k) if self.lexical is None else self._hybrid_top_k(qvecs, vectors, k)
+        if self.lexical is None:
+            return self._evaluate(exact_top_k(qvecs, vectors, k))
+        metrics = self._evaluate(self._hybrid_top_k(qvecs, vectors, k))
+        if with_dense:
+            metrics["dense"] = scalar_metrics(self._evaluate(exact_top_k(qvecs, vectors, k)))
+        return metrics
+
+    def _evaluate(self, top: np.ndarray) -> dict:
         rankings = {q.text: [str(int(self.corpus[j])) for j in row] for q, row in zip(self.queries, top)}
         qrels = {q.text: {str(p): g for p, g in q.judged.items()} for q in self.queries}
         return evaluate_rankings(rankings, qrels)

@@ -283,6 +283,27 @@ def experiments_hybrid(ctx: click.Context, model: str, docs: Path) -> None:
     click.echo(json.dumps(results["chosen"], indent=2))
 
 
+@experiments.command("second-stage")
+@click.option("--model", default="pretrained", show_default=True,
+              help="Encoder: pretrained, latest (the newest trained version) or vN.")
+@click.option("--docs", type=click.Path(file_okay=False, path_type=Path), default=Path("docs"), show_default=True)
+@click.pass_context
+def experiments_second_stage(ctx: click.Context, model: str, docs: Path) -> None:
+    """LightGBM LambdaRank over the hybrid top 100, trained on the train split, against the fusion on
+    validation -> docs/second_stage.md (and DATA_DIR/experiments/second_stage.json)."""
+    from cartwise.registry import ModelRegistry
+    from trainer.evaluation.run import resolve_model
+    from trainer.second_stage import run_second_stage, write_second_stage_report
+
+    settings = _settings(ctx)
+    results = run_second_stage(settings, resolve_model(ModelRegistry(settings.models_dir), model))
+    out = settings.data_dir / "experiments" / "second_stage.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1))
+    click.echo(write_second_stage_report(results, docs))
+    click.echo(json.dumps({k: results[k]["all"] for k in ("fused", "reranked")}, indent=2))
+
+
 @experiments.command("personalization")
 @click.option("--model", default="latest", show_default=True,
               help="Encoder: pretrained, latest (the newest trained version) or vN.")

@@ -61,3 +61,29 @@ def test_hybrid_validator_ranks_by_the_served_fusion(weight):
     ranks = [list(np.argsort(-row, kind="stable")).index(k) for k, row in enumerate(fused)]
     expected_mrr = np.mean([1 / (1 + r) if r < len(TEXTS) - 1 else 0.0 for r in ranks])
     assert metrics["mrr@10"] == pytest.approx(expected_mrr)
+
+
+def test_with_dense_reports_the_encoder_alone_from_the_same_vectors():
+    rng = np.random.default_rng(1)
+    catalog = rng.normal(size=(len(TEXTS), 4)).astype(np.float32)
+    queries = {q: rng.normal(size=4).astype(np.float32) for q in QUERIES[:3]}
+    judged = [LabeledQuery(q, {k: 3.0}) for k, q in enumerate(queries)]
+    encoder = FixedEncoder(catalog, queries)
+    hybrid = Validator(judged, np.arange(len(TEXTS))).hybrid(LexicalScores(Lexical(weight=0.7), TEXTS))
+    metrics = hybrid.run(encoder, with_dense=True)
+    assert metrics["dense"] == {k: v for k, v in Validator(judged, np.arange(len(TEXTS))).run(encoder).items()
+                                if k != "recall_curve"}
+    assert metrics["ndcg@10"] != metrics["dense"]["ndcg@10"]
+
+
+def test_term_coverage_counts_the_query_terms_a_product_has():
+    scores = LexicalScores(Lexical(), TEXTS)
+    plain, weighted = scores.term_coverage("acme chargers zebra", np.array([0, 1, 2, 4, 5]))
+    # "acme" and "charger" (stemmed) are in products 0 and 2; "zebra" is in none; product 4 has "acme" only
+    np.testing.assert_allclose(plain, [2 / 3, 0, 2 / 3, 1 / 3, 0])
+    # IDF-weighted over the terms some product has: acme (3 products) is commoner than charger (3) -> equal
+    assert weighted[0] == pytest.approx(1.0) and weighted[2] == pytest.approx(1.0)
+    assert 0 < weighted[3] < 1 and weighted[1] == 0
+    empty = scores.term_coverage("the of", np.array([0, 1]))
+    np.testing.assert_array_equal(empty[0], [0, 0])
+    np.testing.assert_array_equal(scores.document_terms(np.array([5, 0])), [1, 4])
