@@ -18,6 +18,7 @@ two differ only by terms already decayed by 2^(-Δt/H) for many H."""
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, field
 
@@ -69,6 +70,12 @@ class UserHistory:
     def find(self, event_id: str) -> Interaction | None:
         """The kept interaction of ``event_id``, if it is in the history."""
         return next((i for i in self.interactions if i.event_id == event_id), None)
+
+    def digest(self) -> str:
+        """A fingerprint of what the user vector and payload derive from (kept interactions and purchases):
+        a user point carrying the history's digest is up to date with it."""
+        text = "\x1f".join([i.event_id for i in self.interactions] + ["\x1e"] + self.purchased)
+        return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
     def product_ids(self) -> list[str]:
         """Distinct products in the history."""
@@ -130,19 +137,20 @@ def user_vector(history: UserHistory, product_vectors: dict[str, np.ndarray],
 
 @dataclass(frozen=True, slots=True)
 class UserPoint:
-    """A user as stored in a users collection: the :class:`UserVector` state plus the purchased products
-    (for ``exclude_purchased``). :meth:`to_payload` / :meth:`from_payload` are the only code that knows
-    the payload's keys."""
+    """A user as stored in a users collection: the :class:`UserVector` state, the purchased products
+    (for ``exclude_purchased``) and the :meth:`UserHistory.digest` of the history it was computed from.
+    :meth:`to_payload` / :meth:`from_payload` are the only code that knows the payload's keys."""
 
     user_id: str
     state: UserVector
     purchased: tuple[str, ...] = ()
+    history: str = ""
 
     def to_payload(self) -> dict:
         """The index payload (``updated_at`` in seconds since the epoch, for operators)."""
         s = self.state
         return {"user_id": self.user_id, "n": s.n, "pending": s.pending, "norm": s.norm, "t_ref": s.t_ref,
-                "purchased": list(self.purchased), "updated_at": time.time()}
+                "purchased": list(self.purchased), "history": self.history, "updated_at": time.time()}
 
     @classmethod
     def from_payload(cls, payload: dict, vector: np.ndarray) -> "UserPoint":
@@ -150,7 +158,7 @@ class UserPoint:
         Raises KeyError for a payload that is not a user point's."""
         state = UserVector(vector, float(payload["norm"]), float(payload["t_ref"]), int(payload["n"]),
                            int(payload["pending"]))
-        return cls(payload["user_id"], state, tuple(payload.get("purchased", ())))
+        return cls(payload["user_id"], state, tuple(payload.get("purchased", ())), payload.get("history", ""))
 
 
 def personalization_weight(n: int, params: Personalization) -> float:

@@ -18,9 +18,9 @@ from cartwise.index import VectorIndex
 from cartwise.kafka_io import idempotent
 from cartwise.lexical import LexicalEncoder
 from cartwise.model_updates import ModelUpdate
-from cartwise.personalization import Interaction, UserHistory
+from cartwise.personalization import UserHistory
 from cartwise.settings import Settings
-from streams.behavior import rebuild_user_vectors, update_user_vectors
+from streams.behavior import UserUpdate, rebuild_user_vectors, update_user_vectors
 from streams.catalog import write_catalog
 from streams.swap import SwapCoordinator
 from streams.targets import WriteTargets
@@ -141,23 +141,29 @@ class StreamWorker:
 
     async def _behavior_agent(self, stream) -> None:
         async for batch in stream.take_events(self.settings.catalog_batch, within=self.settings.catalog_batch_window_s):
-            updates: dict[str, tuple[UserHistory, list[Interaction]]] = {}
+            updates: dict[str, UserUpdate] = {}
             for event in batch:
                 try:
                     parsed = parse_behavior_event(event.value, self._type_of_topic[event.message.topic])
                 except InvalidEvent as err:
                     await self._dead_letter(event, err.reason)
                     continue
-                history, added = updates.get(parsed.user_id) or (
-                    UserHistory.from_json(self.histories.get(parsed.user_id)), [])
-                if history.apply(parsed, self.settings.personalization.max_history):
+                update = updates.get(parsed.user_id)
+                if update is None:
+                    update = updates[parsed.user_id] = UserUpdate.of(
+                        UserHistory.from_json(self.histories.get(parsed.user_id)))
+                if update.history.apply(parsed, self.settings.personalization.max_history):
                     self.applied += 1
-                    kept = history.find(parsed.event_id)
-                    updates[parsed.user_id] = (history, added + [kept] if kept else added)
+                    kept = update.history.find(parsed.event_id)
+                    if kept:
+                        update.added.append(kept)
                 else:
                     self.stale += 1
-            for user_id, (history, _) in updates.items():
-                self.histories[user_id] = history.to_json()
+            # The Table first: a crash before the vectors are written leaves points whose digest lags the
+            # history, which the redelivered batch repairs (streams/behavior.py).
+            for user_id, update in updates.items():
+                if update.history.digest() != update.before:
+                    self.histories[user_id] = update.history.to_json()
             if updates:
                 pending = set().union(*(update_user_vectors(updates, self.index, m.products, m.users,
                                                             self.settings.personalization)

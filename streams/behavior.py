@@ -1,6 +1,14 @@
-"""Turning behavior into user vectors in the users collection (incrementally, or rebuilt from history)."""
+"""Turning behavior into user vectors in the users collection (incrementally, or rebuilt from history).
+
+Crash safety: the history Table (changelog in Kafka) is written before the users collection, and every
+user point carries the digest of the history it was computed from. A batch redelivered after a crash
+between the two writes finds its events already in the history (duplicates by event_id), but the point's
+digest says the vector lags the history, so the vector is rebuilt from it: each event counts exactly once
+whichever write the crash fell between, and the stored vector always equals a rebuild from the history."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -10,41 +18,73 @@ from cartwise.personalization import Interaction, UserHistory, UserPoint, UserVe
 from cartwise.settings import Personalization
 
 
+@dataclass(slots=True)
+class UserUpdate:
+    """One user's share of a batch: the digest of the history before it, the history after it, and the
+    interactions it added (duplicates and events too old for a full history add none)."""
+
+    before: str
+    history: UserHistory
+    added: list[Interaction] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, history: UserHistory) -> "UserUpdate":
+        """An update starting from ``history`` (which the batch's events are then applied to)."""
+        return cls(history.digest(), history)
+
+
 def product_vectors(index: VectorIndex, collection: str, product_ids: list[str]) -> dict[str, np.ndarray]:
     """product_id -> (D,) vector for those of ``product_ids`` present in ``collection``."""
     hits = index.retrieve(collection, [point_id(pid) for pid in dict.fromkeys(product_ids)], with_vectors=True)
     return {ProductView.from_payload(hit.payload).product_id: hit.vector for hit in hits}
 
 
-def stored_user_vectors(index: VectorIndex, users: str, user_ids: list[str]) -> dict[str, UserVector]:
-    """The users' current :class:`UserVector` state as stored in ``users``."""
+def stored_user_points(index: VectorIndex, users: str, user_ids: list[str]) -> dict[str, UserPoint]:
+    """The users' points as stored in ``users`` (absent users are left out)."""
     hits = index.retrieve(users, [point_id(u) for u in user_ids], with_vectors=True)
     points = (UserPoint.from_payload(h.payload, h.vector) for h in hits)
-    return {p.user_id: p.state for p in points}
+    return {p.user_id: p for p in points}
 
 
 def _write(index: VectorIndex, users: str, computed: dict[str, tuple[UserVector | None, UserHistory]]) -> set[str]:
     """Upsert the computed vectors; returns the users still waiting on a product (or with no vector yet)."""
-    points = [IndexPoint(point_id(user_id), uv.vector, UserPoint(user_id, uv, tuple(history.purchased)).to_payload())
+    points = [IndexPoint(point_id(user_id), uv.vector,
+                         UserPoint(user_id, uv, tuple(history.purchased), history.digest()).to_payload())
               for user_id, (uv, history) in computed.items() if uv is not None]
     index.upsert(users, points)
     return {user_id for user_id, (uv, _) in computed.items() if uv is None or uv.pending}
 
 
-def update_user_vectors(updates: dict[str, tuple[UserHistory, list[Interaction]]], index: VectorIndex,
-                        products: str, users: str, params: Personalization) -> set[str]:
-    """Fold each user's new interactions into their stored vector: one retrieve of user states, one of
-    product vectors, one upsert, whatever the histories' lengths.
+def _folds(stored: UserPoint | None, update: UserUpdate, params: Personalization) -> bool:
+    """Whether folding ``update.added`` into ``stored`` equals a rebuild: the point is the pre-batch history's
+    and the history is below its cap (at the cap, a new interaction may push out one the sum still holds)."""
+    before_empty = update.before == UserHistory().digest()
+    matches = stored.history == update.before if stored is not None else before_empty
+    return matches and len(update.history.interactions) < params.max_history
 
-    ``updates`` maps user_id -> (history after the events, interactions the events added). Returns the ids
-    of users with interactions whose product is not in the catalog yet (to rebuild later)."""
-    previous = stored_user_vectors(index, users, list(updates))
-    vectors = product_vectors(index, products, [i.product_id for _, added in updates.values() for i in added])
-    computed = {}
-    for user_id, (history, added) in updates.items():
+
+def update_user_vectors(updates: dict[str, UserUpdate], index: VectorIndex, products: str, users: str,
+                        params: Personalization) -> set[str]:
+    """Bring each touched user's point up to date with their history: nothing when the point already
+    carries the history's digest, the new interactions folded in (O(D) each) when it carries the pre-batch
+    digest, a rebuild from the whole history otherwise. One retrieve of points, one of product vectors, one
+    upsert per call.
+
+    Returns the ids of users with interactions whose product is not in the catalog yet (to rebuild later)."""
+    stored = stored_user_points(index, users, list(updates))
+    current = {u for u, update in updates.items() if u in stored and stored[u].history == update.history.digest()}
+    folds = {u for u, update in updates.items() if u not in current and _folds(stored.get(u), update, params)}
+    rebuilds = {u: updates[u].history for u in updates if u not in current and u not in folds}
+    wanted = [i.product_id for u in folds for i in updates[u].added]
+    wanted += [pid for history in rebuilds.values() for pid in history.product_ids()]
+    vectors = product_vectors(index, products, wanted)
+    computed = {u: (user_vector(history, vectors, params), history) for u, history in rebuilds.items()}
+    for u in folds:
+        added = updates[u].added
         known = [(i, vectors[i.product_id]) for i in added if i.product_id in vectors]
-        computed[user_id] = (accumulate(previous.get(user_id), known, len(added) - len(known), params), history)
-    return _write(index, users, computed)
+        previous = stored[u].state if u in stored else None
+        computed[u] = (accumulate(previous, known, len(added) - len(known), params), updates[u].history)
+    return _write(index, users, computed) | {u for u in current if stored[u].state.pending}
 
 
 def rebuild_user_vectors(histories: dict[str, UserHistory], index: VectorIndex, products: str, users: str,

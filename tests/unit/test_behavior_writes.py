@@ -1,0 +1,115 @@
+"""User vectors written by the behavior agent's logic (streams/behavior.py) into the real Qdrant Edge
+engine: however a crash splits the history write from the vector write, the stored vector counts each
+event once and equals a rebuild from the history."""
+
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pytest
+
+from cartwise.catalog import point_id
+from cartwise.events import BehaviorEvent
+from cartwise.index import CollectionSchema, EdgeIndex, IndexPoint
+from cartwise.personalization import UserHistory, user_vector
+from cartwise.settings import Personalization
+from streams.behavior import UserUpdate, stored_user_points, update_user_vectors
+
+T0 = datetime(2019, 10, 1, tzinfo=timezone.utc)
+PARAMS = Personalization(half_life_s=3600.0, max_history=4)
+DIM = 6
+_RAW = np.random.default_rng(0).normal(size=(8, DIM)).astype(np.float32)
+VECTORS = {f"p{k}": v / np.linalg.norm(v) for k, v in enumerate(_RAW)}
+
+
+@pytest.fixture
+def index(tmp_path):
+    idx = EdgeIndex(tmp_path)
+    idx.create_collection("products", DIM, CollectionSchema())
+    idx.create_collection("users", DIM, CollectionSchema())
+    idx.upsert("products", [IndexPoint(point_id(pid), v, {"product_id": pid}) for pid, v in VECTORS.items()])
+    yield idx
+    idx.close()
+
+
+def events(*specs) -> list[BehaviorEvent]:
+    return [BehaviorEvent(event_id=f"e{n}", event_type=kind, user_id="u", product_id=pid,
+                          event_time=T0 + timedelta(minutes=n)) for n, pid, kind in specs]
+
+
+def apply(history: UserHistory, batch: list[BehaviorEvent]) -> UserUpdate:
+    """What the agent does with a batch for one user (UserHistory.apply, then the kept interactions)."""
+    update = UserUpdate.of(history)
+    for event in batch:
+        if update.history.apply(event, PARAMS.max_history) and update.history.find(event.event_id):
+            update.added.append(update.history.find(event.event_id))
+    return update
+
+
+def write(index, update: UserUpdate) -> None:
+    update_user_vectors({"u": update}, index, "products", "users", PARAMS)
+
+
+def stored(index):
+    return stored_user_points(index, "users", ["u"])["u"]
+
+
+def assert_is_rebuild(index, history: UserHistory) -> None:
+    expected = user_vector(history, VECTORS, PARAMS)
+    point = stored(index)
+    np.testing.assert_allclose(point.state.vector, expected.vector, atol=1e-5)
+    assert point.state.n == expected.n and point.history == history.digest()
+
+
+FIRST = events((0, "p0", "view"), (1, "p1", "cart"))
+SECOND = events((2, "p2", "purchase"), (3, "p1", "view"))
+
+
+def test_batches_fold_into_what_a_rebuild_gives(index):
+    first = apply(UserHistory(), FIRST)
+    write(index, first)
+    second = apply(UserHistory.from_json(first.history.to_json()), SECOND)
+    write(index, second)
+    assert_is_rebuild(index, second.history)
+
+
+def test_redelivery_after_a_crash_between_the_history_and_the_vector_counts_once(index):
+    first = apply(UserHistory(), FIRST)
+    write(index, first)
+    table = apply(UserHistory.from_json(first.history.to_json()), SECOND).history.to_json()  # Table written
+    # crash before the vector write; the batch comes again: every event is a duplicate of the Table's
+    redelivered = apply(UserHistory.from_json(table), SECOND)
+    assert redelivered.added == [] and redelivered.before == redelivered.history.digest()
+    write(index, redelivered)
+    assert_is_rebuild(index, redelivered.history)
+
+
+def test_redelivery_after_both_writes_changes_nothing(index):
+    first = apply(UserHistory(), FIRST)
+    write(index, first)
+    second = apply(UserHistory.from_json(first.history.to_json()), SECOND)
+    write(index, second)
+    before = stored(index)
+    write(index, apply(UserHistory.from_json(second.history.to_json()), SECOND))
+    np.testing.assert_array_equal(stored(index).state.vector, before.state.vector)
+    assert stored(index).state.n == before.state.n == 4
+
+
+def test_vector_written_but_history_lost_counts_once(index):
+    """The other order: the vector was written, the Table write never reached the changelog."""
+    first = apply(UserHistory(), FIRST)
+    write(index, first)
+    write(index, apply(UserHistory.from_json(first.history.to_json()), SECOND))
+    again = apply(UserHistory.from_json(first.history.to_json()), SECOND)  # the Table still has FIRST only
+    assert len(again.added) == 2
+    write(index, again)
+    assert_is_rebuild(index, again.history)
+
+
+def test_a_full_history_is_rebuilt_so_dropped_interactions_leave_the_vector(index):
+    history = UserHistory()
+    for n in range(7):  # max_history 4: three interactions are pushed out
+        update = apply(history, events((n, f"p{n}", "cart")))
+        write(index, update)
+        history = update.history
+    assert len(history.interactions) == PARAMS.max_history
+    assert_is_rebuild(index, history)
