@@ -21,7 +21,7 @@ from cartwise.model_updates import ModelUpdate
 from cartwise.personalization import UserHistory
 from cartwise.settings import Settings
 from streams.behavior import UserUpdate, rebuild_user_vectors, update_user_vectors
-from streams.catalog import write_catalog
+from streams.catalog import record_deletions, write_catalog
 from streams.swap import SwapCoordinator
 from streams.targets import WriteTargets
 from streams.transport import FastPollApp
@@ -64,11 +64,14 @@ class StreamWorker:
         # use_partitioner: batches (take_events) write outside per-event context; keys hash like the source.
         self.histories = self.app.Table("user_history", default=None, partitions=settings.partitions,
                                         use_partitioner=True)
+        # product_id -> event time (s) of its newest deletion (streams/catalog.py)
+        self.tombstones = self.app.Table("catalog_tombstones", default=None, partitions=settings.partitions,
+                                         use_partitioner=True)
         self.updates_topic = self.app.topic(topics.models_updates, key_type=bytes, value_type=bytes,
                                             value_serializer="raw")
         self.lexical = LexicalEncoder(settings.lexical)
-        self.swaps = SwapCoordinator(settings, index, self.targets, self.histories, self.lexical, self._announce,
-                                     self._table_recovered)
+        self.swaps = SwapCoordinator(settings, index, self.targets, self.histories, self.tombstones, self.lexical,
+                                     self._announce, self._table_recovered)
         self.app.agent(self.catalog_topic, name="catalog")(self._catalog_agent)
         self.app.agent(self.behavior_topics, name="behavior")(self._behavior_agent)
         self.app.agent(self.updates_topic, name="model-updates")(self._updates_agent)
@@ -133,7 +136,8 @@ class StreamWorker:
 
     async def _apply_catalog(self, events) -> None:
         for model in self.targets.models():
-            plan = await write_catalog(events, self.index, model, self.lexical, self._encode_pool)
+            plan = await write_catalog(events, self.index, model, self.lexical, self._encode_pool, self.tombstones)
+        record_deletions(events, self.tombstones)
         # applied + stale = len(events) in every target's plan: count the events once
         self.applied += len(plan.upserts) + len(plan.deletes)
         self.stale += plan.stale

@@ -1,14 +1,18 @@
 """Applying catalog events to the products collection: embed product text (dense and BM25), upsert or
 delete.
 
-Idempotent and order-safe: within a batch the latest event (by event time) per product wins, and an
-event older than what the index already holds for that product (payload ``updated_at``) is skipped."""
+Idempotent and order-safe: within a batch the latest event (by event time) per product wins, an event
+older than what the index already holds for that product (payload ``updated_at``) is skipped, and so is
+an upsert no newer than the product's deletion (its tombstone: the stream worker keeps every deletion's
+event time in a changelog-backed Table, so a deleted product stays deleted when an older upsert arrives
+late, and a swap's backfill, which re-reads the catalog topic, does not bring it back)."""
 
 from __future__ import annotations
 
 import asyncio
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from typing import Mapping
 
 import numpy as np
 
@@ -34,18 +38,38 @@ def _stored_times(index: VectorIndex, collection: str, product_ids) -> dict[str,
             for hit in index.retrieve(collection, [point_id(pid) for pid in product_ids], with_vectors=False)}
 
 
-def plan_batch(events: list[ProductUpsert | ProductDelete], index: VectorIndex, collection: str) -> CatalogPlan:
-    """Reduce a batch to the latest event per product and drop those older than the indexed state."""
+NO_TOMBSTONES: Mapping[str, float] = {}
+
+
+def plan_batch(events: list[ProductUpsert | ProductDelete], index: VectorIndex, collection: str,
+               deleted_at: Mapping[str, float] = NO_TOMBSTONES) -> CatalogPlan:
+    """Reduce a batch to the latest event per product and drop those older than the indexed state, and
+    upserts no newer than the product's deletion (``deleted_at``: product_id -> event time, s)."""
     latest: dict[str, ProductUpsert | ProductDelete] = {}
     for event in events:
         current = latest.get(event.product_id)
         if current is None or event.event_time >= current.event_time:
             latest[event.product_id] = event
     stored = _stored_times(index, collection, latest)
-    fresh = [e for e in latest.values() if e.event_time.timestamp() >= stored.get(e.product_id, float("-inf"))]
+    fresh = [e for e in latest.values() if e.event_time.timestamp() >= stored.get(e.product_id, float("-inf"))
+             and not (isinstance(e, ProductUpsert) and _deleted_since(e, deleted_at))]
     return CatalogPlan(upserts=[e for e in fresh if isinstance(e, ProductUpsert)],
                        deletes=[e.product_id for e in fresh if isinstance(e, ProductDelete)],
                        stale=len(latest) - len(fresh) + (len(events) - len(latest)))
+
+
+def _deleted_since(event: ProductUpsert, deleted_at: Mapping[str, float]) -> bool:
+    deleted = deleted_at.get(event.product_id)
+    return deleted is not None and event.event_time.timestamp() <= deleted
+
+
+def record_deletions(events: list[ProductUpsert | ProductDelete], deleted_at: dict) -> None:
+    """Keep the newest deletion time (s) of each product deleted in ``events`` in ``deleted_at``."""
+    for event in events:
+        if isinstance(event, ProductDelete):
+            ts = event.event_time.timestamp()
+            if ts > (deleted_at.get(event.product_id) or float("-inf")):
+                deleted_at[event.product_id] = ts
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,9 +100,11 @@ def apply_plan(plan: CatalogPlan, vectors: Embedded, index: VectorIndex, collect
 
 
 async def write_catalog(events: list[ProductUpsert | ProductDelete], index: VectorIndex, model: ServingModel,
-                        lexical: LexicalEncoder, executor: Executor) -> CatalogPlan:
-    """Plan, embed (on ``executor``, off the event loop) and apply ``events`` to ``model``'s products."""
-    plan = plan_batch(events, index, model.products)
+                        lexical: LexicalEncoder, executor: Executor,
+                        deleted_at: Mapping[str, float] = NO_TOMBSTONES) -> CatalogPlan:
+    """Plan (with the tombstones ``deleted_at``), embed (on ``executor``, off the event loop) and apply
+    ``events`` to ``model``'s products."""
+    plan = plan_batch(events, index, model.products, deleted_at)
     vectors = await asyncio.get_running_loop().run_in_executor(executor, embed_upserts, model.encoder, lexical,
                                                                plan.upserts)
     apply_plan(plan, vectors, index, model.products)

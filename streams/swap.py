@@ -54,16 +54,17 @@ def ensure_collections(index: VectorIndex, model: ServingModel) -> None:
 
 class SwapCoordinator:
     """Runs swaps one at a time (module docstring). ``histories`` is the user-history Table (user_id ->
-    history JSON), ``lexical`` computes products' BM25 vectors, ``announce`` sends a :class:`ModelUpdate` to models.updates, ``ready`` waits until the
+    history JSON), ``deleted_at`` the catalog tombstones Table (product_id -> deletion time, s), ``lexical`` computes products' BM25 vectors, ``announce`` sends a :class:`ModelUpdate` to models.updates, ``ready`` waits until the
     worker's Table has recovered from its changelog.
 
     ``stats`` holds the last backfill's figures: products (catalog events applied), products_s,
     products_per_s, users, users_s."""
 
     def __init__(self, settings: Settings, index: VectorIndex, targets: WriteTargets, histories: Mapping,
-                 lexical: LexicalEncoder, announce: Callable[[ModelUpdate], Awaitable[None]],
-                 ready: Callable[[], Awaitable[None]]) -> None:
+                 deleted_at: Mapping[str, float], lexical: LexicalEncoder,
+                 announce: Callable[[ModelUpdate], Awaitable[None]], ready: Callable[[], Awaitable[None]]) -> None:
         self.settings, self.index, self.targets, self.histories = settings, index, targets, histories
+        self.deleted_at = deleted_at
         self.lexical = lexical
         self.registry = ModelRegistry(settings.models_dir)
         self.journal_path = settings.data_dir / "swap.json"
@@ -154,7 +155,7 @@ class SwapCoordinator:
                         events.append(parse_catalog_event(record.value))
                     except InvalidEvent:  # the catalog agent dead-letters it; a backfill only skips it
                         continue
-                await write_catalog(events, self.index, model, self.lexical, self._executor)
+                await write_catalog(events, self.index, model, self.lexical, self._executor, self.deleted_at)
                 backfill.products += len(records)
                 applied += len(records)
                 journal.save(self.journal_path)

@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from cartwise.app.bench.common import free_port
 from cartwise.app.client import SearchClient
 from cartwise.app.service import Service
-from cartwise.events import BehaviorEvent, ProductUpsert, encode_event
+from cartwise.events import BehaviorEvent, ProductDelete, ProductUpsert, encode_event
 from cartwise.kafka_io import make_producer
 from cartwise.settings import Settings
 from cartwise.v1 import search_pb2 as pb
@@ -108,6 +108,25 @@ async def test_catalog_event_makes_product_searchable(service, client, producer)
     assert response.retrieval == pb.RETRIEVAL_HYBRID and w == pytest.approx(service.settings.lexical.weight)
     assert hit.lexical_score > 0
     assert hit.score == pytest.approx((1 - w) * hit.semantic_score + w * kappa * hit.lexical_score, abs=1e-4)
+
+
+async def test_a_deleted_product_stays_deleted_when_an_older_upsert_arrives_late(service, client, producer):
+    send(producer, service, "catalog", "it-gone", upsert("it-gone", "Walnut cutting board, end grain", "Boardly"))
+
+    async def search(pid: str, present: bool):
+        response = await client.search("walnut cutting board", limit=10)
+        return (pid in ids(response)) == present
+
+    await eventually(lambda: search("it-gone", True))
+    delete = ProductDelete(event_id="it-gone-del", event_time=T0 + timedelta(seconds=10), product_id="it-gone")
+    send(producer, service, "catalog", "it-gone", encode_event(delete))
+    await eventually(lambda: search("it-gone", False))
+    send(producer, service, "catalog", "it-gone", upsert("it-gone", "Walnut cutting board, end grain", "Boardly",
+                                                         seconds=5))
+    send(producer, service, "catalog", "it-probe", upsert("it-probe", "Walnut cutting board, edge grain", "Boardly",
+                                                          seconds=20))
+    await eventually(lambda: search("it-probe", True))  # the late upsert was consumed before the probe
+    assert await search("it-gone", False)
 
 
 async def test_every_retrieval_serves_the_product_with_its_score_parts(service, client, producer):

@@ -17,7 +17,7 @@ from cartwise.catalog import (
 from cartwise.events import ProductDelete, ProductUpsert
 from cartwise.index import IndexHit
 from cartwise.registry import ModelRegistry, RegistryError, version_number
-from streams.catalog import plan_batch
+from streams.catalog import plan_batch, record_deletions
 
 T0 = datetime(2020, 1, 1, tzinfo=timezone.utc)
 
@@ -249,3 +249,14 @@ def test_plan_upsert_after_delete_in_batch():
 def test_plan_empty_batch():
     plan = plan_batch([], FakeIndex(), "c")
     assert (plan.upserts, plan.deletes, plan.stale) == ([], [], 0)
+
+
+def test_a_deleted_product_stays_deleted_when_an_older_upsert_arrives_late():
+    deleted_at = {}
+    record_deletions([up("a", 5), rm("a", 30), rm("b", 10), rm("b", 3)], deleted_at)
+    assert deleted_at == {"a": T0.timestamp() + 30, "b": T0.timestamp() + 10}
+    plan = plan_batch([up("a", 20, title="late, older"), up("b", 10, title="same time"), up("c", 1)], FakeIndex(),
+                      "c", deleted_at)
+    assert [e.product_id for e in plan.upserts] == ["c"] and plan.stale == 2
+    newer = plan_batch([up("a", 31, title="re-listed")], FakeIndex(), "c", deleted_at)
+    assert [e.title for e in newer.upserts] == ["re-listed"]
