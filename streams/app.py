@@ -23,6 +23,7 @@ from cartwise.settings import Settings
 from streams.behavior import UserUpdate, rebuild_user_vectors, update_user_vectors
 from streams.catalog import record_deletions, write_catalog
 from streams.swap import SwapCoordinator
+from streams.table_recovery import complete_recovery_of
 from streams.targets import WriteTargets
 from streams.transport import FastPollApp
 
@@ -67,6 +68,8 @@ class StreamWorker:
         # product_id -> event time (s) of its newest deletion (streams/catalog.py)
         self.tombstones = self.app.Table("catalog_tombstones", default=None, partitions=settings.partitions,
                                          use_partitioner=True)
+        for table in (self.histories, self.tombstones):
+            complete_recovery_of(table, settings)
         self.updates_topic = self.app.topic(topics.models_updates, key_type=bytes, value_type=bytes,
                                             value_serializer="raw")
         self.lexical = LexicalEncoder(settings.lexical)

@@ -54,8 +54,9 @@ def ensure_collections(index: VectorIndex, model: ServingModel) -> None:
 
 class SwapCoordinator:
     """Runs swaps one at a time (module docstring). ``histories`` is the user-history Table (user_id ->
-    history JSON), ``deleted_at`` the catalog tombstones Table (product_id -> deletion time, s), ``lexical`` computes products' BM25 vectors, ``announce`` sends a :class:`ModelUpdate` to models.updates, ``ready`` waits until the
-    worker's Table has recovered from its changelog.
+    history JSON), ``deleted_at`` the catalog tombstones Table (product_id -> deletion time, s), ``lexical``
+    computes products' BM25 vectors, ``announce`` sends a :class:`ModelUpdate` to models.updates, ``ready`` waits
+    until the worker's Table has recovered from its changelog.
 
     ``stats`` holds the last backfill's figures: products (catalog events applied), products_s,
     products_per_s, users, users_s."""

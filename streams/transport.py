@@ -5,13 +5,24 @@ faust hard-codes ``fetch_max_wait_ms=1500``. Apache Kafka answers a fetch as soo
 but the embedded Tansu broker answers only when the wait expires, which alone would add up to 1.5 s
 to freshness. Bounding the wait costs one extra empty fetch per interval on an idle partition.
 
+faust pauses partitions only in its own bookkeeping, so during a Table's recovery at start the aiokafka
+consumer still prefetches the stream partitions, and faust resumes them just before it seeks them back to
+their committed offsets: records from before and after the seek interleave, faust takes the jump for a
+gap in the log and commits past events it never delivered (events lost after a kill -9, found by
+``cartwise bench recovery``; faust-streaming issue #216 is the same race). Here a faust pause also pauses
+aiokafka's fetching, stream partitions resume fetching only after the seek, and offsets acknowledged
+twice count once when faust looks for the consecutive run it may commit.
+
 faust enables producer idempotence only inside transactions (exactly-once); against a configured
 broker the worker wants it for every send (changelog, dead letters) so a retried send is written once
 (cartwise/kafka_io.py says when)."""
 
 from __future__ import annotations
 
+from typing import Iterable
+
 import faust
+from aiokafka import TopicPartition
 from faust.transport.drivers import aiokafka as driver
 
 
@@ -26,6 +37,27 @@ def _transport_class(fetch_max_wait_ms: int, idempotent_producer: bool) -> type[
         def _new_consumer_thread(self):
             return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
+        def pause_partitions(self, tps: Iterable) -> None:
+            tps = list(tps)
+            super().pause_partitions(tps)
+            _set_fetching(self._thread, tps, paused=True)
+
+        def resume_partitions(self, tps: Iterable) -> None:
+            tps = list(tps)
+            super().resume_partitions(tps)
+            # stream partitions resume in perform_seek, once sought back to their committed offsets
+            changelogs = self.app.tables.changelog_topics
+            _set_fetching(self._thread, [tp for tp in tps if tp.topic in changelogs], paused=False)
+
+        async def perform_seek(self) -> None:
+            await super().perform_seek()
+            _set_fetching(self._thread, [tp for tp in self.assignment() if tp not in self._paused_partitions],
+                          paused=False)
+
+        def _new_offset(self, tp):
+            self._acked[tp][:] = sorted(set(self._acked[tp]))
+            return super()._new_offset(tp)
+
     class Producer(driver.Producer):
         def _settings_extra(self):
             extra = dict(super()._settings_extra())
@@ -37,6 +69,22 @@ def _transport_class(fetch_max_wait_ms: int, idempotent_producer: bool) -> type[
     Transport.Consumer = Consumer
     Transport.Producer = Producer
     return Transport
+
+
+def _set_fetching(thread: driver.AIOKafkaConsumerThread, tps: list, paused: bool) -> None:
+    """Pause or resume aiokafka's fetching of the assigned ``tps``, on the consumer thread's loop (aiokafka's
+    partition state is not thread-safe)."""
+    consumer, loop = getattr(thread, "_consumer", None), getattr(thread, "thread_loop", None)
+    if consumer is None or loop is None:
+        return
+    partitions = [TopicPartition(tp.topic, tp.partition) for tp in tps]
+
+    def apply() -> None:
+        assigned = consumer.assignment()
+        chosen = [tp for tp in partitions if tp in assigned]
+        (consumer.pause if paused else consumer.resume)(*chosen)
+
+    loop.call_soon_threadsafe(apply)
 
 
 class FastPollApp(faust.App):

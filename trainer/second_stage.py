@@ -155,7 +155,8 @@ def run_second_stage(settings: Settings, version: str, seed: int = 0) -> dict:
     booster = train_ranker(lists["fit"], lists["early"], seed)
     return {"version": version, "queries": {name: len(v.queries) for name, v in lists.items()},
             "fused": lists["val"].metrics(), "reranked": lists["val"].metrics(predict(booster, lists["val"])),
-            "trees": booster.num_trees(), "importance": dict(zip(FEATURES, booster.feature_importance("gain").tolist())),
+            "trees": booster.num_trees(),
+            "importance": dict(zip(FEATURES, booster.feature_importance("gain").tolist())),
             "ms_per_query": _cost_ms(booster, lists["val"], lexical)}
 
 

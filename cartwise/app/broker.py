@@ -46,8 +46,8 @@ class ObjectStore:
         when s3rver or node is missing, or it does not come up."""
         node = shutil.which("node")
         if node is None or not self._s3rver.is_file():
-            raise BrokerError(f"the durable embedded broker needs node and s3rver ({self._s3rver}): run `make install`, "
-                              "or set CARTWISE_EMBEDDED_KAFKA_STORAGE=memory to keep nothing across restarts")
+            raise BrokerError(f"the durable embedded broker needs node and s3rver ({self._s3rver}): run `make "
+                              "install`, or set CARTWISE_EMBEDDED_KAFKA_STORAGE=memory to keep nothing across restarts")
         self.fresh = not (self.directory / BUCKET).is_dir() or not any((self.directory / BUCKET).iterdir())
         self.directory.mkdir(parents=True, exist_ok=True)
         self._proc = _spawn([node, str(self._s3rver), "-d", str(self.directory), "-a", "127.0.0.1",

@@ -512,6 +512,20 @@ def bench_freshness(ctx: click.Context, events: int, background_rate: float, as_
     _report(asyncio.run(run_freshness_bench(_settings(ctx), events, background_rate, console)), as_json)
 
 
+@bench.command("recovery")
+@click.option("--kills", default=5, show_default=True, help="SIGKILLs of the service during the replay.")
+@click.option("--limit", type=int, default=None, help="Replay only the first N REES46 rows (default: all).")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def bench_recovery(ctx: click.Context, kills: int, limit: int | None, seed: int, as_json: bool) -> None:
+    """Replay REES46 into `cartwise serve`, kill -9 it at random moments, restart it, and compare what it
+    kept with a rebuild from the source events (lost, double_applied, mismatched_*: all 0 is the goal)."""
+    from cartwise.app.bench.recovery import run_recovery_bench
+
+    _report(run_recovery_bench(_settings(ctx), kills, limit, seed, console), as_json)
+
+
 @bench.command("swap")
 @click.option("--version", default=None, help="Version to swap to (default: the newest one that is not active).")
 @click.option("--qps", default=100.0, show_default=True, help="Offered Search load throughout.")

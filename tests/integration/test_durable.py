@@ -7,8 +7,6 @@ import asyncio
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -17,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from cartwise.app.bench.common import free_port
+from cartwise.app.bench.recovery import ServeProcess, run_recovery_bench
 from cartwise.app.client import SearchClient
 from cartwise.events import BehaviorEvent, ProductUpsert, encode_event
 from cartwise.kafka_io import make_producer
@@ -24,17 +23,6 @@ from cartwise.settings import Settings
 
 pytestmark = pytest.mark.integration
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
-CARTWISE = Path(sys.executable).parent / "cartwise"
-
-
-def start_serve(settings: Settings, log: Path) -> subprocess.Popen:
-    """`cartwise serve` in a process group of its own, configured like ``settings``."""
-    env = {**os.environ, "CARTWISE_DATA_DIR": str(settings.data_dir), "CARTWISE_APP_ID": settings.app_id,
-           "CARTWISE_EMBEDDED_KAFKA_PORT": str(settings.embedded_kafka_port),
-           "CARTWISE_EMBEDDED_STORAGE_PORT": str(settings.storage_port), "CARTWISE_GRPC_PORT": str(settings.grpc_port)}
-    env.pop("CARTWISE_KAFKA_BOOTSTRAP", None)
-    return subprocess.Popen([str(CARTWISE), "serve"], env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
 
 
 def live_members(group: int) -> list[int]:
@@ -96,6 +84,7 @@ def gone(pids: list[int], timeout_s: float = 10.0) -> bool:
     return True
 
 
+@pytest.mark.timeout(600)
 async def test_serve_keeps_everything_across_kill_9(tmp_path, registry_dir):
     if not Settings().s3rver.is_file():
         pytest.skip("s3rver is not installed: run `make install`")
@@ -103,12 +92,10 @@ async def test_serve_keeps_everything_across_kill_9(tmp_path, registry_dir):
     shutil.copytree(registry_dir, data_dir / "models")
     settings = Settings(data_dir=data_dir, embedded_kafka_port=free_port(), embedded_storage_port=free_port(),
                         grpc_port=free_port(), app_id=f"durable-{uuid.uuid4().hex[:8]}")
-    log, topics = tmp_path / "serve.log", settings.topics
-
-    serve = start_serve(settings, log)
+    topics = settings.topics
+    serve = ServeProcess(settings, tmp_path / "serve.log")
+    serve.start()
     try:
-        async with SearchClient(f"127.0.0.1:{settings.grpc_port}") as client:
-            await until(lambda: client.search("shoe", limit=1))
         send(settings, topics.catalog, "dur-shoe", ProductUpsert(
             event_id="dur-shoe-0", event_time=T0, product_id="dur-shoe", title="Trail running shoe with grippy sole",
             brand="Acme", category_path=["sports", "shoes"], price=80.0))
@@ -118,31 +105,40 @@ async def test_serve_keeps_everything_across_kill_9(tmp_path, registry_dir):
         before = await until(lambda: personal_hit(settings, "dur-shoe", "dur-user"))
 
         # 1. SIGKILL of the whole process group: nothing of it keeps running
-        os.killpg(serve.pid, signal.SIGKILL)
-        serve.wait(timeout=10)
-        assert gone(live_members(serve.pid)), "a child of serve outlived the SIGKILL of its process group"
+        group = serve.proc.pid
+        serve.kill()
+        assert gone(live_members(group)), "a child of serve outlived the SIGKILL of its process group"
 
         # 2. started again: the product and the user's vector are there without a replay; SIGKILL of serve
         #    alone takes its children down too (they die with their parent)
-        serve = start_serve(settings, log)
+        serve.start()
         after = await until(lambda: personal_hit(settings, "dur-shoe", "dur-user"))
         assert after.personal_score == pytest.approx(before.personal_score, abs=1e-5)
-        children = children_of(serve.pid)
+        children = children_of(serve.proc.pid)
         assert len(children) == 2  # the broker and its store
-        os.kill(serve.pid, signal.SIGKILL)
-        serve.wait(timeout=10)
+        os.kill(serve.proc.pid, signal.SIGKILL)
+        serve.proc.wait(timeout=10)
         assert gone(children), "the broker or its store outlived serve"
 
         # 3. started again, it still consumes: a new event lands on top of what was kept
-        serve = start_serve(settings, log)
+        serve.start()
         send(settings, topics.catalog, "dur-boot", ProductUpsert(
             event_id="dur-boot-0", event_time=T0, product_id="dur-boot", title="Trail running shoe, waterproof",
             brand="Acme", category_path=["sports", "shoes"], price=90.0))
         assert await until(lambda: personal_hit(settings, "dur-boot", "dur-user"))
         assert await personal_hit(settings, "dur-shoe", "dur-user")
-        serve.send_signal(signal.SIGTERM)
-        assert serve.wait(timeout=30) == 0
+        assert serve.stop() == 0
     finally:
-        if serve.poll() is None:
-            os.killpg(serve.pid, signal.SIGKILL)
-        print(log.read_text()[-3000:])
+        serve.kill()
+
+
+@pytest.mark.timeout(900)  # each restart after a kill waits out the broker's rebalance (about 30 s)
+def test_recovery_across_kills_loses_nothing_and_applies_nothing_twice(registry_dir, tmp_path):
+    """issue #12's recovery benchmark at a small scale: 1,500 REES46 rows, three SIGKILLs of serve."""
+    if not Settings().s3rver.is_file():
+        pytest.skip("s3rver is not installed: run `make install`")
+    shutil.copytree(registry_dir, tmp_path / "models")
+    result = run_recovery_bench(Settings(data_dir=tmp_path), kills=3, limit=1500, seed=1)
+    assert result["kills"] == 3 and result["events"] > 1500
+    assert {k: result[k] for k in ("lost", "double_applied", "mismatched_users", "mismatched_products")} == \
+        {"lost": 0, "double_applied": 0, "mismatched_users": 0, "mismatched_products": 0}

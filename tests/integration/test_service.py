@@ -29,8 +29,8 @@ T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 async def service(tmp_path_factory, registry_dir):
     data_dir = tmp_path_factory.mktemp("data")
     shutil.copytree(registry_dir, data_dir / "models")
-    settings = Settings(data_dir=data_dir, embedded_kafka_port=free_port(), embedded_storage_port=free_port(), grpc_port=0,
-                        app_id=f"test-{uuid.uuid4().hex[:8]}")
+    settings = Settings(data_dir=data_dir, embedded_kafka_port=free_port(), embedded_storage_port=free_port(),
+                        grpc_port=0, app_id=f"test-{uuid.uuid4().hex[:8]}")
     svc = Service(settings)
     await svc.start()
     yield svc
