@@ -270,15 +270,10 @@ def experiments_report(ctx: click.Context, docs: Path) -> None:
 def experiments_hybrid(ctx: click.Context, model: str, docs: Path) -> None:
     """Choose BM25's k1/b and the fusion weight on half the Home Depot validation queries, confirm on the
     other half -> docs/hybrid.md (and DATA_DIR/experiments/hybrid.json)."""
-    from cartwise.registry import ModelRegistry
-    from trainer.evaluation.run import resolve_model
     from trainer.hybrid_tuning import tune_hybrid, write_hybrid_report
 
     settings = _settings(ctx)
-    results = tune_hybrid(settings, resolve_model(ModelRegistry(settings.models_dir), model))
-    out = settings.data_dir / "experiments" / "hybrid.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1))
+    results = _save_experiment(settings, "hybrid", tune_hybrid(settings, _model_version(settings, model)))
     click.echo(write_hybrid_report(results, docs))
     click.echo(json.dumps(results["chosen"], indent=2))
 
@@ -291,15 +286,10 @@ def experiments_hybrid(ctx: click.Context, model: str, docs: Path) -> None:
 def experiments_second_stage(ctx: click.Context, model: str, docs: Path) -> None:
     """LightGBM LambdaRank over the hybrid top 100, trained on the train split, against the fusion on
     validation -> docs/second_stage.md (and DATA_DIR/experiments/second_stage.json)."""
-    from cartwise.registry import ModelRegistry
-    from trainer.evaluation.run import resolve_model
     from trainer.second_stage import run_second_stage, write_second_stage_report
 
     settings = _settings(ctx)
-    results = run_second_stage(settings, resolve_model(ModelRegistry(settings.models_dir), model))
-    out = settings.data_dir / "experiments" / "second_stage.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1))
+    results = _save_experiment(settings, "second_stage", run_second_stage(settings, _model_version(settings, model)))
     click.echo(write_second_stage_report(results, docs))
     click.echo(json.dumps({k: results[k]["all"] for k in ("fused", "reranked")}, indent=2))
 
@@ -311,16 +301,28 @@ def experiments_second_stage(ctx: click.Context, model: str, docs: Path) -> None
 @click.pass_context
 def experiments_personalization(ctx: click.Context, model: str, retrieval: str) -> None:
     """Tune α_max, n₀ and the half-life on REES46 (half the users), report on the other half."""
-    from cartwise.registry import ModelRegistry
-    from trainer.evaluation.run import resolve_model
     from trainer.personalization import tune
 
     settings = _settings(ctx)
-    result = tune(settings, resolve_model(ModelRegistry(settings.models_dir), model), retrieval=retrieval)
-    out = settings.data_dir / "experiments" / "personalization.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
+    result = _save_experiment(settings, "personalization",
+                              tune(settings, _model_version(settings, model), retrieval=retrieval))
     click.echo(json.dumps({"chosen": result["chosen"], "held_out": result["report"]}, indent=2))
+
+
+def _model_version(settings: Settings, model: str) -> str:
+    """The registry version a --model name means (pretrained, latest or vN); raises RegistryError."""
+    from cartwise.registry import ModelRegistry
+    from trainer.evaluation.run import resolve_model
+
+    return resolve_model(ModelRegistry(settings.models_dir), model)
+
+
+def _save_experiment(settings: Settings, name: str, results: dict) -> dict:
+    """Write ``results`` to DATA_DIR/experiments/NAME.json (what `experiments report` reads) and return them."""
+    out = settings.data_dir / "experiments" / f"{name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1))
+    return results
 
 
 @main.group()
