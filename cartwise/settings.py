@@ -113,6 +113,8 @@ class Settings(BaseSettings):
     encoder_max_batch: int = 32
     encoder_threads: int = 1
     max_query_chars: int = 512
+    max_in_flight: int = Field(32, ge=1, description="Search/Recommend requests worked on at once; one more gets "
+                                                     "RESOURCE_EXHAUSTED at once instead of a queue")
     topics: Topics = Field(default_factory=Topics)
     personalization: Personalization = Field(default_factory=Personalization)
     lexical: Lexical = Field(default_factory=Lexical)

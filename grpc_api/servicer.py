@@ -39,11 +39,16 @@ class _User:
 
 class SearchServicer(pb_grpc.SearchServiceServicer):
     """Search and Recommend. Each request takes one :class:`ServingModel` snapshot, so its query vector,
-    user vector and product collection always come from the same version."""
+    user vector and product collection always come from the same version.
+
+    Admission: at most ``settings.max_in_flight`` requests are worked on at once; one more is refused at
+    once with RESOURCE_EXHAUSTED (counted in ``rejected``) rather than queued, so under overload the
+    answered requests keep their latency and the rest fail fast for the client to retry or shed."""
 
     def __init__(self, settings: Settings, index: VectorIndex, active: ActiveModel, batcher: QueryBatcher) -> None:
         self.settings, self.index, self.active, self.batcher = settings, index, active, batcher
         self.lexical = LexicalEncoder(settings.lexical)
+        self.in_flight, self.rejected = 0, 0
 
     async def Search(self, request: pb.SearchRequest, context: grpc.aio.ServicerContext) -> pb.SearchResponse:
         return await self._handle(context, lambda: validate_search(request, self.settings.max_query_chars))
@@ -56,11 +61,18 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
             query = validate()
         except InvalidRequest as err:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
-        remaining = context.time_remaining()
+        if self.in_flight >= self.settings.max_in_flight:
+            self.rejected += 1
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"overloaded: {self.in_flight} requests in flight (CARTWISE_MAX_IN_FLIGHT)")
+        self.in_flight += 1
         try:
+            remaining = context.time_remaining()
             return await asyncio.wait_for(self._search(query, self.active.current, context, require_user), remaining)
         except asyncio.TimeoutError:
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded while searching")
+        finally:
+            self.in_flight -= 1
 
     def _user(self, model: ServingModel, user_id: str) -> _User:
         if not user_id:

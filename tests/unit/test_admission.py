@@ -1,0 +1,45 @@
+"""Admission control in the servicer (pure logic: the ranking is stubbed): at most max_in_flight requests
+are worked on, one more is refused with RESOURCE_EXHAUSTED at once, and a slot frees when one finishes."""
+
+import asyncio
+from types import SimpleNamespace
+
+import grpc
+import pytest
+
+from cartwise.settings import Settings
+from grpc_api.servicer import SearchServicer
+
+
+class Aborted(Exception):
+    def __init__(self, code):
+        self.code = code
+
+
+class Context:
+    def time_remaining(self):
+        return 5.0
+
+    async def abort(self, code, details):
+        raise Aborted(code)
+
+
+async def test_one_more_than_max_in_flight_is_refused_at_once():
+    servicer = SearchServicer.__new__(SearchServicer)
+    servicer.settings, servicer.in_flight, servicer.rejected = Settings(max_in_flight=2), 0, 0
+    servicer.active = SimpleNamespace(current=None)
+    release = asyncio.Event()
+
+    async def slow_search(query, model, context, require_user):
+        await release.wait()
+        return "answer"
+
+    servicer._search = slow_search
+    first = [asyncio.create_task(servicer._handle(Context(), lambda: "q")) for _ in range(2)]
+    await asyncio.sleep(0)
+    with pytest.raises(Aborted) as refused:
+        await asyncio.wait_for(servicer._handle(Context(), lambda: "q"), 0.5)
+    assert refused.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED and servicer.rejected == 1
+    release.set()
+    assert await asyncio.gather(*first) == ["answer", "answer"] and servicer.in_flight == 0
+    assert await servicer._handle(Context(), lambda: "q") == "answer"
