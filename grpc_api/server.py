@@ -1,6 +1,11 @@
-"""The grpc.aio server: SearchService, the standard health service, and server reflection."""
+"""The grpc.aio server: SearchService, the standard health service, and server reflection.
+
+grpcio answers a request whose bytes do not decode as the method's message with INTERNAL; an interceptor
+turns that into INVALID_ARGUMENT naming the message, like every other bad request, and the server carries on."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -12,12 +17,43 @@ from grpc_api.servicer import SearchServicer
 SERVICE_NAME = search_pb2.DESCRIPTOR.services_by_name["SearchService"].full_name
 
 
+@dataclass(frozen=True, slots=True)
+class _Undecodable:
+    reason: str
+
+
+class DecodeErrorsAreInvalidArgument(grpc.aio.ServerInterceptor):
+    """Unary methods get a request deserializer that never raises: bytes that do not decode reach the
+    handler as a marker, answered INVALID_ARGUMENT "request: ..." before the servicer sees them."""
+
+    async def intercept_service(self, continuation, details):
+        handler = await continuation(details)
+        if handler is None or handler.unary_unary is None or handler.request_deserializer is None:
+            return handler
+        decode, behavior, method = handler.request_deserializer, handler.unary_unary, details.method
+
+        def deserialize(data: bytes):
+            try:
+                return decode(data)
+            except Exception as err:  # protobuf raises DecodeError, and other errors for some malformed input
+                return _Undecodable(f"{type(err).__name__}: {err}")
+
+        async def guarded(request, context):
+            if isinstance(request, _Undecodable):
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                    f"request: not a valid message for {method} ({request.reason})")
+            return await behavior(request, context)
+
+        return handler._replace(request_deserializer=deserialize, unary_unary=guarded)
+
+
 class ApiServer:
     """SearchService + health + reflection on ``host:port``. ``start()`` binds (``port`` 0 picks a free
     port, then read ``.port``), health reports SERVING; ``stop(grace_s)`` drains in-flight requests."""
 
     def __init__(self, servicer: SearchServicer, host: str, port: int) -> None:
-        self.server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        self.server = grpc.aio.server(options=[("grpc.so_reuseport", 0)],
+                                      interceptors=[DecodeErrorsAreInvalidArgument()])
         search_pb2_grpc.add_SearchServiceServicer_to_server(servicer, self.server)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

@@ -58,9 +58,13 @@ def personalization_section(tuned: dict | None) -> str:
              r["personalized_mrr@10"]] for r in top]
     held = tuned["report"]
     report = [[name, f"{p['alpha_max']}, {p['n0']}, {p['half_life_s'] / 3600:g} h", held[name]["hit@10"],
-               held[name]["personalized_hit@10"], held[name]["personalized_mrr@10"], held[name]["targets"]]
+               held[name]["personalized_hit@10"], held[name]["personalized_mrr@10"],
+               held[name].get("novel_personalized_hit@10", "-"), held[name]["targets"]]
               for name, p in (("default", tuned["default"]), ("chosen", tuned["chosen"]))]
-    return f"""## Personalization parameters (REES46, encoder {tuned['version']})
+    kept = held["chosen"]["personalized_hit@10"] <= held["default"]["personalized_hit@10"]
+    verdict = ("The choice does not beat the defaults on the held-out users, so the defaults stay."
+               if kept else "The choice beats the defaults on the held-out users.")
+    return f"""## Personalization parameters (REES46, encoder {tuned['version']}, {tuned.get('retrieval', 'dense')} ranking)
 Grid over α_max × n₀ × half-life ({len(tuned['grid'])} settings) with the REES46 protocol of docs/eval.md,
 on half of the users (stable hash); the best five on those users:
 
@@ -68,7 +72,10 @@ on half of the users (stable hash); the best five on those users:
 
 The choice against the defaults on the other half of the users (never used to choose):
 
-{markdown_table(["setting", "α_max, n₀, H", "HitRate@10 (no personalization)", "HitRate@10", "MRR@10", "targets"], report)}
+{markdown_table(["setting", "α_max, n₀, H", "HitRate@10 (no personalization)", "HitRate@10", "MRR@10",
+                 "novel-target HitRate@10", "targets"], report)}
+
+{verdict}
 
 Caveat: the protocol rewards re-finding a product the user has just viewed (almost every REES46 cart
 follows a view of the same product), so it pushes α up and the half-life down; it does not measure

@@ -239,3 +239,14 @@ async def test_bad_request_is_invalid_argument_naming_the_field(service, client,
         await client.stub.Search(pb.SearchRequest(**request_fields))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert err.value.details().startswith(f"{field}:")
+
+
+async def test_undecodable_request_bytes_are_invalid_argument_and_the_server_carries_on(service, client):
+    call = client.channel.unary_unary("/cartwise.v1.SearchService/Search", request_serializer=lambda b: b,
+                                      response_deserializer=pb.SearchResponse.FromString)
+    for garbage in (b"\xff\xff\xff\xff", b"\x0a\x05ab", b"\x0a\x02\xc3\x28"):  # bad tag; truncated; bad UTF-8
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await call(garbage, timeout=5)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert err.value.details().startswith("request: not a valid message")
+    assert (await client.search("kettle", limit=1)).model_version
