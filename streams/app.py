@@ -20,7 +20,7 @@ from cartwise.lexical import LexicalEncoder
 from cartwise.model_updates import ModelUpdate
 from cartwise.personalization import UserHistory
 from cartwise.settings import Settings
-from streams.behavior import UserUpdate, rebuild_user_vectors, update_user_vectors
+from streams.behavior import UserUpdate, rebuild_user_vectors, stored_user_points, update_user_vectors
 from streams.catalog import record_deletions, write_catalog
 from streams.swap import SwapCoordinator
 from streams.table_recovery import complete_recovery_of
@@ -70,6 +70,7 @@ class StreamWorker:
                                          use_partitioner=True)
         for table in (self.histories, self.tombstones):
             complete_recovery_of(table, settings)
+        self.histories.on_recover(self._find_pending_users)
         self.updates_topic = self.app.topic(topics.models_updates, key_type=bytes, value_type=bytes,
                                             value_serializer="raw")
         self.lexical = LexicalEncoder(settings.lexical)
@@ -93,6 +94,19 @@ class StreamWorker:
         self.swaps.recover(active)
         self._resume = asyncio.create_task(self.swaps.resume())  # takes the swap lock before any request
         await self.app.start()
+
+    async def _find_pending_users(self) -> None:
+        """After a restart the pending set (users whose vector lacks a product that had not arrived) is gone:
+        find those users again from their stored points, before the streams resume, so the retry timer
+        rebuilds them (a user with a history but no point has no known product yet)."""
+        users = list(self.histories.keys())
+        for model in self.targets.models():
+            for start in range(0, len(users), 512):
+                chunk = users[start:start + 512]
+                points = stored_user_points(self.index, model.users, chunk)
+                self._pending_users.update(u for u in chunk if u not in points or points[u].state.pending)
+        self._catalog_changed = bool(self._pending_users)
+        log.info("%d users wait for products after recovery", len(self._pending_users))
 
     async def stop(self) -> None:
         """Stop consuming (a running backfill stops where its journal says) and release the encode thread."""
