@@ -55,11 +55,13 @@ def _write(index: VectorIndex, users: str, computed: dict[str, tuple[UserVector 
     return {user_id for user_id, (uv, _) in computed.items() if uv is None or uv.pending}
 
 
+EMPTY_HISTORY = UserHistory().digest()
+
+
 def _folds(stored: UserPoint | None, update: UserUpdate, params: Personalization) -> bool:
     """Whether folding ``update.added`` into ``stored`` equals a rebuild: the point is the pre-batch history's
     and the history is below its cap (at the cap, a new interaction may push out one the sum still holds)."""
-    before_empty = update.before == UserHistory().digest()
-    matches = stored.history == update.before if stored is not None else before_empty
+    matches = stored.history == update.before if stored is not None else update.before == EMPTY_HISTORY
     return matches and len(update.history.interactions) < params.max_history
 
 

@@ -262,10 +262,15 @@ def experiments_report(ctx: click.Context, docs: Path) -> None:
     click.echo(write_training_report(_settings(ctx).data_dir / "experiments", docs))
 
 
+MODEL_HELP = "Encoder: pretrained, latest (the newest trained version) or vN."
+MODEL_OPTION = click.option("--model", default="pretrained", show_default=True, help=MODEL_HELP)
+DOCS_OPTION = click.option("--docs", type=click.Path(file_okay=False, path_type=Path), default=Path("docs"),
+                           show_default=True)
+
+
 @experiments.command("hybrid")
-@click.option("--model", default="pretrained", show_default=True,
-              help="Encoder: pretrained, latest (the newest trained version) or vN.")
-@click.option("--docs", type=click.Path(file_okay=False, path_type=Path), default=Path("docs"), show_default=True)
+@MODEL_OPTION
+@DOCS_OPTION
 @click.pass_context
 def experiments_hybrid(ctx: click.Context, model: str, docs: Path) -> None:
     """Choose BM25's k1/b and the fusion weight on half the Home Depot validation queries, confirm on the
@@ -279,9 +284,8 @@ def experiments_hybrid(ctx: click.Context, model: str, docs: Path) -> None:
 
 
 @experiments.command("second-stage")
-@click.option("--model", default="pretrained", show_default=True,
-              help="Encoder: pretrained, latest (the newest trained version) or vN.")
-@click.option("--docs", type=click.Path(file_okay=False, path_type=Path), default=Path("docs"), show_default=True)
+@MODEL_OPTION
+@DOCS_OPTION
 @click.pass_context
 def experiments_second_stage(ctx: click.Context, model: str, docs: Path) -> None:
     """LightGBM LambdaRank over the hybrid top 100, trained on the train split, against the fusion on
@@ -295,8 +299,7 @@ def experiments_second_stage(ctx: click.Context, model: str, docs: Path) -> None
 
 
 @experiments.command("personalization")
-@click.option("--model", default="latest", show_default=True,
-              help="Encoder: pretrained, latest (the newest trained version) or vN.")
+@click.option("--model", default="latest", show_default=True, help=MODEL_HELP)
 @click.option("--retrieval", type=click.Choice(RETRIEVALS), default="hybrid", show_default=True)
 @click.pass_context
 def experiments_personalization(ctx: click.Context, model: str, retrieval: str) -> None:

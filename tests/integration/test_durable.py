@@ -25,17 +25,23 @@ pytestmark = pytest.mark.integration
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 
+def _stat(pid: int) -> list[str] | None:
+    """/proc/PID/stat fields after the command name (state first, then ppid, pgrp), None when gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def alive(pid: int) -> bool:
+    fields = _stat(pid)
+    return fields is not None and fields[0] != "Z"
+
+
 def live_members(group: int) -> list[int]:
     """Pids of processes in process group ``group`` that are not zombies."""
-    members = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == group and fields[0] != "Z":
-            members.append(int(stat.parent.name))
-    return members
+    stats = {int(p.name): _stat(int(p.name)) for p in Path("/proc").glob("[0-9]*")}
+    return [pid for pid, fields in stats.items() if fields and fields[0] != "Z" and int(fields[2]) == group]
 
 
 def children_of(pid: int) -> list[int]:
@@ -76,8 +82,7 @@ def send(settings: Settings, topic: str, key: str, event) -> None:
 
 def gone(pids: list[int], timeout_s: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout_s
-    while any(Path(f"/proc/{p}").exists() and Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-              for p in pids):
+    while any(alive(p) for p in pids):
         if time.monotonic() > deadline:
             return False
         time.sleep(0.1)
