@@ -32,7 +32,7 @@ test: install
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 protos: install
-	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=. --grpc_python_out=. --pyi_out=. protos/cartwise/v1/search.proto
+	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=. --grpc_python_out=. --pyi_out=. protos/cartwise/v1/search.proto protos/cartwise/v1/admin.proto
 
 bench: install
 	$(BIN)/cartwise bench search --json

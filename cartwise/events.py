@@ -1,14 +1,18 @@
-"""Event schemas for the Kafka topics (JSON values, validated with pydantic).
+"""Event schemas for the Kafka topics (JSON values, validated with pydantic) and the limits every
+consumed record must meet.
 
 Every event carries ``event_id`` (idempotency key), ``schema_version`` and ``event_time``
 (when it happened at the source, timezone-aware). Catalog events are keyed by product_id on a
-compacted topic; behavior events are keyed by user_id.
+compacted topic; behavior events and user control events (erasure) are keyed by user_id, so a user's
+events of every kind reach the worker that owns the user's partition.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Annotated, Literal, Union
+import time
+from dataclasses import dataclass
+from typing import Annotated, Callable, ClassVar, Literal, TypeVar, Union
 
 from pydantic import (
     AwareDatetime,
@@ -39,9 +43,18 @@ class _Event(BaseModel):
     schema_version: Literal[1] = SCHEMA_VERSION
     event_time: AwareDatetime
 
+    key_field: ClassVar[str]  # the field the Kafka message key must equal
+
+    @property
+    def key(self) -> str:
+        """The Kafka message key the event must carry."""
+        return getattr(self, self.key_field)
+
 
 class ProductUpsert(_Event):
     """Create or replace a product. ``category_path`` runs from the root, e.g. ["electronics", "smartphone"]."""
+
+    key_field: ClassVar[str] = "product_id"
 
     op: Literal["upsert"] = "upsert"
     product_id: str = Field(min_length=1, max_length=128)
@@ -63,6 +76,8 @@ class ProductUpsert(_Event):
 class ProductDelete(_Event):
     """Remove a product from search."""
 
+    key_field: ClassVar[str] = "product_id"
+
     op: Literal["delete"] = "delete"
     product_id: str = Field(min_length=1, max_length=128)
 
@@ -73,11 +88,22 @@ CatalogEvent = Annotated[Union[ProductUpsert, ProductDelete], Field(discriminato
 class BehaviorEvent(_Event):
     """A purchase, cart addition or view of ``product_id`` by ``user_id``."""
 
+    key_field: ClassVar[str] = "user_id"
+
     event_type: BehaviorType
     user_id: str = Field(min_length=1, max_length=128)
     product_id: str = Field(min_length=1, max_length=128)
     session_id: str | None = Field(None, max_length=128)
     query: str | None = Field(None, max_length=512, description="the search that led to it, when known")
+
+
+class UserForget(_Event):
+    """Erase everything kept about ``user_id`` (a privacy request): history, vectors, purchases."""
+
+    key_field: ClassVar[str] = "user_id"
+
+    op: Literal["forget"] = "forget"
+    user_id: str = Field(min_length=1, max_length=128)
 
 
 _catalog_adapter: TypeAdapter[ProductUpsert | ProductDelete] = TypeAdapter(CatalogEvent)
@@ -112,12 +138,58 @@ def parse_behavior_event(raw: bytes | None, expected_type: BehaviorType) -> Beha
     return event
 
 
+def parse_control_event(raw: bytes | None) -> UserForget:
+    """Decode a user control topic value. Raises InvalidEvent naming the bad field."""
+    if raw is None:
+        raise InvalidEvent("empty value")
+    try:
+        return UserForget.model_validate_json(raw)
+    except ValidationError as err:
+        raise InvalidEvent(_reason(err)) from None
+
+
+@dataclass(frozen=True, slots=True)
+class EventLimits:
+    """What every consumed record must meet beyond its schema: values of at most ``max_bytes`` bytes, and
+    an ``event_time`` at most ``max_ahead_s`` seconds ahead of the wall clock (a far-future time would
+    advance stream time and expire every user, streams/expiry.py)."""
+
+    max_bytes: int = 65_536
+    max_ahead_s: float = 3600.0
+
+
+E = TypeVar("E", bound=_Event)
+
+
+def parse_record(key: bytes | None, value: bytes | None, parse: Callable[[bytes | None], E], limits: EventLimits,
+                 now_s: float | None = None) -> E:
+    """Decode one consumed record with ``parse`` (e.g. :func:`parse_catalog_event`) and check it against
+    ``limits`` and its key (UTF-8, equal to the event's own id, so partitioning and compaction follow the
+    entity). ``now_s``: wall clock, s since the epoch (default: now).
+
+    Raises InvalidEvent with the reason written to the dead-letter topic."""
+    if value is not None and len(value) > limits.max_bytes:
+        raise InvalidEvent(f"value: {len(value):,} bytes, over the {limits.max_bytes:,}-byte limit")
+    event = parse(value)
+    try:
+        decoded = key.decode() if key is not None else None
+    except UnicodeDecodeError:
+        raise InvalidEvent(f"key: not UTF-8 ({key[:64]!r})") from None
+    if decoded != event.key:
+        raise InvalidEvent(f"key: {decoded!r} is not the event's id {event.key!r}")
+    ahead = event.event_time.timestamp() - (time.time() if now_s is None else now_s)
+    if ahead > limits.max_ahead_s:
+        raise InvalidEvent(f"event_time: {ahead:,.0f} s ahead of the clock (at most {limits.max_ahead_s:,.0f} s)")
+    return event
+
+
 def encode_event(event: BaseModel) -> bytes:
     """JSON bytes of an event, as producers write them."""
     return event.model_dump_json(exclude_none=True).encode()
 
 
 __all__ = [
-    "BehaviorEvent", "BehaviorType", "CatalogEvent", "InvalidEvent", "ProductDelete", "ProductUpsert",
-    "SCHEMA_VERSION", "encode_event", "parse_behavior_event", "parse_catalog_event",
+    "BehaviorEvent", "BehaviorType", "CatalogEvent", "EventLimits", "InvalidEvent", "ProductDelete", "ProductUpsert",
+    "SCHEMA_VERSION", "UserForget", "encode_event", "parse_behavior_event", "parse_catalog_event",
+    "parse_control_event", "parse_record",
 ]

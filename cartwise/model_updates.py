@@ -5,6 +5,8 @@ worker) and the API processes coordinate a model swap, with the registry as the 
   the coordinator backfills the version's collections unless they are live already, then activates it.
 - ``activated`` (coordinator, after the registry's ACTIVE names the version): every API process reloads
   the registry's active version and switches encoder and collections as one pair.
+- ``repair_requested`` (``cartwise repair``): the coordinator rebuilds the active version's collections
+  in place from the catalog topic and the user-history changelog.
 - ``held`` (trainer, gate failed) and ``swap_abandoned`` (coordinator): informational; nothing changes.
 
 JSON values, key = the version, one partition so every reader sees one order."""
@@ -20,12 +22,13 @@ from cartwise.kafka_io import make_producer
 from cartwise.settings import Settings
 
 SWAP_REQUESTED, ACTIVATED, HELD, SWAP_ABANDONED = "swap_requested", "activated", "held", "swap_abandoned"
+REPAIR_REQUESTED = "repair_requested"
 
 
 class ModelUpdate(BaseModel):
     """One message: what happened to ``version`` (and from which ``previous`` active version), and why."""
 
-    kind: Literal["swap_requested", "activated", "held", "swap_abandoned"]
+    kind: Literal["swap_requested", "activated", "held", "swap_abandoned", "repair_requested"]
     version: str
     previous: str | None = None
     reason: str = ""

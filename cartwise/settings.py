@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from cartwise.events import EventLimits
+
 # npm packages of a source checkout (`make install` runs `npm ci` beside pyproject.toml)
 NODE_MODULES = Path(__file__).resolve().parents[1] / "node_modules"
 
@@ -22,11 +24,18 @@ class Topics(BaseSettings):
     carts: str = "behavior.carts"
     views: str = "behavior.views"
     models_updates: str = "models.updates"
+    user_control: str = "control.users"
 
     @property
     def behavior(self) -> tuple[str, str, str]:
         """The three behavior topics, all keyed by user_id and co-partitioned."""
         return (self.purchases, self.carts, self.views)
+
+    @property
+    def user_keyed(self) -> tuple[str, str, str, str]:
+        """The behavior topics and the user control topic (erasure requests): co-partitioned by user_id,
+        consumed by one agent, so a user's events of every kind are processed in one place."""
+        return (*self.behavior, self.user_control)
 
     @staticmethod
     def dead_letter(topic: str) -> str:
@@ -98,9 +107,10 @@ class Settings(BaseSettings):
     grpc_port: int = 50051
     app_id: str = "cartwise"
     partitions: int = Field(1, ge=1, description="partitions of each topic the service creates")
-    consumer_fetch_max_wait_ms: int = Field(
-        50, ge=1, description="fetch long-poll bound; the embedded broker answers only when it expires"
-    )
+    consumer_fetch_max_wait_ms: int | None = Field(
+        None, ge=1, description="fetch long-poll bound (default: 1000 on the embedded broker's disk store, whose "
+                                "reads list the partition's stored batches and return nothing when that takes "
+                                "longer than the bound; 50 otherwise)")
     consumer_session_timeout_s: float = Field(
         60.0, ge=6.0, description="consumer group session and rebalance timeout: how long a crashed worker's "
                                   "partitions wait before the group hands them to a live member")
@@ -113,11 +123,29 @@ class Settings(BaseSettings):
     encoder_max_batch: int = 32
     encoder_threads: int = 1
     max_query_chars: int = 512
+    max_event_bytes: int = Field(65_536, ge=1024, description="largest event value a worker applies; a larger "
+                                                              "one goes to the dead-letter topic")
+    max_event_ahead_s: float = Field(3600.0, ge=0.0, description="how far an event_time may run ahead of the "
+                                                                 "wall clock before it is dead-lettered")
+    user_ttl_s: float = Field(90 * 86400.0, ge=0.0, description="a user with no event for this long in stream time "
+                                                              "(the newest event time seen) is expired; 0: never")
     max_in_flight: int = Field(32, ge=1, description="Search/Recommend requests worked on at once; one more gets "
                                                      "RESOURCE_EXHAUSTED at once instead of a queue")
     topics: Topics = Field(default_factory=Topics)
     personalization: Personalization = Field(default_factory=Personalization)
     lexical: Lexical = Field(default_factory=Lexical)
+
+    @property
+    def event_limits(self) -> EventLimits:
+        """What every consumed record must meet beyond its schema."""
+        return EventLimits(self.max_event_bytes, self.max_event_ahead_s)
+
+    @property
+    def fetch_max_wait_ms(self) -> int:
+        """The consumers' fetch long-poll bound (``consumer_fetch_max_wait_ms`` or its storage-dependent default)."""
+        if self.consumer_fetch_max_wait_ms is not None:
+            return self.consumer_fetch_max_wait_ms
+        return 1000 if self.embedded_broker and self.embedded_kafka_storage == "disk" else 50
 
     @property
     def embedded_broker(self) -> bool:

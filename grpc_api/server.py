@@ -1,4 +1,4 @@
-"""The grpc.aio server: SearchService, the standard health service, and server reflection.
+"""The grpc.aio server: SearchService, AdminService, the standard health service, and server reflection.
 
 grpcio answers a request whose bytes do not decode as the method's message with INTERNAL; an interceptor
 turns that into INVALID_ARGUMENT naming the message, like every other bad request, and the server carries on."""
@@ -11,10 +11,12 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from cartwise.v1 import search_pb2, search_pb2_grpc
+from cartwise.v1 import admin_pb2, admin_pb2_grpc, search_pb2, search_pb2_grpc
+from grpc_api.admin import AdminServicer
 from grpc_api.servicer import SearchServicer
 
 SERVICE_NAME = search_pb2.DESCRIPTOR.services_by_name["SearchService"].full_name
+ADMIN_SERVICE_NAME = admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,17 +50,19 @@ class DecodeErrorsAreInvalidArgument(grpc.aio.ServerInterceptor):
 
 
 class ApiServer:
-    """SearchService + health + reflection on ``host:port``. ``start()`` binds (``port`` 0 picks a free
-    port, then read ``.port``), health reports SERVING; ``stop(grace_s)`` drains in-flight requests."""
+    """SearchService + AdminService + health + reflection on ``host:port``. ``start()`` binds (``port`` 0
+    picks a free port, then read ``.port``), health reports SERVING; ``stop(grace_s)`` drains in-flight
+    requests."""
 
-    def __init__(self, servicer: SearchServicer, host: str, port: int) -> None:
+    def __init__(self, servicer: SearchServicer, admin: AdminServicer, host: str, port: int) -> None:
         self.server = grpc.aio.server(options=[("grpc.so_reuseport", 0)],
                                       interceptors=[DecodeErrorsAreInvalidArgument()])
         search_pb2_grpc.add_SearchServiceServicer_to_server(servicer, self.server)
+        admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, self.server)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
-            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server)
+            (SERVICE_NAME, ADMIN_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server)
         self.port = self.server.add_insecure_port(f"{host}:{port}")
         if self.port == 0:
             raise OSError(f"cannot bind gRPC on {host}:{port}")

@@ -13,7 +13,16 @@ from concurrent.futures import ThreadPoolExecutor
 
 import faust
 
-from cartwise.events import InvalidEvent, parse_behavior_event, parse_catalog_event
+from functools import partial
+
+from cartwise.events import (
+    BehaviorEvent,
+    InvalidEvent,
+    parse_behavior_event,
+    parse_catalog_event,
+    parse_control_event,
+    parse_record,
+)
 from cartwise.index import VectorIndex
 from cartwise.kafka_io import idempotent
 from cartwise.lexical import LexicalEncoder
@@ -22,7 +31,8 @@ from cartwise.personalization import UserHistory
 from cartwise.settings import Settings
 from streams.behavior import UserUpdate, rebuild_user_vectors, stored_user_points, update_user_vectors
 from streams.catalog import record_deletions, write_catalog
-from streams.swap import SwapCoordinator
+from streams.erasure import StreamClock, remove_users
+from streams.swap import REPAIR_REASON, SwapCoordinator
 from streams.table_recovery import complete_recovery_of
 from streams.targets import WriteTargets
 from streams.transport import FastPollApp
@@ -37,22 +47,26 @@ class StreamWorker:
     into the collections of every write target. ``await worker.start(active)`` with the registry's
     active version, ``await worker.stop()``.
 
-    Counters (events since start, counted once whatever the number of targets): ``applied``,
-    ``dead_lettered``, ``stale``."""
+    Counters (events since start, counted once whatever the number of targets): ``applied`` (erasure
+    requests included), ``dead_lettered``, ``stale``; users ``forgotten`` (erasure requests applied) and
+    ``expired`` (by the TTL in stream time, ``clock``)."""
 
     def __init__(self, settings: Settings, index: VectorIndex) -> None:
         self.settings, self.index, self.targets = settings, index, WriteTargets()
-        self.applied = self.dead_lettered = self.stale = 0
+        self.applied = self.dead_lettered = self.stale = self.forgotten = self.expired = 0
+        self.clock = StreamClock(settings.user_ttl_s)
         self._pending_users: set[str] = set()
         self._catalog_changed = False
         self._dead_letter_topics: dict[str, faust.TopicT] = {}
         self._encode_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="catalog-encode")
         topics = settings.topics
-        self._type_of_topic = {getattr(topics, f): t for f, t in _EVENT_TYPE_OF_TOPIC_FIELD.items()}
+        self._parser_of_topic = {getattr(topics, f): partial(parse_behavior_event, expected_type=t)
+                                 for f, t in _EVENT_TYPE_OF_TOPIC_FIELD.items()}
+        self._parser_of_topic[topics.user_control] = parse_control_event
         self.app = FastPollApp(
             settings.app_id, broker=f"kafka://{settings.bootstrap}", store="memory://", web_enabled=False,
             datadir=settings.data_dir / "faust",  # faust's default is the working directory
-            topic_partitions=settings.partitions, fetch_max_wait_ms=settings.consumer_fetch_max_wait_ms,
+            topic_partitions=settings.partitions, fetch_max_wait_ms=settings.fetch_max_wait_ms,
             idempotent_producer=idempotent(settings), consumer_auto_offset_reset="earliest",
             producer_acks=-1 if not settings.embedded_broker else 1, stream_wait_empty=False,
             producer_linger=settings.producer_linger_ms / 1000,
@@ -60,7 +74,7 @@ class StreamWorker:
             broker_rebalance_timeout=settings.consumer_session_timeout_s,
         )
         self.catalog_topic = self.app.topic(topics.catalog, key_type=bytes, value_type=bytes, value_serializer="raw")
-        self.behavior_topics = self.app.topic(*topics.behavior, key_type=bytes, value_type=bytes,
+        self.behavior_topics = self.app.topic(*topics.user_keyed, key_type=bytes, value_type=bytes,
                                               value_serializer="raw")
         # use_partitioner: batches (take_events) write outside per-event context; keys hash like the source.
         self.histories = self.app.Table("user_history", default=None, partitions=settings.partitions,
@@ -70,7 +84,7 @@ class StreamWorker:
                                          use_partitioner=True)
         for table in (self.histories, self.tombstones):
             complete_recovery_of(table, settings)
-        self.histories.on_recover(self._find_pending_users)
+        self.histories.on_recover(self._on_histories_recovered)
         self.updates_topic = self.app.topic(topics.models_updates, key_type=bytes, value_type=bytes,
                                             value_serializer="raw")
         self.lexical = LexicalEncoder(settings.lexical)
@@ -87,18 +101,31 @@ class StreamWorker:
         """Events consumed since start: applied + stale + dead-lettered."""
         return self.applied + self.stale + self.dead_lettered
 
-    async def start(self, active: str) -> None:
+    def status(self) -> dict:
+        """The counters since start, stream time (s since the epoch), and the backfill under way: the
+        version being built by a swap or a repair (empty when none) and whether it is a repair."""
+        backfill = self.swaps.running()
+        return {"applied": self.applied, "dead_lettered": self.dead_lettered, "stale": self.stale,
+                "forgotten": self.forgotten, "expired": self.expired, "stream_time": self.clock.now,
+                "backfill_version": backfill.version if backfill else "",
+                "repair_running": bool(backfill and backfill.reason == REPAIR_REASON)}
+
+    async def start(self, active: str, sources_kept: bool = True) -> None:
         """Recover the write targets from the swap journal (``active``: the registry's active version),
         start consuming (joins the consumer group, recovers the Table from its changelog) and resume an
-        interrupted backfill in the background. Raises cartwise.registry.RegistryError."""
-        self.swaps.recover(active)
+        interrupted backfill in the background, or start a repair when the index lacks the active
+        version's collections and ``sources_kept`` (the broker kept its topics). Raises
+        cartwise.registry.RegistryError."""
+        self.swaps.recover(active, sources_kept)
         self._resume = asyncio.create_task(self.swaps.resume())  # takes the swap lock before any request
         await self.app.start()
 
-    async def _find_pending_users(self) -> None:
-        """After a restart the pending set (users whose vector lacks a product that had not arrived) is gone:
-        find those users again from their stored points, before the streams resume, so the retry timer
-        rebuilds them (a user with a history but no point has no known product yet)."""
+    async def _on_histories_recovered(self) -> None:
+        """After a restart (before the streams resume) the in-memory state derived from the Table is gone:
+        the stream clock is rebuilt from the histories, and the pending set (users whose vector lacks a
+        product that had not arrived) from their stored points, so the retry timer rebuilds them (a user
+        with a history but no point has no known product yet)."""
+        self.clock.restore((u, UserHistory.from_json(h)) for u, h in self.histories.items())
         users = list(self.histories.keys())
         for model in self.targets.models():
             for start in range(0, len(users), 512):
@@ -145,7 +172,7 @@ class StreamWorker:
             parsed = []
             for event in batch:
                 try:
-                    parsed.append(parse_catalog_event(event.value))
+                    parsed.append(parse_record(event.key, event.value, parse_catalog_event, self.settings.event_limits))
                 except InvalidEvent as err:
                     await self._dead_letter(event, err.reason)
             if parsed:
@@ -163,33 +190,60 @@ class StreamWorker:
     async def _behavior_agent(self, stream) -> None:
         async for batch in stream.take_events(self.settings.catalog_batch, within=self.settings.catalog_batch_window_s):
             updates: dict[str, UserUpdate] = {}
+            forgets: set[str] = set()
             for event in batch:
                 try:
-                    parsed = parse_behavior_event(event.value, self._type_of_topic[event.message.topic])
+                    parsed = parse_record(event.key, event.value, self._parser_of_topic[event.message.topic],
+                                          self.settings.event_limits)
                 except InvalidEvent as err:
                     await self._dead_letter(event, err.reason)
                     continue
-                update = updates.get(parsed.user_id)
-                if update is None:
-                    update = updates[parsed.user_id] = UserUpdate.of(
-                        UserHistory.from_json(self.histories.get(parsed.user_id)))
-                if update.history.apply(parsed, self.settings.personalization.max_history):
+                if isinstance(parsed, BehaviorEvent):
+                    self._add_behavior(parsed, updates, forgets)
+                else:  # an erasure request: the user's earlier events in this batch go with the rest
+                    updates.pop(parsed.user_id, None)
+                    forgets.add(parsed.user_id)
                     self.applied += 1
-                    kept = update.history.find(parsed.event_id)
-                    if kept:
-                        update.added.append(kept)
-                else:
-                    self.stale += 1
-            # The Table first: a crash before the vectors are written leaves points whose digest lags the
-            # history, which the redelivered batch repairs (streams/behavior.py).
-            for user_id, update in updates.items():
-                if update.history.digest() != update.before:
-                    self.histories[user_id] = update.history.to_json()
-            if updates:
-                pending = set().union(*(update_user_vectors(updates, self.index, m.products, m.users,
-                                                            self.settings.personalization)
-                                        for m in self.targets.models()))
-                self._track_pending(updates.keys(), pending)
+            self.forgotten += self._remove_users(list(forgets))
+            self._write_users(updates)
+            self.expired += self._remove_users(self.clock.expired())
+
+    def _add_behavior(self, event: BehaviorEvent, updates: dict[str, UserUpdate], forgets: set[str]) -> None:
+        """Apply ``event`` to its user's update in this batch (started from the Table, or from nothing when
+        the user was forgotten earlier in the batch)."""
+        update = updates.get(event.user_id)
+        if update is None:
+            stored = None if event.user_id in forgets else self.histories.get(event.user_id)
+            update = updates[event.user_id] = UserUpdate.of(UserHistory.from_json(stored))
+        self.clock.saw(event.user_id, event.event_time.timestamp())
+        if update.history.apply(event, self.settings.personalization.max_history):
+            self.applied += 1
+            kept = update.history.find(event.event_id)
+            if kept:
+                update.added.append(kept)
+        else:
+            self.stale += 1
+
+    def _write_users(self, updates: dict[str, UserUpdate]) -> None:
+        # The Table first: a crash before the vectors are written leaves points whose digest lags the
+        # history, which the redelivered batch repairs (streams/behavior.py).
+        for user_id, update in updates.items():
+            if update.history.digest() != update.before:
+                self.histories[user_id] = update.history.to_json()
+        if updates:
+            pending = set().union(*(update_user_vectors(updates, self.index, m.products, m.users,
+                                                        self.settings.personalization)
+                                    for m in self.targets.models()))
+            self._track_pending(updates.keys(), pending)
+
+    def _remove_users(self, user_ids: list[str]) -> int:
+        """Erase or expire ``user_ids`` everywhere (streams/erasure.py); returns how many there were."""
+        if user_ids:
+            remove_users(user_ids, self.histories, self.index, self.targets)
+            self.clock.forget(user_ids)
+            self._pending_users.difference_update(user_ids)
+            log.info("removed %d users (erasure or expiry)", len(user_ids))
+        return len(user_ids)
 
     def _track_pending(self, users, pending: set[str]) -> None:
         self._pending_users.difference_update(set(users) - pending)

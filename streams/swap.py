@@ -11,7 +11,11 @@ On ``swap_requested`` for version N+1 (cartwise.model_updates):
    older versions and drop their collections, and announce ``activated`` so every API process
    switches encoder and collections as one pair.
 
-A version already live (the rollback target) skips 1-3: rollback is instant. The quality gate runs in
+A version already live (the rollback target) skips 1-3: rollback is instant.
+
+A repair runs 2-3 into the active version's own collections (dual-written as ever) and activates nothing:
+at start when the index lacks the active version's collections while the broker kept the sources (an index
+directory lost, a Qdrant server volume replaced), or on ``repair_requested`` (``cartwise repair``). The quality gate runs in
 the trainer before it requests a swap (trainer/cycle.py), so a failed gate never starts one. A crash
 during 2-3 leaves the registry untouched; on restart :meth:`SwapCoordinator.recover` resumes from the
 journal, or abandons the backfill (dropping its collections) when it cannot be resumed."""
@@ -25,11 +29,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Awaitable, Callable, Mapping
 
-from cartwise.events import InvalidEvent, parse_catalog_event
+from cartwise.events import InvalidEvent, parse_catalog_event, parse_record
 from cartwise.index import PRODUCTS_SCHEMA, USERS_SCHEMA, VectorIndex
 from cartwise.kafka_io import iter_chunks, log_consumer
 from cartwise.lexical import LexicalEncoder
-from cartwise.model_updates import ACTIVATED, SWAP_ABANDONED, SWAP_REQUESTED, ModelUpdate
+from cartwise.model_updates import ACTIVATED, REPAIR_REQUESTED, SWAP_ABANDONED, SWAP_REQUESTED, ModelUpdate
 from cartwise.personalization import UserHistory
 from cartwise.registry import ModelRegistry, RegistryError, collection_names
 from cartwise.settings import Settings
@@ -44,6 +48,7 @@ _COLLECTION_RE = re.compile(r"^(products|users)_v\d+$")  # the collections of so
 USERS_PER_STEP = 32
 USERS_PAUSE_S = 0.005  # between steps: one loop turn is not enough for an in-flight Search to finish
 PROGRESS_EVERY_S = 2.0
+REPAIR_REASON = "repair"  # the Backfill.reason of a repair of the active version
 
 
 def ensure_collections(index: VectorIndex, model: ServingModel) -> None:
@@ -74,22 +79,37 @@ class SwapCoordinator:
         self._lock = asyncio.Lock()
         self.stats: dict = {}
 
-    def recover(self, active: str) -> None:
+    def recover(self, active: str, sources_kept: bool = True) -> None:
         """Before the worker consumes: load the live versions and a backfill to resume into the write
-        targets, abandon a backfill that cannot resume, and drop every other version's collections."""
+        targets, abandon a backfill that cannot resume, drop every other version's collections, and start
+        a repair when the active version's collections are missing while ``sources_kept`` (the broker kept
+        its topics and changelogs)."""
         journal = SwapJournal.load(self.journal_path)
         live = [active] + [v for v in journal.live if v != active and self._complete(v)]
         backfill = journal.backfill
-        if backfill and (backfill.version in live or not self._complete(backfill.version)):
+        if backfill and not self._resumable(backfill, active, live):
             log.warning("abandoning the backfill of %s: its collections or model are gone", backfill.version)
             backfill = None
-        for version in live + ([backfill.version] if backfill else []):
+        if backfill is None and sources_kept and not self._complete(active):
+            log.warning("the index lacks the collections of the active version %s: repairing them from Kafka",
+                        active)
+            backfill = Backfill(version=active, reason=REPAIR_REASON)
+        for version in dict.fromkeys(live + ([backfill.version] if backfill else [])):
             model = ServingModel.load(self.registry, version, self.settings.encoder_threads)
             ensure_collections(self.index, model)
             self.targets.add(model)
         journal = SwapJournal(live=live, backfill=backfill)
         journal.save(self.journal_path)
         self._prune(journal)
+
+    def _resumable(self, backfill: Backfill, active: str, live: list[str]) -> bool:
+        if backfill.reason == REPAIR_REASON:
+            return backfill.version == active
+        return backfill.version not in live and self._complete(backfill.version)
+
+    def running(self) -> Backfill | None:
+        """The backfill under way (a swap's or a repair's), if any."""
+        return SwapJournal.load(self.journal_path).backfill
 
     async def resume(self) -> None:
         """Finish the backfill the journal says was running (after the worker has started)."""
@@ -100,7 +120,9 @@ class SwapCoordinator:
                 await self._run(journal, journal.backfill.version, journal.backfill.reason)
 
     async def handle(self, update: ModelUpdate) -> None:
-        """Act on a models.updates message: a swap request is carried out; anything else is ignored."""
+        """Act on a models.updates message: a swap or repair request is carried out; anything else is ignored."""
+        if update.kind == REPAIR_REQUESTED:
+            await self._repair()
         if update.kind != SWAP_REQUESTED:
             return
         async with self._lock:
@@ -123,8 +145,18 @@ class SwapCoordinator:
                 journal.save(self.journal_path)
             await self._run(journal, update.version, update.reason)
 
+    async def _repair(self) -> None:
+        """Rebuild the active version's collections in place from the sources (after any swap under way)."""
+        async with self._lock:
+            journal = SwapJournal.load(self.journal_path)
+            journal.backfill = Backfill(version=self.registry.active(), reason=REPAIR_REASON)
+            journal.save(self.journal_path)
+            log.info("repair of %s requested: rebuilding its collections from Kafka", journal.backfill.version)
+            await self._run(journal, journal.backfill.version, REPAIR_REASON)
+
     async def _run(self, journal: SwapJournal, version: str, reason: str) -> None:
-        """Backfill ``version`` if the journal says it is being built, then activate it."""
+        """Backfill ``version`` if the journal says it is being built, then activate it (a repair: only
+        mark it done)."""
         if journal.backfill is not None:
             try:
                 await self._backfill(journal, self.targets.get(version))
@@ -132,6 +164,11 @@ class SwapCoordinator:
                 log.exception("backfill of %s failed", version)
                 await self._abandon(journal, f"backfill failed: {err}")
                 return
+        if reason == REPAIR_REASON:
+            journal.backfill = None
+            journal.save(self.journal_path)
+            log.info("repair of %s complete: %s", version, self.stats)
+            return
         await self._activate(journal, version, reason)
 
     async def _backfill(self, journal: SwapJournal, model: ServingModel) -> None:
@@ -153,7 +190,8 @@ class SwapCoordinator:
                 events = []
                 for record in records:
                     try:
-                        events.append(parse_catalog_event(record.value))
+                        events.append(parse_record(record.key, record.value, parse_catalog_event,
+                                                   self.settings.event_limits))
                     except InvalidEvent:  # the catalog agent dead-letters it; a backfill only skips it
                         continue
                 await write_catalog(events, self.index, model, self.lexical, self._executor, self.deleted_at)

@@ -2,8 +2,11 @@
 idempotent.
 
 faust hard-codes ``fetch_max_wait_ms=1500``. Apache Kafka answers a fetch as soon as data arrives,
-but the embedded Tansu broker answers only when the wait expires, which alone would add up to 1.5 s
-to freshness. Bounding the wait costs one extra empty fetch per interval on an idle partition.
+but the embedded Tansu broker in memory answers only when the wait expires, which alone would add up to
+1.5 s to freshness. Bounding the wait costs one extra empty fetch per interval on an idle partition. On
+its disk store Tansu answers when data arrives, but a read lists the partition's stored batches first and
+returns nothing when that takes longer than the wait, so there the bound is longer
+(``Settings.fetch_max_wait_ms``).
 
 faust pauses partitions only in its own bookkeeping, so during a Table's recovery at start the aiokafka
 consumer still prefetches the stream partitions, and faust resumes them just before it seeks them back to

@@ -17,7 +17,8 @@ import logging
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
+from functools import partial
 
 import torch
 from kafka import KafkaConsumer
@@ -29,6 +30,8 @@ from cartwise.events import (
     ProductUpsert,
     parse_behavior_event,
     parse_catalog_event,
+    parse_control_event,
+    parse_record,
 )
 from cartwise.kafka_io import log_consumer, partitions_of, read_topic
 from cartwise.registry import ModelRegistry
@@ -103,9 +106,26 @@ class EventLog:
     invalid: int = 0
 
 
+_NEVER = datetime.min.replace(tzinfo=timezone.utc)
+
+
+def erasure_times(consumer: KafkaConsumer, settings: Settings) -> dict[str, datetime]:
+    """user_id -> time of the user's newest erasure request on the user control topic: their events up to
+    then must not be trained on (they stay in the behavior topics until retention removes them)."""
+    times: dict[str, datetime] = {}
+    for record in read_topic(consumer, settings.topics.user_control, None)[0]:
+        try:
+            request = parse_record(record.key, record.value, parse_control_event, settings.event_limits)
+        except InvalidEvent:
+            continue
+        times[request.user_id] = max(request.event_time, times.get(request.user_id, _NEVER))
+    return times
+
+
 def read_event_log(settings: Settings, since: "Watermark | datetime | None") -> EventLog:
     """Read the catalog from the beginning and the behavior topics from ``since``. Invalid events are
-    counted and skipped (the stream worker has already dead-lettered them).
+    counted and skipped (the stream worker has already dead-lettered them); events of users who asked to
+    be forgotten, up to their request, are left out.
 
     Raises kafka.errors.KafkaError (NoBrokersAvailable when no broker answers at ``settings.bootstrap``)."""
     topics, consumer = settings.topics, log_consumer(settings)
@@ -114,7 +134,7 @@ def read_event_log(settings: Settings, since: "Watermark | datetime | None") -> 
         records, _ = read_topic(consumer, topics.catalog, None)
         for record in records:
             try:
-                event = parse_catalog_event(record.value)
+                event = parse_record(record.key, record.value, parse_catalog_event, settings.event_limits)
             except InvalidEvent:
                 invalid += 1
                 continue
@@ -128,11 +148,15 @@ def read_event_log(settings: Settings, since: "Watermark | datetime | None") -> 
             watermark.offsets[topic] = end
             for record in records:
                 try:
-                    behavior.append(parse_behavior_event(record.value, event_type))
+                    behavior.append(parse_record(record.key, record.value,
+                                                 partial(parse_behavior_event, expected_type=event_type),
+                                                 settings.event_limits))
                 except InvalidEvent:
                     invalid += 1
+        forgotten = erasure_times(consumer, settings)
     finally:
         consumer.close()
+    behavior = [e for e in behavior if e.event_time > forgotten.get(e.user_id, _NEVER)]
     behavior.sort(key=lambda e: e.event_time)
     if behavior:
         watermark.event_time = behavior[-1].event_time.isoformat()

@@ -19,6 +19,7 @@ from encoders.batching import QueryBatcher
 from encoders.export import pretrained_version
 from encoders.reload import ModelFollower
 from encoders.runtime import ActiveModel, ServingModel
+from grpc_api.admin import AdminServicer
 from grpc_api.server import ApiServer
 from grpc_api.servicer import SearchServicer
 from streams.app import StreamWorker
@@ -84,10 +85,11 @@ class Service:
         active = ensure_active_model(registry)
         self.index = self.index or open_index(s)
         if self.role in ("all", "worker"):
-            if self.broker and self.broker.fresh:
+            fresh = bool(self.broker and self.broker.fresh)
+            if fresh:
                 self._reset_derived_state()
             self.worker = StreamWorker(s, self.index)
-            await self.worker.start(active)
+            await self.worker.start(active, sources_kept=not fresh)
         if self.role in ("all", "api"):
             await self._start_api(registry)
 
@@ -100,7 +102,8 @@ class Service:
         self.follower = ModelFollower(s, self.active, self.index, preloaded)
         await self.follower.start()
         self._batcher = QueryBatcher(s.encoder_max_batch, s.encoder_threads)
-        self.api = ApiServer(SearchServicer(s, self.index, self.active, self._batcher), s.grpc_host, s.grpc_port)
+        admin = AdminServicer(s, self.index, self.active, self.role, self.worker.status if self.worker else None)
+        self.api = ApiServer(SearchServicer(s, self.index, self.active, self._batcher), admin, s.grpc_host, s.grpc_port)
         await self.api.start()
         log.info("serving %s on %s:%d (Kafka %s)", self.active.current.version, s.grpc_host, self.port,
                  s.bootstrap)

@@ -7,11 +7,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_generated_stubs_are_up_to_date(tmp_path):
+@pytest.mark.parametrize("stem", ["search", "admin"])
+def test_generated_stubs_are_up_to_date(tmp_path, stem):
     grpc_tools = pytest.importorskip("grpc_tools.protoc")
-    proto = "cartwise/v1/search.proto"
+    proto = f"cartwise/v1/{stem}.proto"
     code = grpc_tools.main(["protoc", f"-I{ROOT / 'protos'}", f"--python_out={tmp_path}",
                             f"--grpc_python_out={tmp_path}", f"--pyi_out={tmp_path}", str(ROOT / "protos" / proto)])
     assert code == 0
-    for name in ("search_pb2.py", "search_pb2_grpc.py", "search_pb2.pyi"):
+    for name in (f"{stem}_pb2.py", f"{stem}_pb2_grpc.py", f"{stem}_pb2.pyi"):
         assert (tmp_path / "cartwise/v1" / name).read_text() == (ROOT / "cartwise/v1" / name).read_text(), name
