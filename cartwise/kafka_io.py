@@ -114,23 +114,26 @@ def iter_chunks(consumer: KafkaConsumer, topic: str, starts: dict[int, int] | No
     """Records of ``topic`` from ``starts`` (partition -> offset; missing: 0) to the end as of the call,
     in chunks of at most ``max_records``, each with the next offset per partition after it.
 
-    The end is where a poll comes back empty after every partition reached its listed end offset:
-    the embedded Tansu broker lists the last batch's base offset as the end, not the high watermark,
-    so the listed end alone would drop the last batch."""
+    The end is each partition's high watermark as the fetch responses report it. The embedded Tansu broker
+    lists the last batch's base offset as the end (a stale one on its disk store), so the listed end would
+    drop the last batch; and a fetch from its disk store can come back empty before the end (when listing
+    the stored batches outlasts the fetch wait), so an empty poll is no end either."""
     partitions = partitions_of(consumer, topic)
     if not partitions:
         return
     consumer.assign(partitions)
-    listed_end = consumer.end_offsets(partitions)
     for tp in partitions:
         consumer.seek(tp, (starts or {}).get(tp.partition, 0))
-    polled = True
-    while polled or any(consumer.position(tp) < listed_end[tp] for tp in partitions):
+    while not all(_read_to_highwater(consumer, tp) for tp in partitions):
         batches = consumer.poll(timeout_ms=500, max_records=max_records)
-        polled = any(batches.values())
-        if polled:
+        if any(batches.values()):
             yield [r for batch in batches.values() for r in batch], {tp.partition: consumer.position(tp)
                                                                        for tp in partitions}
+
+
+def _read_to_highwater(consumer: KafkaConsumer, tp: TopicPartition) -> bool:
+    highwater = consumer.highwater(tp)  # None until a fetch response for the partition has arrived
+    return highwater is not None and consumer.position(tp) >= highwater
 
 
 def read_topic(consumer: KafkaConsumer, topic: str, starts: dict[int, int] | None = None

@@ -162,8 +162,11 @@ class StreamWorker:
         name = self.settings.topics.dead_letter(message.topic)
         dlq = self._dead_letter_topics.get(name) or self._dead_letter_topics.setdefault(
             name, self.app.topic(name, key_type=bytes, value_type=bytes, value_serializer="raw"))
-        headers = {"error": reason.encode(), "source_topic": message.topic.encode(),
-                   "source_partition": str(message.partition).encode(), "source_offset": str(message.offset).encode()}
+        # the producer's own headers are kept: a dead letter must carry everything needed to resend it
+        headers = list(message.headers.items() if isinstance(message.headers, dict) else message.headers or [])
+        headers += [("error", reason.encode()), ("source_topic", message.topic.encode()),
+                    ("source_partition", str(message.partition).encode()),
+                    ("source_offset", str(message.offset).encode())]
         await dlq.send(key=message.key, value=message.value, headers=headers)
         self.dead_lettered += 1
 

@@ -5,8 +5,8 @@ broker lists a stale end on its S3 engine (it stayed at 1 while batches were app
 the last batch's base offset on its memory engine, so a worker restarted on a durable embedded broker
 restored stale user histories and then built on them: events applied before the restart vanished from
 histories and vectors (found by ``cartwise bench recovery``). After faust's recovery, and before the
-streams resume, the changelog is read to its true end (cartwise.kafka_io.iter_chunks stops at an empty
-poll, not at the listed end) and the newest value of every key of this worker's partitions goes into the
+streams resume, the changelog is read to its true end (cartwise.kafka_io.iter_chunks stops at the high
+watermark the fetch responses report, not at the listed end) and the newest value of every key of this worker's partitions goes into the
 Table's store directly: the changelog already holds it, so nothing is logged again. Against Apache Kafka
 this reads what faust read and changes nothing."""
 

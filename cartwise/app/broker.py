@@ -22,6 +22,9 @@ import subprocess
 import time
 from pathlib import Path
 
+from kafka import KafkaConsumer
+
+from cartwise.kafka_io import partitions_of
 from cartwise.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -103,6 +106,8 @@ class EmbeddedBroker:
         except BrokerError:
             self.stop()
             raise
+        if not self.fresh:
+            load_partition_state(self.bootstrap, timeout_s)
         log.info("embedded Kafka-compatible broker on %s (%s)", self.bootstrap,
                  f"on disk in {self._store.directory}" if self._store else "in memory")
         return self
@@ -119,6 +124,34 @@ class EmbeddedBroker:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def load_partition_state(bootstrap: str, timeout_s: float) -> None:
+    """Make a restarted Tansu on its S3 store load every partition's stored high watermark before anything
+    produces, by fetching once from every partition. Raises BrokerError when that does not finish in time.
+
+    Why: Tansu keeps each partition's watermark in an object it updates with conditional writes (create if
+    absent, else replace the version it read), trusting the store to refuse a stale write. s3rver ignores
+    those conditions, so the first produce to a partition after a restart, with nothing read yet, wrote a
+    fresh watermark and took offset 0 again, overwriting acknowledged records (measured here: three records,
+    a clean restart, and the next record got offset 0; the log then held only it). A fetch reads the
+    watermark first, after which every write replaces what was read. Topic metadata is read the same way by
+    any metadata request, which every client makes before it produces."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                             fetch_max_wait_ms=1000, max_partition_fetch_bytes=1024)
+    deadline = time.monotonic() + timeout_s
+    try:
+        partitions = [tp for topic in sorted(consumer.topics()) for tp in partitions_of(consumer, topic)]
+        consumer.assign(partitions)
+        for tp in partitions:
+            consumer.seek(tp, 0)
+        while any(consumer.highwater(tp) is None for tp in partitions):
+            if time.monotonic() > deadline:
+                raise BrokerError(f"the embedded broker did not load its stored partitions in {timeout_s} s")
+            consumer.poll(timeout_ms=500, max_records=1)
+    finally:
+        consumer.close()
+    log.info("embedded broker: stored state of %d partitions loaded", len(partitions))
 
 
 def embedded_broker(settings: Settings) -> EmbeddedBroker:

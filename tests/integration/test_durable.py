@@ -4,9 +4,12 @@ and started again keeps its events, offsets, index and users, and leaves no chil
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -16,9 +19,10 @@ import pytest
 
 from cartwise.app.bench.common import free_port
 from cartwise.app.bench.recovery import ServeProcess, run_recovery_bench
+from cartwise.app.broker import embedded_broker
 from cartwise.app.client import SearchClient
 from cartwise.events import BehaviorEvent, ProductUpsert, encode_event
-from cartwise.kafka_io import make_producer
+from cartwise.kafka_io import ensure_topics, log_consumer, make_producer, read_topic
 from cartwise.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -80,6 +84,21 @@ def send(settings: Settings, topic: str, key: str, event) -> None:
     producer.close()
 
 
+def cli_status(settings: Settings) -> subprocess.CompletedProcess:
+    """`cartwise status --json` as an operator runs it, finding the service through CARTWISE_GRPC_PORT."""
+    env = {**os.environ, "CARTWISE_GRPC_PORT": str(settings.grpc_port)}
+    return subprocess.run([sys.executable, "-m", "cartwise.app.cli", "status", "--json"], env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+async def repaired(settings: Settings) -> dict | None:
+    """The status once the service runs no repair and its index holds the expected two products and one user."""
+    done = cli_status(settings)
+    status = json.loads(done.stdout) if done.returncode == 0 else {}
+    return status if (status.get("products"), status.get("users"), status.get("repair_running")) == (2, 1, False) \
+        else None
+
+
 def gone(pids: list[int], timeout_s: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout_s
     while any(alive(p) for p in pids):
@@ -133,6 +152,17 @@ async def test_serve_keeps_everything_across_kill_9(tmp_path, registry_dir):
         assert await until(lambda: personal_hit(settings, "dur-boot", "dur-user"))
         assert await personal_hit(settings, "dur-shoe", "dur-user")
         assert serve.stop() == 0
+
+        # 4. the index lost while the broker kept the sources: the start repairs it from Kafka, and status
+        #    (asked of the running service) shows it through
+        shutil.rmtree(settings.index_dir)
+        serve.start()
+        status = await until(lambda: repaired(settings), timeout_s=120)
+        assert status["active_version"] == "v1" and status["lag"] == 0 and status["dead_lettered"] == 0
+        assert await until(lambda: personal_hit(settings, "dur-shoe", "dur-user"))
+        assert serve.stop() == 0
+        stopped = cli_status(settings)
+        assert stopped.returncode != 0 and "no Cartwise service answers" in stopped.stderr
     finally:
         serve.kill()
 
@@ -147,3 +177,42 @@ def test_recovery_across_kills_loses_nothing_and_applies_nothing_twice(registry_
     assert result["kills"] == 3 and result["events"] > 1500
     assert {k: result[k] for k in ("lost", "double_applied", "mismatched_users", "mismatched_products")} == \
         {"lost": 0, "double_applied": 0, "mismatched_users": 0, "mismatched_products": 0}
+
+
+@pytest.mark.parametrize("stop", ["clean", "kill -9"])
+def test_broker_restart_continues_offsets_and_keeps_acknowledged_records(tmp_path, stop):
+    """The embedded broker on its disk store: records acknowledged before a restart keep their offsets, and
+    the next record after it gets the next offset (Tansu's first write after a restart used to take offset 0
+    again and overwrite them: cartwise/app/broker.py load_partition_state)."""
+    if not Settings().s3rver.is_file():
+        pytest.skip("s3rver is not installed: run `make install`")
+    settings = Settings(data_dir=tmp_path, embedded_kafka_port=free_port(), embedded_storage_port=free_port(),
+                        embedded_kafka_storage="disk")
+    broker = embedded_broker(settings).start()
+    try:
+        ensure_topics(settings)
+        producer = make_producer(settings)
+        offsets = [producer.send(settings.topics.views, key=b"u", value=f"before-{i}".encode()).get(10).offset
+                   for i in range(3)]
+        producer.close()
+        if stop == "clean":
+            broker.stop()
+        else:
+            for proc in (broker._proc, broker._store._proc):
+                proc.kill()
+                proc.wait(10)
+        broker = embedded_broker(settings).start()
+        assert not broker.fresh
+        producer = make_producer(settings)
+        after = producer.send(settings.topics.views, key=b"u", value=b"after").get(10).offset
+        producer.close()
+        consumer = log_consumer(settings)
+        try:
+            records, _ = read_topic(consumer, settings.topics.views)
+        finally:
+            consumer.close()
+    finally:
+        broker.stop()
+    assert offsets == [0, 1, 2] and after == 3
+    assert [(r.offset, r.value) for r in records] == [(0, b"before-0"), (1, b"before-1"), (2, b"before-2"),
+                                                       (3, b"after")]

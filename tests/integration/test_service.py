@@ -15,9 +15,12 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from cartwise.app.bench.common import free_port
 from cartwise.app.client import SearchClient
+from cartwise.app.operations import fetch_status, request_forget, status_dict
 from cartwise.app.service import Service
+from cartwise.catalog import point_id
 from cartwise.events import BehaviorEvent, ProductDelete, ProductUpsert, encode_event
-from cartwise.kafka_io import make_producer
+from cartwise.kafka_io import log_consumer, make_producer, read_topic
+from cartwise.personalization import UserHistory
 from cartwise.settings import Settings
 from cartwise.v1 import search_pb2 as pb
 
@@ -250,3 +253,121 @@ async def test_undecodable_request_bytes_are_invalid_argument_and_the_server_car
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert err.value.details().startswith("request: not a valid message")
     assert (await client.search("kettle", limit=1)).model_version
+
+
+async def dead_letters(service, topic: str) -> list:
+    """Every record on ``topic``'s dead-letter topic so far."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=service.settings.bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partition = TopicPartition(service.settings.topics.dead_letter(topic), 0)
+        consumer.assign([partition])
+        await consumer.seek_to_beginning(partition)
+        return (await consumer.getmany(partition, timeout_ms=5000, max_records=1000)).get(partition, [])
+    finally:
+        await consumer.stop()
+
+
+async def test_malformed_behavior_shapes_are_dead_lettered_with_reasons(service, client, producer):
+    topics = service.settings.topics
+    view = BehaviorEvent(event_id="it-dl-ok", event_type="view", user_id="it-dl", product_id="it-lamp", event_time=T0)
+    future = view.model_copy(update={"event_id": "it-dl-future",
+                                     "event_time": datetime.now(timezone.utc) + timedelta(days=2)})
+    oversized = view.model_copy(update={"event_id": "it-dl-big", "query": "x" * 512})
+    bad = {
+        b"it-dl-1": (b"it-dl", encode_event(future), "event_time"),
+        b"it-dl-2": (b"someone-else", encode_event(view.model_copy(update={"event_id": "it-dl-key"})), "key:"),
+        b"it-dl-3": (b"\xff\xfeit-dl", encode_event(view.model_copy(update={"event_id": "it-dl-utf8"})), "not UTF-8"),
+        b"it-dl-4": (b"it-dl", encode_event(oversized) + b" " * service.settings.max_event_bytes, "bytes, over"),
+        b"it-dl-5": (b"it-dl", encode_event(view).replace(b'"schema_version":1', b'"schema_version":9'),
+                     "schema_version"),
+    }
+    for marker, (key, value, _) in bad.items():
+        producer.send(topics.views, key=key, value=value, headers=[("marker", marker)])
+    send(producer, service, "views", "it-dl", encode_event(view))
+
+    async def user_applied():
+        return service.worker.histories.get("it-dl") is not None
+
+    await eventually(user_applied)  # the worker carried on past every bad record
+    by_marker = {dict(r.headers).get("marker"): r for r in await dead_letters(service, topics.views)}
+    for marker, (key, value, reason) in bad.items():
+        record = by_marker[marker]
+        assert record.key == key and record.value == value  # kept as sent
+        assert reason in dict(record.headers)["error"].decode(), marker
+    assert [i.event_id for i in UserHistory.from_json(service.worker.histories["it-dl"]).interactions] == ["it-dl-ok"]
+
+
+async def test_status_reports_the_running_service(service, client):
+    async def caught_up():
+        status = await fetch_status(f"127.0.0.1:{service.port}")
+        return status if status.lag == 0 else None
+
+    status = status_dict(await caught_up() or await eventually(caught_up))
+    model = service.active.current
+    assert status["active_version"] == model.version and status["role"] == "all" and status["runs_worker"]
+    assert status["products"] == service.index.count(model.products) > 0
+    assert status["users"] == service.index.count(model.users) > 0
+    assert status["applied"] == service.worker.applied > 0 and status["dead_lettered"] >= 2
+    assert set(status["lag_by_topic"]) == {service.settings.topics.catalog, *service.settings.topics.user_keyed,
+                                           service.settings.topics.models_updates}
+    assert status["stream_time"] >= T0.timestamp() and not status["repair_running"]
+
+
+async def remains_of(service, user: str) -> dict:
+    """Everything kept about ``user``: the history Table entry, and the point in every write target."""
+    points = {m.users: service.index.retrieve(m.users, [point_id(user)]) for m in service.worker.targets.models()}
+    return {"history": service.worker.histories.get(user), **{k: v for k, v in points.items() if v}}
+
+
+async def test_forget_erases_history_vector_and_purchases_everywhere(service, client, producer):
+    send(producer, service, "catalog", "it-fg-p", upsert("it-fg-p", "Folding camping chair", "Campo"))
+    send(producer, service, "purchases", "it-fg", behavior("purchase", "it-fg", "it-fg-p", 30))
+
+    async def recommended():
+        try:
+            return await client.stub.Recommend(pb.RecommendRequest(user_id="it-fg", limit=3))
+        except grpc.aio.AioRpcError:
+            return None
+
+    assert ids(await eventually(recommended))[0] == "it-fg-p"
+    forgotten_before = service.worker.forgotten
+    await asyncio.to_thread(request_forget, service.settings, "it-fg")
+
+    async def erased():
+        return service.worker.forgotten > forgotten_before and await remains_of(service, "it-fg") == {"history": None}
+
+    await eventually(erased)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await client.stub.Recommend(pb.RecommendRequest(user_id="it-fg"))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    consumer = log_consumer(service.settings)
+    try:
+        changelog, _ = read_topic(consumer, f"{service.settings.app_id}-user_history-changelog")
+    finally:
+        consumer.close()
+    assert [r.value for r in changelog if r.key == b'"it-fg"'][-1] is None  # a tombstone: compaction forgets too
+
+
+async def test_users_inactive_beyond_the_ttl_expire_in_stream_time(service, client, producer):
+    ttl = timedelta(seconds=service.settings.user_ttl_s)
+    send(producer, service, "catalog", "it-ttl-p", upsert("it-ttl-p", "Insulated steel water bottle", "Aqua"))
+    send(producer, service, "carts", "it-ttl-old", encode_event(BehaviorEvent(
+        event_id="it-ttl-old-1", event_type="cart", user_id="it-ttl-old", product_id="it-ttl-p",
+        event_time=T0 - ttl - timedelta(days=1))))
+
+    async def kept():
+        return len(await remains_of(service, "it-ttl-old")) == 1 + len(service.worker.targets.models())
+
+    await eventually(kept)  # older than the TTL, but stream time has not moved past a sweep yet
+    expired_before = service.worker.expired
+    send(producer, service, "carts", "it-ttl-new", encode_event(BehaviorEvent(
+        event_id="it-ttl-new-1", event_type="cart", user_id="it-ttl-new", product_id="it-ttl-p",
+        event_time=T0 + timedelta(days=2))))  # moves stream time past the next sweep
+
+    async def expired():
+        return service.worker.expired > expired_before and await remains_of(service, "it-ttl-old") == {"history": None}
+
+    await eventually(expired)
+    assert service.worker.histories.get("it-ttl-new") is not None
+    assert service.worker.histories.get("it-user-1") is not None  # active within the TTL: kept
