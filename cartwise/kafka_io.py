@@ -14,6 +14,7 @@ consumer groups, and no reader should join the stream worker's group."""
 
 from __future__ import annotations
 
+import time
 from typing import Iterator
 
 from aiokafka import AIOKafkaConsumer
@@ -80,28 +81,42 @@ def ensure_topics(settings: Settings) -> None:
         admin.close()
 
 
-def consumer_lag(settings: Settings, topics: list[str]) -> dict[str, int]:
+def consumer_lag(settings: Settings, topics: list[str], timeout_s: float = 5.0) -> dict[str, int]:
     """topic -> consumer lag of the stream worker's group (``settings.app_id``): records between the
-    group's committed offset (the partition's first offset where it has none) and the partition's end,
-    summed over partitions; 0 when caught up. Blocking (a few broker round trips).
+    group's committed offset (0 where it has none) and the partition's high watermark, summed over
+    partitions; 0 when caught up. Blocking (a few broker round trips and one fetch per partition).
 
-    The embedded Tansu broker lists the last batch's base offset as a partition's end (:func:`iter_chunks`),
-    so there the lag of a partition that is behind is under-counted by up to one batch; caught up still
-    reads 0. Raises kafka.errors.KafkaError when no broker answers."""
+    Raises kafka.errors.KafkaError when no broker answers, TimeoutError when it does not answer in time."""
     admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap, client_id="cartwise-status")
     consumer = log_consumer(settings)
     try:
         committed = {tp: meta.offset for tp, meta in admin.list_group_offsets(settings.app_id)[settings.app_id].items()
                      if meta.offset >= 0}
         partitions = [tp for topic in topics for tp in partitions_of(consumer, topic)]
-        ends, firsts = consumer.end_offsets(partitions), consumer.beginning_offsets(partitions)
+        ends = fetched_highwaters(consumer, {tp: committed.get(tp, 0) for tp in partitions}, timeout_s)
     finally:
         consumer.close()
         admin.close()
     lag = dict.fromkeys(topics, 0)
     for tp in partitions:
-        lag[tp.topic] += max(0, ends[tp] - committed.get(tp, firsts[tp]))
+        lag[tp.topic] += max(0, ends[tp] - committed.get(tp, 0))
     return lag
+
+
+def fetched_highwaters(consumer: KafkaConsumer, starts: dict[TopicPartition, int],
+                       timeout_s: float) -> dict[TopicPartition, int]:
+    """Each partition's high watermark as a fetch from ``starts`` reports it (the embedded Tansu broker
+    lists only the last batch's base offset as a partition's end; a fetch reports the true one). Assigns
+    ``consumer`` to the partitions. Raises TimeoutError when some partition gets no fetch response in time."""
+    consumer.assign(list(starts))
+    for tp, offset in starts.items():
+        consumer.seek(tp, offset)
+    deadline = time.monotonic() + timeout_s
+    while any(consumer.highwater(tp) is None for tp in starts):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no fetch response for some of {len(starts)} partitions in {timeout_s} s")
+        consumer.poll(timeout_ms=500, max_records=1)
+    return {tp: consumer.highwater(tp) for tp in starts}
 
 
 def partitions_of(consumer: KafkaConsumer, topic: str) -> list[TopicPartition]:

@@ -129,8 +129,10 @@ class Settings(BaseSettings):
                                                                  "wall clock before it is dead-lettered")
     user_ttl_s: float = Field(90 * 86400.0, ge=0.0, description="a user with no event for this long in stream time "
                                                               "(the newest event time seen) is expired; 0: never")
-    max_in_flight: int = Field(32, ge=1, description="Search/Recommend requests worked on at once; one more gets "
-                                                     "RESOURCE_EXHAUSTED at once instead of a queue")
+    # An admitted request waits about max_in_flight / capacity: 8 keeps that near the 1x p99 at 2x load on two
+    # cores, where 32 queued up to a 250 ms deadline (docs/benchmarks.md, "Overload").
+    max_in_flight: int = Field(8, ge=1, description="Search/Recommend requests worked on at once; one more gets "
+                                                    "RESOURCE_EXHAUSTED at once instead of a queue")
     topics: Topics = Field(default_factory=Topics)
     personalization: Personalization = Field(default_factory=Personalization)
     lexical: Lexical = Field(default_factory=Lexical)

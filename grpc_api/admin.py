@@ -58,7 +58,8 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         topics = self.settings.topics
         try:
             return await asyncio.wait_for(asyncio.to_thread(
-                consumer_lag, self.settings, [topics.catalog, *topics.user_keyed, topics.models_updates]), LAG_TIMEOUT_S)
+                consumer_lag, self.settings, [topics.catalog, *topics.user_keyed, topics.models_updates],
+                LAG_TIMEOUT_S), 2 * LAG_TIMEOUT_S)
         except Exception as err:  # noqa: BLE001 - status must answer even when the broker does not
             log.warning("consumer lag unavailable: %s", err)
             return None

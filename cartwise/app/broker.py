@@ -24,7 +24,7 @@ from pathlib import Path
 
 from kafka import KafkaConsumer
 
-from cartwise.kafka_io import partitions_of
+from cartwise.kafka_io import fetched_highwaters, partitions_of
 from cartwise.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -139,16 +139,11 @@ def load_partition_state(bootstrap: str, timeout_s: float) -> None:
     any metadata request, which every client makes before it produces."""
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
                              fetch_max_wait_ms=1000, max_partition_fetch_bytes=1024)
-    deadline = time.monotonic() + timeout_s
     try:
         partitions = [tp for topic in sorted(consumer.topics()) for tp in partitions_of(consumer, topic)]
-        consumer.assign(partitions)
-        for tp in partitions:
-            consumer.seek(tp, 0)
-        while any(consumer.highwater(tp) is None for tp in partitions):
-            if time.monotonic() > deadline:
-                raise BrokerError(f"the embedded broker did not load its stored partitions in {timeout_s} s")
-            consumer.poll(timeout_ms=500, max_records=1)
+        fetched_highwaters(consumer, dict.fromkeys(partitions, 0), timeout_s)
+    except TimeoutError as err:
+        raise BrokerError(f"the embedded broker did not load its stored partitions: {err}") from None
     finally:
         consumer.close()
     log.info("embedded broker: stored state of %d partitions loaded", len(partitions))

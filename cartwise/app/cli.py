@@ -1,4 +1,4 @@
-"""The ``cartwise`` command line: serve, replay, search, demo, bench."""
+"""The ``cartwise`` command line: serve, replay, search, status, users, repair, demo, eval, train, models, bench."""
 
 from __future__ import annotations
 
@@ -126,6 +126,79 @@ def search(ctx: click.Context, query: str, user_id: str, limit: int, as_json: bo
     else:
         console.print(hits_table(response, f"{query!r} user={user_id or '-'} model={response.model_version} "
                                            f"alpha={response.personalization_weight:.2f}"))
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (active_version, products, users, lag, ...).")
+@click.option("--target", default=None, help="host:port of the service (default: CARTWISE_GRPC_HOST:PORT).")
+@click.pass_context
+def status(ctx: click.Context, as_json: bool, target: str | None) -> None:
+    """What the running service is doing: active version, index sizes, consumer lag, counters since start.
+    Exits non-zero when no service answers."""
+    import grpc
+
+    from cartwise.app.operations import fetch_status, status_dict, status_table
+
+    settings = _settings(ctx)
+    target = target or f"{settings.grpc_host}:{settings.grpc_port}"
+    try:
+        answer = asyncio.run(fetch_status(target))
+    except grpc.aio.AioRpcError as err:
+        if err.code() == grpc.StatusCode.UNAVAILABLE:
+            raise click.ClickException(f"no Cartwise service answers on {target}: start one with `cartwise serve` "
+                                       "(or set CARTWISE_GRPC_PORT / --target)") from None
+        raise click.ClickException(f"{err.code().name}: {err.details()}") from None
+    if as_json:
+        click.echo(json.dumps(status_dict(answer), indent=2))
+    else:
+        console.print(status_table(answer))
+
+
+@main.group()
+def users() -> None:
+    """Users' data: erasure for privacy requests."""
+
+
+@users.command("forget")
+@click.argument("user_id")
+@click.pass_context
+def users_forget(ctx: click.Context, user_id: str) -> None:
+    """Erase USER_ID's history, vectors and purchases from every live version (an event on the user control
+    topic; the running worker applies it within a second, `cartwise status` counts it as forgotten)."""
+    from kafka.errors import KafkaError
+    from pydantic import ValidationError
+
+    from cartwise.app.operations import request_forget
+
+    settings = _settings(ctx)
+    try:
+        request = request_forget(settings, user_id)
+    except ValidationError as err:
+        raise click.ClickException(f"user_id: {err.errors()[0]['msg']}") from None
+    except KafkaError as err:
+        raise click.ClickException(_no_broker(settings, err)) from None
+    click.echo(f"erasure of {user_id!r} requested on {settings.topics.user_control} ({request.event_id})")
+
+
+@main.command()
+@click.pass_context
+def repair(ctx: click.Context) -> None:
+    """Ask the running service to rebuild the active version's collections from Kafka (the catalog topic and
+    the user-history changelog), in place while it serves; `cartwise status` shows it running."""
+    from kafka.errors import KafkaError
+
+    from cartwise.app.operations import request_repair
+    from cartwise.registry import ModelRegistry
+
+    settings = _settings(ctx)
+    active = ModelRegistry(settings.models_dir).active()
+    if active is None:
+        raise click.ClickException(f"no active model under {settings.models_dir}: nothing to repair")
+    try:
+        request_repair(settings, active)
+    except KafkaError as err:
+        raise click.ClickException(_no_broker(settings, err)) from None
+    click.echo(f"repair of {active} requested on {settings.topics.models_updates}")
 
 
 @main.command()
@@ -492,17 +565,26 @@ def bench() -> None:
 
 
 @bench.command("search")
-@click.option("--qps", default=200.0, show_default=True)
-@click.option("--seconds", default=20.0, show_default=True)
+@click.option("--qps", type=float, default=None, help="Offered Search/s.  [default: 200; not with --overload]")
+@click.option("--seconds", default=20.0, show_default=True, help="Length of the load (with --overload: of each phase).")
 @click.option("--retrieval", type=click.Choice(RETRIEVALS), default="hybrid", show_default=True)
+@click.option("--overload", is_flag=True,
+              help="Measure the capacity (closed loop), then offer 2x it open-loop: served p99, rejection rate.")
+@click.option("--deadline-ms", default=250.0, show_default=True, help="gRPC deadline per request with --overload.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def bench_search(ctx: click.Context, qps: float, seconds: float, retrieval: str, as_json: bool) -> None:
+def bench_search(ctx: click.Context, qps: float | None, seconds: float, retrieval: str, overload: bool,
+                 deadline_ms: float, as_json: bool) -> None:
     """gRPC Search p50/p99 and QPS at a fixed offered load, next to the floor: query encode + the served
-    hybrid engine query alone."""
-    from cartwise.app.bench.search import run_search_bench
+    hybrid engine query alone. With --overload: what Search serves and refuses at twice its capacity."""
+    from cartwise.app.bench.search import run_overload_bench, run_search_bench
 
-    _report(asyncio.run(run_search_bench(_settings(ctx), qps, seconds, console, retrieval)), as_json)
+    if overload and qps is not None:
+        raise click.UsageError("--overload chooses its own load (2x the measured capacity); drop --qps")
+    if overload:
+        _report(asyncio.run(run_overload_bench(_settings(ctx), seconds, console, retrieval, deadline_ms)), as_json)
+    else:
+        _report(asyncio.run(run_search_bench(_settings(ctx), qps or 200.0, seconds, console, retrieval)), as_json)
 
 
 @bench.command("freshness")

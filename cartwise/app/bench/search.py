@@ -1,13 +1,17 @@
-"""``cartwise bench search``: gRPC Search latency at a fixed offered load vs the encode + ANN floor."""
+"""``cartwise bench search``: gRPC Search latency at a fixed offered load vs the encode + ANN floor, and
+(``--overload``) what Search serves and refuses at twice the load the machine can serve."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import random
+import shutil
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
+from pathlib import Path
 
 from cartwise.app.bench.common import (
     latency_histogram,
@@ -47,23 +51,104 @@ async def _floor(service, queries: list[dict], retrieval: Retrieval) -> dict:
     return summarize_ms(histogram, "floor_")
 
 
+OVERLOAD_FACTOR = 2.0
+DEFAULT_DEADLINE_MS = 250.0
+# Enough to keep the encode thread and the event loop both busy on a small machine, and well under the
+# default max_in_flight, so the capacity run measures service, not refusals.
+CAPACITY_CLIENTS = 8
+
+
+@contextmanager
+def _queries_file(retrieval: Retrieval):
+    work = Path(tempfile.mkdtemp(prefix="cartwise-bench-queries-"))
+    try:
+        path = work / "queries.json"
+        path.write_text(json.dumps([{**q, "retrieval": WIRE_OF_RETRIEVAL[retrieval]} for q in rees46_queries()]))
+        yield path
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+async def _offer(port: int, queries: Path, seconds: float, qps: float = 0.0, *options: str) -> dict:
+    """Run the load-generator process (cartwise.app.bench.loadgen, its docstring has the figures) against
+    127.0.0.1:``port`` and return what it prints, plus ``server_cpu_ms_per_request``: this process's CPU
+    time (the embedded service) over the run, in ms per request sent."""
+    cpu = time.process_time()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "cartwise.app.bench.loadgen", f"127.0.0.1:{port}", str(qps), str(seconds), str(queries),
+        *options, stdout=asyncio.subprocess.PIPE)
+    out, _ = await proc.communicate()
+    cpu = time.process_time() - cpu
+    if proc.returncode:
+        raise RuntimeError(f"the load generator exited with status {proc.returncode}")
+    load = json.loads(out)
+    return load | {"server_cpu_ms_per_request": 1000 * cpu / max(load["requests"], 1)}
+
+
 async def run_search_bench(settings: Settings, qps: float, seconds: float, console,
                            retrieval: Retrieval = "hybrid") -> dict:
     """Load the REES46 catalog, offer ``qps`` Search requests with ``retrieval`` from a separate
     load-generator process for ``seconds``, then measure the floor in this process. Returns the figures
-    (latencies in ms)."""
-    queries = [{**q, "retrieval": WIRE_OF_RETRIEVAL[retrieval]} for q in rees46_queries()]
+    (latencies in ms; ``target_qps`` is ``qps``, ``offered_qps`` the rate requests really started at)."""
     async with loaded_service(settings, console) as service:
         products = service.index.count(service.active.current.products)
-        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
-            json.dump(queries, fh)
-        with console.status(f"offering {qps:.0f} Search/s for {seconds:.0f} s"):
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "cartwise.app.bench.loadgen", f"127.0.0.1:{service.port}", str(qps), str(seconds),
-                fh.name, stdout=asyncio.subprocess.PIPE)
-            out, _ = await proc.communicate()
-        load = json.loads(out)
-        floor = await _floor(service, queries, retrieval)
-    return {**load, **floor, "overhead_ratio": load["p50_ms"] / floor["floor_p50_ms"], "offered_qps": qps,
+        with _queries_file(retrieval) as path:
+            with console.status(f"offering {qps:.0f} Search/s for {seconds:.0f} s"):
+                load = await _offer(service.port, path, seconds, qps)
+            floor = await _floor(service, json.loads(path.read_text()), retrieval)
+    return {**load, **floor, "overhead_ratio": load["p50_ms"] / floor["floor_p50_ms"], "target_qps": qps,
             "retrieval": retrieval, "products": products, "machine": machine_info(),
             "command": f"cartwise bench search --qps {qps:g} --seconds {seconds:g} --retrieval {retrieval} --json"}
+
+
+async def run_overload_bench(settings: Settings, seconds: float, console, retrieval: Retrieval = "hybrid",
+                             deadline_ms: float = DEFAULT_DEADLINE_MS) -> dict:
+    """Search at twice the load this machine can serve, in two phases of ``seconds`` each on the loaded
+    REES46 catalog, every request with a ``deadline_ms`` gRPC deadline.
+
+    Capacity: the rate of OK answers (per s) of a closed loop of :data:`CAPACITY_CLIENTS` clients, each
+    sending its next request when the previous one is answered, from the load-generator process on the same
+    machine. The server is never idle and never holds more than that many requests, so this is the most it
+    completes, with the load generator's own CPU cost included as in the overload phase; its p99 is
+    reported next to it (``capacity_p99_ms``, requests over the deadline are not counted as served).
+    Overload: :data:`OVERLOAD_FACTOR` x capacity offered open-loop; see :func:`overload_summary`.
+    Returns the figures (latencies in ms, rates per s, CPU in ms per request)."""
+    deadline = ("--deadline-ms", f"{deadline_ms:g}")
+    async with loaded_service(settings, console) as service:
+        products, max_in_flight = service.index.count(service.active.current.products), service.settings.max_in_flight
+        with _queries_file(retrieval) as path:
+            with console.status(f"capacity: {CAPACITY_CLIENTS} closed-loop clients for {seconds:.0f} s"):
+                capacity = await _offer(service.port, path, seconds, 0.0, "--clients", str(CAPACITY_CLIENTS),
+                                        *deadline)
+            target = OVERLOAD_FACTOR * capacity["qps"]
+            with console.status(f"overload: offering {target:.0f} Search/s for {seconds:.0f} s"):
+                load = await _offer(service.port, path, seconds, target, *deadline)
+    return {**overload_summary(capacity, load, target), "deadline_ms": deadline_ms,
+            "max_in_flight": max_in_flight, "capacity_clients": CAPACITY_CLIENTS, "retrieval": retrieval,
+            "products": products, "machine": machine_info(),
+            "command": f"cartwise bench search --overload --seconds {seconds:g} --deadline-ms {deadline_ms:g} "
+                       f"--retrieval {retrieval} --json"}
+
+
+def overload_summary(capacity: dict, load: dict, target_qps: float) -> dict:
+    """The overload figures from the load generator's output for the capacity run and the overload run
+    (offered ``target_qps``/s): served (OK) rate and p50/p99, the share of requests refused with
+    RESOURCE_EXHAUSTED and how fast refusals came back (p99), the share that hit the deadline, and the
+    count of any other status. ``offered_qps`` is the rate the load generator really started requests at,
+    which is below ``target_qps`` when it could not keep up. Latencies in ms (None when no such answer)."""
+    counts, total = load["status"], max(load["requests"], 1)
+    served, rejected = counts.get("OK", 0), counts.get("RESOURCE_EXHAUSTED", 0)
+    known = ("OK", "RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED")
+    return {"capacity_qps": capacity["qps"], "capacity_p50_ms": capacity["p50_ms"],
+            "capacity_p99_ms": capacity["p99_ms"], "capacity_status": capacity["status"],
+            "target_qps": target_qps, "offered_qps": load["offered_qps"], "requests": load["requests"],
+            "served_qps": load["qps"], "served_p50_ms": load["p50_ms"] if served else None,
+            "served_p99_ms": load["p99_ms"] if served else None, "rejected_rate": rejected / total,
+            "rejected_p50_ms": load["rejected_p50_ms"] if rejected else None,
+            "rejected_p99_ms": load["rejected_p99_ms"] if rejected else None,
+            "deadline_exceeded_rate": counts.get("DEADLINE_EXCEEDED", 0) / total,
+            "other_errors": sum(n for code, n in counts.items() if code not in known), "status": counts,
+            "start_late_p99_ms": load["start_late_p99_ms"],
+            "capacity_server_cpu_ms_per_request": capacity["server_cpu_ms_per_request"],
+            "server_cpu_ms_per_request": load["server_cpu_ms_per_request"],
+            "loadgen_cpu_ms_per_request": load["loadgen_cpu_ms_per_request"]}
