@@ -82,9 +82,8 @@ class StreamWorker:
         # product_id -> event time (s) of its newest deletion (streams/catalog.py)
         self.tombstones = self.app.Table("catalog_tombstones", default=None, partitions=settings.partitions,
                                          use_partitioner=True)
-        for table in (self.histories, self.tombstones):
-            complete_recovery_of(table, settings)
-        self.histories.on_recover(self._on_histories_recovered)
+        complete_recovery_of(self.histories, settings, then=self._on_histories_recovered)
+        complete_recovery_of(self.tombstones, settings)
         self.updates_topic = self.app.topic(topics.models_updates, key_type=bytes, value_type=bytes,
                                             value_serializer="raw")
         self.lexical = LexicalEncoder(settings.lexical)

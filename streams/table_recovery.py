@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from typing import Awaitable, Callable
 
 from cartwise.kafka_io import iter_chunks, log_consumer
 from cartwise.settings import Settings
@@ -37,8 +38,10 @@ def changelog_values(settings: Settings, topic: str, partitions: set[int]) -> di
     return newest
 
 
-def complete_recovery_of(table, settings: Settings) -> None:
-    """Register the completion (module doc) as ``table``'s on_recover callback (a faust Table)."""
+def complete_recovery_of(table, settings: Settings, then: Callable[[], Awaitable[None]] | None = None) -> None:
+    """Register the completion (module doc) as ``table``'s on_recover callback (a faust Table), followed by
+    ``then``: faust keeps a Table's callbacks in a set and runs them in no fixed order, so anything that
+    reads the recovered Table must run after the completion, in the same callback."""
 
     async def complete() -> None:
         topic = table.changelog_topic.get_topic_name()
@@ -53,5 +56,7 @@ def complete_recovery_of(table, settings: Settings) -> None:
                 else:
                     table.data[key] = value
         log.info("%s: %d keys restored from the changelog's tail beyond the listed end", topic, changed)
+        if then is not None:
+            await then()
 
     table.on_recover(complete)
