@@ -106,6 +106,7 @@ class UserForget(_Event):
     user_id: str = Field(min_length=1, max_length=128)
 
 
+E = TypeVar("E", bound=_Event)
 _catalog_adapter: TypeAdapter[ProductUpsert | ProductDelete] = TypeAdapter(CatalogEvent)
 
 
@@ -113,26 +114,27 @@ def _reason(err: ValidationError) -> str:
     return "; ".join(f"{'.'.join(map(str, e['loc'])) or '<root>'}: {e['msg']}" for e in err.errors())
 
 
-def parse_catalog_event(raw: bytes | None) -> ProductUpsert | ProductDelete:
-    """Decode a ``catalog.products`` value. Raises InvalidEvent naming the bad field."""
+def _validated(validate: Callable[[bytes], E], raw: bytes | None, empty: str = "empty value") -> E:
+    """``validate(raw)``, its ValidationError turned into InvalidEvent naming the bad fields."""
     if raw is None:
-        raise InvalidEvent("empty value (tombstones are not catalog events; send op=delete)")
+        raise InvalidEvent(empty)
     try:
-        return _catalog_adapter.validate_json(raw)
+        return validate(raw)
     except ValidationError as err:
         raise InvalidEvent(_reason(err)) from None
+
+
+def parse_catalog_event(raw: bytes | None) -> ProductUpsert | ProductDelete:
+    """Decode a ``catalog.products`` value. Raises InvalidEvent naming the bad field."""
+    return _validated(_catalog_adapter.validate_json, raw,
+                      "empty value (tombstones are not catalog events; send op=delete)")
 
 
 def parse_behavior_event(raw: bytes | None, expected_type: BehaviorType) -> BehaviorEvent:
     """Decode a behavior topic value whose ``event_type`` must be ``expected_type``.
 
     Raises InvalidEvent naming the bad field, or the type mismatch."""
-    if raw is None:
-        raise InvalidEvent("empty value")
-    try:
-        event = BehaviorEvent.model_validate_json(raw)
-    except ValidationError as err:
-        raise InvalidEvent(_reason(err)) from None
+    event = _validated(BehaviorEvent.model_validate_json, raw)
     if event.event_type != expected_type:
         raise InvalidEvent(f"event_type: {event.event_type!r} on the {expected_type} topic")
     return event
@@ -140,25 +142,17 @@ def parse_behavior_event(raw: bytes | None, expected_type: BehaviorType) -> Beha
 
 def parse_control_event(raw: bytes | None) -> UserForget:
     """Decode a user control topic value. Raises InvalidEvent naming the bad field."""
-    if raw is None:
-        raise InvalidEvent("empty value")
-    try:
-        return UserForget.model_validate_json(raw)
-    except ValidationError as err:
-        raise InvalidEvent(_reason(err)) from None
+    return _validated(UserForget.model_validate_json, raw)
 
 
 @dataclass(frozen=True, slots=True)
 class EventLimits:
     """What every consumed record must meet beyond its schema: values of at most ``max_bytes`` bytes, and
     an ``event_time`` at most ``max_ahead_s`` seconds ahead of the wall clock (a far-future time would
-    advance stream time and expire every user, streams/expiry.py)."""
+    advance stream time and expire every user, streams/erasure.py)."""
 
     max_bytes: int = 65_536
     max_ahead_s: float = 3600.0
-
-
-E = TypeVar("E", bound=_Event)
 
 
 def parse_record(key: bytes | None, value: bytes | None, parse: Callable[[bytes | None], E], limits: EventLimits,
