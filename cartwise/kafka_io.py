@@ -115,7 +115,7 @@ def fetched_highwaters(consumer: KafkaConsumer, starts: dict[TopicPartition, int
     while any(consumer.highwater(tp) is None for tp in starts):
         if time.monotonic() > deadline:
             raise TimeoutError(f"no fetch response for some of {len(starts)} partitions in {timeout_s} s")
-        consumer.poll(timeout_ms=500, max_records=1)
+        consumer.poll(timeout_ms=500, max_records=10_000)  # drained fast: a buffered fetch is parsed lazily
     return {tp: consumer.highwater(tp) for tp in starts}
 
 

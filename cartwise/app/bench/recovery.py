@@ -70,7 +70,7 @@ class ServeProcess:
             if status is not None or time.perf_counter() - started > timeout_s:
                 self.kill()
                 what = f"exited with status {status}" if status is not None else f"did not come up in {timeout_s} s"
-                tail = "".join(self.log.read_text(errors="replace").splitlines(keepends=True)[-20:])
+                tail = "".join(self.log.read_text(errors="replace").splitlines(keepends=True)[-60:])
                 raise TimeoutError(f"cartwise serve {what} (log: {self.log}):\n{tail}")
             time.sleep(0.1)
         return time.perf_counter() - started
