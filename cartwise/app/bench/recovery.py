@@ -37,7 +37,7 @@ from cartwise.catalog import point_id, product_payload
 from cartwise.datasets import Record, rees46_records
 from cartwise.events import BehaviorEvent, ProductUpsert
 from cartwise.index import EdgeIndex
-from cartwise.kafka_io import log_consumer, make_producer, read_topic
+from cartwise.kafka_io import consumer_lag, log_consumer, make_producer, read_topic
 from cartwise.personalization import UserHistory, UserPoint, user_vector
 from cartwise.registry import ModelRegistry, collection_names
 from cartwise.settings import Settings
@@ -130,21 +130,8 @@ class Expected:
 
 
 def caught_up(settings: Settings) -> bool:
-    """Whether the worker's consumer group has committed the end offset of every source topic (the ends
-    found by reading to them: the embedded broker lists a topic's end as its last batch's base offset)."""
-    from kafka import KafkaAdminClient
-
-    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap)
-    consumer = log_consumer(settings)
-    try:
-        committed = admin.list_group_offsets({settings.app_id: None}).get(settings.app_id, {})
-        ends = {(topic, partition): end for topic in (settings.topics.catalog, *settings.topics.behavior)
-                for partition, end in read_topic(consumer, topic)[1].items()}
-    finally:
-        admin.close()
-        consumer.close()
-    offsets = {(tp.topic, tp.partition): meta.offset for tp, meta in committed.items()}
-    return all(offsets.get(key, -1) >= end for key, end in ends.items())
+    """Whether the worker's consumer group has no lag on the source topics (cartwise.kafka_io.consumer_lag)."""
+    return not any(consumer_lag(settings, [settings.topics.catalog, *settings.topics.behavior]).values())
 
 
 def stored_histories(settings: Settings) -> dict[str, UserHistory]:
