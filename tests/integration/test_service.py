@@ -341,12 +341,17 @@ async def test_forget_erases_history_vector_and_purchases_everywhere(service, cl
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await client.stub.Recommend(pb.RecommendRequest(user_id="it-fg"))
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
-    consumer = log_consumer(service.settings)
-    try:
-        changelog, _ = read_topic(consumer, f"{service.settings.app_id}-user_history-changelog")
-    finally:
-        consumer.close()
-    assert [r.value for r in changelog if r.key == b'"it-fg"'][-1] is None  # a tombstone: compaction forgets too
+
+    async def tombstoned():  # the worker's producer sends the changelog record asynchronously
+        consumer = log_consumer(service.settings)
+        try:
+            changelog, _ = await asyncio.to_thread(read_topic, consumer,
+                                                   f"{service.settings.app_id}-user_history-changelog")
+        finally:
+            consumer.close()
+        return [r.value for r in changelog if r.key == b'"it-fg"'][-1] is None
+
+    await eventually(tombstoned)  # a tombstone: compaction forgets too
 
 
 async def test_users_inactive_beyond_the_ttl_expire_in_stream_time(service, client, producer):
