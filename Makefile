@@ -14,8 +14,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install -q -c constraints.txt -e '.[cpu,dev]'
 	touch $(STAMP)
 
-# s3rver, the embedded broker's on-disk store (pinned by package-lock.json; Node 20 and npm are required).
-$(NODE_STAMP): package.json package-lock.json
+# s3rver, the embedded broker's on-disk store (pinned by package-lock.json, patched from patches/ by
+# patch-package to write objects atomically; Node 20 and npm are required).
+$(NODE_STAMP): package.json package-lock.json $(wildcard patches/*.patch)
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $(NODE_STAMP)
 

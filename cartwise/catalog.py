@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from dataclasses import dataclass
 
@@ -11,6 +12,7 @@ from cartwise.index.base import CATEGORY_SEPARATOR, stock_keyword
 _POINT_NAMESPACE = uuid.UUID("6f1c1d2e-8a53-4f4e-9d0b-2f6d7c3a9b10")
 
 
+@functools.lru_cache(maxsize=1 << 18)  # the stream worker maps the same users and products again and again
 def point_id(external_id: str) -> str:
     """Qdrant point id (UUIDv5 string) of a product or user id; ids of any form map stably."""
     return str(uuid.uuid5(_POINT_NAMESPACE, external_id))

@@ -19,6 +19,7 @@ two differ only by terms already decayed by 2^(-Δt/H) for many H."""
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from dataclasses import dataclass, field
 
@@ -147,18 +148,24 @@ class UserPoint:
     history: str = ""
 
     def to_payload(self) -> dict:
-        """The index payload (``updated_at`` in seconds since the epoch, for operators)."""
+        """The index payload: ``user_id`` and one JSON string ``state`` holding n, pending, norm, t_ref,
+        purchased, the history digest and ``updated_at`` (seconds since the epoch, for operators). One string
+        because the Qdrant Edge binding converts a payload key by key: these eight as separate keys cost
+        55 us per upserted point, as one string 12 us (measured in issue #13)."""
         s = self.state
-        return {"user_id": self.user_id, "n": s.n, "pending": s.pending, "norm": s.norm, "t_ref": s.t_ref,
-                "purchased": list(self.purchased), "history": self.history, "updated_at": time.time()}
+        state = {"n": s.n, "pending": s.pending, "norm": s.norm, "t_ref": s.t_ref, "purchased": self.purchased,
+                 "history": self.history, "updated_at": time.time()}
+        return {"user_id": self.user_id, "state": json.dumps(state)}
 
     @classmethod
     def from_payload(cls, payload: dict, vector: np.ndarray) -> "UserPoint":
-        """Decode a payload written by :meth:`to_payload` with the point's (D,) float32 ``vector``.
-        Raises KeyError for a payload that is not a user point's."""
-        state = UserVector(vector, float(payload["norm"]), float(payload["t_ref"]), int(payload["n"]),
-                           int(payload["pending"]))
-        return cls(payload["user_id"], state, tuple(payload.get("purchased", ())), payload.get("history", ""))
+        """Decode a payload written by :meth:`to_payload` (or before issue #13, with the state's fields as
+        separate keys) with the point's (D,) float32 ``vector``. Raises KeyError for a payload that is not
+        a user point's."""
+        fields = json.loads(payload["state"]) if "state" in payload else payload
+        state = UserVector(vector, float(fields["norm"]), float(fields["t_ref"]), int(fields["n"]),
+                           int(fields["pending"]))
+        return cls(payload["user_id"], state, tuple(fields.get("purchased", ())), fields.get("history", ""))
 
 
 def personalization_weight(n: int, params: Personalization) -> float:

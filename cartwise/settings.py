@@ -112,8 +112,9 @@ class Settings(BaseSettings):
                                 "reads list the partition's stored batches and return nothing when that takes "
                                 "longer than the bound; 50 otherwise)")
     consumer_session_timeout_s: float = Field(
-        60.0, ge=6.0, description="consumer group session and rebalance timeout: how long a crashed worker's "
-                                  "partitions wait before the group hands them to a live member")
+        10.0, ge=6.0, description="consumer group session and rebalance timeout: how long a crashed worker's "
+                                  "partitions wait before the group hands them to a live member (the embedded "
+                                  "broker also holds a worker's first join for half of it)")
     producer_linger_ms: float = Field(
         5.0, ge=0.0, description="worker producer batching (changelog, dead letters); 0 sends each record alone")
     hnsw_ef: int = Field(128, ge=1, description="HNSW candidate list per search (at least the limit)")
@@ -127,6 +128,8 @@ class Settings(BaseSettings):
                                                               "one goes to the dead-letter topic")
     max_event_ahead_s: float = Field(3600.0, ge=0.0, description="how far an event_time may run ahead of the "
                                                                  "wall clock before it is dead-lettered")
+    user_cache_size: int = Field(50_000, ge=0, description="user points the stream worker keeps cached "
+                                                            "(write-through, about 2 KB each)")
     user_ttl_s: float = Field(90 * 86400.0, ge=0.0, description="a user with no event for this long in stream time "
                                                               "(the newest event time seen) is expired; 0: never")
     # An admitted request waits about max_in_flight / capacity: 8 keeps that near the 1x p99 at 2x load on two

@@ -29,11 +29,12 @@ from cartwise.lexical import LexicalEncoder
 from cartwise.model_updates import ModelUpdate
 from cartwise.personalization import UserHistory
 from cartwise.settings import Settings
-from streams.behavior import UserUpdate, rebuild_user_vectors, stored_user_points, update_user_vectors
+from streams.behavior import UserUpdate, rebuild_user_vectors, update_user_vectors
 from streams.catalog import record_deletions, write_catalog
 from streams.erasure import StreamClock, remove_users
 from streams.swap import REPAIR_REASON, SwapCoordinator
 from streams.table_recovery import complete_recovery_of
+from streams.user_points import UserPoints
 from streams.targets import WriteTargets
 from streams.transport import FastPollApp
 
@@ -53,6 +54,7 @@ class StreamWorker:
 
     def __init__(self, settings: Settings, index: VectorIndex) -> None:
         self.settings, self.index, self.targets = settings, index, WriteTargets()
+        self.points = UserPoints(index, settings.user_cache_size)
         self.applied = self.dead_lettered = self.stale = self.forgotten = self.expired = 0
         self.clock = StreamClock(settings.user_ttl_s)
         self._pending_users: set[str] = set()
@@ -87,12 +89,13 @@ class StreamWorker:
         self.updates_topic = self.app.topic(topics.models_updates, key_type=bytes, value_type=bytes,
                                             value_serializer="raw")
         self.lexical = LexicalEncoder(settings.lexical)
-        self.swaps = SwapCoordinator(settings, index, self.targets, self.histories, self.tombstones, self.lexical,
-                                     self._announce, self._table_recovered)
+        self.swaps = SwapCoordinator(settings, index, self.points, self.targets, self.histories, self.tombstones,
+                                     self.lexical, self._announce, self._table_recovered)
         self.app.agent(self.catalog_topic, name="catalog")(self._catalog_agent)
         self.app.agent(self.behavior_topics, name="behavior")(self._behavior_agent)
         self.app.agent(self.updates_topic, name="model-updates")(self._updates_agent)
         self.app.timer(1.0)(self._retry_pending)
+        self.app.on_partitions_revoked.connect(self._on_partitions_revoked)
         self._resume: asyncio.Task | None = None
 
     @property
@@ -129,10 +132,14 @@ class StreamWorker:
         for model in self.targets.models():
             for start in range(0, len(users), 512):
                 chunk = users[start:start + 512]
-                points = stored_user_points(self.index, model.users, chunk)
+                points = self.points.get(model.users, chunk)
                 self._pending_users.update(u for u in chunk if u not in points or points[u].state.pending)
         self._catalog_changed = bool(self._pending_users)
         log.info("%d users wait for products after recovery", len(self._pending_users))
+
+    async def _on_partitions_revoked(self, sender, revoked, **kwargs) -> None:
+        """Another worker may own these users next: their cached points would go stale."""
+        self.points.clear()
 
     async def stop(self) -> None:
         """Stop consuming (a running backfill stops where its journal says) and release the encode thread."""
@@ -233,7 +240,7 @@ class StreamWorker:
             if update.history.digest() != update.before:
                 self.histories[user_id] = update.history.to_json()
         if updates:
-            pending = set().union(*(update_user_vectors(updates, self.index, m.products, m.users,
+            pending = set().union(*(update_user_vectors(updates, self.index, self.points, m.products, m.users,
                                                         self.settings.personalization)
                                     for m in self.targets.models()))
             self._track_pending(updates.keys(), pending)
@@ -241,7 +248,7 @@ class StreamWorker:
     def _remove_users(self, user_ids: list[str]) -> int:
         """Erase or expire ``user_ids`` everywhere (streams/erasure.py); returns how many there were."""
         if user_ids:
-            remove_users(user_ids, self.histories, self.index, self.targets)
+            remove_users(user_ids, self.histories, self.points, self.targets)
             self.clock.forget(user_ids)
             self._pending_users.difference_update(user_ids)
             log.info("removed %d users (erasure or expiry)", len(user_ids))
@@ -258,5 +265,5 @@ class StreamWorker:
         self._catalog_changed = False
         histories = {u: UserHistory.from_json(self.histories.get(u)) for u in list(self._pending_users)}
         self._track_pending(histories, set().union(*(
-            rebuild_user_vectors(histories, self.index, m.products, m.users, self.settings.personalization)
+            rebuild_user_vectors(histories, self.index, self.points, m.products, m.users, self.settings.personalization)
             for m in self.targets.models())))

@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from cartwise.catalog import ProductView, point_id
-from cartwise.index import IndexPoint, VectorIndex
+from cartwise.catalog import point_id
+from cartwise.index import VectorIndex
 from cartwise.personalization import Interaction, UserHistory, UserPoint, UserVector, accumulate, user_vector
 from cartwise.settings import Personalization
+from streams.user_points import UserPoints
 
 
 @dataclass(slots=True)
@@ -35,23 +36,15 @@ class UserUpdate:
 
 def product_vectors(index: VectorIndex, collection: str, product_ids: list[str]) -> dict[str, np.ndarray]:
     """product_id -> (D,) vector for those of ``product_ids`` present in ``collection``."""
-    hits = index.retrieve(collection, [point_id(pid) for pid in dict.fromkeys(product_ids)], with_vectors=True)
-    return {ProductView.from_payload(hit.payload).product_id: hit.vector for hit in hits}
+    ids = {point_id(pid): pid for pid in product_ids}
+    hits = index.retrieve(collection, list(ids), with_vectors=True, with_payload=False)
+    return {ids[hit.id]: hit.vector for hit in hits}
 
 
-def stored_user_points(index: VectorIndex, users: str, user_ids: list[str]) -> dict[str, UserPoint]:
-    """The users' points as stored in ``users`` (absent users are left out)."""
-    hits = index.retrieve(users, [point_id(u) for u in user_ids], with_vectors=True)
-    points = (UserPoint.from_payload(h.payload, h.vector) for h in hits)
-    return {p.user_id: p for p in points}
-
-
-def _write(index: VectorIndex, users: str, computed: dict[str, tuple[UserVector | None, UserHistory]]) -> set[str]:
+def _write(points: UserPoints, users: str, computed: dict[str, tuple[UserVector | None, UserHistory]]) -> set[str]:
     """Upsert the computed vectors; returns the users still waiting on a product (or with no vector yet)."""
-    points = [IndexPoint(point_id(user_id), uv.vector,
-                         UserPoint(user_id, uv, tuple(history.purchased), history.digest()).to_payload())
-              for user_id, (uv, history) in computed.items() if uv is not None]
-    index.upsert(users, points)
+    points.put(users, [UserPoint(user_id, uv, tuple(history.purchased), history.digest())
+                       for user_id, (uv, history) in computed.items() if uv is not None])
     return {user_id for user_id, (uv, _) in computed.items() if uv is None or uv.pending}
 
 
@@ -65,15 +58,15 @@ def _folds(stored: UserPoint | None, update: UserUpdate, params: Personalization
     return matches and len(update.history.interactions) < params.max_history
 
 
-def update_user_vectors(updates: dict[str, UserUpdate], index: VectorIndex, products: str, users: str,
-                        params: Personalization) -> set[str]:
+def update_user_vectors(updates: dict[str, UserUpdate], index: VectorIndex, points: UserPoints, products: str,
+                        users: str, params: Personalization) -> set[str]:
     """Bring each touched user's point up to date with their history: nothing when the point already
     carries the history's digest, the new interactions folded in (O(D) each) when it carries the pre-batch
-    digest, a rebuild from the whole history otherwise. One retrieve of points, one of product vectors, one
-    upsert per call.
+    digest, a rebuild from the whole history otherwise. One read of the points not cached in ``points``, one
+    of product vectors (from ``index``), one upsert per call.
 
     Returns the ids of users with interactions whose product is not in the catalog yet (to rebuild later)."""
-    stored = stored_user_points(index, users, list(updates))
+    stored = points.get(users, updates)
     current = {u for u, update in updates.items() if u in stored and stored[u].history == update.history.digest()}
     folds = {u for u, update in updates.items() if u not in current and _folds(stored.get(u), update, params)}
     rebuilds = {u: updates[u].history for u in updates if u not in current and u not in folds}
@@ -86,14 +79,14 @@ def update_user_vectors(updates: dict[str, UserUpdate], index: VectorIndex, prod
         known = [(i, vectors[i.product_id]) for i in added if i.product_id in vectors]
         previous = stored[u].state if u in stored else None
         computed[u] = (accumulate(previous, known, len(added) - len(known), params), updates[u].history)
-    return _write(index, users, computed) | {u for u in current if stored[u].state.pending}
+    return _write(points, users, computed) | {u for u in current if stored[u].state.pending}
 
 
-def rebuild_user_vectors(histories: dict[str, UserHistory], index: VectorIndex, products: str, users: str,
-                         params: Personalization) -> set[str]:
+def rebuild_user_vectors(histories: dict[str, UserHistory], index: VectorIndex, points: UserPoints, products: str,
+                         users: str, params: Personalization) -> set[str]:
     """Recompute vectors from whole histories (users whose products arrived late; a new model version).
 
     Returns the ids of users that still have interactions whose product is not in the catalog."""
     vectors = product_vectors(index, products, [pid for h in histories.values() for pid in h.product_ids()])
-    return _write(index, users, {user_id: (user_vector(history, vectors, params), history)
+    return _write(points, users, {user_id: (user_vector(history, vectors, params), history)
                                  for user_id, history in histories.items()})

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 from typing import Iterable, MutableMapping
 
-from cartwise.catalog import point_id
-from cartwise.index import VectorIndex
 from cartwise.personalization import UserHistory
 from streams.targets import WriteTargets
+from streams.user_points import UserPoints
 
 SWEEP_FRACTION = 0.01  # sweep every 1% of the TTL of stream time: expiry is at most that late
 MIN_SWEEP_S = 60.0
@@ -63,12 +62,11 @@ class StreamClock:
         return [user_id for user_id, ts in self.last_seen.items() if ts < horizon]
 
 
-def remove_users(user_ids: list[str], histories: MutableMapping, index: VectorIndex, targets: WriteTargets) -> None:
+def remove_users(user_ids: list[str], histories: MutableMapping, points: UserPoints, targets: WriteTargets) -> None:
     """Delete the users' points from the users collection of every write target, then their histories from
     the Table (tombstones in its changelog). Users with nothing stored are skipped silently."""
-    ids = [point_id(user_id) for user_id in user_ids]
     for model in targets.models():
-        index.delete(model.users, ids)
+        points.delete(model.users, user_ids)
     for user_id in user_ids:
         if histories.get(user_id) is not None:
             del histories[user_id]

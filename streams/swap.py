@@ -39,6 +39,7 @@ from cartwise.registry import ModelRegistry, RegistryError, collection_names
 from cartwise.settings import Settings
 from encoders.runtime import ServingModel
 from streams.behavior import rebuild_user_vectors
+from streams.user_points import UserPoints
 from streams.catalog import write_catalog
 from streams.journal import Backfill, SwapJournal
 from streams.targets import WriteTargets
@@ -58,7 +59,8 @@ def ensure_collections(index: VectorIndex, model: ServingModel) -> None:
 
 
 class SwapCoordinator:
-    """Runs swaps one at a time (module docstring). ``histories`` is the user-history Table (user_id ->
+    """Runs swaps one at a time (module docstring). ``points`` writes user points (streams/user_points.py),
+    ``histories`` is the user-history Table (user_id ->
     history JSON), ``deleted_at`` the catalog tombstones Table (product_id -> deletion time, s), ``lexical``
     computes products' BM25 vectors, ``announce`` sends a :class:`ModelUpdate` to models.updates, ``ready`` waits
     until the worker's Table has recovered from its changelog.
@@ -66,10 +68,10 @@ class SwapCoordinator:
     ``stats`` holds the last backfill's figures: products (catalog events applied), products_s,
     products_per_s, users, users_s."""
 
-    def __init__(self, settings: Settings, index: VectorIndex, targets: WriteTargets, histories: Mapping,
-                 deleted_at: Mapping[str, float], lexical: LexicalEncoder,
+    def __init__(self, settings: Settings, index: VectorIndex, points: UserPoints, targets: WriteTargets,
+                 histories: Mapping, deleted_at: Mapping[str, float], lexical: LexicalEncoder,
                  announce: Callable[[ModelUpdate], Awaitable[None]], ready: Callable[[], Awaitable[None]]) -> None:
-        self.settings, self.index, self.targets, self.histories = settings, index, targets, histories
+        self.settings, self.index, self.points, self.targets, self.histories = settings, index, points, targets, histories
         self.deleted_at = deleted_at
         self.lexical = lexical
         self.registry = ModelRegistry(settings.models_dir)
@@ -218,7 +220,8 @@ class SwapCoordinator:
         for i in range(0, len(user_ids), USERS_PER_STEP):
             # Read and write one step without yielding, so a behavior batch lands before or after it.
             histories = {u: UserHistory.from_json(self.histories.get(u)) for u in user_ids[i:i + USERS_PER_STEP]}
-            rebuild_user_vectors(histories, self.index, model.products, model.users, self.settings.personalization)
+            rebuild_user_vectors(histories, self.index, self.points, model.products, model.users,
+                                 self.settings.personalization)
             await asyncio.sleep(USERS_PAUSE_S)
         self.stats |= {"users": len(user_ids), "users_s": time.perf_counter() - started}
         log.info("backfill %s: %d user vectors rebuilt", model.users, len(user_ids))

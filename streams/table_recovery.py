@@ -5,10 +5,10 @@ broker lists a stale end on its S3 engine (it stayed at 1 while batches were app
 the last batch's base offset on its memory engine, so a worker restarted on a durable embedded broker
 restored stale user histories and then built on them: events applied before the restart vanished from
 histories and vectors (found by ``cartwise bench recovery``). After faust's recovery, and before the
-streams resume, the changelog is read to its true end (cartwise.kafka_io.iter_chunks stops at the high
-watermark the fetch responses report, not at the listed end) and the newest value of every key of this worker's partitions goes into the
-Table's store directly: the changelog already holds it, so nothing is logged again. Against Apache Kafka
-this reads what faust read and changes nothing."""
+streams resume, the changelog is read on from where faust's recovery stopped to its true end
+(cartwise.kafka_io.iter_chunks stops at the high watermark the fetch responses report, not at the listed
+end) and the newest value of every key of this worker's partitions goes into the Table's store directly:
+the changelog already holds it, so nothing is logged again. Against Apache Kafka this reads nothing new."""
 
 from __future__ import annotations
 
@@ -23,16 +23,16 @@ from cartwise.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def changelog_values(settings: Settings, topic: str, partitions: set[int]) -> dict:
-    """The newest value (None for a tombstone) of every key in ``partitions`` of the changelog ``topic``,
-    keys and values JSON-decoded as faust's Table serializers write them."""
+def changelog_values(settings: Settings, topic: str, starts: dict[int, int]) -> dict:
+    """The newest value (None for a tombstone) of every key in the changelog ``topic`` from ``starts``
+    (partition -> offset, only these partitions), keys and values JSON-decoded as faust's Table serializers
+    write them."""
     consumer = log_consumer(settings)
     newest: dict = {}
     try:
-        for records, _ in iter_chunks(consumer, topic):
+        for records, _ in iter_chunks(consumer, topic, starts, only=set(starts)):
             for record in records:
-                if record.partition in partitions:
-                    newest[json.loads(record.key)] = None if record.value is None else json.loads(record.value)
+                newest[json.loads(record.key)] = None if record.value is None else json.loads(record.value)
     finally:
         consumer.close()
     return newest
@@ -45,8 +45,10 @@ def complete_recovery_of(table, settings: Settings, then: Callable[[], Awaitable
 
     async def complete() -> None:
         topic = table.changelog_topic.get_topic_name()
-        partitions = {tp.partition for tp in table.app.consumer.assignment() if tp.topic == topic}
-        values = await asyncio.to_thread(changelog_values, settings, topic, partitions)
+        applied = table.app.tables.recovery.active_offsets  # the last offset faust's recovery applied
+        starts = {tp.partition: applied[tp] + 1 if applied.get(tp) is not None else 0
+                  for tp in table.app.consumer.assignment() if tp.topic == topic}
+        values = await asyncio.to_thread(changelog_values, settings, topic, starts)
         changed = 0
         for key, value in values.items():
             if table.data.get(key) != value:

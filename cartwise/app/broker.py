@@ -4,8 +4,12 @@ broker is configured (topics: cartwise.kafka_io.ensure_topics), and the on-disk 
 Tansu's storage engines in this build are memory and S3 (its sqlite, postgres and file engines are not
 compiled in). The durable default points its ``s3://`` engine at s3rver (npm, installed by ``make install``
 from package-lock.json), an S3-compatible server that keeps each object as a file under DATA_DIR/broker:
-events, consumer-group offsets and Table changelogs survive a stop or a kill -9 of the service. s3rver
-does not fsync, so what the kernel had not written back is lost on a power cut (not on a process crash).
+events, consumer-group offsets and Table changelogs survive a stop or a kill -9 of the service. s3rver as
+published truncates an object's file and answers the PUT before the bytes are written, so a kill -9 left
+empty objects (found by ``cartwise bench recovery``: an empty partition watermark, after which every fetch
+of that partition failed); patches/s3rver+3.7.1.patch makes it write a temporary file and rename it into
+place once written. s3rver does not fsync, so what the kernel had not written back is lost on a power cut
+(not on a process crash).
 Tansu does not support idempotent producers, and kafka-python consumer groups receive nothing from it
 (manual ``assign`` works). Both children get SIGTERM when the process that started them dies, and share
 its process group, so killing serve's group leaves nothing running."""
@@ -54,10 +58,17 @@ class ObjectStore:
                               "install`, or set CARTWISE_EMBEDDED_KAFKA_STORAGE=memory to keep nothing across restarts")
         self.fresh = not (self.directory / BUCKET).is_dir() or not any((self.directory / BUCKET).iterdir())
         self.directory.mkdir(parents=True, exist_ok=True)
+        for partial in self.directory.rglob("*.tmp"):  # writes a kill cut short (module doc)
+            partial.unlink()
         self._proc = _spawn([node, str(self._s3rver), "-d", str(self.directory), "-a", "127.0.0.1",
                              "-p", str(self.port), "--silent", "--configure-bucket", BUCKET], self._log_path)
         _wait_for_port(self.port, self._proc, timeout_s, "s3rver")
         return self
+
+    @property
+    def pid(self) -> int | None:
+        """s3rver's process id while it runs."""
+        return self._proc.pid if self._proc else None
 
     def broker_env(self) -> dict[str, str]:
         """The environment that points Tansu's s3:// engine here."""
@@ -81,11 +92,17 @@ class EmbeddedBroker:
         self._log_path = log_path
         self._store = store
         self._proc: subprocess.Popen | None = None
+        self._used = False
 
     @property
     def fresh(self) -> bool:
-        """True when the broker holds nothing from an earlier run."""
-        return self._store is None or self._store.fresh
+        """True when the broker holds nothing from an earlier run: it started empty and no service has run
+        on it since (:meth:`mark_used`)."""
+        return not self._used and (self._store is None or self._store.fresh)
+
+    def mark_used(self) -> None:
+        """A service has run on this broker: a later service on it (a benchmark's next phase) finds its data."""
+        self._used = True
 
     def start(self, timeout_s: float = 20.0) -> "EmbeddedBroker":
         """Spawn the store (if any) and the broker, and wait until it accepts connections. Raises BrokerError."""
@@ -112,6 +129,11 @@ class EmbeddedBroker:
         log.info("embedded Kafka-compatible broker on %s (%s)", self.bootstrap,
                  f"on disk in {self._store.directory}" if self._store else "in memory")
         return self
+
+    def pids(self) -> list[int]:
+        """Process ids of the broker and its store (for their CPU time)."""
+        store = self._store.pid if self._store else None
+        return [pid for pid in (self._proc.pid if self._proc else None, store) if pid is not None]
 
     def stop(self) -> None:
         """Terminate the broker, then its store (in memory, its data is lost)."""

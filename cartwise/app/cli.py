@@ -599,6 +599,20 @@ def bench_freshness(ctx: click.Context, events: int, background_rate: float, as_
     _report(asyncio.run(run_freshness_bench(_settings(ctx), events, background_rate, console)), as_json)
 
 
+@bench.command("ingest")
+@click.option("--events", default=50_000, show_default=True, help="Behavior events (REES46 shapes, many users).")
+@click.option("--broker", "broker_storage", type=click.Choice(["disk", "memory"]), default="disk", show_default=True,
+              help="The embedded broker's storage: disk (the durable default) or memory.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def bench_ingest(ctx: click.Context, events: int, broker_storage: str, as_json: bool) -> None:
+    """Catalog upserts and behavior events through the real worker as fast as it takes them, next to a raw
+    aiokafka read of the same topics (ratio), with CPU per event and a check against the slow path."""
+    from cartwise.app.bench.ingest import run_ingest_bench
+
+    _report(asyncio.run(run_ingest_bench(_settings(ctx), events, broker_storage, console)), as_json)
+
+
 @bench.command("recovery")
 @click.option("--kills", default=5, show_default=True, help="SIGKILLs of the service during the replay.")
 @click.option("--limit", type=int, default=None, help="Replay only the first N REES46 rows (default: all).")

@@ -56,12 +56,16 @@ class Service:
     """The service, or one role of it. ``await start()`` then ``await stop()``; ``port`` is the gRPC port.
 
     With no broker configured (role ``all`` only) the embedded one is started on
-    ``settings.embedded_kafka_port`` and stopped with it. ``index`` is an already open index to share (it is left open at stop). Raises RoleError."""
+    ``settings.embedded_kafka_port`` and stopped with it, unless ``broker`` is one already started there (a
+    benchmark loads it before the worker starts; it is left running at stop). ``index`` is an already open
+    index to share (it is left open at stop). Raises RoleError."""
 
-    def __init__(self, settings: Settings, role: Role = "all", index: VectorIndex | None = None) -> None:
+    def __init__(self, settings: Settings, role: Role = "all", index: VectorIndex | None = None,
+                 broker: EmbeddedBroker | None = None) -> None:
         check_role(settings, role, index is not None)
         self.settings, self.role = settings, role
-        self.broker: EmbeddedBroker | None = None
+        self.broker: EmbeddedBroker | None = broker
+        self._owns_broker = broker is None
         self.index: VectorIndex | None = index
         self._owns_index = index is None
         self.worker: StreamWorker | None = None
@@ -78,7 +82,7 @@ class Service:
     async def start(self) -> None:
         """Start every part of the role; raises what a part raises (BrokerError, RegistryError, OSError)."""
         s = self.settings
-        if s.embedded_broker:
+        if s.embedded_broker and self.broker is None:
             self.broker = embedded_broker(s).start()
         ensure_topics(s)
         registry = ModelRegistry(s.models_dir)
@@ -90,6 +94,8 @@ class Service:
                 self._reset_derived_state()
             self.worker = StreamWorker(s, self.index)
             await self.worker.start(active, sources_kept=not fresh)
+            if self.broker:
+                self.broker.mark_used()
         if self.role in ("all", "api"):
             await self._start_api(registry)
 
@@ -128,7 +134,8 @@ class Service:
             await asyncio.sleep(0.05)
 
     async def stop(self) -> None:
-        """Stop the API (draining), the follower, the worker, the index and the embedded broker, in that order."""
+        """Stop the API (draining), the follower, the worker, the index and the embedded broker it started, in
+        that order."""
         if self.api:
             await self.api.stop()
         if self.follower:
@@ -139,5 +146,5 @@ class Service:
             self._batcher.close()
         if self.index and self._owns_index:
             self.index.close()
-        if self.broker:
+        if self.broker and self._owns_broker:
             self.broker.stop()

@@ -152,8 +152,10 @@ class VectorIndex(Protocol):
     def delete(self, name: str, ids: Sequence[str]) -> None:
         """Delete points by id; missing ids are ignored."""
 
-    def retrieve(self, name: str, ids: Sequence[str], with_vectors: bool = True) -> list[IndexHit]:
-        """Points by id (missing ids are skipped), in no particular order, score 0."""
+    def retrieve(self, name: str, ids: Sequence[str], with_vectors: bool = True,
+                 with_payload: bool = True) -> list[IndexHit]:
+        """Points by id (missing ids are skipped), in no particular order, score 0; without their payload
+        (an empty dict) when not ``with_payload``."""
 
     def search(self, name: str, vector: np.ndarray, limit: int, flt: SearchFilter | None = None,
                with_vectors: bool = False, exact: bool = False, hnsw_ef: int | None = None) -> list[IndexHit]:

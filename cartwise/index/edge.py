@@ -136,10 +136,11 @@ class EdgeIndex:
         if ids:
             self._shard(name).update(qe.UpdateOperation.delete_points(list(ids)))
 
-    def retrieve(self, name: str, ids: Sequence[str], with_vectors: bool = True) -> list[IndexHit]:
+    def retrieve(self, name: str, ids: Sequence[str], with_vectors: bool = True,
+                 with_payload: bool = True) -> list[IndexHit]:
         if not ids:
             return []
-        records = self._shard(name).retrieve(list(ids), with_payload=True,
+        records = self._shard(name).retrieve(list(ids), with_payload=with_payload,
                                              with_vector=[DENSE] if with_vectors else False)
         return [IndexHit(str(r.id), 0.0, r.payload or {}, as_vector(r.vector) if with_vectors else None)
                 for r in records]

@@ -120,11 +120,12 @@ class QdrantServerIndex:
         if ids:
             self._client.delete(name, points_selector=models.PointIdsList(points=list(ids)))
 
-    def retrieve(self, name: str, ids: Sequence[str], with_vectors: bool = True) -> list[IndexHit]:
+    def retrieve(self, name: str, ids: Sequence[str], with_vectors: bool = True,
+                 with_payload: bool = True) -> list[IndexHit]:
         self._require(name)
         if not ids:
             return []
-        records = self._client.retrieve(name, ids=list(ids), with_payload=True,
+        records = self._client.retrieve(name, ids=list(ids), with_payload=with_payload,
                                         with_vectors=[DENSE] if with_vectors else False)
         return [IndexHit(str(r.id), 0.0, r.payload or {}, as_vector(r.vector) if with_vectors else None)
                 for r in records]

@@ -12,7 +12,8 @@ from cartwise.events import BehaviorEvent
 from cartwise.index import CollectionSchema, EdgeIndex, IndexPoint
 from cartwise.personalization import UserHistory, user_vector
 from cartwise.settings import Personalization
-from streams.behavior import UserUpdate, stored_user_points, update_user_vectors
+from streams.behavior import UserUpdate, update_user_vectors
+from streams.user_points import UserPoints
 
 T0 = datetime(2019, 10, 1, tzinfo=timezone.utc)
 PARAMS = Personalization(half_life_s=3600.0, max_history=4)
@@ -45,12 +46,14 @@ def apply(history: UserHistory, batch: list[BehaviorEvent]) -> UserUpdate:
     return update
 
 
-def write(index, update: UserUpdate) -> None:
-    update_user_vectors({"u": update}, index, "products", "users", PARAMS)
+def write(index, update: UserUpdate, points: UserPoints | None = None) -> None:
+    """One batch's vector write; a new (empty) cache unless ``points`` is given, as after a restart."""
+    update_user_vectors({"u": update}, index, points or UserPoints(index, 100), "products", "users", PARAMS)
 
 
 def stored(index):
-    return stored_user_points(index, "users", ["u"])["u"]
+    """The point as the index holds it (read past any cache)."""
+    return UserPoints(index, 100).get("users", ["u"])["u"]
 
 
 def assert_is_rebuild(index, history: UserHistory) -> None:
@@ -113,3 +116,25 @@ def test_a_full_history_is_rebuilt_so_dropped_interactions_leave_the_vector(inde
         history = update.history
     assert len(history.interactions) == PARAMS.max_history
     assert_is_rebuild(index, history)
+
+
+def test_batches_through_one_cache_store_what_a_rebuild_gives_and_read_nothing_back(index):
+    points = UserPoints(index, 100)
+    first = apply(UserHistory(), FIRST)
+    write(index, first, points)
+    write(index, apply(UserHistory.from_json(first.history.to_json()), SECOND), points)
+    assert points.hits == 1 and points.misses == 1  # only the first batch read the index
+    assert_is_rebuild(index, apply(apply(UserHistory(), FIRST).history, SECOND).history)
+    assert points.get("users", ["u"])["u"].history == stored(index).history
+
+
+def test_the_cache_keeps_the_most_recently_used_and_forgets_deleted_users(index):
+    points = UserPoints(index, capacity=1)
+    for user in ("a", "b"):
+        update = apply(UserHistory(), FIRST)
+        update_user_vectors({user: update}, index, points, "products", "users", PARAMS)
+    hits, misses = points.hits, points.misses
+    points.get("users", ["a", "b"])
+    assert (points.hits - hits, points.misses - misses) == (1, 1)  # b was cached, a had been pushed out
+    points.delete("users", ["a", "b"])
+    assert points.get("users", ["a", "b"]) == {} and UserPoints(index, 1).get("users", ["a", "b"]) == {}

@@ -28,6 +28,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def say(console, text: str) -> None:
+    """Log a progress line on ``console`` (a rich Console; None: quiet)."""
+    if console is not None:
+        console.log(text)
+
+
 def latency_histogram() -> HdrHistogram:
     """Microsecond latencies from 1 µs to 60 s, 3 significant digits."""
     return HdrHistogram(1, 60_000_000, 3)

@@ -8,15 +8,12 @@ worker still works through the part (it lags the producer), so kills land mid-ba
 Table write and the vector write, or between a write and the offset commit. At the end the service is
 caught up (its consumer group's committed offsets reach the end of every source topic) and stopped
 cleanly, and the bench reads the history changelog (Kafka, before the stop: the broker is the service's
-child) and its index (Qdrant Edge, opened after the service let go of it).
-
-Expected state: each user's history is the source's behavior events applied in order
-(cartwise.personalization.UserHistory), the user vector a rebuild from it over the indexed product
-vectors; each product the newest catalog upsert by event time (the later one on a tie)."""
+child) and its index (Qdrant Edge, opened after the service let go of it), and compares them with what the
+events say it must hold (cartwise.app.bench.consistency)."""
 
 from __future__ import annotations
 
-import json
+import logging
 import os
 import random
 import shutil
@@ -25,32 +22,28 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from cartwise.app.bench.common import copy_versions, free_port, served_version
+from cartwise.app.bench.common import copy_versions, free_port, say, served_version
+from cartwise.app.bench.consistency import Expected, caught_up, compare, stored_histories
 from cartwise.app.broker import port_open
 from cartwise.app.replay import replay
-from cartwise.catalog import point_id, product_payload
-from cartwise.datasets import Record, rees46_records
-from cartwise.events import BehaviorEvent, ProductUpsert
-from cartwise.index import EdgeIndex
-from cartwise.kafka_io import consumer_lag, log_consumer, make_producer, read_topic
-from cartwise.personalization import UserHistory, UserPoint, user_vector
-from cartwise.registry import ModelRegistry, collection_names
+from cartwise.datasets import rees46_records
+from cartwise.kafka_io import make_producer
 from cartwise.settings import Settings
 
-VECTOR_TOLERANCE = 1e-4  # an incremental sum and a rebuild differ by float32 rounding only
-HISTORY_TABLE = "user_history"
+CATCH_UP_TIMEOUT_S = 600.0
 
 
 class ServeProcess:
-    """`cartwise serve` as a child in a process group of its own, configured by ``settings``."""
+    """`cartwise serve` as a child in a process group of its own, configured by ``settings``, logging to ``log``
+    at ``log_level`` (None: this process's level)."""
 
-    def __init__(self, settings: Settings, log: Path, log_level: str = "warning") -> None:
-        self.settings, self.log, self.log_level = settings, log, log_level
+    def __init__(self, settings: Settings, log: Path, log_level: str | None = None) -> None:
+        self.settings, self.log = settings, log
+        self.log_level = log_level or logging.getLevelName(logging.getLogger().getEffectiveLevel())
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout_s: float = 120.0) -> float:
@@ -108,86 +101,6 @@ def _serving(target: str) -> bool:
     return reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
-@dataclass
-class Expected:
-    """What the source events say the service must hold."""
-
-    histories: dict[str, UserHistory]
-    products: dict[str, ProductUpsert]
-
-    @classmethod
-    def of(cls, records: list[Record], max_history: int) -> "Expected":
-        """Histories and newest products from ``records`` in order (module doc)."""
-        histories: dict[str, UserHistory] = {}
-        products: dict[str, ProductUpsert] = {}
-        for record in records:
-            event = record.event
-            if isinstance(event, BehaviorEvent):
-                histories.setdefault(event.user_id, UserHistory()).apply(event, max_history)
-            elif event.product_id not in products or event.event_time >= products[event.product_id].event_time:
-                products[event.product_id] = event
-        return cls(histories, products)
-
-
-def caught_up(settings: Settings) -> bool:
-    """Whether the worker's consumer group has no lag on the source topics (cartwise.kafka_io.consumer_lag)."""
-    return not any(consumer_lag(settings, [settings.topics.catalog, *settings.topics.behavior]).values())
-
-
-def stored_histories(settings: Settings) -> dict[str, UserHistory]:
-    """The newest value per user in the history Table's changelog topic."""
-    consumer = log_consumer(settings)
-    try:
-        records, _ = read_topic(consumer, f"{settings.app_id}-{HISTORY_TABLE}-changelog")
-    finally:
-        consumer.close()
-    latest = {}
-    for record in records:
-        latest[json.loads(record.key)] = json.loads(record.value) if record.value is not None else None
-    return {user: UserHistory.from_json(value) for user, value in latest.items()}
-
-
-def compare(settings: Settings, expected: Expected, histories: dict[str, UserHistory]) -> dict:
-    """lost, double_applied, mismatched_users, mismatched_products of the stopped service's index and of
-    ``histories`` (its history Table, read from the changelog while its broker ran) against ``expected``
-    (module doc)."""
-    version = ModelRegistry(settings.models_dir).active()
-    products, users = collection_names(version)
-    index = EdgeIndex(settings.index_dir)
-    try:
-        hits = index.retrieve(products, [point_id(p) for p in expected.products], with_vectors=True)
-        stored_products = {h.payload["product_id"]: h for h in hits}
-        extra_products = index.count(products) - len(stored_products)
-        user_hits = index.retrieve(users, [point_id(u) for u in expected.histories], with_vectors=True)
-        points = {p.user_id: p for p in (UserPoint.from_payload(h.payload, h.vector) for h in user_hits)}
-    finally:
-        index.close()
-    vectors = {pid: hit.vector for pid, hit in stored_products.items()}
-    params = settings.personalization
-    lost = sum(1 for user, history in expected.histories.items() for i in history.interactions
-               if histories.get(user) is None or histories[user].find(i.event_id) is None)
-    lost += sum(1 for pid in expected.products if pid not in stored_products)
-    double, mismatched_users = 0, 0
-    for user, history in expected.histories.items():
-        want = user_vector(history, vectors, params)
-        point = points.get(user)
-        if want is None:
-            mismatched_users += point is not None
-            continue
-        double += max(0, point.state.n - want.n) if point else 0
-        mismatched_users += point is None or point.history != history.digest() or point.state.n != want.n or \
-            float(np.abs(point.state.vector - want.vector).max()) > VECTOR_TOLERANCE
-    mismatched_products = extra_products + sum(
-        1 for pid, event in expected.products.items()
-        if pid in stored_products and _payload_differs(stored_products[pid].payload, product_payload(event)))
-    return {"lost": lost, "double_applied": double, "mismatched_users": mismatched_users,
-            "mismatched_products": mismatched_products + sum(1 for p in expected.products if p not in stored_products)}
-
-
-def _payload_differs(stored: dict, wanted: dict) -> bool:
-    return any(stored.get(k) != v for k, v in wanted.items())
-
-
 def run_recovery_bench(settings: Settings, kills: int = 5, limit: int | None = None, seed: int = 0,
                        console=None) -> dict:
     """Replay REES46 (the first ``limit`` rows; None: all) into a scratch embedded service, SIGKILL it
@@ -215,10 +128,12 @@ def run_recovery_bench(settings: Settings, kills: int = 5, limit: int | None = N
             if n < kills:
                 time.sleep(rng.uniform(0.0, 1.5))
                 serve.kill()
-                _say(console, f"kill {n + 1}/{kills} after {cut} of {len(records)} events")
+                say(console, f"kill {n + 1}/{kills} after {cut} of {len(records)} events")
                 restarts.append(serve.start())
         caught = time.perf_counter()
         while not caught_up(settings):
+            if time.perf_counter() - caught > CATCH_UP_TIMEOUT_S:
+                raise TimeoutError(f"the worker did not catch up in {CATCH_UP_TIMEOUT_S} s (log: {serve.log})")
             time.sleep(0.5)
         catch_up_s = time.perf_counter() - caught
         histories = stored_histories(settings)  # the broker stops with the service
@@ -229,8 +144,3 @@ def run_recovery_bench(settings: Settings, kills: int = 5, limit: int | None = N
         shutil.rmtree(scratch, ignore_errors=True)
     return {"events": len(records), "kills": kills, **result,
             "restart_s_p50": float(np.median(restarts)) if restarts else None, "catch_up_s": catch_up_s}
-
-
-def _say(console, text: str) -> None:
-    if console is not None:
-        console.log(text)

@@ -1,0 +1,108 @@
+"""What a benchmark checks after the stream worker has consumed a known list of events: the state the
+events say it must hold (``Expected``), and how far the service's history Table and index are from it
+(``compare``). Shared by ``cartwise bench recovery`` (after kills) and ``cartwise bench ingest`` (after the
+fast path).
+
+Expected state: each user's history is the source's behavior events applied in order
+(cartwise.personalization.UserHistory), the user vector a rebuild from it over the indexed product
+vectors (the slow path); each product the newest catalog upsert by event time (the later one on a tie)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+from cartwise.catalog import point_id, product_payload
+from cartwise.datasets import Record
+from cartwise.events import BehaviorEvent, ProductUpsert
+from cartwise.index import EdgeIndex
+from cartwise.kafka_io import consumer_lag, log_consumer, read_topic
+from cartwise.personalization import UserHistory, UserPoint, user_vector
+from cartwise.registry import ModelRegistry, collection_names
+from cartwise.settings import Settings
+
+VECTOR_TOLERANCE = 1e-4  # an incremental sum and a rebuild differ by float32 rounding only
+HISTORY_TABLE = "user_history"
+
+@dataclass
+class Expected:
+    """What the source events say the service must hold."""
+
+    histories: dict[str, UserHistory]
+    products: dict[str, ProductUpsert]
+
+    @classmethod
+    def of(cls, records: list[Record], max_history: int) -> "Expected":
+        """Histories and newest products from ``records`` in order (module doc)."""
+        histories: dict[str, UserHistory] = {}
+        products: dict[str, ProductUpsert] = {}
+        for record in records:
+            event = record.event
+            if isinstance(event, BehaviorEvent):
+                histories.setdefault(event.user_id, UserHistory()).apply(event, max_history)
+            elif event.product_id not in products or event.event_time >= products[event.product_id].event_time:
+                products[event.product_id] = event
+        return cls(histories, products)
+
+
+def caught_up(settings: Settings) -> bool:
+    """Whether the worker's consumer group has no lag on the source topics (cartwise.kafka_io.consumer_lag)."""
+    return not any(consumer_lag(settings, [settings.topics.catalog, *settings.topics.behavior]).values())
+
+
+def stored_histories(settings: Settings) -> dict[str, UserHistory]:
+    """The newest value per user in the history Table's changelog topic."""
+    consumer = log_consumer(settings)
+    try:
+        records, _ = read_topic(consumer, f"{settings.app_id}-{HISTORY_TABLE}-changelog")
+    finally:
+        consumer.close()
+    latest = {}
+    for record in records:
+        latest[json.loads(record.key)] = json.loads(record.value) if record.value is not None else None
+    return {user: UserHistory.from_json(value) for user, value in latest.items()}
+
+
+def compare(settings: Settings, expected: Expected, histories: dict[str, UserHistory]) -> dict:
+    """lost, double_applied, mismatched_users, mismatched_products of the stopped service's index and of
+    ``histories`` (its history Table, read from the changelog while its broker ran) against ``expected``
+    (module doc)."""
+    version = ModelRegistry(settings.models_dir).active()
+    products, users = collection_names(version)
+    index = EdgeIndex(settings.index_dir)
+    try:
+        hits = index.retrieve(products, [point_id(p) for p in expected.products], with_vectors=True)
+        stored_products = {h.payload["product_id"]: h for h in hits}
+        extra_products = index.count(products) - len(stored_products)
+        user_hits = index.retrieve(users, [point_id(u) for u in expected.histories], with_vectors=True)
+        points = {p.user_id: p for p in (UserPoint.from_payload(h.payload, h.vector) for h in user_hits)}
+    finally:
+        index.close()
+    vectors = {pid: hit.vector for pid, hit in stored_products.items()}
+    params = settings.personalization
+    lost = sum(1 for user, history in expected.histories.items() for i in history.interactions
+               if histories.get(user) is None or histories[user].find(i.event_id) is None)
+    lost += sum(1 for pid in expected.products if pid not in stored_products)
+    double, mismatched_users = 0, 0
+    for user, history in expected.histories.items():
+        want = user_vector(history, vectors, params)
+        point = points.get(user)
+        if want is None:
+            mismatched_users += point is not None
+            continue
+        double += max(0, point.state.n - want.n) if point else 0
+        mismatched_users += point is None or point.history != history.digest() or point.state.n != want.n or \
+            float(np.abs(point.state.vector - want.vector).max()) > VECTOR_TOLERANCE
+    mismatched_products = extra_products + sum(
+        1 for pid, event in expected.products.items()
+        if pid in stored_products and _payload_differs(stored_products[pid].payload, product_payload(event)))
+    return {"lost": lost, "double_applied": double, "mismatched_users": mismatched_users,
+            "mismatched_products": mismatched_products + sum(1 for p in expected.products if p not in stored_products)}
+
+
+def _payload_differs(stored: dict, wanted: dict) -> bool:
+    return any(stored.get(k) != v for k, v in wanted.items())
+
+
