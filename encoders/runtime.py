@@ -23,10 +23,14 @@ class OnnxEncoder:
     """Text -> unit vectors with one ONNX graph (mean pooling and L2 normalization inside the graph).
 
     ``encode(texts)`` returns (B, D) float32 rows of unit L2 norm. Thread-safe: ONNX Runtime sessions
-    and tokenizers' ``encode_batch`` allow concurrent calls."""
+    and tokenizers' ``encode_batch`` allow concurrent calls.
+
+    Texts are run in chunks of at most ``chunk`` texts of similar token length, each padded only to its own
+    longest: padding every text of a batch to the batch's longest spent most of a catalog batch's CPU on
+    padding (REES46 catalog, 1 thread: 132 products/s in batches of 256, 177/s sorted in chunks of 32)."""
 
     def __init__(self, model_dir: Path, max_tokens: int = 128, threads: int = 1,
-                 providers: Sequence[str] | None = None) -> None:
+                 providers: Sequence[str] | None = None, chunk: int = 32) -> None:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -35,18 +39,29 @@ class OnnxEncoder:
                                             providers=list(providers or available_providers()))
         self.tokenizer = Tokenizer.from_file(str(Path(model_dir) / TOKENIZER_FILE))
         self.tokenizer.enable_truncation(max_tokens)
-        self.tokenizer.enable_padding()
+        self.tokenizer.no_padding()  # a tokenizer file may pad to a fixed length; _run pads per chunk
         self.dims = int(self.session.get_outputs()[0].shape[-1])
+        self.chunk = chunk
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Embed ``texts``: (B, D) float32, unit rows. An empty input gives (0, D)."""
-        if not texts:
-            return np.zeros((0, self.dims), dtype=np.float32)
-        batch = self.tokenizer.encode_batch(list(texts))
-        ids = np.asarray([e.ids for e in batch], dtype=np.int64)
-        mask = np.asarray([e.attention_mask for e in batch], dtype=np.int64)
+        out = np.zeros((len(texts), self.dims), dtype=np.float32)
+        encodings = [e.ids for e in self.tokenizer.encode_batch(list(texts))]
+        order = np.argsort([len(ids) for ids in encodings], kind="stable")
+        for start in range(0, len(order), self.chunk):
+            rows = order[start:start + self.chunk]
+            out[rows] = self._run([encodings[i] for i in rows])
+        return out
+
+    def _run(self, encodings: list[list[int]]) -> np.ndarray:
+        """(B, D) vectors of token id lists, padded (id 0, masked out) to the longest."""
+        width = max(map(len, encodings))
+        ids = np.zeros((len(encodings), width), dtype=np.int64)
+        mask = np.zeros((len(encodings), width), dtype=np.int64)
+        for row, tokens in enumerate(encodings):
+            ids[row, :len(tokens)], mask[row, :len(tokens)] = tokens, 1
         # The graph ends in L2 normalization (encoders.model.DualEncoder), checked at export.
-        return self.session.run(None, {"input_ids": ids, "attention_mask": mask})[0].astype(np.float32, copy=False)
+        return self.session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
 
 
 @dataclass(frozen=True, slots=True)

@@ -483,6 +483,22 @@ def models_gc(ctx: click.Context, keep_retired: int) -> None:
     click.echo(f"removed: {', '.join(removed) or 'nothing'}")
 
 
+@models.command("quantize")
+@click.argument("version")
+@click.pass_context
+def models_quantize(ctx: click.Context, version: str) -> None:
+    """Publish an int8 copy of VERSION as a new candidate version (encoders/quantize.py); evaluate it with
+    `cartwise eval` and activate it with `cartwise models activate` like any other."""
+    from cartwise.registry import ModelRegistry, RegistryError
+    from encoders.quantize import publish_quantized
+
+    try:
+        manifest = publish_quantized(ModelRegistry(_settings(ctx).models_dir), version)
+    except RegistryError as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(f"{manifest.version}: int8 copy of {version}")
+
+
 @main.group("trainer")
 def trainer_group() -> None:
     """Scheduled retraining: events since the watermark -> train -> gate -> swap."""
