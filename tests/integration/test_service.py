@@ -290,7 +290,12 @@ async def test_malformed_behavior_shapes_are_dead_lettered_with_reasons(service,
         return service.worker.histories.get("it-dl") is not None
 
     await eventually(user_applied)  # the worker carried on past every bad record
-    by_marker = {dict(r.headers).get("marker"): r for r in await dead_letters(service, topics.views)}
+
+    async def all_dead_lettered():  # faust's producer sends them asynchronously
+        found = {dict(r.headers).get("marker"): r for r in await dead_letters(service, topics.views)}
+        return found if set(bad) <= set(found) else None
+
+    by_marker = await eventually(all_dead_lettered)
     for marker, (key, value, reason) in bad.items():
         record = by_marker[marker]
         assert record.key == key and record.value == value  # kept as sent
