@@ -2,7 +2,8 @@
 
 - ``rees46``: behavior events in event-time order, with catalog upserts derived from each product's
   first sighting and from its price changes (the data has no titles: the title is brand + leaf category).
-- ``flipkart``, ``amazon_uk_toys``: catalog upserts only, with their real category trees."""
+- ``flipkart``, ``amazon_uk_toys``: catalog upserts only, with their real category trees.
+- ``homedepot``: catalog upserts only (54,667 products, titles only)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from typing import Iterator
 
 from cartwise.events import BehaviorEvent, ProductUpsert
 
-DATASETS = ("rees46", "flipkart", "amazon_uk_toys")
+DATASETS = ("rees46", "flipkart", "amazon_uk_toys", "homedepot")
 _EPOCH = datetime(2019, 10, 1, tzinfo=timezone.utc)  # catalog snapshots carry no time; use a fixed one
 
 
@@ -99,9 +100,20 @@ def amazon_records(path: Path | None = None) -> Iterator[Record]:
                 price=float(price) if price else None, in_stock=bool(row["number_available_in_stock"])))
 
 
+def homedepot_records(path: Path | None = None) -> Iterator[Record]:
+    """Home Depot catalog upserts (54,667 products; the data has titles only)."""
+    path = path or data_root() / "homedepot" / "products.csv"
+    with open(path, newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            yield Record("catalog", row["product_uid"], ProductUpsert(
+                event_id=f"homedepot-{row['product_uid']}", event_time=_EPOCH, product_id=row["product_uid"],
+                title=row["product_title"].strip() or row["product_uid"]))
+
+
 def records(dataset: str) -> Iterator[Record]:
     """Events of ``dataset`` (one of :data:`DATASETS`). Raises ValueError for another name."""
-    readers = {"rees46": rees46_records, "flipkart": flipkart_records, "amazon_uk_toys": amazon_records}
+    readers = {"rees46": rees46_records, "flipkart": flipkart_records, "amazon_uk_toys": amazon_records,
+               "homedepot": homedepot_records}
     if dataset not in readers:
         raise ValueError(f"unknown dataset {dataset!r}; choose from {', '.join(DATASETS)}")
     return readers[dataset]()

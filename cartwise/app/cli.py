@@ -584,23 +584,28 @@ def bench() -> None:
 @click.option("--qps", type=float, default=None, help="Offered Search/s.  [default: 200; not with --overload]")
 @click.option("--seconds", default=20.0, show_default=True, help="Length of the load (with --overload: of each phase).")
 @click.option("--retrieval", type=click.Choice(RETRIEVALS), default="hybrid", show_default=True)
+@click.option("--catalog", type=click.Choice(["rees46", "homedepot"]), default="rees46", show_default=True,
+              help="REES46 (5,541 products, its own users) or Home Depot (54,667 products, synthetic histories).")
 @click.option("--overload", is_flag=True,
               help="Measure the capacity (closed loop), then offer 2x it open-loop: served p99, rejection rate.")
 @click.option("--deadline-ms", default=250.0, show_default=True, help="gRPC deadline per request with --overload.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def bench_search(ctx: click.Context, qps: float | None, seconds: float, retrieval: str, overload: bool,
-                 deadline_ms: float, as_json: bool) -> None:
+def bench_search(ctx: click.Context, qps: float | None, seconds: float, retrieval: str, catalog: str,
+                 overload: bool, deadline_ms: float, as_json: bool) -> None:
     """gRPC Search p50/p99 and QPS at a fixed offered load, next to the floor: query encode + the served
     hybrid engine query alone. With --overload: what Search serves and refuses at twice its capacity."""
     from cartwise.app.bench.search import run_overload_bench, run_search_bench
 
     if overload and qps is not None:
         raise click.UsageError("--overload chooses its own load (2x the measured capacity); drop --qps")
+    if overload and catalog != "rees46":
+        raise click.UsageError("--overload runs on the REES46 catalog; drop --catalog")
     if overload:
         _report(asyncio.run(run_overload_bench(_settings(ctx), seconds, console, retrieval, deadline_ms)), as_json)
     else:
-        _report(asyncio.run(run_search_bench(_settings(ctx), qps or 200.0, seconds, console, retrieval)), as_json)
+        _report(asyncio.run(run_search_bench(_settings(ctx), qps or 200.0, seconds, console, retrieval, catalog)),
+                as_json)
 
 
 @bench.command("freshness")

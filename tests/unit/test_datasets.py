@@ -7,6 +7,7 @@ import pytest
 from cartwise.datasets import (
     amazon_records,
     flipkart_records,
+    homedepot_records,
     records,
     rees46_records,
     rees46_title,
@@ -99,6 +100,12 @@ def test_amazon_products(data):
     assert sum(bool(r.event.category_path) for r in got) / len(got) > 0.9
     assert all(r.event.price is None or r.event.price >= 0 for r in got)
     assert any(r.event.in_stock for r in got) and any(not r.event.in_stock for r in got)
+
+
+def test_homedepot_products(data):
+    got = list(homedepot_records(data / "homedepot" / "products.csv"))
+    assert len(got) == 54_667 and len({r.key for r in got}) == 54_667
+    assert all(r.topic_field == "catalog" and r.event.product_id == r.key and r.event.title for r in got)
 
 
 def test_records_unknown_dataset():

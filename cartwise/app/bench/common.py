@@ -8,17 +8,21 @@ import socket
 import tempfile
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 from hdrh.histogram import HdrHistogram
 
 from cartwise.app.replay import replay
 from cartwise.app.service import Service
-from cartwise.datasets import rees46_records
+from cartwise.datasets import Record, rees46_records
 from cartwise.kafka_io import make_producer
 from cartwise.registry import ModelRegistry
 from cartwise.settings import Settings
 from encoders.export import find_pretrained
+
+
+MIN_LOAD_RATE = 50.0  # events/s below which loading a benchmark's service counts as stuck
 
 
 def free_port() -> int:
@@ -73,10 +77,11 @@ def copy_versions(models_dir: Path, versions: list[str], root: Path) -> None:
 
 
 @asynccontextmanager
-async def loaded_service(settings: Settings, console, versions: list[str] | None = None):
+async def loaded_service(settings: Settings, console, versions: list[str] | None = None,
+                         records: Iterable[Record] | None = None):
     """The embedded service on free ports, a scratch index and a scratch registry holding copies of
-    ``versions`` (the first active; default: :func:`served_version`), with all of REES46 replayed and
-    consumed. Benchmarks never write into the user's registry."""
+    ``versions`` (the first active; default: :func:`served_version`), with ``records`` (default: all of
+    REES46) replayed and consumed. Benchmarks never write into the user's registry."""
     scratch, default = Path(tempfile.mkdtemp(prefix="cartwise-bench-")), served_version(settings.models_dir)
     copy_versions(settings.models_dir, versions or ([default] if default else []), scratch / "models")
     settings = settings.model_copy(update={"data_dir": scratch, "kafka_bootstrap": None,
@@ -86,11 +91,12 @@ async def loaded_service(settings: Settings, console, versions: list[str] | None
     with console.status("starting the embedded service"):
         await service.start()
     try:
-        with console.status("replaying REES46 and waiting for the worker"):
+        with console.status("replaying the events and waiting for the worker"):
             producer = make_producer(service.settings)
-            sent = await asyncio.to_thread(replay, rees46_records(), producer, service.settings.topics)
+            sent = await asyncio.to_thread(replay, records if records is not None else rees46_records(), producer,
+                                           service.settings.topics)
             producer.close()
-            await service.wait_until_consumed(sent, timeout_s=300)
+            await service.wait_until_consumed(sent, timeout_s=max(300.0, sent / MIN_LOAD_RATE))
         yield service
     finally:
         await service.stop()

@@ -11,6 +11,7 @@ import sys
 import tempfile
 import time
 from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from cartwise.app.bench.common import (
@@ -18,12 +19,46 @@ from cartwise.app.bench.common import (
     loaded_service,
     summarize_ms,
 )
-from cartwise.datasets import rees46_records
+from cartwise.datasets import Record, homedepot_records, rees46_records
+from cartwise.events import BehaviorEvent
 from cartwise.lexical import LexicalEncoder
 from cartwise.machine import machine_info
 from cartwise.retrieval import RankRequest, Retrieval, rank
 from cartwise.settings import Settings
 from grpc_api.validation import WIRE_OF_RETRIEVAL
+from trainer.data import split_of
+from trainer.evaluation.homedepot import load_homedepot
+
+SYNTHETIC_T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+CATALOGS = ("rees46", "homedepot")
+SYNTHETIC_USERS = 1000
+EVENTS_PER_USER = 5
+
+
+def homedepot_workload(count: int = 500, seed: int = 7) -> tuple[list[Record], list[dict]]:
+    """The Home Depot catalog (54,667 upserts) with synthetic histories, and Search requests over it.
+
+    REES46 users' products are not in this catalog, so :data:`SYNTHETIC_USERS` users each view, cart or
+    buy :data:`EVENTS_PER_USER` products judged relevant (grade >= 2) to one Home Depot query of the train
+    split. The requests are queries of the validation split, half of them for one of those users."""
+    data = load_homedepot()
+    queries = sorted(data.qrels)
+    train, val = [q for q in queries if split_of(q) == "train"], [q for q in queries if split_of(q) == "val"]
+    rng = random.Random(seed)
+    behavior = []
+    for k in range(SYNTHETIC_USERS):
+        topic = rng.choice(train)
+        liked = sorted(p for p, grade in data.qrels[topic].items() if grade >= 2.0) or sorted(data.qrels[topic])
+        for n in range(EVENTS_PER_USER):
+            kind = rng.choice(("view", "view", "cart", "purchase"))
+            event = BehaviorEvent(event_id=f"hd-synthetic-{k}-{n}", event_type=kind, user_id=f"hd-user-{k}",
+                                  product_id=rng.choice(liked), event_time=SYNTHETIC_T0 + timedelta(seconds=n))
+            behavior.append(Record(f"{kind}s", event.user_id, event))
+    requests = [{"query": rng.choice(val), "limit": 10,
+                 **({"user_id": f"hd-user-{rng.randrange(SYNTHETIC_USERS)}"} if i % 2 else {})} for i in range(count)]
+    return [*homedepot_records(), *behavior], requests
 
 
 def rees46_queries(count: int = 500, seed: int = 7) -> list[dict]:
@@ -39,16 +74,18 @@ def rees46_queries(count: int = 500, seed: int = 7) -> list[dict]:
 
 async def _floor(service, queries: list[dict], retrieval: Retrieval) -> dict:
     """Query encode (dense and BM25) + the served engine query of ``retrieval`` alone, sequentially, on
-    the same model, index and queries."""
+    the same model, index and queries: latency (ms) and this process's CPU per query (ms)."""
     model, histogram, settings = service.active.current, latency_histogram(), service.settings
     lexical = LexicalEncoder(settings.lexical)
+    cpu = time.process_time()
     for fields in queries:
         started = time.perf_counter()
         request = RankRequest(model.encoder.encode([fields["query"]])[0], lexical.query(fields["query"]), None, 0.0,
                               retrieval)
         rank(service.index, model.products, request, settings.lexical, fields["limit"], hnsw_ef=settings.hnsw_ef)
         histogram.record_value(max(1, int((time.perf_counter() - started) * 1e6)))
-    return summarize_ms(histogram, "floor_")
+    return {**summarize_ms(histogram, "floor_"),
+            "floor_cpu_ms_per_request": 1000 * (time.process_time() - cpu) / max(len(queries), 1)}
 
 
 OVERLOAD_FACTOR = 2.0
@@ -59,11 +96,11 @@ CAPACITY_CLIENTS = 8
 
 
 @contextmanager
-def _queries_file(retrieval: Retrieval):
+def _queries_file(retrieval: Retrieval, queries: list[dict]):
     work = Path(tempfile.mkdtemp(prefix="cartwise-bench-queries-"))
     try:
         path = work / "queries.json"
-        path.write_text(json.dumps([{**q, "retrieval": WIRE_OF_RETRIEVAL[retrieval]} for q in rees46_queries()]))
+        path.write_text(json.dumps([{**q, "retrieval": WIRE_OF_RETRIEVAL[retrieval]} for q in queries]))
         yield path
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -86,19 +123,23 @@ async def _offer(port: int, queries: Path, seconds: float, qps: float = 0.0, *op
 
 
 async def run_search_bench(settings: Settings, qps: float, seconds: float, console,
-                           retrieval: Retrieval = "hybrid") -> dict:
-    """Load the REES46 catalog, offer ``qps`` Search requests with ``retrieval`` from a separate
-    load-generator process for ``seconds``, then measure the floor in this process. Returns the figures
-    (latencies in ms; ``target_qps`` is ``qps``, ``offered_qps`` the rate requests really started at)."""
-    async with loaded_service(settings, console) as service:
+                           retrieval: Retrieval = "hybrid", catalog: str = "rees46") -> dict:
+    """Load ``catalog`` (REES46 replayed whole, or :func:`homedepot_workload`), offer ``qps`` Search
+    requests with ``retrieval`` from a separate load-generator process for ``seconds``, then measure the
+    floor in this process. Returns the figures (latencies in ms; ``target_qps`` is ``qps``, ``offered_qps``
+    the rate requests really started at; CPU in ms per request of the server process, and of the floor)."""
+    records, queries = homedepot_workload() if catalog == "homedepot" else (None, rees46_queries())
+    async with loaded_service(settings, console, records=records) as service:
         products = service.index.count(service.active.current.products)
-        with _queries_file(retrieval) as path:
+        with _queries_file(retrieval, queries) as path:
             with console.status(f"offering {qps:.0f} Search/s for {seconds:.0f} s"):
                 load = await _offer(service.port, path, seconds, qps)
             floor = await _floor(service, json.loads(path.read_text()), retrieval)
-    return {**load, **floor, "overhead_ratio": load["p50_ms"] / floor["floor_p50_ms"], "target_qps": qps,
-            "retrieval": retrieval, "products": products, "machine": machine_info(),
-            "command": f"cartwise bench search --qps {qps:g} --seconds {seconds:g} --retrieval {retrieval} --json"}
+    return {**load, **floor, "overhead_ratio": load["p50_ms"] / floor["floor_p50_ms"],
+            "cpu_ratio": load["server_cpu_ms_per_request"] / floor["floor_cpu_ms_per_request"], "target_qps": qps,
+            "retrieval": retrieval, "catalog": catalog, "products": products, "machine": machine_info(),
+            "command": f"cartwise bench search --catalog {catalog} --qps {qps:g} --seconds {seconds:g} "
+                       f"--retrieval {retrieval} --json"}
 
 
 async def run_overload_bench(settings: Settings, seconds: float, console, retrieval: Retrieval = "hybrid",
@@ -116,7 +157,7 @@ async def run_overload_bench(settings: Settings, seconds: float, console, retrie
     deadline = ("--deadline-ms", f"{deadline_ms:g}")
     async with loaded_service(settings, console) as service:
         products, max_in_flight = service.index.count(service.active.current.products), service.settings.max_in_flight
-        with _queries_file(retrieval) as path:
+        with _queries_file(retrieval, rees46_queries()) as path:
             with console.status(f"capacity: {CAPACITY_CLIENTS} closed-loop clients for {seconds:.0f} s"):
                 capacity = await _offer(service.port, path, seconds, 0.0, "--clients", str(CAPACITY_CLIENTS),
                                         *deadline)
