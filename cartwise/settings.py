@@ -120,6 +120,11 @@ class Settings(BaseSettings):
     hnsw_ef: int = Field(128, ge=1, description="HNSW candidate list per search (at least the limit)")
     catalog_batch: int = 256
     catalog_batch_window_s: float = 0.02
+    optimize_quiet_s: float = Field(5.0, ge=0.0, description="Qdrant Edge: build a products collection's HNSW "
+                                                           "graph once the catalog has been quiet this long "
+                                                           "after upserts (streams/indexing.py)")
+    optimize_after_upserts: int = Field(20_000, ge=1, description="Qdrant Edge: or after this many upserts "
+                                                                  "during a long catalog load")
     backfill_batch: int = Field(128, ge=1, description="products embedded per backfill step during a model swap")
     encoder_max_batch: int = 32
     encoder_threads: int = 1

@@ -32,6 +32,7 @@ from cartwise.settings import Settings
 from streams.behavior import UserUpdate, rebuild_user_vectors, update_user_vectors
 from streams.catalog import record_deletions, write_catalog
 from streams.erasure import StreamClock, remove_users
+from streams.indexing import ProductIndexing
 from streams.swap import REPAIR_REASON, SwapCoordinator
 from streams.table_recovery import complete_recovery_of
 from streams.user_points import UserPoints
@@ -95,6 +96,8 @@ class StreamWorker:
         self.app.agent(self.behavior_topics, name="behavior")(self._behavior_agent)
         self.app.agent(self.updates_topic, name="model-updates")(self._updates_agent)
         self.app.timer(1.0)(self._retry_pending)
+        self.indexing = ProductIndexing(index, settings.optimize_quiet_s, settings.optimize_after_upserts)
+        self.app.timer(1.0)(self.indexing.optimize_due)
         self.app.on_partitions_revoked.connect(self._on_partitions_revoked)
         self._resume: asyncio.Task | None = None
 
@@ -119,6 +122,9 @@ class StreamWorker:
         version's collections and ``sources_kept`` (the broker kept its topics). Raises
         cartwise.registry.RegistryError."""
         self.swaps.recover(active, sources_kept)
+        for model in self.targets.models():  # written before a restart, maybe never optimized (a no-op if done)
+            if self.index.has_collection(model.products):
+                self.indexing.wrote(model.products, 1)
         self._resume = asyncio.create_task(self.swaps.resume())  # takes the swap lock before any request
         await self.app.start()
 
@@ -188,8 +194,11 @@ class StreamWorker:
                 await self._apply_catalog(parsed)
 
     async def _apply_catalog(self, events) -> None:
+        backfill = self.swaps.running()
         for model in self.targets.models():
             plan = await write_catalog(events, self.index, model, self.lexical, self._encode_pool, self.tombstones)
+            if not (backfill and backfill.version == model.version):  # a backfill optimizes its own at its end
+                self.indexing.wrote(model.products, len(plan.upserts))
         record_deletions(events, self.tombstones)
         # applied + stale = len(events) in every target's plan: count the events once
         self.applied += len(plan.upserts) + len(plan.deletes)

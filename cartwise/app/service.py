@@ -133,6 +133,15 @@ class Service:
                 raise TimeoutError(f"worker consumed {self.worker.consumed} of {events} events in {timeout_s} s")
             await asyncio.sleep(0.05)
 
+    async def wait_until_indexed(self, timeout_s: float = 300.0) -> None:
+        """Wait until the worker has no products collection left to optimize (streams/indexing.py). Raises
+        TimeoutError."""
+        deadline = time.monotonic() + timeout_s
+        while not self.worker.indexing.settled:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"products collections not optimized within {timeout_s} s")
+            await asyncio.sleep(0.1)
+
     async def stop(self) -> None:
         """Stop the API (draining), the follower, the worker, the index and the embedded broker it started, in
         that order."""

@@ -81,7 +81,8 @@ async def loaded_service(settings: Settings, console, versions: list[str] | None
                          records: Iterable[Record] | None = None):
     """The embedded service on free ports, a scratch index and a scratch registry holding copies of
     ``versions`` (the first active; default: :func:`served_version`), with ``records`` (default: all of
-    REES46) replayed and consumed. Benchmarks never write into the user's registry."""
+    REES46) replayed and consumed and the products collection optimized. Benchmarks never write into the
+    user's registry."""
     scratch, default = Path(tempfile.mkdtemp(prefix="cartwise-bench-")), served_version(settings.models_dir)
     copy_versions(settings.models_dir, versions or ([default] if default else []), scratch / "models")
     settings = settings.model_copy(update={"data_dir": scratch, "kafka_bootstrap": None,
@@ -97,6 +98,8 @@ async def loaded_service(settings: Settings, console, versions: list[str] | None
                                            service.settings.topics)
             producer.close()
             await service.wait_until_consumed(sent, timeout_s=max(300.0, sent / MIN_LOAD_RATE))
+        with console.status("building the products' HNSW graph"):
+            await service.wait_until_indexed()
         yield service
     finally:
         await service.stop()

@@ -1,0 +1,46 @@
+"""When the worker builds a products collection's HNSW graph (streams/indexing.py): after the catalog has
+been quiet following upserts, or after many upserts during a long load; one at a time; a collection
+dropped meanwhile is skipped."""
+
+import asyncio
+
+from streams.indexing import ProductIndexing
+
+
+class Index:
+    """Records optimize calls; ``dropped`` collections raise KeyError as the engine does."""
+
+    def __init__(self, dropped=()):
+        self.optimized, self.dropped = [], set(dropped)
+
+    def optimize(self, name):
+        if name in self.dropped:
+            raise KeyError(name)
+        self.optimized.append(name)
+
+
+def test_optimizes_once_quiet_or_after_many_upserts():
+    index = Index()
+    indexing = ProductIndexing(index, quiet_s=3600.0, after_upserts=100)
+    indexing.wrote("products_v1", 60)
+    asyncio.run(indexing.optimize_due())
+    assert index.optimized == [] and not indexing.settled  # neither quiet nor enough yet
+    indexing.wrote("products_v1", 40)
+    asyncio.run(indexing.optimize_due())
+    assert index.optimized == ["products_v1"] and indexing.settled
+    indexing.quiet_s = 0.0
+    indexing.wrote("products_v1", 1)
+    asyncio.run(indexing.optimize_due())
+    assert index.optimized == ["products_v1"] * 2 and indexing.settled
+
+
+def test_a_dropped_collection_is_skipped_and_nothing_is_done_for_an_index_that_optimizes_itself():
+    index = Index(dropped={"products_v1"})
+    indexing = ProductIndexing(index, quiet_s=0.0, after_upserts=100)
+    indexing.wrote("products_v1", 5)
+    indexing.wrote("products_v2", 5)
+    asyncio.run(indexing.optimize_due())
+    assert index.optimized == ["products_v2"] and indexing.settled
+    server = ProductIndexing(object(), quiet_s=0.0, after_upserts=1)
+    server.wrote("products_v1", 5)
+    assert server.settled and not server.enabled
