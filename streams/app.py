@@ -152,6 +152,7 @@ class StreamWorker:
         if self._resume:
             self._resume.cancel()
         await self.app.stop()
+        await self.indexing.stop()
         self._encode_pool.shutdown(wait=True)
 
     async def _table_recovered(self) -> None:

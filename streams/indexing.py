@@ -31,6 +31,8 @@ class ProductIndexing:
         self._pending: Counter[str] = Counter()
         self._last_write = 0.0
         self._running = False
+        self._stopped = False
+        self._build: asyncio.Future | None = None  # the optimization running in its thread
 
     @property
     def enabled(self) -> bool:
@@ -50,7 +52,7 @@ class ProductIndexing:
 
     async def optimize_due(self) -> None:
         """Optimize, one at a time in a thread, the collections that are due (module doc)."""
-        if not self.enabled or self._running:
+        if not self.enabled or self._running or self._stopped:
             return
         quiet = time.monotonic() - self._last_write >= self.quiet_s
         due = [name for name, n in self._pending.items() if n and (quiet or n >= self.after_upserts)]
@@ -59,10 +61,17 @@ class ProductIndexing:
             for name in due:
                 upserts, self._pending[name] = self._pending[name], 0
                 started = time.perf_counter()
+                self._build = asyncio.ensure_future(asyncio.to_thread(self.index.optimize, name))
                 try:
-                    await asyncio.to_thread(self.index.optimize, name)
+                    await asyncio.shield(self._build)
                 except KeyError:  # the collection was dropped meanwhile (a swap's clean-up)
                     continue
                 log.info("%s: HNSW built after %d upserts in %.1f s", name, upserts, time.perf_counter() - started)
         finally:
             self._running = False
+
+    async def stop(self) -> None:
+        """Start no more optimizations and wait for the running one: its thread must not outlive the index."""
+        self._stopped = True
+        if self._build is not None:
+            await asyncio.wait([self._build])

@@ -3,6 +3,7 @@ been quiet following upserts, or after many upserts during a long load; one at a
 dropped meanwhile is skipped."""
 
 import asyncio
+import time
 
 from streams.indexing import ProductIndexing
 
@@ -44,3 +45,25 @@ def test_a_dropped_collection_is_skipped_and_nothing_is_done_for_an_index_that_o
     server = ProductIndexing(object(), quiet_s=0.0, after_upserts=1)
     server.wrote("products_v1", 5)
     assert server.settled and not server.enabled
+
+
+def test_stop_waits_for_the_running_build_and_starts_no_more():
+    class Slow(Index):
+        def optimize(self, name):
+            time.sleep(0.2)
+            super().optimize(name)
+
+    async def scenario():
+        index = Slow()
+        indexing = ProductIndexing(index, quiet_s=0.0, after_upserts=1)
+        indexing.wrote("products_v1", 1)
+        timer = asyncio.create_task(indexing.optimize_due())
+        await asyncio.sleep(0.05)
+        timer.cancel()  # as faust cancels its timers at stop, while the thread still builds
+        await indexing.stop()
+        assert index.optimized == ["products_v1"]
+        indexing.wrote("products_v1", 1)
+        await indexing.optimize_due()
+        return index.optimized
+
+    assert asyncio.run(scenario()) == ["products_v1"]
