@@ -108,7 +108,8 @@ def _queries_file(retrieval: Retrieval, queries: list[dict]):
 
 async def _offer(port: int, queries: Path, seconds: float, qps: float = 0.0, *options: str) -> dict:
     """Run the load-generator process (cartwise.app.bench.loadgen, its docstring has the figures) against
-    127.0.0.1:``port`` and return what it prints, plus ``server_cpu_ms_per_request``: this process's CPU
+    127.0.0.1:``port`` and return what it prints, plus ``server_cpu_ms_per_request`` (and
+    ``server_cpu_ms_per_answer``, per OK answer, for comparing with the floor): this process's CPU
     time (the embedded service) over the run, in ms per request sent."""
     cpu = time.process_time()
     proc = await asyncio.create_subprocess_exec(
@@ -119,7 +120,8 @@ async def _offer(port: int, queries: Path, seconds: float, qps: float = 0.0, *op
     if proc.returncode:
         raise RuntimeError(f"the load generator exited with status {proc.returncode}")
     load = json.loads(out)
-    return load | {"server_cpu_ms_per_request": 1000 * cpu / max(load["requests"], 1)}
+    return load | {"server_cpu_ms_per_request": 1000 * cpu / max(load["requests"], 1),
+                   "server_cpu_ms_per_answer": 1000 * cpu / max(load["status"].get("OK", 0), 1)}
 
 
 async def run_search_bench(settings: Settings, qps: float, seconds: float, console,
@@ -136,7 +138,7 @@ async def run_search_bench(settings: Settings, qps: float, seconds: float, conso
                 load = await _offer(service.port, path, seconds, qps)
             floor = await _floor(service, json.loads(path.read_text()), retrieval)
     return {**load, **floor, "overhead_ratio": load["p50_ms"] / floor["floor_p50_ms"],
-            "cpu_ratio": load["server_cpu_ms_per_request"] / floor["floor_cpu_ms_per_request"], "target_qps": qps,
+            "cpu_ratio": load["server_cpu_ms_per_answer"] / floor["floor_cpu_ms_per_request"], "target_qps": qps,
             "retrieval": retrieval, "catalog": catalog, "products": products, "machine": machine_info(),
             "command": f"cartwise bench search --catalog {catalog} --qps {qps:g} --seconds {seconds:g} "
                        f"--retrieval {retrieval} --json"}
