@@ -45,8 +45,10 @@ def complete_recovery_of(table, settings: Settings, then: Callable[[], Awaitable
 
     async def complete() -> None:
         topic = table.changelog_topic.get_topic_name()
-        applied = table.app.tables.recovery.active_offsets  # the last offset faust's recovery applied
-        starts = {tp.partition: applied[tp] + 1 if applied.get(tp) is not None else 0
+        # faust applied every record up to the high watermark it read to (the listed end - 1); records it
+        # may have fetched beyond are read again here rather than trusted
+        read_to = table.app.tables.recovery.active_highwaters
+        starts = {tp.partition: max(0, read_to[tp] + 1) if read_to.get(tp) is not None else 0
                   for tp in table.app.consumer.assignment() if tp.topic == topic}
         values = await asyncio.to_thread(changelog_values, settings, topic, starts)
         changed = 0
