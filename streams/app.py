@@ -41,6 +41,7 @@ from streams.transport import FastPollApp
 
 log = logging.getLogger(__name__)
 
+HISTORY_TABLE = "user_history"  # its changelog topic is ``{app_id}-user_history-changelog``
 _EVENT_TYPE_OF_TOPIC_FIELD = {"purchases": "purchase", "carts": "cart", "views": "view"}
 
 
@@ -80,7 +81,7 @@ class StreamWorker:
         self.behavior_topics = self.app.topic(*topics.user_keyed, key_type=bytes, value_type=bytes,
                                               value_serializer="raw")
         # use_partitioner: batches (take_events) write outside per-event context; keys hash like the source.
-        self.histories = self.app.Table("user_history", default=None, partitions=settings.partitions,
+        self.histories = self.app.Table(HISTORY_TABLE, default=None, partitions=settings.partitions,
                                         use_partitioner=True)
         # product_id -> event time (s) of its newest deletion (streams/catalog.py)
         self.tombstones = self.app.Table("catalog_tombstones", default=None, partitions=settings.partitions,

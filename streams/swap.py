@@ -71,7 +71,8 @@ class SwapCoordinator:
     def __init__(self, settings: Settings, index: VectorIndex, points: UserPoints, targets: WriteTargets,
                  histories: Mapping, deleted_at: Mapping[str, float], lexical: LexicalEncoder,
                  announce: Callable[[ModelUpdate], Awaitable[None]], ready: Callable[[], Awaitable[None]]) -> None:
-        self.settings, self.index, self.points, self.targets, self.histories = settings, index, points, targets, histories
+        self.settings, self.index, self.points = settings, index, points
+        self.targets, self.histories = targets, histories
         self.deleted_at = deleted_at
         self.lexical = lexical
         self.registry = ModelRegistry(settings.models_dir)

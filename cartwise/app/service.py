@@ -127,20 +127,14 @@ class Service:
         """Wait until the worker has consumed ``events`` events since start (applied, stale or
         dead-lettered). Raises TimeoutError."""
 
-        deadline = time.monotonic() + timeout_s
-        while self.worker.consumed < events:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"worker consumed {self.worker.consumed} of {events} events in {timeout_s} s")
-            await asyncio.sleep(0.05)
+        await _until(lambda: self.worker.consumed >= events, timeout_s,
+                     lambda: f"worker consumed {self.worker.consumed} of {events} events in {timeout_s} s")
 
     async def wait_until_indexed(self, timeout_s: float = 300.0) -> None:
         """Wait until the worker has no products collection left to optimize (streams/indexing.py). Raises
         TimeoutError."""
-        deadline = time.monotonic() + timeout_s
-        while not self.worker.indexing.settled:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"products collections not optimized within {timeout_s} s")
-            await asyncio.sleep(0.1)
+        await _until(lambda: self.worker.indexing.settled, timeout_s,
+                     lambda: f"products collections not optimized within {timeout_s} s")
 
     async def stop(self) -> None:
         """Stop the API (draining), the follower, the worker, the index and the embedded broker it started, in
@@ -157,3 +151,12 @@ class Service:
             self.index.close()
         if self.broker and self._owns_broker:
             self.broker.stop()
+
+
+async def _until(condition, timeout_s: float, failure) -> None:
+    """Poll ``condition()`` every 50 ms; raise TimeoutError(``failure()``) after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(failure())
+        await asyncio.sleep(0.05)

@@ -38,6 +38,16 @@ def say(console, text: str) -> None:
         console.log(text)
 
 
+def publish_all(settings: Settings, records: Iterable[Record]) -> int:
+    """Publish ``records`` to ``settings``' broker with a producer of their own (flushed and closed);
+    returns how many were sent. Blocking."""
+    producer = make_producer(settings)
+    try:
+        return replay(records, producer, settings.topics)
+    finally:
+        producer.close()
+
+
 def latency_histogram() -> HdrHistogram:
     """Microsecond latencies from 1 µs to 60 s, 3 significant digits."""
     return HdrHistogram(1, 60_000_000, 3)
@@ -93,10 +103,8 @@ async def loaded_service(settings: Settings, console, versions: list[str] | None
         await service.start()
     try:
         with console.status("replaying the events and waiting for the worker"):
-            producer = make_producer(service.settings)
-            sent = await asyncio.to_thread(replay, records if records is not None else rees46_records(), producer,
-                                           service.settings.topics)
-            producer.close()
+            sent = await asyncio.to_thread(publish_all, service.settings,
+                                           records if records is not None else rees46_records())
             await service.wait_until_consumed(sent, timeout_s=max(300.0, sent / MIN_LOAD_RATE))
         with console.status("building the products' HNSW graph"):
             await service.wait_until_indexed()

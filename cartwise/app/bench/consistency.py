@@ -22,9 +22,10 @@ from cartwise.kafka_io import consumer_lag, log_consumer, read_topic
 from cartwise.personalization import UserHistory, UserPoint, user_vector
 from cartwise.registry import ModelRegistry, collection_names
 from cartwise.settings import Settings
+from streams.app import HISTORY_TABLE
 
 VECTOR_TOLERANCE = 1e-4  # an incremental sum and a rebuild differ by float32 rounding only
-HISTORY_TABLE = "user_history"
+
 
 @dataclass
 class Expected:
@@ -104,5 +105,3 @@ def compare(settings: Settings, expected: Expected, histories: dict[str, UserHis
 
 def _payload_differs(stored: dict, wanted: dict) -> bool:
     return any(stored.get(k) != v for k, v in wanted.items())
-
-

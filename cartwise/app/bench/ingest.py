@@ -27,13 +27,12 @@ from pathlib import Path
 import psutil
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from cartwise.app.bench.common import copy_versions, free_port, say, served_version
+from cartwise.app.bench.common import copy_versions, free_port, publish_all, say, served_version
 from cartwise.app.bench.consistency import Expected, compare, stored_histories
 from cartwise.app.broker import EmbeddedBroker, embedded_broker
-from cartwise.app.replay import replay
 from cartwise.app.service import Service
 from cartwise.datasets import Record, rees46_records
-from cartwise.kafka_io import ensure_topics, make_producer
+from cartwise.kafka_io import ensure_topics
 from cartwise.machine import machine_info
 from cartwise.settings import Settings
 
@@ -106,14 +105,6 @@ async def raw_read(settings: Settings, topics: tuple[str, ...], events: int) -> 
         await consumer.stop()
 
 
-def _produce(settings: Settings, records: list[Record]) -> int:
-    producer = make_producer(settings)
-    try:
-        return replay(records, producer, settings.topics)
-    finally:
-        producer.close()
-
-
 async def run_ingest_bench(settings: Settings, events: int = 50_000, broker_storage: str = "disk",
                            console=None, rows: int | None = None) -> dict:
     """The two phases of the module doc on a scratch service, from the first ``rows`` REES46 rows (None:
@@ -133,14 +124,14 @@ async def run_ingest_bench(settings: Settings, events: int = 50_000, broker_stor
     try:
         ensure_topics(settings)
         say(console, f"catalog phase: {len(catalog)} upserts")
-        await asyncio.to_thread(_produce, settings, catalog)
+        await asyncio.to_thread(publish_all, settings, catalog)
         service = Service(settings, broker=broker)
         try:
             products = await consume_window(service, len(catalog), broker)
         finally:
             await service.stop()
         say(console, f"behavior phase: {len(behavior)} events")
-        await asyncio.to_thread(_produce, settings, behavior)
+        await asyncio.to_thread(publish_all, settings, behavior)
         raw_s = await raw_read(settings, settings.topics.behavior, len(behavior))
         service = Service(settings, broker=broker)
         try:
@@ -153,7 +144,7 @@ async def run_ingest_bench(settings: Settings, events: int = 50_000, broker_stor
         broker.stop()
         shutil.rmtree(scratch, ignore_errors=True)
     raw_per_s = len(behavior) / raw_s
-    return {**window.rates("events", "event"), **products.rates("catalog_products", "catalog_product"), "raw_events_per_s": raw_per_s,
-            "ratio": window.events / window.seconds / raw_per_s, "events": len(behavior),
+    return {**window.rates("events", "event"), **products.rates("catalog_products", "catalog_product"),
+            "raw_events_per_s": raw_per_s, "ratio": window.events / window.seconds / raw_per_s, "events": len(behavior),
             "catalog_products": len(catalog), "broker": broker_storage, **check, "machine": machine_info(),
             "command": f"cartwise bench ingest --events {events} --broker {broker_storage} --json"}

@@ -26,12 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from cartwise.app.bench.common import copy_versions, free_port, say, served_version
+from cartwise.app.bench.common import copy_versions, free_port, publish_all, say, served_version
 from cartwise.app.bench.consistency import Expected, caught_up, compare, stored_histories
 from cartwise.app.broker import port_open
-from cartwise.app.replay import replay
 from cartwise.datasets import rees46_records
-from cartwise.kafka_io import make_producer
 from cartwise.settings import Settings
 
 CATCH_UP_TIMEOUT_S = 600.0
@@ -121,9 +119,7 @@ def run_recovery_bench(settings: Settings, kills: int = 5, limit: int | None = N
     serve.start()
     try:
         for n, cut in enumerate(cuts):
-            producer = make_producer(settings)
-            replay(records[start:cut], producer, settings.topics)
-            producer.close()
+            publish_all(settings, records[start:cut])
             start = cut
             if n < kills:
                 time.sleep(rng.uniform(0.0, 1.5))

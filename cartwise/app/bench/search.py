@@ -30,9 +30,6 @@ from trainer.data import split_of
 from trainer.evaluation.homedepot import load_homedepot
 
 SYNTHETIC_T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
-
-
-CATALOGS = ("rees46", "homedepot")
 SYNTHETIC_USERS = 1000
 EVENTS_PER_USER = 5
 
