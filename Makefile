@@ -4,6 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 NODE_STAMP := node_modules/.installed-stamp
+# The static checks of compose/ (tests/unit/test_deploy.py): docker-compose validates the compose file
+# without an engine, dockerfilelint (pinned by compose/lint/package-lock.json) the Dockerfiles.
+COMPOSE_STAMP := $(VENV)/.docker-compose-stamp
+LINT_STAMP := compose/lint/node_modules/.installed-stamp
 
 .PHONY: install demo serve test protos bench clean
 
@@ -20,6 +24,15 @@ $(NODE_STAMP): package.json package-lock.json $(wildcard patches/*.patch)
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $(NODE_STAMP)
 
+# Debian's docker-compose 1.29.2 (its own Python and pins, kept out of .venv); any docker-compose on PATH will do.
+$(COMPOSE_STAMP): $(STAMP)
+	command -v docker-compose >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose >/dev/null; }
+	touch $(COMPOSE_STAMP)
+
+$(LINT_STAMP): compose/lint/package.json compose/lint/package-lock.json
+	npm ci --prefix compose/lint --no-audit --no-fund --loglevel=error
+	touch $(LINT_STAMP)
+
 install: $(STAMP) $(NODE_STAMP)
 
 demo: install
@@ -28,7 +41,7 @@ demo: install
 serve: install
 	$(BIN)/cartwise serve
 
-test: install
+test: install $(COMPOSE_STAMP) $(LINT_STAMP)
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 

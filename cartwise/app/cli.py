@@ -1,4 +1,5 @@
-"""The ``cartwise`` command line: serve, replay, search, status, users, repair, demo, eval, train, models, bench."""
+"""The ``cartwise`` command line: serve, replay, search, status, users, repair, demo, eval, train, models, bench,
+health (container probes), settings-reference (docs/deploy.md)."""
 
 from __future__ import annotations
 
@@ -483,6 +484,19 @@ def models_gc(ctx: click.Context, keep_retired: int) -> None:
     click.echo(f"removed: {', '.join(removed) or 'nothing'}")
 
 
+@models.command("ensure-active")
+@click.pass_context
+def models_ensure_active(ctx: click.Context) -> None:
+    """Print the active version; in a registry with none, first activate the pretrained encoder (as the first
+    `serve` does). Run once before several processes share a new registry (compose's init service), so that
+    they do not each publish one."""
+    from cartwise.app.service import ensure_active_model
+    from cartwise.registry import ModelRegistry
+
+    settings = _settings(ctx)
+    click.echo(ensure_active_model(ModelRegistry(settings.models_dir), settings.encoder_precision))
+
+
 @models.command("quantize")
 @click.argument("version")
 @click.pass_context
@@ -669,6 +683,51 @@ def bench_swap(ctx: click.Context, version: str | None, qps: float, before_s: fl
     except RegistryError as err:
         raise click.ClickException(str(err)) from None
     _report(result, as_json)
+
+
+@main.command()
+@click.option("--target", default=None, help="host:port of a gRPC API to ask (default: CARTWISE_GRPC_HOST:PORT).")
+@click.option("--service", default="", help="Health service name to ask about ('': the whole server).")
+@click.option("--metrics-url", default=None,
+              help="Instead of gRPC: an HTTP URL that must answer 2xx (a worker's or trainer's /metrics).")
+@click.option("--timeout", "timeout_s", default=3.0, show_default=True, help="Seconds to wait for the answer.")
+@click.pass_context
+def health(ctx: click.Context, target: str | None, service: str, metrics_url: str | None, timeout_s: float) -> None:
+    """Exit 0 when the process answers healthy, 1 with the reason otherwise (container health checks). gRPC:
+    the grpc.health.v1 Check of the API, over the TLS and token settings every client uses (CARTWISE_TLS_CA_FILE,
+    ...); the health service needs no token."""
+    from cartwise.app.probes import ProbeFailed, check_grpc, check_http
+    from grpc_api.security import SecurityConfigError
+
+    settings = _settings(ctx)
+    try:
+        if metrics_url:
+            check_http(metrics_url, timeout_s)
+        else:
+            check_grpc(settings, target or f"{settings.grpc_host}:{settings.grpc_port}", service, timeout_s)
+    except ProbeFailed as err:
+        raise click.ClickException(f"unhealthy: {err}") from None
+    except SecurityConfigError as err:
+        raise click.UsageError(str(err)) from None
+    click.echo("SERVING" if not metrics_url else "OK")
+
+
+@main.command("settings-reference")
+@click.option("--write", "path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Rewrite the section between the settings markers of this file (docs/deploy.md) instead of printing.")
+def settings_reference(path: Path | None) -> None:
+    """The CARTWISE_* settings reference (variable, type, default, description), generated from the Settings
+    classes; secrets are shown unset."""
+    from cartwise.app.settings_reference import render, update_file
+
+    if path is None:
+        click.echo(render())
+        return
+    try:
+        changed = update_file(path)
+    except ValueError as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(f"{path}: {'updated' if changed else 'up to date'}")
 
 
 def _no_broker(settings: Settings, err: Exception) -> str:
