@@ -12,6 +12,10 @@ Durability depends on who runs the broker (``Settings.embedded_broker``):
 Topic readers use kafka-python with manual assignment: the embedded broker serves no kafka-python
 consumer groups, and no reader should join the stream worker's group.
 
+Security (SASL and/or TLS, ``CARTWISE_KAFKA_SECURITY_PROTOCOL`` and friends) applies to a configured broker:
+every kafka-python client gets :func:`kafka_python_security`, every aiokafka client (and faust's, through
+``streams/app.py``) the same as :func:`aiokafka_security`. The embedded broker is plaintext on loopback.
+
 A read to the end ends at the high watermark the fetch responses report, or where no record has come for
 ``END_GAP_S`` below it: Tansu on its disk store reserves a produce's offsets before it stores the batch,
 so a kill -9 mid-produce leaves a gap that nothing was acknowledged in (measured: a changelog whose
@@ -21,10 +25,12 @@ at the end of the log there are none, and the read would wait forever."""
 from __future__ import annotations
 
 import logging
+import ssl
 import time
 from typing import Iterator
 
 from aiokafka import AIOKafkaConsumer
+from aiokafka.helpers import create_ssl_context
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.consumer.fetcher import ConsumerRecord
@@ -34,6 +40,51 @@ from cartwise.settings import Settings
 
 log = logging.getLogger(__name__)
 END_GAP_S = 10.0  # no record below the high watermark for this long: the rest is a gap (module doc)
+
+
+def _security_protocol(settings: Settings) -> str:
+    return "PLAINTEXT" if settings.embedded_broker else settings.kafka_security_protocol
+
+
+def _sasl(settings: Settings) -> dict:
+    if not _security_protocol(settings).startswith("SASL"):
+        return {}
+    return {"sasl_mechanism": settings.kafka_sasl_mechanism, "sasl_plain_username": settings.kafka_sasl_username,
+            "sasl_plain_password": settings.kafka_sasl_password.get_secret_value()}
+
+
+def kafka_python_security(settings: Settings) -> dict:
+    """kafka-python keyword arguments for the broker's security protocol, SASL credentials and TLS files
+    (empty for plaintext, and always for the embedded broker). Holds the SASL password: never log it."""
+    protocol = _security_protocol(settings)
+    if protocol == "PLAINTEXT":
+        return {}
+    files = {}
+    if protocol.endswith("SSL"):
+        files = {key: str(path) for key, path in (("ssl_cafile", settings.kafka_ssl_cafile),
+                                                 ("ssl_certfile", settings.kafka_ssl_certfile),
+                                                 ("ssl_keyfile", settings.kafka_ssl_keyfile)) if path is not None}
+    return {"security_protocol": protocol, **_sasl(settings), **files}
+
+
+def kafka_ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    """The TLS context of aiokafka and faust clients (hostname checked; the system's CAs unless
+    ``kafka_ssl_cafile``), or None when the protocol is not SSL / SASL_SSL. Raises OSError (ssl.SSLError)
+    for an unreadable file."""
+    if not _security_protocol(settings).endswith("SSL"):
+        return None
+    return create_ssl_context(cafile=settings.kafka_ssl_cafile, certfile=settings.kafka_ssl_certfile,
+                              keyfile=settings.kafka_ssl_keyfile)
+
+
+def aiokafka_security(settings: Settings) -> dict:
+    """aiokafka keyword arguments for the broker's security (:func:`kafka_python_security` with an SSL
+    context instead of files). Holds the SASL password: never log it."""
+    protocol = _security_protocol(settings)
+    if protocol == "PLAINTEXT":
+        return {}
+    context = kafka_ssl_context(settings)
+    return {"security_protocol": protocol, **_sasl(settings), **({"ssl_context": context} if context else {})}
 
 
 def idempotent(settings: Settings) -> bool:
@@ -48,7 +99,8 @@ def producer_config(settings: Settings) -> dict:
     else:  # one request in flight, so a retry cannot reorder what an idempotent producer would guard
         durability = {"acks": 1 if settings.embedded_broker else "all", "enable_idempotence": False,
                       "max_in_flight_requests_per_connection": 1}
-    return {"bootstrap_servers": settings.bootstrap, "linger_ms": 5, "retries": 5, **durability}
+    return {"bootstrap_servers": settings.bootstrap, "linger_ms": 5, "retries": 5, **durability,
+            **kafka_python_security(settings)}
 
 
 def make_producer(settings: Settings) -> KafkaProducer:
@@ -60,14 +112,19 @@ def make_producer(settings: Settings) -> KafkaProducer:
 def log_consumer(settings: Settings) -> KafkaConsumer:
     """A group-less kafka-python consumer for reading topics by offset (:func:`iter_chunks`)."""
     return KafkaConsumer(bootstrap_servers=settings.bootstrap, enable_auto_commit=False, group_id=None,
-                         consumer_timeout_ms=1000)
+                         consumer_timeout_ms=1000, **kafka_python_security(settings))
 
 
 def tail_consumer(settings: Settings) -> AIOKafkaConsumer:
     """A group-less aiokafka consumer (not started) for following a topic, e.g. models.updates, from
     wherever the caller seeks; its fetch long-poll is bounded like the stream worker's."""
     return AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, group_id=None, enable_auto_commit=False,
-                            fetch_max_wait_ms=settings.fetch_max_wait_ms)
+                            fetch_max_wait_ms=settings.fetch_max_wait_ms, **aiokafka_security(settings))
+
+
+def admin_client(settings: Settings, client_id: str) -> KafkaAdminClient:
+    """A kafka-python admin client of the broker. Raises kafka.errors.NoBrokersAvailable when none answers."""
+    return KafkaAdminClient(bootstrap_servers=settings.bootstrap, client_id=client_id, **kafka_python_security(settings))
 
 
 def ensure_topics(settings: Settings) -> None:
@@ -78,7 +135,7 @@ def ensure_topics(settings: Settings) -> None:
     wanted += [NewTopic(t, settings.partitions, 1) for t in topics.user_keyed]
     wanted += [NewTopic(topics.dead_letter(t), 1, 1) for t in (topics.catalog, *topics.user_keyed)]
     wanted += [NewTopic(topics.models_updates, 1, 1)]  # one partition: every reader sees one order
-    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap, client_id="cartwise-admin")
+    admin = admin_client(settings, "cartwise-admin")
     try:
         existing = set(admin.list_topics())
         missing = [t for t in wanted if t.name not in existing]
@@ -97,7 +154,7 @@ def consumer_lag(settings: Settings, topics: list[str], timeout_s: float = 5.0) 
     partitions; 0 when caught up. Blocking (a few broker round trips and one fetch per partition).
 
     Raises kafka.errors.KafkaError when no broker answers, TimeoutError when it does not answer in time."""
-    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap, client_id="cartwise-status")
+    admin = admin_client(settings, "cartwise-status")
     consumer = log_consumer(settings)
     try:
         committed = {tp: meta.offset for tp, meta in admin.list_group_offsets(settings.app_id)[settings.app_id].items()

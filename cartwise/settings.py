@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from cartwise.events import EventLimits
 
@@ -86,13 +86,24 @@ class Settings(BaseSettings):
     """Top-level settings. With ``kafka_bootstrap`` unset the CLI starts an embedded broker;
     with ``qdrant_url`` unset the index is Qdrant Edge in-process under ``data_dir``."""
 
-    model_config = SettingsConfigDict(env_prefix="CARTWISE_", env_nested_delimiter="__")
+    # hide_input_in_errors: a validation error must not print a token or password it was given
+    model_config = SettingsConfigDict(env_prefix="CARTWISE_", env_nested_delimiter="__", hide_input_in_errors=True)
 
     data_dir: Path = Path(".data")
     kafka_bootstrap: str | None = None
     kafka_idempotence: bool = Field(
         True, description="acks=all with idempotent producers on a configured broker; false for a "
                           "Kafka-protocol broker without InitProducerId (e.g. a Tansu started by hand)")
+    # Kafka security applies to a configured broker only: the embedded one is plaintext on 127.0.0.1.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="how every Kafka client (kafka-python, aiokafka, faust) talks to a configured broker")
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = Field(None, description="CA bundle that signed the brokers' certificates "
+                                                            "(default: the system's)")
+    kafka_ssl_certfile: Path | None = Field(None, description="client certificate, for brokers that require one")
+    kafka_ssl_keyfile: Path | None = None
     embedded_kafka_port: int = 19092
     embedded_kafka_storage: Literal["disk", "memory"] = Field(
         "disk", description="disk: the embedded broker keeps events, offsets and changelogs under DATA_DIR/broker "
@@ -101,10 +112,28 @@ class Settings(BaseSettings):
         None, description="port of the embedded broker's on-disk store (default: the broker's port + 1)")
     s3rver: Path = Field(NODE_MODULES / "s3rver" / "bin" / "s3rver.js",
                          description="s3rver's script (installed by `make install` from package-lock.json)")
-    qdrant_url: str | None = None
+    qdrant_url: str | None = Field(None, description="a Qdrant server (https://... for TLS); unset: Qdrant Edge")
+    qdrant_api_key: SecretStr | None = None
+    qdrant_ca_file: Path | None = Field(None, description="CA bundle of the Qdrant server's certificate "
+                                                          "(default: the system's)")
     edge_search_threads: int | None = Field(1, ge=1, description="Qdrant Edge search pool size (None: CPUs)")
     grpc_host: str = "127.0.0.1"
     grpc_port: int = 50051
+    # API security (grpc_api/security.py; the client side in cartwise/app/client.py)
+    api_tokens: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
+        (), description="bearer tokens the API accepts, comma-separated; empty: no authentication")
+    api_token: SecretStr | None = Field(None, description="the token clients (the CLI) send; default: the first "
+                                                          "of api_tokens")
+    api_allow_unauthenticated: bool = Field(
+        False, description="serve a non-loopback grpc_host without tokens or client certificates")
+    tls_cert_file: Path | None = Field(None, description="server: certificate chain (PEM); set with tls_key_file "
+                                                         "to serve TLS")
+    tls_key_file: Path | None = None
+    tls_client_ca_file: Path | None = Field(None, description="server: require client certificates signed by "
+                                                              "this CA (mTLS)")
+    tls_ca_file: Path | None = Field(None, description="client: connect with TLS, trusting this CA")
+    tls_client_cert_file: Path | None = Field(None, description="client: certificate (PEM) for an mTLS server")
+    tls_client_key_file: Path | None = None
     app_id: str = "cartwise"
     partitions: int = Field(1, ge=1, description="partitions of each topic the service creates")
     consumer_fetch_max_wait_ms: int | None = Field(
@@ -181,3 +210,34 @@ class Settings(BaseSettings):
     def index_dir(self) -> Path:
         """Qdrant Edge shards root (one shard per collection)."""
         return self.data_dir / "qdrant"
+
+    @property
+    def client_token(self) -> SecretStr | None:
+        """The bearer token clients send: ``api_token``, else the first of ``api_tokens`` (a CLI beside the
+        server it calls needs no second variable), else None."""
+        return self.api_token or next(iter(self.api_tokens), None)
+
+    @field_validator("api_tokens", mode="before")
+    @classmethod
+    def _split_tokens(cls, value):
+        if isinstance(value, (str, SecretStr)):
+            text = value.get_secret_value() if isinstance(value, SecretStr) else value
+            return tuple(token.strip() for token in text.split(",") if token.strip())
+        return value
+
+    @field_validator("api_tokens", "api_token")
+    @classmethod
+    def _token_is_sendable(cls, value):
+        # gRPC metadata values are printable ASCII; a space would split "Bearer <token>" on the server
+        for token in value if isinstance(value, tuple) else (value,) if value is not None else ():
+            text = token.get_secret_value()
+            if not text or not text.isascii() or not text.isprintable() or any(c.isspace() for c in text):
+                raise ValueError("a token must be printable ASCII without spaces (the token is not shown)")
+        return value
+
+    @model_validator(mode="after")
+    def _sasl_has_credentials(self) -> "Settings":
+        if self.kafka_security_protocol.startswith("SASL") and not (self.kafka_sasl_username and self.kafka_sasl_password):
+            raise ValueError("CARTWISE_KAFKA_SECURITY_PROTOCOL=SASL_* needs CARTWISE_KAFKA_SASL_USERNAME and "
+                             "CARTWISE_KAFKA_SASL_PASSWORD")
+        return self

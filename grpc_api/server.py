@@ -1,10 +1,14 @@
 """The grpc.aio server: SearchService, AdminService, the standard health service, and server reflection.
 
 grpcio answers a request whose bytes do not decode as the method's message with INTERNAL; an interceptor
-turns that into INVALID_ARGUMENT naming the message, like every other bad request, and the server carries on."""
+turns that into INVALID_ARGUMENT naming the message, like every other bad request, and the server carries on.
+
+Authentication (grpc_api/security.py) runs before it: a caller without a valid token learns nothing about
+its request, not even whether it decodes."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import grpc
@@ -13,7 +17,10 @@ from grpc_reflection.v1alpha import reflection
 
 from cartwise.v1 import admin_pb2, admin_pb2_grpc, search_pb2, search_pb2_grpc
 from grpc_api.admin import AdminServicer
+from grpc_api.security import ServerSecurity
 from grpc_api.servicer import SearchServicer
+
+log = logging.getLogger(__name__)
 
 SERVICE_NAME = search_pb2.DESCRIPTOR.services_by_name["SearchService"].full_name
 ADMIN_SERVICE_NAME = admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
@@ -50,22 +57,28 @@ class DecodeErrorsAreInvalidArgument(grpc.aio.ServerInterceptor):
 
 
 class ApiServer:
-    """SearchService + AdminService + health + reflection on ``host:port``. ``start()`` binds (``port`` 0
-    picks a free port, then read ``.port``), health reports SERVING; ``stop(grace_s)`` drains in-flight
-    requests."""
+    """SearchService + AdminService + health + reflection on ``host:port``, with ``security``'s tokens and
+    TLS (default: plaintext, no tokens). ``start()`` binds (``port`` 0 picks a free port, then read
+    ``.port``), health reports SERVING; ``stop(grace_s)`` drains in-flight requests. Raises OSError when
+    the address cannot be bound."""
 
-    def __init__(self, servicer: SearchServicer, admin: AdminServicer, host: str, port: int) -> None:
+    def __init__(self, servicer: SearchServicer, admin: AdminServicer, host: str, port: int,
+                 security: ServerSecurity = ServerSecurity()) -> None:
+        # interceptors run in list order, the first outermost: authentication before decoding
         self.server = grpc.aio.server(options=[("grpc.so_reuseport", 0)],
-                                      interceptors=[DecodeErrorsAreInvalidArgument()])
+                                      interceptors=[*security.interceptors(), DecodeErrorsAreInvalidArgument()])
         search_pb2_grpc.add_SearchServiceServicer_to_server(servicer, self.server)
         admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, self.server)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, ADMIN_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server)
-        self.port = self.server.add_insecure_port(f"{host}:{port}")
+        address = f"{host}:{port}"
+        self.port = (self.server.add_secure_port(address, security.credentials) if security.credentials
+                     else self.server.add_insecure_port(address))
         if self.port == 0:
             raise OSError(f"cannot bind gRPC on {host}:{port}")
+        log.info("gRPC API on %s:%d: %s", host, self.port, security.describe())
 
     async def start(self) -> None:
         """Start serving and mark SearchService and the server SERVING."""

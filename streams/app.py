@@ -24,7 +24,7 @@ from cartwise.events import (
     parse_record,
 )
 from cartwise.index import VectorIndex
-from cartwise.kafka_io import idempotent
+from cartwise.kafka_io import idempotent, kafka_ssl_context
 from cartwise.lexical import LexicalEncoder
 from cartwise.model_updates import ModelUpdate
 from cartwise.personalization import UserHistory
@@ -43,6 +43,17 @@ log = logging.getLogger(__name__)
 
 HISTORY_TABLE = "user_history"  # its changelog topic is ``{app_id}-user_history-changelog``
 _EVENT_TYPE_OF_TOPIC_FIELD = {"purchases": "purchase", "carts": "cart", "views": "view"}
+
+
+def broker_credentials(settings: Settings) -> faust.types.auth.CredentialsT | None:
+    """faust's credentials for the broker's security (cartwise/kafka_io.py: the same protocol, SASL login
+    and TLS context as every other client), or None for plaintext. Raises OSError for an unreadable TLS file."""
+    protocol = "PLAINTEXT" if settings.embedded_broker else settings.kafka_security_protocol
+    context = kafka_ssl_context(settings)
+    if protocol.startswith("SASL"):  # faust derives SASL_SSL from the presence of a context
+        return faust.SASLCredentials(username=settings.kafka_sasl_username, mechanism=settings.kafka_sasl_mechanism,
+                                     password=settings.kafka_sasl_password.get_secret_value(), ssl_context=context)
+    return faust.SSLCredentials(context) if context is not None else None
 
 
 class StreamWorker:
@@ -76,6 +87,7 @@ class StreamWorker:
             producer_linger=settings.producer_linger_ms / 1000,
             broker_session_timeout=settings.consumer_session_timeout_s,
             broker_rebalance_timeout=settings.consumer_session_timeout_s,
+            broker_credentials=broker_credentials(settings),
         )
         self.catalog_topic = self.app.topic(topics.catalog, key_type=bytes, value_type=bytes, value_serializer="raw")
         self.behavior_topics = self.app.topic(*topics.user_keyed, key_type=bytes, value_type=bytes,

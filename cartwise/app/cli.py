@@ -43,11 +43,12 @@ def main(ctx: click.Context, log_level: str) -> None:
 def serve(ctx: click.Context, role: str) -> None:
     """Run the stream worker and the gRPC API (embedded broker and Qdrant Edge unless configured)."""
     from cartwise.app.service import RoleError, Service
+    from grpc_api.security import SecurityConfigError
 
     async def run() -> None:
         try:
             service = Service(_settings(ctx), role)
-        except RoleError as err:
+        except (RoleError, SecurityConfigError) as err:
             raise click.UsageError(str(err)) from None
         await service.start()
         api = (f"gRPC on {service.settings.grpc_host}:{service.port}, model {service.active.current.version}"
@@ -111,17 +112,20 @@ def search(ctx: click.Context, query: str, user_id: str, limit: int, as_json: bo
     from google.protobuf.json_format import MessageToDict
 
     from cartwise.app.client import SearchClient
+    from grpc_api.security import SecurityConfigError
 
     settings = _settings(ctx)
 
     async def run():
-        async with SearchClient(target or f"{settings.grpc_host}:{settings.grpc_port}") as client:
+        async with SearchClient(target, settings) as client:
             return await client.search(query, user_id=user_id, limit=limit)
 
     try:
         response = asyncio.run(run())
     except grpc.aio.AioRpcError as err:  # the status and the field at fault
         raise click.ClickException(f"{err.code().name}: {err.details()}") from None
+    except SecurityConfigError as err:
+        raise click.UsageError(str(err)) from None
     if as_json:
         click.echo(json.dumps(MessageToDict(response, preserving_proto_field_name=True), indent=2))
     else:
@@ -138,17 +142,22 @@ def status(ctx: click.Context, as_json: bool, target: str | None) -> None:
     Exits non-zero when no service answers."""
     import grpc
 
+    from cartwise.app.client import api_target
     from cartwise.app.operations import fetch_status, status_dict, status_table
+    from grpc_api.security import SecurityConfigError
 
     settings = _settings(ctx)
-    target = target or f"{settings.grpc_host}:{settings.grpc_port}"
+    target = target or api_target(settings)
     try:
-        answer = asyncio.run(fetch_status(target))
+        answer = asyncio.run(fetch_status(target, settings=settings))
     except grpc.aio.AioRpcError as err:
         if err.code() == grpc.StatusCode.UNAVAILABLE:
             raise click.ClickException(f"no Cartwise service answers on {target}: start one with `cartwise serve` "
-                                       "(or set CARTWISE_GRPC_PORT / --target)") from None
+                                       "(or set CARTWISE_GRPC_PORT / --target, and CARTWISE_TLS_CA_FILE for a "
+                                       "TLS server)") from None
         raise click.ClickException(f"{err.code().name}: {err.details()}") from None
+    except SecurityConfigError as err:
+        raise click.UsageError(str(err)) from None
     if as_json:
         click.echo(json.dumps(status_dict(answer), indent=2))
     else:

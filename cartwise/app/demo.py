@@ -91,7 +91,7 @@ async def run_demo(settings: Settings, console: Console, user_id: str | None = N
             sent = await asyncio.to_thread(replay, records, producer, service.settings.topics,
                                            skip=lambda r: r is cart)
             await service.wait_until_consumed(sent)
-        async with SearchClient(f"{service.settings.grpc_host}:{service.port}") as client:
+        async with SearchClient(f"{service.settings.grpc_host}:{service.port}", service.settings) as client:
             before = await client.search(query, user_id=user, limit=RANK_DEPTH)
             console.print(_table(before, f"before: {query!r} for REES46 user {user} "
                                          f"({before.user_interactions} interactions, alpha={before.personalization_weight:.2f})",

@@ -6,10 +6,10 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timezone
 
-import grpc
 from google.protobuf.json_format import MessageToDict
 from rich.table import Table
 
+from cartwise.app.client import open_channel
 from cartwise.events import UserForget, encode_event
 from cartwise.kafka_io import make_producer
 from cartwise.model_updates import REPAIR_REQUESTED, ModelUpdate, publish_update
@@ -18,10 +18,11 @@ from cartwise.v1 import admin_pb2 as pb
 from cartwise.v1 import admin_pb2_grpc as pb_grpc
 
 
-async def fetch_status(target: str, timeout_s: float = 10.0) -> pb.Status:
-    """AdminService.GetStatus of the service at ``target`` (host:port). Raises grpc.aio.AioRpcError
-    (UNAVAILABLE when nothing listens there)."""
-    async with grpc.aio.insecure_channel(target) as channel:
+async def fetch_status(target: str | None = None, timeout_s: float = 10.0, settings: Settings | None = None) -> pb.Status:
+    """AdminService.GetStatus of the service at ``target`` (host:port; default: the settings' API), with
+    the TLS and token of ``settings`` (default: the environment's). Raises grpc.aio.AioRpcError
+    (UNAVAILABLE when nothing listens there, UNAUTHENTICATED without a valid token)."""
+    async with open_channel(settings or Settings(), target) as channel:
         return await pb_grpc.AdminServiceStub(channel).GetStatus(pb.GetStatusRequest(), timeout=timeout_s)
 
 

@@ -20,6 +20,7 @@ from encoders.export import pretrained_version
 from encoders.reload import ModelFollower
 from encoders.runtime import ActiveModel, ServingModel
 from grpc_api.admin import AdminServicer
+from grpc_api.security import ServerSecurity
 from grpc_api.server import ApiServer
 from grpc_api.servicer import SearchServicer
 from streams.app import StreamWorker
@@ -58,11 +59,14 @@ class Service:
     With no broker configured (role ``all`` only) the embedded one is started on
     ``settings.embedded_kafka_port`` and stopped with it, unless ``broker`` is one already started there (a
     benchmark loads it before the worker starts; it is left running at stop). ``index`` is an already open
-    index to share (it is left open at stop). Raises RoleError."""
+    index to share (it is left open at stop). Raises RoleError, and SecurityConfigError
+    (grpc_api/security.py) for API security settings that cannot serve."""
 
     def __init__(self, settings: Settings, role: Role = "all", index: VectorIndex | None = None,
                  broker: EmbeddedBroker | None = None) -> None:
         check_role(settings, role, index is not None)
+        # read the certificates and check the binding before anything starts
+        self._security = ServerSecurity.from_settings(settings) if role in ("all", "api") else None
         self.settings, self.role = settings, role
         self.broker: EmbeddedBroker | None = broker
         self._owns_broker = broker is None
@@ -109,7 +113,8 @@ class Service:
         await self.follower.start()
         self._batcher = QueryBatcher(s.encoder_max_batch, s.encoder_threads)
         admin = AdminServicer(s, self.index, self.active, self.role, self.worker.status if self.worker else None)
-        self.api = ApiServer(SearchServicer(s, self.index, self.active, self._batcher), admin, s.grpc_host, s.grpc_port)
+        self.api = ApiServer(SearchServicer(s, self.index, self.active, self._batcher), admin, s.grpc_host, s.grpc_port,
+                             self._security)
         await self.api.start()
         log.info("serving %s on %s:%d (Kafka %s)", self.active.current.version, s.grpc_host, self.port,
                  s.bootstrap)

@@ -14,7 +14,7 @@ from cartwise.index.base import (
     VectorIndex,
 )
 from cartwise.index.edge import EdgeIndex
-from cartwise.index.server import QdrantServerIndex
+from cartwise.index.server import QdrantServerIndex, qdrant_client_options
 
 PRODUCTS_SCHEMA = CollectionSchema(keyword=("category_prefixes", "brand", "stock"), float=("price",), lexical=True)
 USERS_SCHEMA = CollectionSchema()
@@ -25,7 +25,7 @@ def open_index(settings) -> VectorIndex:
     if settings.qdrant_url:
         from qdrant_client import QdrantClient
 
-        return QdrantServerIndex(QdrantClient(url=settings.qdrant_url, prefer_grpc=True))
+        return QdrantServerIndex(QdrantClient(**qdrant_client_options(settings)))
     return EdgeIndex(settings.index_dir, settings.edge_search_threads)
 
 

@@ -5,6 +5,7 @@ which speaks the same client API; local mode is brute force and never the embedd
 
 from __future__ import annotations
 
+import ssl
 from typing import Sequence
 
 import numpy as np
@@ -56,6 +57,20 @@ def hybrid_prefetch(query: HybridQuery, limit: int, flt: models.Filter | None,
         models.MultExpression(mult=[w * scale, "$score[0]"]), models.MultExpression(mult=[1.0 - w, "$score[1]"])]),
         defaults={"$score[0]": 0.0, "$score[1]": 0.0})
     return rescored, formula
+
+
+def qdrant_client_options(settings) -> dict:
+    """qdrant-client keyword arguments for the server ``settings.qdrant_url`` names: gRPC transport, the
+    API key (``qdrant_api_key``; qdrant-client sends it as the ``api-key`` header and warns when the URL is
+    not https), and the CA to trust for TLS (``qdrant_ca_file``: gRPC root certificates and the REST
+    client's ``verify``). Holds the API key: never log it. Raises OSError for an unreadable CA file."""
+    options: dict = {"url": settings.qdrant_url, "prefer_grpc": True}
+    if settings.qdrant_api_key is not None:
+        options["api_key"] = settings.qdrant_api_key.get_secret_value()
+    if settings.qdrant_ca_file is not None:
+        options["grpc_options"] = {"root_certificates": settings.qdrant_ca_file.read_bytes()}
+        options["verify"] = ssl.create_default_context(cafile=settings.qdrant_ca_file)
+    return options
 
 
 def server_filter(flt: SearchFilter | None) -> models.Filter | None:
