@@ -1,8 +1,9 @@
-"""Micro-batching of concurrent query encodes for the async API.
+"""Micro-batching of concurrent query encodes for the async API, behind a query-embedding cache.
 
 Requests that arrive while a batch is being encoded wait for the next one, so under load the encoder
 runs full batches on its worker thread while the event loop keeps serving; when idle a lone request
-is encoded at once (no added wait)."""
+is encoded at once (no added wait). A query seen before under the same model version is answered from
+the cache (encoders/query_cache.py) without leaving the event loop."""
 
 from __future__ import annotations
 
@@ -11,43 +12,53 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from encoders.runtime import OnnxEncoder
+from encoders.query_cache import QueryCache
+from encoders.runtime import ServingModel
 
 
 class QueryBatcher:
-    """Encode queries from many coroutines in shared batches of at most ``max_batch``.
+    """Encode queries from many coroutines in shared batches of at most ``max_batch``, caching up to
+    ``cache_size`` embeddings (0: no cache).
 
-    ``await batcher.encode(encoder, text)`` returns a (D,) float32 unit vector. Requests for
-    different encoders (during a swap) are batched separately."""
+    ``await batcher.encode(model, text)`` returns a (D,) float32 unit vector (read-only: it may be shared
+    with other requests). Requests for different models (during a swap) are batched separately."""
 
-    def __init__(self, max_batch: int = 32, threads: int = 1) -> None:
+    def __init__(self, max_batch: int = 32, threads: int = 1, cache_size: int = 0) -> None:
         self._max_batch = max_batch
-        self._pending: list[tuple[OnnxEncoder, str, asyncio.Future]] = []
+        self._pending: list[tuple[ServingModel, list[int], asyncio.Future]] = []
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="encode")
         self._running = 0
         self._threads = threads
+        self.cache = QueryCache(cache_size)
 
-    async def encode(self, encoder: OnnxEncoder, text: str) -> np.ndarray:
-        """The unit embedding (D,) float32 of ``text``; raises what the encoder raises."""
+    async def encode(self, model: ServingModel, text: str) -> np.ndarray:
+        """The unit embedding (D,) float32 of ``text`` by ``model``'s encoder; raises what the encoder raises."""
+        ids = model.encoder.token_ids([text])[0]
+        cached = self.cache.get(model.version, ids)
+        if cached is not None:
+            return cached
         future = asyncio.get_running_loop().create_future()
-        self._pending.append((encoder, text, future))
+        self._pending.append((model, ids, future))
         if self._running < self._threads:
             self._launch()
         return await future
 
     def _launch(self) -> None:
-        encoder = self._pending[0][0]
-        batch = [item for item in self._pending if item[0] is encoder][: self._max_batch]
+        model = self._pending[0][0]
+        batch = [item for item in self._pending if item[0].encoder is model.encoder][: self._max_batch]
         taken = {id(item) for item in batch}
         self._pending = [item for item in self._pending if id(item) not in taken]
         self._running += 1
-        task = asyncio.get_running_loop().run_in_executor(self._executor, encoder.encode, [t for _, t, _ in batch])
+        task = asyncio.get_running_loop().run_in_executor(self._executor, model.encoder.encode_ids,
+                                                          [ids for _, ids, _ in batch])
         task.add_done_callback(lambda done: self._finish(done, batch))
 
     def _finish(self, done: asyncio.Future, batch: list) -> None:
         self._running -= 1
         error = done.exception()
-        for row, (_, _, future) in enumerate(batch):
+        for row, (model, ids, future) in enumerate(batch):
+            if error is None:
+                self.cache.put(model.version, ids, done.result()[row])
             if future.done():
                 continue
             if error is not None:

@@ -15,9 +15,19 @@ import logging
 import shutil
 
 from cartwise.registry import MODEL_FILE, TOKENIZER_FILE, WEIGHTS_FILE, Manifest, ModelRegistry
+from cartwise.settings import Precision
 
 log = logging.getLogger(__name__)
 QUANTIZATION = "int8 dynamic, per-channel MatMul weights (onnxruntime.quantization.quantize_dynamic)"
+
+
+def served_copy(registry: ModelRegistry, version: str, precision: Precision) -> str:
+    """The version to serve for ``version`` at ``precision``: ``version`` itself for "fp32"; for "int8" its
+    int8 copy, the one already in the registry or a new one published now (a few seconds)."""
+    if precision == "fp32":
+        return version
+    existing = [v for v in registry.versions() if registry.manifest(v).config.get("quantized_from") == version]
+    return existing[0] if existing else publish_quantized(registry, version).version
 
 
 def publish_quantized(registry: ModelRegistry, version: str) -> Manifest:

@@ -45,8 +45,16 @@ class OnnxEncoder:
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Embed ``texts``: (B, D) float32, unit rows. An empty input gives (0, D)."""
-        out = np.zeros((len(texts), self.dims), dtype=np.float32)
-        encodings = [e.ids for e in self.tokenizer.encode_batch(list(texts))]
+        return self.encode_ids(self.token_ids(texts))
+
+    def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """The truncated token ids of each text: what :meth:`encode_ids` embeds. Two texts with the same ids
+        (e.g. differing only in case or spacing, for an uncased tokenizer) have the same embedding."""
+        return [e.ids for e in self.tokenizer.encode_batch(list(texts))]
+
+    def encode_ids(self, encodings: Sequence[Sequence[int]]) -> np.ndarray:
+        """Embed token id lists (from :meth:`token_ids`): (B, D) float32, unit rows."""
+        out = np.zeros((len(encodings), self.dims), dtype=np.float32)
         order = np.argsort([len(ids) for ids in encodings], kind="stable")
         for start in range(0, len(order), self.chunk):
             rows = order[start:start + self.chunk]

@@ -10,7 +10,6 @@ late, and a swap's backfill, which re-reads the catalog topic, does not bring it
 from __future__ import annotations
 
 import asyncio
-from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -20,6 +19,7 @@ from cartwise.catalog import event_lexical_text, event_product_text, point_id, p
 from cartwise.events import ProductDelete, ProductUpsert
 from cartwise.index import IndexPoint, SparseVector, VectorIndex
 from cartwise.lexical import LexicalEncoder
+from encoders.bulk import BulkEncoder
 from encoders.runtime import OnnxEncoder, ServingModel
 
 
@@ -80,10 +80,12 @@ class Embedded:
     lexical: list[SparseVector]
 
 
-def embed_upserts(encoder: OnnxEncoder, lexical: LexicalEncoder, upserts: list[ProductUpsert]) -> Embedded:
-    """Dense and BM25 vectors of the upserts' product text."""
-    return Embedded(encoder.encode([event_product_text(e) for e in upserts]),
-                    lexical.documents([event_lexical_text(e) for e in upserts]))
+async def embed_upserts(bulk: BulkEncoder, encoder: OnnxEncoder, lexical: LexicalEncoder,
+                        upserts: list[ProductUpsert]) -> Embedded:
+    """Dense and BM25 vectors of the upserts' product text, computed on ``bulk``'s threads."""
+    dense, sparse = await asyncio.gather(bulk.encode(encoder, [event_product_text(e) for e in upserts]),
+                                         bulk.run(lexical.documents, [event_lexical_text(e) for e in upserts]))
+    return Embedded(dense, sparse)
 
 
 def apply_plan(plan: CatalogPlan, vectors: Embedded, index: VectorIndex, collection: str) -> None:
@@ -100,12 +102,11 @@ def apply_plan(plan: CatalogPlan, vectors: Embedded, index: VectorIndex, collect
 
 
 async def write_catalog(events: list[ProductUpsert | ProductDelete], index: VectorIndex, model: ServingModel,
-                        lexical: LexicalEncoder, executor: Executor,
+                        lexical: LexicalEncoder, bulk: BulkEncoder,
                         deleted_at: Mapping[str, float] = NO_TOMBSTONES) -> CatalogPlan:
-    """Plan (with the tombstones ``deleted_at``), embed (on ``executor``, off the event loop) and apply
-    ``events`` to ``model``'s products."""
+    """Plan (with the tombstones ``deleted_at``), embed (on ``bulk``'s threads, off the event loop) and
+    apply ``events`` to ``model``'s products."""
     plan = plan_batch(events, index, model.products, deleted_at)
-    vectors = await asyncio.get_running_loop().run_in_executor(executor, embed_upserts, model.encoder, lexical,
-                                                               plan.upserts)
+    vectors = await embed_upserts(bulk, model.encoder, lexical, plan.upserts)
     apply_plan(plan, vectors, index, model.products)
     return plan

@@ -26,7 +26,6 @@ import asyncio
 import logging
 import re
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Awaitable, Callable, Mapping
 
 from cartwise.events import InvalidEvent, parse_catalog_event, parse_record
@@ -37,6 +36,7 @@ from cartwise.model_updates import ACTIVATED, REPAIR_REQUESTED, SWAP_ABANDONED, 
 from cartwise.personalization import UserHistory
 from cartwise.registry import ModelRegistry, RegistryError, collection_names
 from cartwise.settings import Settings
+from encoders.bulk import BulkEncoder
 from encoders.runtime import ServingModel
 from streams.behavior import rebuild_user_vectors
 from streams.user_points import UserPoints
@@ -62,14 +62,15 @@ class SwapCoordinator:
     """Runs swaps one at a time (module docstring). ``points`` writes user points (streams/user_points.py),
     ``histories`` is the user-history Table (user_id ->
     history JSON), ``deleted_at`` the catalog tombstones Table (product_id -> deletion time, s), ``lexical``
-    computes products' BM25 vectors, ``announce`` sends a :class:`ModelUpdate` to models.updates, ``ready`` waits
+    computes products' BM25 vectors, ``bulk`` embeds the catalog (threads shared with the catalog agent, so a
+    backfill and live catalog events together never run more encodes than it has threads), ``announce`` sends a :class:`ModelUpdate` to models.updates, ``ready`` waits
     until the worker's Table has recovered from its changelog.
 
     ``stats`` holds the last backfill's figures: products (catalog events applied), products_s,
     products_per_s, users, users_s."""
 
     def __init__(self, settings: Settings, index: VectorIndex, points: UserPoints, targets: WriteTargets,
-                 histories: Mapping, deleted_at: Mapping[str, float], lexical: LexicalEncoder,
+                 histories: Mapping, deleted_at: Mapping[str, float], lexical: LexicalEncoder, bulk: BulkEncoder,
                  announce: Callable[[ModelUpdate], Awaitable[None]], ready: Callable[[], Awaitable[None]]) -> None:
         self.settings, self.index, self.points = settings, index, points
         self.targets, self.histories = targets, histories
@@ -78,7 +79,7 @@ class SwapCoordinator:
         self.registry = ModelRegistry(settings.models_dir)
         self.journal_path = settings.data_dir / "swap.json"
         self._announce, self._ready = announce, ready
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="backfill-encode")
+        self.bulk = bulk
         self._lock = asyncio.Lock()
         self.stats: dict = {}
 
@@ -199,7 +200,7 @@ class SwapCoordinator:
                                                    self.settings.event_limits))
                     except InvalidEvent:  # the catalog agent dead-letters it; a backfill only skips it
                         continue
-                await write_catalog(events, self.index, model, self.lexical, self._executor, self.deleted_at)
+                await write_catalog(events, self.index, model, self.lexical, self.bulk, self.deleted_at)
                 backfill.products += len(records)
                 applied += len(records)
                 journal.save(self.journal_path)

@@ -8,12 +8,13 @@ import pytest
 
 @pytest.fixture(scope="session")
 def registry_dir(tmp_path_factory):
-    """A model registry holding the exported pretrained encoder (v1, active)."""
+    """A model registry holding the exported pretrained encoder (v1, active), full precision: tests compare
+    vectors exactly (a first start serves its int8 copy, tests/integration/test_registry_use.py)."""
     from cartwise.app.service import ensure_active_model
     from cartwise.registry import ModelRegistry
 
     root = tmp_path_factory.mktemp("models")
-    ensure_active_model(ModelRegistry(root))
+    ensure_active_model(ModelRegistry(root), "fp32")
     return root
 
 

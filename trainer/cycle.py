@@ -1,7 +1,7 @@
 """Retraining cycles: ``cartwise trainer cycle`` (one, for cron) and ``cartwise trainer run --every``.
 
 A cycle: behavior events since the active version's watermark -> mine -> train (trainer.incremental)
--> evaluate -> quality gate -> publish -> swap: a candidate that passes is requested on
+-> publish (and its int8 copy, with ``encoder_precision`` int8) -> quality gate -> swap: a candidate that passes is requested on
 ``models.updates`` and the stream worker's swap coordinator backfills and activates it
 (streams/swap.py); one that fails stays a candidate with the gate's reason, and nothing else changes.
 A file lock keeps two cycles from overlapping; any failure leaves the active version as it was."""
@@ -19,6 +19,7 @@ from filelock import FileLock, Timeout
 from cartwise.model_updates import HELD, SWAP_REQUESTED, ModelUpdate, publish_update
 from cartwise.registry import ModelRegistry
 from cartwise.settings import Settings
+from encoders.quantize import served_copy
 from trainer.config import TrainConfig
 from trainer.gate import Verdict, gate_metrics, quality_gate
 from trainer.incremental import NothingToTrain, train_from_kafka
@@ -58,7 +59,9 @@ def run_cycle(settings: Settings, config: TrainConfig, margin: float = 0.01, jud
             outcome = train_from_kafka(settings, config)
         except NothingToTrain as err:
             return CycleResult(None, None, False, skipped=str(err))
-        candidate, active = outcome.manifest.version, registry.active()
+        # The gate scores what would be served: with int8 serving, the int8 copy of what was trained.
+        candidate = served_copy(registry, outcome.manifest.version, settings.encoder_precision)
+        active = registry.active()
         verdict = quality_gate(gate_metrics(settings, candidate, judgments, products),
                                gate_metrics(settings, active, judgments, products) if active else None, margin)
         if not verdict.passed:

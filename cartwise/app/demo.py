@@ -76,7 +76,7 @@ async def run_demo(settings: Settings, console: Console, user_id: str | None = N
     user, query = cart.event.user_id, product.event.category_path[0].replace("_", " ")
     brand = (product.event.brand or "").lower()
     with console.status("preparing the model (first run exports the encoder to ONNX)"):
-        version = ensure_active_model(ModelRegistry(settings.models_dir))
+        version = ensure_active_model(ModelRegistry(settings.models_dir), settings.encoder_precision)
     # The demo replays everything into a scratch service of its own (broker in memory), so it neither
     # doubles the events of the user's `cartwise serve` nor finds its own held-back cart there next time.
     scratch = Path(tempfile.mkdtemp(prefix="cartwise-demo-"))

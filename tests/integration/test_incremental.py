@@ -96,4 +96,6 @@ def test_cycle_gates_the_candidate(settings, slice_files):
 
     passed = run_cycle(settings, CONFIG, margin=1.0, judgments=slice_files.judgments, products=slice_files.products)
     assert passed.swap_requested and registry.active() == before
+    # int8 serving (the default): the gate scored, and the swap asks for, the int8 copy of what was trained
+    assert registry.manifest(passed.candidate).config["quantized_from"] != before
     assert [(u.kind, u.version) for u in models_updates(settings)][-1] == (SWAP_REQUESTED, passed.candidate)

@@ -10,6 +10,7 @@ import pytest
 from cartwise.app.bench.common import copy_versions, served_version
 from cartwise.app.service import ensure_active_model
 from cartwise.registry import ModelRegistry
+from cartwise.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -25,8 +26,22 @@ def test_first_start_activates_the_existing_pretrained_export(registry_dir, tmp_
         (models / name).unlink(missing_ok=True)
     registry = ModelRegistry(models)
     assert registry.active() is None
-    assert ensure_active_model(registry) == "v1"
+    assert ensure_active_model(registry, "fp32") == "v1"
     assert registry.versions() == ["v1"] and registry.active() == "v1"
+
+
+def test_first_start_serves_the_int8_copy_of_the_pretrained_export_by_default(registry_dir, tmp_path):
+    models = tmp_path / "models"
+    shutil.copytree(registry_dir, models)
+    for name in ("ACTIVE", "lifecycle.json"):
+        (models / name).unlink(missing_ok=True)
+    registry = ModelRegistry(models)
+    assert Settings().encoder_precision == "int8"
+    assert ensure_active_model(registry) == "v2" == registry.active()
+    assert registry.manifest("v2").config["quantized_from"] == "v1"
+    for name in ("ACTIVE", "lifecycle.json"):  # a later first start finds the copy instead of making another
+        (models / name).unlink(missing_ok=True)
+    assert ensure_active_model(registry) == "v2" and registry.versions() == ["v1", "v2"]
 
 
 def test_a_benchmark_serves_copies_and_never_writes_the_users_registry(registry_dir, tmp_path):

@@ -23,6 +23,7 @@ from cartwise.datasets import Record, homedepot_records, rees46_records
 from cartwise.events import BehaviorEvent
 from cartwise.lexical import LexicalEncoder
 from cartwise.machine import machine_info
+from cartwise.registry import ModelRegistry
 from cartwise.retrieval import RankRequest, Retrieval, rank
 from cartwise.settings import Settings
 from grpc_api.validation import WIRE_OF_RETRIEVAL
@@ -34,16 +35,42 @@ SYNTHETIC_USERS = 1000
 EVENTS_PER_USER = 5
 
 
-def homedepot_workload(count: int = 500, seed: int = 7) -> tuple[list[Record], list[dict]]:
-    """The Home Depot catalog (54,667 upserts) with synthetic histories, and Search requests over it.
+DEFAULT_REPEAT_RATE = 0.5
+FLOOR_QUERIES = 1000  # the floor is sequential: the first 1,000 requests' queries keep it to seconds
+
+
+def repeating_queries(pool: list[str], count: int, repeat_rate: float, rng: random.Random) -> list[str]:
+    """``count`` query texts: each, with probability ``repeat_rate``, repeats an earlier one (drawn uniformly
+    from the earlier requests, so a query is repeated in proportion to how often it was asked: Simon's
+    rich-get-richer process, whose frequencies follow a Zipf-like law), else is the next query of ``pool``
+    not asked yet (cycling through ``pool`` once it is used up). Raises ValueError for an empty pool."""
+    if not pool:
+        raise ValueError("no queries to draw from")
+    asked: list[str] = []
+    fresh = 0
+    for _ in range(count):
+        if asked and rng.random() < repeat_rate:
+            asked.append(rng.choice(asked))
+        else:
+            asked.append(pool[fresh % len(pool)])
+            fresh += 1
+    return asked
+
+
+def homedepot_workload(count: int = 500, seed: int = 7, repeat_rate: float = DEFAULT_REPEAT_RATE
+                       ) -> tuple[list[Record], list[dict]]:
+    """The Home Depot catalog (54,667 upserts) with synthetic histories, and ``count`` Search requests over it.
 
     REES46 users' products are not in this catalog, so :data:`SYNTHETIC_USERS` users each view, cart or
     buy :data:`EVENTS_PER_USER` products judged relevant (grade >= 2) to one Home Depot query of the train
-    split. The requests are queries of the validation split, half of them for one of those users."""
+    split. The requests' texts are judged Home Depot queries, validation split first, each new one asked
+    once and then repeated at ``repeat_rate`` (:func:`repeating_queries`: no query log exists here, so the
+    rate is an assumption of the benchmark); half of the requests are for one of those users."""
     data = load_homedepot()
     queries = sorted(data.qrels)
     train, val = [q for q in queries if split_of(q) == "train"], [q for q in queries if split_of(q) == "val"]
     rng = random.Random(seed)
+    pool = rng.sample(val, len(val)) + rng.sample(train, len(train))
     behavior = []
     for k in range(SYNTHETIC_USERS):
         topic = rng.choice(train)
@@ -53,8 +80,8 @@ def homedepot_workload(count: int = 500, seed: int = 7) -> tuple[list[Record], l
             event = BehaviorEvent(event_id=f"hd-synthetic-{k}-{n}", event_type=kind, user_id=f"hd-user-{k}",
                                   product_id=rng.choice(liked), event_time=SYNTHETIC_T0 + timedelta(seconds=n))
             behavior.append(Record(f"{kind}s", event.user_id, event))
-    requests = [{"query": rng.choice(val), "limit": 10,
-                 **({"user_id": f"hd-user-{rng.randrange(SYNTHETIC_USERS)}"} if i % 2 else {})} for i in range(count)]
+    requests = [{"query": text, "limit": 10, **({"user_id": f"hd-user-{rng.randrange(SYNTHETIC_USERS)}"} if i % 2 else {})}
+                for i, text in enumerate(repeating_queries(pool, count, repeat_rate, rng))]
     return [*homedepot_records(), *behavior], requests
 
 
@@ -125,23 +152,35 @@ async def _offer(port: int, queries: Path, seconds: float, qps: float = 0.0, *op
 
 
 async def run_search_bench(settings: Settings, qps: float, seconds: float, console,
-                           retrieval: Retrieval = "hybrid", catalog: str = "rees46") -> dict:
-    """Load ``catalog`` (REES46 replayed whole, or :func:`homedepot_workload`), offer ``qps`` Search
-    requests with ``retrieval`` from a separate load-generator process for ``seconds``, then measure the
-    floor in this process. Returns the figures (latencies in ms; ``target_qps`` is ``qps``, ``offered_qps``
-    the rate requests really started at; CPU in ms per request of the server process, and of the floor)."""
-    records, queries = homedepot_workload() if catalog == "homedepot" else (None, rees46_queries())
+                           retrieval: Retrieval = "hybrid", catalog: str = "rees46",
+                           repeat_rate: float = DEFAULT_REPEAT_RATE) -> dict:
+    """Load ``catalog`` (REES46 replayed whole, or :func:`homedepot_workload` with ``repeat_rate``), offer
+    ``qps`` Search requests with ``retrieval`` from a separate load-generator process for ``seconds``, then
+    measure the floor in this process (every query encoded: the floor never uses the query cache). Returns
+    the figures (latencies in ms; ``target_qps`` is ``qps``, ``offered_qps`` the rate requests really
+    started at; CPU in ms per request of the server process, and of the floor; the query cache's size and
+    hit rate over the load, ``settings.query_cache_size`` 0 for none)."""
+    count = int(qps * seconds) + 1  # one request per slot: a recycled list would repeat queries by itself
+    records, queries = (homedepot_workload(count, repeat_rate=repeat_rate) if catalog == "homedepot"
+                        else (None, rees46_queries(count)))
     async with loaded_service(settings, console, records=records) as service:
-        products = service.index.count(service.active.current.products)
+        model, cache = service.active.current, service.query_cache
+        products, hits, misses = service.index.count(model.products), cache.hits, cache.misses
+        quantized_from = ModelRegistry(service.settings.models_dir).manifest(model.version).config.get("quantized_from")
         with _queries_file(retrieval, queries) as path:
             with console.status(f"offering {qps:.0f} Search/s for {seconds:.0f} s"):
                 load = await _offer(service.port, path, seconds, qps)
-            floor = await _floor(service, json.loads(path.read_text()), retrieval)
+            hits, misses = cache.hits - hits, cache.misses - misses
+            floor = await _floor(service, json.loads(path.read_text())[:FLOOR_QUERIES], retrieval)
     return {**load, **floor, "overhead_ratio": load["p50_ms"] / floor["floor_p50_ms"],
             "cpu_ratio": load["server_cpu_ms_per_answer"] / floor["floor_cpu_ms_per_request"], "target_qps": qps,
-            "retrieval": retrieval, "catalog": catalog, "products": products, "machine": machine_info(),
-            "command": f"cartwise bench search --catalog {catalog} --qps {qps:g} --seconds {seconds:g} "
-                       f"--retrieval {retrieval} --json"}
+            "retrieval": retrieval, "catalog": catalog, "products": products, "model_version": model.version,
+            "quantized_from": quantized_from, "query_cache_size": settings.query_cache_size,
+            "query_cache_hit_rate": hits / max(hits + misses, 1),
+            "repeat_rate": repeat_rate if catalog == "homedepot" else None, "machine": machine_info(),
+            "command": f"CARTWISE_QUERY_CACHE_SIZE={settings.query_cache_size} cartwise bench search --catalog "
+                       f"{catalog} --qps {qps:g} --seconds {seconds:g} --retrieval {retrieval}"
+                       + (f" --repeat-rate {repeat_rate:g}" if catalog == "homedepot" else "") + " --json"}
 
 
 async def run_overload_bench(settings: Settings, seconds: float, console, retrieval: Retrieval = "hybrid",

@@ -1,6 +1,6 @@
 """``cartwise bench swap``: a model swap under a fixed Search load.
 
-The embedded service is loaded with REES46 on scratch copies of the active version and the candidate
+The embedded service is loaded with REES46 (or the Home Depot catalog) on scratch copies of the active version and the candidate
 (the real registry is never touched); a load-generator process offers a fixed rate of Search requests
 and records every answer's model and index version; after ``before_s`` seconds the swap is requested on
 models.updates, and the load keeps running through the backfill and ``after_s`` seconds past the switch."""
@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from cartwise.app.bench.common import loaded_service, percentiles_ms
-from cartwise.app.bench.search import rees46_queries
+from cartwise.app.bench.search import homedepot_workload, rees46_queries
 from cartwise.machine import machine_info
 from cartwise.model_updates import SWAP_REQUESTED, ModelUpdate, publish_update
 from cartwise.registry import ModelRegistry, RegistryError, collection_names
@@ -85,14 +85,16 @@ def plot_timeline(records: list[dict], requested: float, switched: float, out: P
 
 
 async def run_swap_bench(settings: Settings, version: str | None, qps: float, before_s: float, after_s: float,
-                         console, plot: Path | None = None) -> dict:
-    """Swap to ``version`` under ``qps`` Search/s (module docstring). Returns the figures (latencies in ms).
-    Raises RegistryError when there is nothing to swap to, TimeoutError if the swap takes too long."""
+                         console, plot: Path | None = None, catalog: str = "rees46") -> dict:
+    """Swap to ``version`` under ``qps`` Search/s (module docstring) on ``catalog`` (REES46 replayed whole,
+    or :func:`homedepot_workload`). Returns the figures (latencies in ms). Raises RegistryError when there
+    is nothing to swap to, TimeoutError if the swap takes too long."""
     active, candidate = swap_pair(settings.models_dir, version)
+    records, queries = homedepot_workload() if catalog == "homedepot" else (None, rees46_queries())
     work = Path(tempfile.mkdtemp(prefix="cartwise-swap-load-"))
     try:
-        async with loaded_service(settings, console, [active, candidate]) as service:
-            (work / "queries.json").write_text(json.dumps(rees46_queries()))
+        async with loaded_service(settings, console, [active, candidate], records=records) as service:
+            (work / "queries.json").write_text(json.dumps(queries))
             load = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "cartwise.app.bench.loadgen", f"127.0.0.1:{service.port}", str(qps), "86400",
                 str(work / "queries.json"), str(work / "records.jsonl"), stdout=asyncio.subprocess.PIPE)
@@ -117,8 +119,9 @@ async def run_swap_bench(settings: Settings, version: str | None, qps: float, be
             "backfill_products_per_s": stats["products_per_s"], "backfill_products": stats["products"],
             "backfill_products_s": stats["products_s"], "backfill_users": stats["users"],
             "backfill_users_s": stats["users_s"], "from": active, "to": candidate, "products": products,
-            "offered_qps": qps, "machine": machine_info(),
-            "command": f"cartwise bench swap --qps {qps:g} --before {before_s:g} --after {after_s:g} --json"}
+            "offered_qps": qps, "catalog": catalog, "machine": machine_info(),
+            "command": f"cartwise bench swap --catalog {catalog} --qps {qps:g} --before {before_s:g} "
+                       f"--after {after_s:g} --json"}
 
 
 async def _wait_for_switch(service, version: str) -> None:
