@@ -14,6 +14,9 @@ from cartwise.events import EventLimits
 NODE_MODULES = Path(__file__).resolve().parents[1] / "node_modules"
 
 
+Precision = Literal["int8", "fp32"]
+
+
 class Topics(BaseSettings):
     """Kafka topic names. An invalid event on topic ``T`` goes to ``T.dlq``."""
 
@@ -157,6 +160,15 @@ class Settings(BaseSettings):
     backfill_batch: int = Field(128, ge=1, description="products embedded per backfill step during a model swap")
     encoder_max_batch: int = 32
     encoder_threads: int = 1
+    bulk_encode_threads: int = Field(2, ge=1, description="threads the catalog agent and a swap's backfill embed "
+                                                          "products on (each runs a part of every batch)")
+    # int8 copies lose 0.0003 nDCG@10 on the served Home Depot validation ranking and cost 0.57x the CPU per
+    # product (docs/benchmarks.md, "Encoder cost and int8"): inside issue #13's 0.005 bound, so the default.
+    encoder_precision: Precision = Field(
+        "int8", description="the encoder a first start activates and `trainer cycle` gates and swaps in: "
+                            "the int8 copy of a version (MatMul weights, per channel) or the version itself (fp32)")
+    query_cache_size: int = Field(10_000, ge=0, description="query embeddings the API keeps (LRU, keyed by model "
+                                                            "version and token ids; 1.5 KB each); 0: none")
     max_query_chars: int = 512
     max_event_bytes: int = Field(65_536, ge=1024, description="largest event value a worker applies; a larger "
                                                               "one goes to the dead-letter topic")

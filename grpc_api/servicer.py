@@ -87,7 +87,7 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         user = self._user(model, query.user_id)
         if require_user and user.vector is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"user_id: no history for {query.user_id!r}")
-        qvec = await self.batcher.encode(model.encoder, query.query) if query.query else None
+        qvec = await self.batcher.encode(model, query.query) if query.query else None
         alpha = 0.0 if user.vector is None else (
             query.personalization_weight if query.personalization_weight is not None
             else personalization_weight(user.n, self.settings.personalization))

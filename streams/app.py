@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from concurrent.futures import ThreadPoolExecutor
 
 import faust
 
@@ -29,6 +28,7 @@ from cartwise.lexical import LexicalEncoder
 from cartwise.model_updates import ModelUpdate
 from cartwise.personalization import UserHistory
 from cartwise.settings import Settings
+from encoders.bulk import BulkEncoder
 from streams.behavior import UserUpdate, rebuild_user_vectors, update_user_vectors
 from streams.catalog import record_deletions, write_catalog
 from streams.erasure import StreamClock, remove_users
@@ -73,7 +73,7 @@ class StreamWorker:
         self._pending_users: set[str] = set()
         self._catalog_changed = False
         self._dead_letter_topics: dict[str, faust.TopicT] = {}
-        self._encode_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="catalog-encode")
+        self.bulk = BulkEncoder(settings.bulk_encode_threads)  # the catalog agent's and the backfill's
         topics = settings.topics
         self._parser_of_topic = {getattr(topics, f): partial(parse_behavior_event, expected_type=t)
                                  for f, t in _EVENT_TYPE_OF_TOPIC_FIELD.items()}
@@ -104,7 +104,7 @@ class StreamWorker:
                                             value_serializer="raw")
         self.lexical = LexicalEncoder(settings.lexical)
         self.swaps = SwapCoordinator(settings, index, self.points, self.targets, self.histories, self.tombstones,
-                                     self.lexical, self._announce, self._table_recovered)
+                                     self.lexical, self.bulk, self._announce, self._table_recovered)
         self.app.agent(self.catalog_topic, name="catalog")(self._catalog_agent)
         self.app.agent(self.behavior_topics, name="behavior")(self._behavior_agent)
         self.app.agent(self.updates_topic, name="model-updates")(self._updates_agent)
@@ -171,7 +171,7 @@ class StreamWorker:
             self._resume.cancel()
         await self.app.stop()
         await self.indexing.stop()
-        self._encode_pool.shutdown(wait=True)
+        self.bulk.close()
 
     async def _table_recovered(self) -> None:
         await self.app.tables.recovery.completed.wait()
@@ -215,7 +215,7 @@ class StreamWorker:
     async def _apply_catalog(self, events) -> None:
         backfill = self.swaps.running()
         for model in self.targets.models():
-            plan = await write_catalog(events, self.index, model, self.lexical, self._encode_pool, self.tombstones)
+            plan = await write_catalog(events, self.index, model, self.lexical, self.bulk, self.tombstones)
             if not (backfill and backfill.version == model.version):  # a backfill optimizes its own at its end
                 self.indexing.wrote(model.products, len(plan.upserts))
         record_deletions(events, self.tombstones)

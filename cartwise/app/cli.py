@@ -612,10 +612,13 @@ def bench() -> None:
 @click.option("--overload", is_flag=True,
               help="Measure the capacity (closed loop), then offer 2x it open-loop: served p99, rejection rate.")
 @click.option("--deadline-ms", default=250.0, show_default=True, help="gRPC deadline per request with --overload.")
+@click.option("--repeat-rate", type=click.FloatRange(0.0, 1.0), default=0.5, show_default=True,
+              help="With --catalog homedepot: the share of requests that repeat an earlier query (an assumption: "
+                   "no query log exists here). CARTWISE_QUERY_CACHE_SIZE=0 measures without the query cache.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def bench_search(ctx: click.Context, qps: float | None, seconds: float, retrieval: str, catalog: str,
-                 overload: bool, deadline_ms: float, as_json: bool) -> None:
+                 overload: bool, deadline_ms: float, repeat_rate: float, as_json: bool) -> None:
     """gRPC Search p50/p99 and QPS at a fixed offered load, next to the floor: query encode + the served
     hybrid engine query alone. With --overload: what Search serves and refuses at twice its capacity."""
     from cartwise.app.bench.search import run_overload_bench, run_search_bench
@@ -627,8 +630,8 @@ def bench_search(ctx: click.Context, qps: float | None, seconds: float, retrieva
     if overload:
         _report(asyncio.run(run_overload_bench(_settings(ctx), seconds, console, retrieval, deadline_ms)), as_json)
     else:
-        _report(asyncio.run(run_search_bench(_settings(ctx), qps or 200.0, seconds, console, retrieval, catalog)),
-                as_json)
+        _report(asyncio.run(run_search_bench(_settings(ctx), qps or 200.0, seconds, console, retrieval, catalog,
+                                             repeat_rate)), as_json)
 
 
 @bench.command("freshness")
@@ -678,17 +681,19 @@ def bench_recovery(ctx: click.Context, kills: int, limit: int | None, seed: int,
 @click.option("--after", "after_s", default=10.0, show_default=True, help="Seconds of load after the switch.")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the latency timeline (PNG), e.g. docs/img/swap_latency.png.")
+@click.option("--catalog", type=click.Choice(["rees46", "homedepot"]), default="rees46", show_default=True,
+              help="REES46 (5,541 products) or Home Depot (54,667 products, synthetic histories, its queries).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def bench_swap(ctx: click.Context, version: str | None, qps: float, before_s: float, after_s: float,
-               plot: Path | None, as_json: bool) -> None:
+               plot: Path | None, catalog: str, as_json: bool) -> None:
     """A model swap (backfill, dual-write, switch) under a fixed Search load: failed and mixed-version
     answers, p99 before and during the swap, backfill products/s. Works on copies of two registry versions."""
     from cartwise.app.bench.swap import run_swap_bench
     from cartwise.registry import RegistryError
 
     try:
-        result = asyncio.run(run_swap_bench(_settings(ctx), version, qps, before_s, after_s, console, plot))
+        result = asyncio.run(run_swap_bench(_settings(ctx), version, qps, before_s, after_s, console, plot, catalog))
     except RegistryError as err:
         raise click.ClickException(str(err)) from None
     _report(result, as_json)

@@ -14,9 +14,11 @@ from cartwise.app.broker import EmbeddedBroker, embedded_broker
 from cartwise.index import VectorIndex, open_index
 from cartwise.kafka_io import ensure_topics
 from cartwise.registry import ModelRegistry
-from cartwise.settings import Settings
+from cartwise.settings import Precision, Settings
 from encoders.batching import QueryBatcher
+from encoders.query_cache import QueryCache
 from encoders.export import pretrained_version
+from encoders.quantize import served_copy
 from encoders.reload import ModelFollower
 from encoders.runtime import ActiveModel, ServingModel
 from grpc_api.admin import AdminServicer
@@ -33,13 +35,14 @@ class RoleError(ValueError):
     """Settings that cannot run the requested role (e.g. separate processes over one Qdrant Edge)."""
 
 
-def ensure_active_model(registry: ModelRegistry) -> str:
+def ensure_active_model(registry: ModelRegistry, precision: Precision = "int8") -> str:
     """The active version; on first start (none active) the registry's pretrained encoder is activated,
-    exported to ONNX first only if the registry does not hold it yet."""
+    exported to ONNX first only if the registry does not hold it yet, and with ``precision`` "int8" its
+    int8 copy (encoders/quantize.py), published once."""
     active = registry.active()
     if active is None:
-        log.info("no active model: activating the pretrained MiniLM-L6 (exported to ONNX once)")
-        active = pretrained_version(registry)
+        log.info("no active model: activating the pretrained MiniLM-L6 (%s; exported to ONNX once)", precision)
+        active = served_copy(registry, pretrained_version(registry), precision)
         registry.activate(active)
     return active
 
@@ -83,6 +86,13 @@ class Service:
         """The bound gRPC port."""
         return self.api.port
 
+    @property
+    def query_cache(self) -> QueryCache:
+        """The API's query-embedding cache (its hit and miss counts); raises AttributeError before ``start``."""
+        if self._batcher is None:
+            raise AttributeError("the API is not started")
+        return self._batcher.cache
+
     async def start(self) -> None:
         """Start every part of the role; raises what a part raises (BrokerError, RegistryError, OSError)."""
         s = self.settings
@@ -90,7 +100,7 @@ class Service:
             self.broker = embedded_broker(s).start()
         ensure_topics(s)
         registry = ModelRegistry(s.models_dir)
-        active = ensure_active_model(registry)
+        active = ensure_active_model(registry, s.encoder_precision)
         self.index = self.index or open_index(s)
         if self.role in ("all", "worker"):
             fresh = bool(self.broker and self.broker.fresh)
@@ -111,7 +121,7 @@ class Service:
         self.active = ActiveModel(preloaded(version) or ServingModel.load(registry, version, s.encoder_threads))
         self.follower = ModelFollower(s, self.active, self.index, preloaded)
         await self.follower.start()
-        self._batcher = QueryBatcher(s.encoder_max_batch, s.encoder_threads)
+        self._batcher = QueryBatcher(s.encoder_max_batch, s.encoder_threads, s.query_cache_size)
         admin = AdminServicer(s, self.index, self.active, self.role, self.worker.status if self.worker else None)
         self.api = ApiServer(SearchServicer(s, self.index, self.active, self._batcher), admin, s.grpc_host, s.grpc_port,
                              self._security)
