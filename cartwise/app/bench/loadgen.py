@@ -27,6 +27,8 @@ import grpc
 from hdrh.histogram import HdrHistogram
 
 from cartwise.app.bench.common import latency_histogram, summarize_ms
+from cartwise.app.client import open_channel
+from cartwise.settings import Settings
 from cartwise.v1 import search_pb2 as pb
 from cartwise.v1 import search_pb2_grpc as pb_grpc
 
@@ -112,7 +114,7 @@ async def run(target: str, qps: float, seconds: float, queries: list[dict], reco
     stop, outcomes = asyncio.Event(), Outcomes(keep_records=records_path is not None)
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     requests = [pb.SearchRequest(**q) for q in queries]  # built once: this process shares the server's cores
-    async with grpc.aio.insecure_channel(target) as channel:
+    async with open_channel(Settings(), target) as channel:  # the environment's token and TLS, as the service's
         stub = pb_grpc.SearchServiceStub(channel)
         await stub.Search(requests[0], timeout=30)  # connect and warm up
         one, cpu, start = _caller(stub, deadline_s, outcomes), time.process_time(), time.perf_counter()

@@ -56,7 +56,7 @@ class ServeProcess:
         command = [sys.executable, "-m", "cartwise.app.cli", "--log-level", self.log_level, "serve"]
         self.proc = subprocess.Popen(command, env=env, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT,
                                      start_new_session=True)
-        while not _serving(f"127.0.0.1:{s.grpc_port}"):
+        while not _serving(s, f"127.0.0.1:{s.grpc_port}"):
             status = self.proc.poll()
             if status is not None or time.perf_counter() - started > timeout_s:
                 self.kill()
@@ -86,11 +86,15 @@ class ServeProcess:
         return self.proc.wait(timeout=timeout_s)
 
 
-def _serving(target: str) -> bool:
+def _serving(settings: Settings, target: str) -> bool:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    with grpc.insecure_channel(target) as channel:
+    from cartwise.app.client import channel_credentials
+
+    # a blocking channel (callers may run inside an event loop), with the TLS the spawned service serves
+    credentials = channel_credentials(settings)
+    with grpc.secure_channel(target, credentials) if credentials else grpc.insecure_channel(target) as channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service="cartwise.v1.SearchService"), timeout=1.0)
