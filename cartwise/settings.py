@@ -122,6 +122,10 @@ class Settings(BaseSettings):
     edge_search_threads: int | None = Field(1, ge=1, description="Qdrant Edge search pool size (None: CPUs)")
     grpc_host: str = "127.0.0.1"
     grpc_port: int = 50051
+    metrics_port: int | None = Field(None, ge=0, le=65535,
+                                     description="serve Prometheus metrics on http://METRICS_HOST:PORT/metrics "
+                                                 "(every role; cartwise/metrics.py); unset: no endpoint")
+    metrics_host: str = Field("127.0.0.1", description="address the metrics endpoint binds (0.0.0.0 in a container)")
     # API security (grpc_api/security.py; the client side in cartwise/app/client.py)
     api_tokens: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
         (), description="bearer tokens the API accepts, comma-separated; empty: no authentication")

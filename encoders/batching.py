@@ -8,7 +8,9 @@ the cache (encoders/query_cache.py) without leaving the event loop."""
 from __future__ import annotations
 
 import asyncio
+import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
 
 import numpy as np
 
@@ -18,18 +20,21 @@ from encoders.runtime import ServingModel
 
 class QueryBatcher:
     """Encode queries from many coroutines in shared batches of at most ``max_batch``, caching up to
-    ``cache_size`` embeddings (0: no cache).
+    ``cache_size`` embeddings (0: no cache). ``observe_encode`` (optional) is called with the seconds each
+    encode batch took on its worker thread (the query-encode metric).
 
     ``await batcher.encode(model, text)`` returns a (D,) float32 unit vector (read-only: it may be shared
     with other requests). Requests for different models (during a swap) are batched separately."""
 
-    def __init__(self, max_batch: int = 32, threads: int = 1, cache_size: int = 0) -> None:
+    def __init__(self, max_batch: int = 32, threads: int = 1, cache_size: int = 0,
+                 observe_encode: Callable[[float], None] | None = None) -> None:
         self._max_batch = max_batch
         self._pending: list[tuple[ServingModel, list[int], asyncio.Future]] = []
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="encode")
         self._running = 0
         self._threads = threads
         self.cache = QueryCache(cache_size)
+        self._observe_encode = observe_encode
 
     async def encode(self, model: ServingModel, text: str) -> np.ndarray:
         """The unit embedding (D,) float32 of ``text`` by ``model``'s encoder; raises what the encoder raises."""
@@ -49,8 +54,8 @@ class QueryBatcher:
         taken = {id(item) for item in batch}
         self._pending = [item for item in self._pending if id(item) not in taken]
         self._running += 1
-        task = asyncio.get_running_loop().run_in_executor(self._executor, model.encoder.encode_ids,
-                                                          [ids for _, ids, _ in batch])
+        encode = model.encoder.encode_ids if self._observe_encode is None else self._timed(model.encoder.encode_ids)
+        task = asyncio.get_running_loop().run_in_executor(self._executor, encode, [ids for _, ids, _ in batch])
         task.add_done_callback(lambda done: self._finish(done, batch))
 
     def _finish(self, done: asyncio.Future, batch: list) -> None:
@@ -67,6 +72,15 @@ class QueryBatcher:
                 future.set_result(done.result()[row])
         if self._pending:
             self._launch()
+
+    def _timed(self, encode):
+        def timed(ids):
+            started = time.perf_counter()
+            try:
+                return encode(ids)
+            finally:
+                self._observe_encode(time.perf_counter() - started)
+        return timed
 
     def close(self) -> None:
         """Stop the worker threads (waits for a running batch)."""

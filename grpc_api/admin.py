@@ -30,6 +30,14 @@ def broker_location(settings: Settings) -> str:
     return f"{settings.bootstrap} (embedded, on disk under {(settings.data_dir / 'broker').resolve()})"
 
 
+def group_lag(settings: Settings) -> dict[str, int]:
+    """topic -> lag of the worker's consumer group over every topic it consumes (``cartwise status`` and the
+    cartwise_consumer_lag metric). Blocking; raises kafka.errors.KafkaError or TimeoutError like
+    cartwise.kafka_io.consumer_lag."""
+    topics = settings.topics
+    return consumer_lag(settings, [topics.catalog, *topics.user_keyed, topics.models_updates], LAG_TIMEOUT_S)
+
+
 class AdminServicer(pb_grpc.AdminServiceServicer):
     """GetStatus. ``worker_status`` (None in an API-only process) returns the stream worker's counters under
     the names of :class:`cartwise.v1.admin_pb2.Status` fields (applied, dead_lettered, stale, forgotten,
@@ -55,11 +63,8 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
 
     async def _lag(self) -> dict[str, int] | None:
         """Lag of the worker's group per topic, or None when the broker does not answer in time."""
-        topics = self.settings.topics
         try:
-            return await asyncio.wait_for(asyncio.to_thread(
-                consumer_lag, self.settings, [topics.catalog, *topics.user_keyed, topics.models_updates],
-                LAG_TIMEOUT_S), 2 * LAG_TIMEOUT_S)
+            return await asyncio.wait_for(asyncio.to_thread(group_lag, self.settings), 2 * LAG_TIMEOUT_S)
         except Exception as err:  # noqa: BLE001 - status must answer even when the broker does not
             log.warning("consumer lag unavailable: %s", err)
             return None

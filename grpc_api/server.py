@@ -15,8 +15,10 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from cartwise.metrics import Metrics
 from cartwise.v1 import admin_pb2, admin_pb2_grpc, search_pb2, search_pb2_grpc
 from grpc_api.admin import AdminServicer
+from grpc_api.request_metrics import RequestMetrics
 from grpc_api.security import ServerSecurity
 from grpc_api.servicer import SearchServicer
 
@@ -60,13 +62,15 @@ class ApiServer:
     """SearchService + AdminService + health + reflection on ``host:port``, with ``security``'s tokens and
     TLS (default: plaintext, no tokens). ``start()`` binds (``port`` 0 picks a free port, then read
     ``.port``), health reports SERVING; ``stop(grace_s)`` drains in-flight requests. Raises OSError when
-    the address cannot be bound."""
+    the address cannot be bound. With ``metrics`` (cartwise/metrics.py) Search/Recommend latency is observed
+    (grpc_api/request_metrics.py)."""
 
     def __init__(self, servicer: SearchServicer, admin: AdminServicer, host: str, port: int,
-                 security: ServerSecurity = ServerSecurity()) -> None:
-        # interceptors run in list order, the first outermost: authentication before decoding
+                 security: ServerSecurity = ServerSecurity(), metrics: Metrics | None = None) -> None:
+        # interceptors run in list order, the first outermost: authentication, the latency metric, decoding
+        timing = [RequestMetrics(metrics.request_seconds)] if metrics else []
         self.server = grpc.aio.server(options=[("grpc.so_reuseport", 0)],
-                                      interceptors=[*security.interceptors(), DecodeErrorsAreInvalidArgument()])
+                                      interceptors=[*security.interceptors(), *timing, DecodeErrorsAreInvalidArgument()])
         search_pb2_grpc.add_SearchServiceServicer_to_server(servicer, self.server)
         admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, self.server)
         self.health = health.aio.HealthServicer()

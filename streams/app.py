@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 
 import faust
 
@@ -63,12 +64,14 @@ class StreamWorker:
 
     Counters (events since start, counted once whatever the number of targets): ``applied`` (erasure
     requests included), ``dead_lettered``, ``stale``; users ``forgotten`` (erasure requests applied) and
-    ``expired`` (by the TTL in stream time, ``clock``)."""
+    ``expired`` (by the TTL in stream time, ``clock``); ``events_by_topic``: (topic, outcome) -> events,
+    outcome applied, stale or dead_lettered (the metrics, cartwise/metrics.py)."""
 
     def __init__(self, settings: Settings, index: VectorIndex) -> None:
         self.settings, self.index, self.targets = settings, index, WriteTargets()
         self.points = UserPoints(index, settings.user_cache_size)
         self.applied = self.dead_lettered = self.stale = self.forgotten = self.expired = 0
+        self.events_by_topic: Counter[tuple[str, str]] = Counter()
         self.clock = StreamClock(settings.user_ttl_s)
         self._pending_users: set[str] = set()
         self._catalog_changed = False
@@ -200,6 +203,7 @@ class StreamWorker:
                     ("source_offset", str(message.offset).encode())]
         await dlq.send(key=message.key, value=message.value, headers=headers)
         self.dead_lettered += 1
+        self.events_by_topic[message.topic, "dead_lettered"] += 1
 
     async def _catalog_agent(self, stream) -> None:
         async for batch in stream.take_events(self.settings.catalog_batch, within=self.settings.catalog_batch_window_s):
@@ -222,6 +226,8 @@ class StreamWorker:
         # applied + stale = len(events) in every target's plan: count the events once
         self.applied += len(plan.upserts) + len(plan.deletes)
         self.stale += plan.stale
+        self.events_by_topic[self.settings.topics.catalog, "applied"] += len(plan.upserts) + len(plan.deletes)
+        self.events_by_topic[self.settings.topics.catalog, "stale"] += plan.stale
         self._catalog_changed = True
 
     async def _behavior_agent(self, stream) -> None:
@@ -236,18 +242,20 @@ class StreamWorker:
                     await self._dead_letter(event, err.reason)
                     continue
                 if isinstance(parsed, BehaviorEvent):
-                    self._add_behavior(parsed, updates, forgets)
+                    outcome = self._add_behavior(parsed, updates, forgets)
                 else:  # an erasure request: the user's earlier events in this batch go with the rest
                     updates.pop(parsed.user_id, None)
                     forgets.add(parsed.user_id)
                     self.applied += 1
+                    outcome = "applied"
+                self.events_by_topic[event.message.topic, outcome] += 1
             self.forgotten += self._remove_users(list(forgets))
             self._write_users(updates)
             self.expired += self._remove_users(self.clock.expired())
 
-    def _add_behavior(self, event: BehaviorEvent, updates: dict[str, UserUpdate], forgets: set[str]) -> None:
+    def _add_behavior(self, event: BehaviorEvent, updates: dict[str, UserUpdate], forgets: set[str]) -> str:
         """Apply ``event`` to its user's update in this batch (started from the Table, or from nothing when
-        the user was forgotten earlier in the batch)."""
+        the user was forgotten earlier in the batch). Returns the outcome, "applied" or "stale"."""
         update = updates.get(event.user_id)
         if update is None:
             stored = None if event.user_id in forgets else self.histories.get(event.user_id)
@@ -258,8 +266,9 @@ class StreamWorker:
             kept = update.history.find(event.event_id)
             if kept:
                 update.added.append(kept)
-        else:
-            self.stale += 1
+            return "applied"
+        self.stale += 1
+        return "stale"
 
     def _write_users(self, updates: dict[str, UserUpdate]) -> None:
         # The Table first: a crash before the vectors are written leaves points whose digest lags the

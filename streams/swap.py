@@ -82,6 +82,7 @@ class SwapCoordinator:
         self.bulk = bulk
         self._lock = asyncio.Lock()
         self.stats: dict = {}
+        self.backfill_progress = 0.0  # the running backfill's fraction of the catalog re-embedded (metrics)
 
     def recover(self, active: str, sources_kept: bool = True) -> None:
         """Before the worker consumes: load the live versions and a backfill to resume into the write
@@ -187,6 +188,7 @@ class SwapCoordinator:
 
     async def _backfill_products(self, journal: SwapJournal, model: ServingModel) -> None:
         backfill, started, applied = journal.backfill, time.perf_counter(), 0
+        self.backfill_progress = 0.0
         consumer = await asyncio.to_thread(log_consumer, self.settings)
         chunks = iter_chunks(consumer, self.settings.topics.catalog, backfill.offsets, self.settings.backfill_batch)
         last_report = started
@@ -203,6 +205,7 @@ class SwapCoordinator:
                 await write_catalog(events, self.index, model, self.lexical, self.bulk, self.deleted_at)
                 backfill.products += len(records)
                 applied += len(records)
+                self.backfill_progress = _read_fraction(consumer, backfill.offsets)
                 journal.save(self.journal_path)
                 if time.perf_counter() - last_report > PROGRESS_EVERY_S:
                     last_report = time.perf_counter()
@@ -258,3 +261,11 @@ class SwapCoordinator:
             if _COLLECTION_RE.match(name) and name not in keep:
                 log.info("dropping %s (version no longer live)", name)
                 self.index.drop_collection(name)
+
+
+def _read_fraction(consumer, offsets: dict[int, int]) -> float:
+    """How much of the assigned partitions ``consumer`` has read up to ``offsets`` (partition -> next offset),
+    0..1, from the high watermarks its last fetches reported (no broker round trip); 0.0 while unknown."""
+    ends = {tp.partition: consumer.highwater(tp) for tp in consumer.assignment()}
+    total = sum(end for end in ends.values() if end)
+    return min(1.0, sum(offsets.get(p, 0) for p, end in ends.items() if end) / total) if total else 0.0

@@ -13,6 +13,7 @@ from typing import Literal
 from cartwise.app.broker import EmbeddedBroker, embedded_broker
 from cartwise.index import VectorIndex, open_index
 from cartwise.kafka_io import ensure_topics
+from cartwise.metrics import Metrics, serve_metrics
 from cartwise.registry import ModelRegistry
 from cartwise.settings import Precision, Settings
 from encoders.batching import QueryBatcher
@@ -21,7 +22,7 @@ from encoders.export import pretrained_version
 from encoders.quantize import served_copy
 from encoders.reload import ModelFollower
 from encoders.runtime import ActiveModel, ServingModel
-from grpc_api.admin import AdminServicer
+from grpc_api.admin import AdminServicer, group_lag
 from grpc_api.security import ServerSecurity
 from grpc_api.server import ApiServer
 from grpc_api.servicer import SearchServicer
@@ -80,11 +81,20 @@ class Service:
         self.active: ActiveModel | None = None
         self.follower: ModelFollower | None = None
         self._batcher: QueryBatcher | None = None
+        self.servicer: SearchServicer | None = None
+        # Prometheus metrics (cartwise/metrics.py) only with an endpoint to serve them
+        self.metrics: Metrics | None = Metrics() if settings.metrics_port is not None else None
+        self._metrics_server = None
 
     @property
     def port(self) -> int:
         """The bound gRPC port."""
         return self.api.port
+
+    @property
+    def metrics_port(self) -> int | None:
+        """The bound metrics port (None without CARTWISE_METRICS_PORT or before ``start``)."""
+        return self._metrics_server.server_port if self._metrics_server else None
 
     @property
     def query_cache(self) -> QueryCache:
@@ -96,6 +106,8 @@ class Service:
     async def start(self) -> None:
         """Start every part of the role; raises what a part raises (BrokerError, RegistryError, OSError)."""
         s = self.settings
+        if self.metrics is not None and self._metrics_server is None:
+            self._start_metrics()
         if s.embedded_broker and self.broker is None:
             self.broker = embedded_broker(s).start()
         ensure_topics(s)
@@ -121,13 +133,28 @@ class Service:
         self.active = ActiveModel(preloaded(version) or ServingModel.load(registry, version, s.encoder_threads))
         self.follower = ModelFollower(s, self.active, self.index, preloaded)
         await self.follower.start()
-        self._batcher = QueryBatcher(s.encoder_max_batch, s.encoder_threads, s.query_cache_size)
+        self._batcher = QueryBatcher(s.encoder_max_batch, s.encoder_threads, s.query_cache_size,
+                                     self.metrics.query_encode_seconds.observe if self.metrics else None)
         admin = AdminServicer(s, self.index, self.active, self.role, self.worker.status if self.worker else None)
-        self.api = ApiServer(SearchServicer(s, self.index, self.active, self._batcher), admin, s.grpc_host, s.grpc_port,
-                             self._security)
+        self.servicer = SearchServicer(s, self.index, self.active, self._batcher)
+        self.api = ApiServer(self.servicer, admin, s.grpc_host, s.grpc_port, self._security, self.metrics)
         await self.api.start()
         log.info("serving %s on %s:%d (Kafka %s)", self.active.current.version, s.grpc_host, self.port,
                  s.bootstrap)
+
+    def _start_metrics(self) -> None:
+        """Serve /metrics on ``metrics_host:metrics_port`` with the collectors of this role's parts (each
+        read at scrape time; a part not started yet exports nothing). Raises OSError when it cannot bind."""
+        s, metrics = self.settings, self.metrics
+        registry = ModelRegistry(s.models_dir)
+        metrics.watch_model(lambda: self.active.current.version if self.active else registry.active())
+        if self.role in ("all", "worker"):
+            metrics.watch_worker(lambda: self.worker)
+            metrics.watch_lag(lambda: group_lag(s))
+        if self.role in ("all", "api"):
+            metrics.watch_servicer(lambda: self.servicer)
+            metrics.watch_query_cache(lambda: self._batcher.cache if self._batcher else None)
+        self._metrics_server, _ = serve_metrics(metrics, s.metrics_host, s.metrics_port)
 
     def _reset_derived_state(self) -> None:
         """The embedded broker started empty (in memory, or a new store), so the events (the source of
@@ -166,6 +193,10 @@ class Service:
             self.index.close()
         if self.broker and self._owns_broker:
             self.broker.stop()
+        if self._metrics_server:
+            self._metrics_server.shutdown()
+            self._metrics_server.server_close()
+            self._metrics_server = None
 
 
 async def _until(condition, timeout_s: float, failure) -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 import time
+import urllib.request
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -33,7 +35,7 @@ async def service(tmp_path_factory, registry_dir):
     data_dir = tmp_path_factory.mktemp("data")
     shutil.copytree(registry_dir, data_dir / "models")
     settings = Settings(data_dir=data_dir, embedded_kafka_port=free_port(), embedded_storage_port=free_port(),
-                        grpc_port=0, app_id=f"test-{uuid.uuid4().hex[:8]}")
+                        grpc_port=0, app_id=f"test-{uuid.uuid4().hex[:8]}", metrics_port=free_port())
     svc = Service(settings)
     await svc.start()
     yield svc
@@ -381,3 +383,39 @@ async def test_users_inactive_beyond_the_ttl_expire_in_stream_time(service, clie
     await eventually(expired)
     assert service.worker.histories.get("it-ttl-new") is not None
     assert service.worker.histories.get("it-user-1") is not None  # active within the TTL: kept
+
+
+def scrape(service) -> dict[str, float]:
+    """The service's /metrics as {"name{labels}": value}, labels sorted by name."""
+    url = f"http://127.0.0.1:{service.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=15) as answer:
+        assert answer.status == 200
+        text = answer.read().decode()
+    values = {}
+    for m in re.finditer(r"^(cartwise_\w+)(?:\{(.*)\})? (\S+)$", text, re.MULTILINE):
+        labels = ",".join(sorted(re.findall(r'\w+="[^"]*"', m.group(2) or "")))
+        values[m.group(1) + (f"{{{labels}}}" if labels else "")] = float(m.group(3))
+    return values
+
+
+async def test_metrics_endpoint_shows_the_running_service(service, client, producer):
+    assert service.metrics_port == service.settings.metrics_port
+    send(producer, service, "catalog", "it-metrics-lamp", upsert("it-metrics-lamp", "Brass desk lamp", "Lumo"))
+
+    async def found():
+        return "it-metrics-lamp" in ids(await client.search("brass desk lamp", limit=5))
+
+    await eventually(found)
+    await client.search("brass desk lamp", limit=5)  # the same query again: a cache hit
+    catalog = service.settings.topics.catalog
+    values = await asyncio.to_thread(scrape, service)
+    assert values['cartwise_request_seconds_count{method="Search",status="OK"}'] >= 2
+    assert values['cartwise_request_seconds_bucket{le="+Inf",method="Search",status="OK"}'] >= 2
+    assert values["cartwise_requests_in_flight"] == 0
+    assert values["cartwise_query_encode_seconds_count"] >= 1 and values["cartwise_query_cache_hits_total"] >= 1
+    assert values[f'cartwise_events_total{{outcome="applied",topic="{catalog}"}}'] >= 1
+    assert values[f'cartwise_events_consumed_total{{topic="{catalog}"}}'] >= 1
+    assert f'cartwise_consumer_lag{{topic="{catalog}"}}' in values
+    assert values['cartwise_swap_phase{phase="idle"}'] == 1 and values["cartwise_backfill_progress"] == 0
+    assert values[f'cartwise_model_info{{version="{service.active.current.version}"}}'] == 1
+    assert values["cartwise_process_cpu_seconds_total"] > 0
