@@ -126,7 +126,7 @@ class Settings(BaseSettings):
                                      description="serve Prometheus metrics on http://METRICS_HOST:PORT/metrics "
                                                  "(every role; cartwise/metrics.py); unset: no endpoint")
     metrics_host: str = Field("127.0.0.1", description="address the metrics endpoint binds (0.0.0.0 in a container)")
-    # API security (grpc_api/security.py; the client side in cartwise/app/client.py)
+    # API security (grpc_api/security.py; the client side in cartwise/client.py)
     api_tokens: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
         (), description="bearer tokens the API accepts, comma-separated; empty: no authentication")
     api_token: SecretStr | None = Field(None, description="the token clients (the CLI) send; default: the first "

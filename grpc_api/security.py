@@ -21,16 +21,13 @@ import grpc
 from grpc_health.v1 import health
 from pydantic import SecretStr
 
+from cartwise.credentials import SecurityConfigError, read_pem  # shared with the client; importable from here too
 from cartwise.settings import Settings
 
 log = logging.getLogger(__name__)
 
 OPEN_SERVICES = frozenset({health.SERVICE_NAME})
 _HANDLER_KINDS = ("unary_unary", "unary_stream", "stream_unary", "stream_stream")
-
-
-class SecurityConfigError(ValueError):
-    """Security settings that cannot serve: half a key pair, an unreadable file, an open non-loopback port."""
 
 
 class BearerTokenAuth(grpc.aio.ServerInterceptor):
@@ -125,14 +122,6 @@ def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
     return grpc.ssl_server_credentials([(read_pem(key), read_pem(cert))],
                                        root_certificates=read_pem(client_ca) if client_ca else None,
                                        require_client_auth=client_ca is not None)
-
-
-def read_pem(path) -> bytes:
-    """The bytes of a PEM file. Raises SecurityConfigError naming the file when it cannot be read."""
-    try:
-        return path.read_bytes()
-    except OSError as err:
-        raise SecurityConfigError(f"cannot read {path}: {err.strerror}") from None
 
 
 def is_loopback(host: str) -> bool:

@@ -88,7 +88,7 @@ def replay(ctx: click.Context, dataset: str, speed: float, bootstrap: str | None
 
 
 def hits_table(response, title: str, highlight: str | None = None) -> Table:
-    """A rich table of a SearchResponse's hits (``highlight`` marks one product id)."""
+    """A rich table of a search result's hits (``highlight`` marks one product id)."""
     table = Table(title=title, title_justify="left")
     for column in ("#", "product", "title", "category", "price", "score", "semantic", "personal"):
         table.add_column(column, justify="right" if column in ("#", "price", "score", "semantic", "personal") else "left")
@@ -108,29 +108,25 @@ def hits_table(response, title: str, highlight: str | None = None) -> Table:
 @click.pass_context
 def search(ctx: click.Context, query: str, user_id: str, limit: int, as_json: bool, target: str | None) -> None:
     """Search the running service."""
+    from dataclasses import asdict
+
     import grpc
-    from google.protobuf.json_format import MessageToDict
 
-    from cartwise.app.client import SearchClient
-    from grpc_api.security import SecurityConfigError
-
-    settings = _settings(ctx)
-
-    async def run():
-        async with SearchClient(target, settings) as client:
-            return await client.search(query, user_id=user_id, limit=limit)
+    from cartwise.client import Client
+    from cartwise.credentials import SecurityConfigError
 
     try:
-        response = asyncio.run(run())
-    except grpc.aio.AioRpcError as err:  # the status and the field at fault
+        with Client(target, _settings(ctx)) as client:
+            result = client.search(query, user_id=user_id, limit=limit)
+    except grpc.RpcError as err:  # the status and the field at fault
         raise click.ClickException(f"{err.code().name}: {err.details()}") from None
     except SecurityConfigError as err:
         raise click.UsageError(str(err)) from None
     if as_json:
-        click.echo(json.dumps(MessageToDict(response, preserving_proto_field_name=True), indent=2))
+        click.echo(json.dumps({**asdict(result), "retrieval": result.retrieval.name.lower()}, indent=2))
     else:
-        console.print(hits_table(response, f"{query!r} user={user_id or '-'} model={response.model_version} "
-                                           f"alpha={response.personalization_weight:.2f}"))
+        console.print(hits_table(result, f"{query!r} user={user_id or '-'} model={result.model_version} "
+                                         f"alpha={result.personalization_weight:.2f}"))
 
 
 @main.command()
@@ -142,7 +138,7 @@ def status(ctx: click.Context, as_json: bool, target: str | None) -> None:
     Exits non-zero when no service answers."""
     import grpc
 
-    from cartwise.app.client import api_target
+    from cartwise.client import api_target
     from cartwise.app.operations import fetch_status, status_dict, status_table
     from grpc_api.security import SecurityConfigError
 

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cartwise.app.bench.common import copy_versions
-from cartwise.app.client import SearchClient
+from cartwise.client import AsyncClient
 from cartwise.app.replay import publish, replay
 from cartwise.app.service import Service, ensure_active_model
 from cartwise.datasets import Record, rees46_records
@@ -91,7 +91,7 @@ async def run_demo(settings: Settings, console: Console, user_id: str | None = N
             sent = await asyncio.to_thread(replay, records, producer, service.settings.topics,
                                            skip=lambda r: r is cart)
             await service.wait_until_consumed(sent)
-        async with SearchClient(f"{service.settings.grpc_host}:{service.port}", service.settings) as client:
+        async with AsyncClient(f"{service.settings.grpc_host}:{service.port}", service.settings) as client:
             before = await client.search(query, user_id=user, limit=RANK_DEPTH)
             console.print(_table(before, f"before: {query!r} for REES46 user {user} "
                                          f"({before.user_interactions} interactions, alpha={before.personalization_weight:.2f})",

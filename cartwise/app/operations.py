@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from google.protobuf.json_format import MessageToDict
 from rich.table import Table
 
-from cartwise.app.client import open_channel
+from cartwise.client import open_channel
 from cartwise.events import UserForget, encode_event
 from cartwise.kafka_io import make_producer
 from cartwise.model_updates import REPAIR_REQUESTED, ModelUpdate, publish_update

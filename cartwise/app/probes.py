@@ -18,7 +18,7 @@ class ProbeFailed(RuntimeError):
 
 
 async def _check_grpc(settings: Settings, target: str, service: str, timeout_s: float) -> None:
-    from cartwise.app.client import open_channel  # the one place channels get TLS and tokens
+    from cartwise.client import open_channel  # the one place channels get TLS and tokens
 
     async with open_channel(settings, target) as channel:
         try:
@@ -32,7 +32,7 @@ async def _check_grpc(settings: Settings, target: str, service: str, timeout_s: 
 
 def check_grpc(settings: Settings, target: str, service: str = "", timeout_s: float = 3.0) -> None:
     """Ask ``target``'s grpc.health.v1 service about ``service`` ('' is the whole server) over the channel
-    the settings describe (TLS, token: cartwise/app/client.py). Returns None when it answers SERVING;
+    the settings describe (TLS, token: cartwise/client.py). Returns None when it answers SERVING;
     raises ProbeFailed otherwise (NOT_SERVING, an RPC error, a deadline), and SecurityConfigError for
     unusable client TLS settings."""
     asyncio.run(_check_grpc(settings, target, service, timeout_s))

@@ -17,7 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from cartwise.app.cli import main
-from cartwise.app.client import SearchClient, open_channel
+from cartwise.client import AsyncClient, open_channel
 from cartwise.app.operations import fetch_status
 from cartwise.index import PRODUCTS_SCHEMA, USERS_SCHEMA, EdgeIndex
 from cartwise.registry import ModelRegistry
@@ -182,9 +182,9 @@ async def test_authentication_comes_before_decoding(token_api):
 
 
 async def test_clients_send_the_token_from_settings(token_api, serving):
-    async with SearchClient(token_api, Settings(api_tokens=TOKENS[1])) as client:  # sends its first token
+    async with AsyncClient(token_api, Settings(api_tokens=TOKENS[1])) as client:  # sends its first token
         assert (await client.search("drill", limit=1, timeout_s=30)).model_version
-    async with SearchClient(token_api, Settings()) as client:
+    async with AsyncClient(token_api, Settings()) as client:
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await client.search("drill", limit=1)
     assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
@@ -219,14 +219,14 @@ def tls_settings(pki: Path, **client) -> Settings:
 
 async def test_tls_handshake_with_the_test_ca(serving, pki):
     async with api(serving, tls_settings(pki, api_tokens=TOKENS[0])) as target:
-        async with SearchClient(target, Settings(tls_ca_file=pki / "server-ca.crt", api_token=TOKENS[0])) as client:
+        async with AsyncClient(target, Settings(tls_ca_file=pki / "server-ca.crt", api_token=TOKENS[0])) as client:
             assert (await client.search("drill", limit=1, timeout_s=30)).model_version
         # a plaintext client, and one that trusts only the system's CAs, get no connection
         assert await _search_code(target, bearer(TOKENS[0])) == grpc.StatusCode.UNAVAILABLE
         assert (await _search_code(target, bearer(TOKENS[0]), grpc.ssl_channel_credentials())
                 == grpc.StatusCode.UNAVAILABLE)
         # TLS does not replace the token
-        async with SearchClient(target, Settings(tls_ca_file=pki / "server-ca.crt")) as client:
+        async with AsyncClient(target, Settings(tls_ca_file=pki / "server-ca.crt")) as client:
             with pytest.raises(grpc.aio.AioRpcError) as err:
                 await client.search("drill", limit=1)
         assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
@@ -242,5 +242,5 @@ async def test_mtls_refuses_a_client_without_a_trusted_certificate(serving, pki)
                     await pb_grpc.SearchServiceStub(channel).Search(SEARCH, timeout=10)
             assert err.value.code() == grpc.StatusCode.UNAVAILABLE
         trusted = Settings(**ca, tls_client_cert_file=pki / "client.crt", tls_client_key_file=pki / "client.key")
-        async with SearchClient(target, trusted) as client:
+        async with AsyncClient(target, trusted) as client:
             assert (await client.search("drill", limit=1, timeout_s=30)).model_version

@@ -20,7 +20,7 @@ import pytest
 from cartwise.app.bench.common import free_port
 from cartwise.app.bench.recovery import ServeProcess, run_recovery_bench
 from cartwise.app.broker import embedded_broker
-from cartwise.app.client import SearchClient
+from cartwise.client import AsyncClient
 from cartwise.events import BehaviorEvent, ProductUpsert, encode_event
 from cartwise.kafka_io import ensure_topics, log_consumer, make_producer, read_topic
 from cartwise.settings import Settings
@@ -71,7 +71,7 @@ async def until(check, timeout_s: float = 60.0):
 async def personal_hit(settings: Settings, product: str, user: str):
     """The hit for ``product`` in a personalized Search, when the product is found and the user's vector
     counts in its score."""
-    async with SearchClient(f"127.0.0.1:{settings.grpc_port}") as client:
+    async with AsyncClient(f"127.0.0.1:{settings.grpc_port}") as client:
         response = await client.search("trail running shoe", user_id=user, limit=5)
     hit = next((h for h in response.hits if h.product_id == product), None)
     return hit if hit is not None and hit.personal_score > 0 else None

@@ -16,7 +16,7 @@ import pytest_asyncio
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from cartwise.app.bench.common import free_port
-from cartwise.app.client import SearchClient
+from cartwise.client import AsyncClient
 from cartwise.app.operations import fetch_status, request_forget, status_dict
 from cartwise.app.service import Service
 from cartwise.catalog import point_id
@@ -44,7 +44,7 @@ async def service(tmp_path_factory, registry_dir):
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def client(service):
-    async with SearchClient(f"127.0.0.1:{service.port}") as c:
+    async with AsyncClient(f"127.0.0.1:{service.port}") as c:
         yield c
 
 

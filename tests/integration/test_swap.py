@@ -22,7 +22,7 @@ import pytest_asyncio
 
 from cartwise.app.bench.common import free_port
 from cartwise.app.broker import EmbeddedBroker
-from cartwise.app.client import SearchClient
+from cartwise.client import AsyncClient
 from cartwise.app.replay import replay
 from cartwise.app.service import Service
 from cartwise.catalog import point_id
@@ -105,7 +105,7 @@ class Load:
         self.errors: list[str] = []
         self._stop = asyncio.Event()
 
-    async def _caller(self, client: SearchClient, offset: int) -> None:
+    async def _caller(self, client: AsyncClient, offset: int) -> None:
         i = offset
         while not self._stop.is_set():
             fields = self.queries[i % len(self.queries)]
@@ -117,7 +117,7 @@ class Load:
             i += self.workers
 
     async def __aenter__(self) -> "Load":
-        self._client = SearchClient(f"127.0.0.1:{self.port}")
+        self._client = AsyncClient(f"127.0.0.1:{self.port}")
         await self._client.__aenter__()
         self._tasks = [asyncio.create_task(self._caller(self._client, k)) for k in range(self.workers)]
         return self
@@ -223,7 +223,7 @@ async def test_rollback_is_instant_and_fresh(service, broker):
     await asyncio.to_thread(request_swap, settings, target)
     await wait_for(lambda: service.active.current.version == "v1", timeout_s=30, what="rollback")
     assert service.worker.swaps.stats == before  # no backfill ran
-    async with SearchClient(f"127.0.0.1:{service.port}") as client:
+    async with AsyncClient(f"127.0.0.1:{service.port}") as client:
         response = await client.search("espresso machine milk frother", limit=5)
     assert response.model_version == "v1" and "rb-1" in [h.product_id for h in response.hits]
     assert ModelRegistry(settings.models_dir).active() == "v1"
@@ -299,7 +299,7 @@ async def test_separate_worker_and_api_coordinate_through_kafka_and_the_registry
         await worker.wait_until_consumed(1)
         await asyncio.to_thread(request_swap, settings, "v2")
         await wait_for(lambda: api.active.current.version == "v2", what="api follows the swap")
-        async with SearchClient(f"127.0.0.1:{api.port}") as client:
+        async with AsyncClient(f"127.0.0.1:{api.port}") as client:
             response = await client.search("smartphone", limit=3)
         assert response.model_version == "v2" and response.index_version == "products_v2" and response.hits
     finally:

@@ -12,7 +12,7 @@ import pytest
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 from pydantic import ValidationError
 
-from cartwise.app.client import channel_credentials
+from cartwise.client import channel_credentials
 from cartwise.index.server import qdrant_client_options
 from cartwise.kafka_io import aiokafka_security, kafka_python_security, producer_config, tail_consumer
 from cartwise.settings import Settings

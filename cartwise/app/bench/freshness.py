@@ -13,7 +13,7 @@ import time
 from datetime import datetime, timezone
 
 from cartwise.app.bench.common import loaded_service, percentiles_ms
-from cartwise.app.client import SearchClient
+from cartwise.client import AsyncClient
 from cartwise.app.replay import publish
 from cartwise.datasets import Record, rees46_records
 from cartwise.events import BehaviorEvent, ProductUpsert
@@ -74,7 +74,7 @@ async def run_freshness_bench(settings: Settings, events: int, background_rate: 
         background.start()
         producer, latencies, missed = make_producer(service.settings), {"cart": [], "catalog": []}, 0
         started = time.monotonic()
-        async with SearchClient(f"127.0.0.1:{service.port}") as client:
+        async with AsyncClient(f"127.0.0.1:{service.port}") as client:
             await asyncio.sleep(2.0)  # let the background load reach its rate
             with console.status(f"{events} probes under {background_rate:.0f} background events/s"):
                 for k in range(events):

@@ -27,7 +27,7 @@ import grpc
 from hdrh.histogram import HdrHistogram
 
 from cartwise.app.bench.common import latency_histogram, summarize_ms
-from cartwise.app.client import open_channel
+from cartwise.client import open_channel
 from cartwise.settings import Settings
 from cartwise.v1 import search_pb2 as pb
 from cartwise.v1 import search_pb2_grpc as pb_grpc

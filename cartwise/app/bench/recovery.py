@@ -90,7 +90,7 @@ def _serving(settings: Settings, target: str) -> bool:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    from cartwise.app.client import channel_credentials
+    from cartwise.client import channel_credentials
 
     # a blocking channel (callers may run inside an event loop), with the TLS the spawned service serves
     credentials = channel_credentials(settings)

@@ -1,0 +1,162 @@
+"""cartwise.client against the real service on loopback (embedded broker, stream worker, Qdrant Edge, ONNX
+encoder, gRPC) behind a bearer token: typed results from both clients, errors passing through with their
+status, the token from settings, deadlines."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from datetime import datetime, timezone
+
+import grpc
+import pytest
+import pytest_asyncio
+
+from cartwise.app.bench.common import free_port
+from cartwise.app.service import Service
+from cartwise.client import AsyncClient, Client, Filter, Hit, Retrieval, SearchResult
+from cartwise.events import BehaviorEvent, ProductUpsert, encode_event
+from cartwise.kafka_io import make_producer
+from cartwise.settings import Settings
+
+pytestmark = pytest.mark.integration
+TOKEN = "tok-client-test-0123456789"
+NOW = datetime.now(timezone.utc)
+PRODUCTS = {"cl-drill": ("Cordless drill driver 20 V with two batteries", "Voltline", ["tools", "power"], 99.0),
+            "cl-saw": ("Circular saw 7-1/4 in. corded", "Voltline", ["tools", "power"], 129.0),
+            "cl-kettle": ("Stainless steel electric kettle 1.7 l", "Brevo", ["kitchen", "appliances"], 39.0)}
+USER = "cl-user"
+
+
+def _upsert(pid: str) -> bytes:
+    title, brand, category, price = PRODUCTS[pid]
+    return encode_event(ProductUpsert(event_id=f"{pid}-0", event_time=NOW, product_id=pid, title=title, brand=brand,
+                                      category_path=category, price=price))
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def service(tmp_path_factory, registry_dir):
+    """The service with CARTWISE_API_TOKENS set, holding PRODUCTS and a user who carted the kettle."""
+    import shutil
+
+    data_dir = tmp_path_factory.mktemp("data")
+    shutil.copytree(registry_dir, data_dir / "models")
+    settings = Settings(data_dir=data_dir, embedded_kafka_port=free_port(), embedded_storage_port=free_port(),
+                        embedded_kafka_storage="memory", grpc_port=0, app_id=f"test-{uuid.uuid4().hex[:8]}",
+                        api_tokens=TOKEN)
+    svc = Service(settings)
+    await svc.start()
+    producer = make_producer(settings)
+    for pid in PRODUCTS:
+        producer.send(settings.topics.catalog, key=pid.encode(), value=_upsert(pid))
+    cart = BehaviorEvent(event_id="cl-cart-1", event_time=NOW, event_type="cart", user_id=USER, product_id="cl-kettle")
+    producer.send(settings.topics.carts, key=USER.encode(), value=encode_event(cart))
+    producer.flush()
+    producer.close()
+    await svc.wait_until_consumed(len(PRODUCTS) + 1, timeout_s=60)
+    yield svc
+    await svc.stop()
+
+
+@pytest.fixture(scope="module")
+def target(service) -> str:
+    return f"127.0.0.1:{service.port}"
+
+
+@pytest.fixture(scope="module")
+def with_token() -> Settings:
+    return Settings(api_token=TOKEN)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def client(target, with_token):
+    async with AsyncClient(target, with_token) as c:
+        yield c
+
+
+async def _until_user_known(client: AsyncClient) -> SearchResult:
+    """Recommend for USER once the worker has written the user's vector (NOT_FOUND until then)."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return await client.recommend(USER, limit=3)
+        except grpc.aio.AioRpcError as err:
+            if err.code() != grpc.StatusCode.NOT_FOUND or time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(0.05)
+
+
+async def test_async_search_returns_typed_hits(client):
+    result = await client.search("cordless drill", limit=3, timeout_s=30)
+    assert isinstance(result, SearchResult) and all(isinstance(hit, Hit) for hit in result.hits)
+    assert result.hits[0] == Hit("cl-drill", PRODUCTS["cl-drill"][0], ("tools", "power"), "Voltline", 99.0, True,
+                                 result.hits[0].score, result.hits[0].lexical_score, result.hits[0].semantic_score,
+                                 0.0)
+    assert result.retrieval is Retrieval.HYBRID and result.model_version == "v1"
+    assert result.index_version == "products_v1" and result.hits[0].lexical_score > 0
+    with pytest.raises(AttributeError):  # frozen
+        result.hits[0].score = 1.0  # type: ignore[misc]
+
+
+async def test_filter_and_retrieval_reach_the_service(client):
+    kitchen = await client.search("electric", filter=Filter(category_prefix=("kitchen",)), timeout_s=30)
+    assert [hit.product_id for hit in kitchen.hits] == ["cl-kettle"]
+    cheap = await client.search("power tool", filter=Filter(price_max=100.0), retrieval=Retrieval.DENSE, timeout_s=30)
+    assert cheap.retrieval is Retrieval.DENSE and {hit.product_id for hit in cheap.hits} == {"cl-drill", "cl-kettle"}
+
+
+async def test_recommend_and_personal_scores(client):
+    recommended = await _until_user_known(client)
+    assert recommended.hits[0].product_id == "cl-kettle" and recommended.user_interactions == 1
+    personal = await client.search("stainless", user_id=USER, timeout_s=30)
+    assert personal.personalization_weight > 0 and personal.hits[0].personal_score > 0
+
+
+async def test_sync_client_has_the_same_methods(target, with_token, client):
+    await _until_user_known(client)
+
+    def calls() -> tuple[SearchResult, SearchResult]:
+        with Client(target, with_token, timeout_s=30) as sync:
+            return sync.search("circular saw", limit=2), sync.recommend(USER, limit=1)
+
+    searched, recommended = await asyncio.to_thread(calls)
+    assert searched.hits[0].product_id == "cl-saw" and recommended.hits[0].product_id == "cl-kettle"
+    assert searched == await client.search("circular saw", limit=2, timeout_s=30)
+
+
+async def test_errors_pass_through_with_their_status(client, target, with_token):
+    with pytest.raises(grpc.aio.AioRpcError) as not_found:
+        await client.recommend("cl-nobody", timeout_s=30)
+    assert not_found.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.aio.AioRpcError) as invalid:
+        await client.search("drill", limit=5000, timeout_s=30)
+    assert invalid.value.code() == grpc.StatusCode.INVALID_ARGUMENT and invalid.value.details().startswith("limit")
+
+    def sync_invalid() -> grpc.RpcError:
+        with Client(target, with_token) as sync, pytest.raises(grpc.RpcError) as err:
+            sync.search("drill", limit=0, timeout_s=30)
+        return err.value
+
+    assert (await asyncio.to_thread(sync_invalid)).code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_the_token_comes_from_settings(target):
+    async with AsyncClient(target, Settings(api_tokens=f"{TOKEN},another-token-0123")) as first_of_the_list:
+        assert (await first_of_the_list.search("drill", limit=1, timeout_s=30)).hits
+    async with AsyncClient(target, Settings(api_token="tok-wrong-0123456789")) as wrong:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await wrong.search("drill", limit=1, timeout_s=30)
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_deadlines_per_call_and_by_default(target, with_token):
+    async with AsyncClient(target, with_token, timeout_s=1e-6) as impatient:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await impatient.search(f"drill {uuid.uuid4().hex}")  # the client's default deadline
+        assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert (await impatient.search("drill", limit=1, timeout_s=30)).hits  # a call's own deadline wins
+    async with AsyncClient(target, with_token) as patient:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await patient.search(f"drill {uuid.uuid4().hex}", timeout_s=1e-6)
+        assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
