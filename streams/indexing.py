@@ -6,9 +6,11 @@ catalog agent upserts stay in an unindexed segment and every Search scans them b
 CPU (issue #13; an HNSW search of 30,000 points takes 1.2 ms against 5.5 ms brute force). A swap's
 backfill optimized its own collection; a catalog fed through Kafka never was. The worker now optimizes a
 products collection in a background thread once the catalog has been quiet for ``quiet_s`` after upserts,
-or after ``after_upserts`` upserts during a long load. Searches and writes go on meanwhile (Qdrant swaps
-the optimized segments in; measured: no failed search while 30,000 points were indexed, but searches
-during the build are slower). The Qdrant server optimizes in the background by itself."""
+or after ``after_upserts`` upserts during a long load. The build runs in a child process on a copy of
+the shard (``EdgeIndex.optimize``: the binding holds the GIL while it builds, which stopped this whole
+process for the build's seconds); searches and writes go on meanwhile against the live shard, and the
+optimized copy replaces it in one short pause. A failed build is logged; the next upserts make a build due again (it indexes all unindexed points).
+The Qdrant server optimizes in the background by itself."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import time
 from collections import Counter
 
 from cartwise.index import VectorIndex
+from cartwise.index.edge_build import IndexBuildError
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +68,9 @@ class ProductIndexing:
                 try:
                     await asyncio.shield(self._build)
                 except KeyError:  # the collection was dropped meanwhile (a swap's clean-up)
+                    continue
+                except IndexBuildError:
+                    log.exception("%s: HNSW build failed; the live shard serves on, unindexed", name)
                     continue
                 log.info("%s: HNSW built after %d upserts in %.1f s", name, upserts, time.perf_counter() - started)
         finally:

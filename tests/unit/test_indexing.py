@@ -1,10 +1,11 @@
 """When the worker builds a products collection's HNSW graph (streams/indexing.py): after the catalog has
 been quiet following upserts, or after many upserts during a long load; one at a time; a collection
-dropped meanwhile is skipped."""
+dropped meanwhile is skipped; a failed build is logged."""
 
 import asyncio
 import time
 
+from cartwise.index.edge_build import IndexBuildError
 from streams.indexing import ProductIndexing
 
 
@@ -67,3 +68,25 @@ def test_stop_waits_for_the_running_build_and_starts_no_more():
         return index.optimized
 
     assert asyncio.run(scenario()) == ["products_v1"]
+
+
+def test_a_failed_build_is_logged_and_the_next_upserts_make_it_due_again(caplog):
+    class FailsOnce(Index):
+        failed = False
+
+        def optimize(self, name):
+            if name == "products_v1" and not self.failed:
+                self.failed = True
+                raise IndexBuildError("HNSW build of products_v1 failed (exit 1): boom")
+            super().optimize(name)
+
+    index = FailsOnce()
+    indexing = ProductIndexing(index, quiet_s=0.0, after_upserts=100)
+    indexing.wrote("products_v1", 5)
+    indexing.wrote("products_v2", 5)
+    asyncio.run(indexing.optimize_due())
+    assert index.optimized == ["products_v2"] and indexing.settled
+    assert "HNSW build failed" in caplog.text
+    indexing.wrote("products_v1", 1)
+    asyncio.run(indexing.optimize_due())
+    assert index.optimized == ["products_v2", "products_v1"]
