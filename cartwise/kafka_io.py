@@ -127,14 +127,23 @@ def admin_client(settings: Settings, client_id: str) -> KafkaAdminClient:
     return KafkaAdminClient(bootstrap_servers=settings.bootstrap, client_id=client_id, **kafka_python_security(settings))
 
 
+def swap_control_topic(settings: Settings) -> str:
+    """The swap control topic of the stream workers' consumer group (``settings.app_id``): the swap journal
+    and the workers' users-done records (streams/journal.py), shared by every worker of the group."""
+    return f"{settings.app_id}-swap-control"
+
+
 def ensure_topics(settings: Settings) -> None:
     """Create the service's topics (the user control topic co-partitioned with the behavior topics), their
-    dead-letter topics and models.updates if missing (catalog compacted). Raises kafka.errors.KafkaError when no broker answers."""
+    dead-letter topics, models.updates and the swap control topic if missing (catalog and swap control
+    compacted). Raises kafka.errors.KafkaError when no broker answers."""
     topics = settings.topics
     wanted = [NewTopic(topics.catalog, settings.partitions, 1, topic_configs={"cleanup.policy": "compact"})]
     wanted += [NewTopic(t, settings.partitions, 1) for t in topics.user_keyed]
     wanted += [NewTopic(topics.dead_letter(t), 1, 1) for t in (topics.catalog, *topics.user_keyed)]
     wanted += [NewTopic(topics.models_updates, 1, 1)]  # one partition: every reader sees one order
+    # one partition: the journal's records are read in the order the leaders wrote them
+    wanted += [NewTopic(swap_control_topic(settings), 1, 1, topic_configs={"cleanup.policy": "compact"})]
     admin = admin_client(settings, "cartwise-admin")
     try:
         existing = set(admin.list_topics())
@@ -236,4 +245,5 @@ def read_topic(consumer: KafkaConsumer, topic: str, starts: dict[int, int] | Non
                ) -> tuple[list[ConsumerRecord], dict[int, int]]:
     """Every record of ``topic`` from ``starts`` to the current end, and the next offset per partition."""
     records = [r for chunk, _ in iter_chunks(consumer, topic, starts) for r in chunk]
-    return records, {tp.partition: consumer.position(tp) for tp in partitions_of(consumer, topic)}
+    # the partitions iter_chunks assigned: a topic created meanwhile may list partitions it never read
+    return records, {tp.partition: consumer.position(tp) for tp in consumer.assignment() if tp.topic == topic}

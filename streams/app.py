@@ -34,7 +34,7 @@ from streams.behavior import UserUpdate, rebuild_user_vectors, update_user_vecto
 from streams.catalog import record_deletions, write_catalog
 from streams.erasure import StreamClock, remove_users
 from streams.indexing import ProductIndexing
-from streams.swap import REPAIR_REASON, SwapCoordinator
+from streams.swap import REPAIR_REASON, SwapCoordinator, WorkerHooks
 from streams.table_recovery import complete_recovery_of
 from streams.user_points import UserPoints
 from streams.targets import WriteTargets
@@ -106,8 +106,11 @@ class StreamWorker:
         self.updates_topic = self.app.topic(topics.models_updates, key_type=bytes, value_type=bytes,
                                             value_serializer="raw")
         self.lexical = LexicalEncoder(settings.lexical)
+        hooks = WorkerHooks(announce=self._announce, ready=self._table_recovered, flush=self._flush,
+                            owned=self._owned_history_partitions, leads=self._leads,
+                            changelog=self.histories.changelog_topic.get_topic_name())
         self.swaps = SwapCoordinator(settings, index, self.points, self.targets, self.histories, self.tombstones,
-                                     self.lexical, self.bulk, self._announce, self._table_recovered)
+                                     self.lexical, self.bulk, hooks)
         self.app.agent(self.catalog_topic, name="catalog")(self._catalog_agent)
         self.app.agent(self.behavior_topics, name="behavior")(self._behavior_agent)
         self.app.agent(self.updates_topic, name="model-updates")(self._updates_agent)
@@ -115,7 +118,7 @@ class StreamWorker:
         self.indexing = ProductIndexing(index, settings.optimize_quiet_s, settings.optimize_after_upserts)
         self.app.timer(1.0)(self.indexing.optimize_due)
         self.app.on_partitions_revoked.connect(self._on_partitions_revoked)
-        self._resume: asyncio.Task | None = None
+        self._follow: asyncio.Task | None = None
 
     @property
     def consumed(self) -> int:
@@ -133,15 +136,16 @@ class StreamWorker:
 
     async def start(self, active: str, sources_kept: bool = True) -> None:
         """Recover the write targets from the swap journal (``active``: the registry's active version),
-        start consuming (joins the consumer group, recovers the Table from its changelog) and resume an
-        interrupted backfill in the background, or start a repair when the index lacks the active
-        version's collections and ``sources_kept`` (the broker kept its topics). Raises
-        cartwise.registry.RegistryError."""
-        self.swaps.recover(active, sources_kept)
+        follow the swap control topic (streams/swap.py: this worker resumes an interrupted backfill when it
+        leads, or starts a repair when the index lacks the active version's collections and
+        ``sources_kept``, the broker kept its topics) and start consuming (joins the consumer group,
+        recovers the Tables from their changelogs). Raises cartwise.registry.RegistryError,
+        kafka.errors.KafkaError."""
+        await self.swaps.recover(active, sources_kept)
         for model in self.targets.models():  # written before a restart, maybe never optimized (a no-op if done)
             if self.index.has_collection(model.products):
                 self.indexing.wrote(model.products, 1)
-        self._resume = asyncio.create_task(self.swaps.resume())  # takes the swap lock before any request
+        self._follow = asyncio.create_task(self.swaps.follow())
         await self.app.start()
 
     async def _on_histories_recovered(self) -> None:
@@ -169,15 +173,35 @@ class StreamWorker:
         self.points.clear()
 
     async def stop(self) -> None:
-        """Stop consuming (a running backfill stops where its journal says) and release the encode thread."""
-        if self._resume:
-            self._resume.cancel()
+        """Stop consuming (a running backfill stops where its journal says, for the next leader to resume)
+        and release the encode thread."""
+        if self._follow:
+            self._follow.cancel()
+            await asyncio.gather(self._follow, return_exceptions=True)
         await self.app.stop()
+        await self.swaps.close()
         await self.indexing.stop()
         self.bulk.close()
 
     async def _table_recovered(self) -> None:
         await self.app.tables.recovery.completed.wait()
+
+    async def _flush(self) -> None:
+        await self.app.producer.flush()
+
+    def _assignment(self) -> set:
+        """The topic partitions assigned to this worker (none before the consumer has joined the group)."""
+        consumer = self.app._consumer  # not the property: that would create one before the app starts
+        return set(consumer.assignment()) if consumer is not None and consumer.started else set()
+
+    def _owned_history_partitions(self) -> set[int]:
+        """The user-history partitions this worker owns: those of the user-keyed source topics it is assigned
+        (faust assigns co-partitioned topics, and the Table's changelog, partition by partition)."""
+        return {tp.partition for tp in self._assignment() if tp.topic == self.settings.topics.purchases}
+
+    def _leads(self) -> bool:
+        """Whether this worker owns the models.updates partition, and so leads swaps (streams/swap.py)."""
+        return any(tp.topic == self.settings.topics.models_updates for tp in self._assignment())
 
     async def _announce(self, update: ModelUpdate) -> None:
         await self.updates_topic.send(key=update.version.encode(), value=update.encode())

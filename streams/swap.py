@@ -1,24 +1,39 @@
-"""The swap coordinator: builds a candidate version's collections and makes it active, in the stream
-worker (the one process that writes the index).
+"""The swap coordinator: builds a candidate version's collections and makes it active, across every stream
+worker of the consumer group (one or many; faust assigns each partition of the source topics, and of the
+user-history changelog with them, to exactly one worker).
+
+One worker leads a swap: the owner of the models.updates partition (one partition, so one owner; faust
+commits a message only after its agent has handled it, so when the leader stops mid-backfill the request
+is redelivered to the next owner). Every step of the swap is recorded in the swap journal on the swap
+control topic (streams/journal.py), which every worker follows (:meth:`SwapCoordinator.follow`).
 
 On ``swap_requested`` for version N+1 (cartwise.model_updates):
-1. create ``products_vN+1`` and ``users_vN+1`` and add N+1 to the worker's write targets, so every live
-   event from now on is written into both versions (dual-write);
-2. re-embed the catalog from its source of truth, the catalog topic from its first offset, with N+1's
-   encoder in batches (the journal records the next offset after each batch);
-3. rebuild every user vector from the durable user histories (the faust Table, changelog in Kafka);
-4. record N+1 and N as live in the journal, make N+1 the registry's active version, garbage-collect
-   older versions and drop their collections, and announce ``activated`` so every API process
-   switches encoder and collections as one pair.
+1. the leader creates ``products_vN+1`` and ``users_vN+1`` and journals the backfill; every worker that
+   reads the journal adds N+1 to its write targets, so every live event it processes from then on is
+   written into both versions (dual-write);
+2. the leader re-embeds the catalog from its source of truth, the catalog topic from its first offset
+   (all partitions), with N+1's encoder in batches, journalling the next offsets after each batch;
+3. it journals the users phase: every worker rebuilds the users of the user-history partitions it owns,
+   the keys of those changelog partitions read to their end (latest record per key; a tombstone is an
+   erasure) with their histories from its Table, and records each partition done on the control topic.
+   The owner rebuilds because only a partition's owner writes its users' points (streams/user_points.py
+   caches them write-through; a point written by another worker would make that cache wrong). A worker
+   assigned a partition mid-phase rebuilds it if nobody has recorded it done;
+4. when every partition is recorded done, the leader reads the catalog on from the journal's offsets to
+   the end once more (events a worker processed before it saw the journal), then records N+1 and N as live,
+   makes N+1 the registry's active version, garbage-collects older versions, drops their collections a
+   few seconds later (when every worker has stopped writing them) and announces ``activated`` so every
+   API process switches encoder and collections as one pair.
 
-A version already live (the rollback target) skips 1-3: rollback is instant.
+A version already live (the rollback target) skips 1-4: rollback is instant.
 
-A repair runs 2-3 into the active version's own collections (dual-written as ever) and activates nothing:
+A repair runs 2-4 into the active version's own collections (dual-written as ever) and activates nothing:
 at start when the index lacks the active version's collections while the broker kept the sources (an index
 directory lost, a Qdrant server volume replaced), or on ``repair_requested`` (``cartwise repair``). The quality gate runs in
 the trainer before it requests a swap (trainer/cycle.py), so a failed gate never starts one. A crash
-during 2-3 leaves the registry untouched; on restart :meth:`SwapCoordinator.recover` resumes from the
-journal, or abandons the backfill (dropping its collections) when it cannot be resumed."""
+or a stop of the leader during 2-4 leaves the registry untouched; the next leader resumes from the journal
+(:meth:`SwapCoordinator.resume`, or the redelivered request), and a backfill that cannot be resumed is
+abandoned (its collections dropped) at the next start."""
 
 from __future__ import annotations
 
@@ -26,11 +41,14 @@ import asyncio
 import logging
 import re
 import time
+from dataclasses import dataclass
 from typing import Awaitable, Callable, Mapping
+
+from aiokafka import TopicPartition
 
 from cartwise.events import InvalidEvent, parse_catalog_event, parse_record
 from cartwise.index import PRODUCTS_SCHEMA, USERS_SCHEMA, VectorIndex
-from cartwise.kafka_io import iter_chunks, log_consumer
+from cartwise.kafka_io import iter_chunks, log_consumer, make_producer, partitions_of, swap_control_topic, tail_consumer
 from cartwise.lexical import LexicalEncoder
 from cartwise.model_updates import ACTIVATED, REPAIR_REQUESTED, SWAP_ABANDONED, SWAP_REQUESTED, ModelUpdate
 from cartwise.personalization import UserHistory
@@ -39,10 +57,11 @@ from cartwise.settings import Settings
 from encoders.bulk import BulkEncoder
 from encoders.runtime import ServingModel
 from streams.behavior import rebuild_user_vectors
-from streams.user_points import UserPoints
 from streams.catalog import write_catalog
-from streams.journal import Backfill, SwapJournal
+from streams.journal import JOURNAL_KEY, Backfill, ControlState, SwapJournal, read_control, users_done_key
+from streams.table_recovery import changelog_values
 from streams.targets import WriteTargets
+from streams.user_points import UserPoints
 
 log = logging.getLogger(__name__)
 _COLLECTION_RE = re.compile(r"^(products|users)_v\d+$")  # the collections of some version
@@ -50,6 +69,32 @@ USERS_PER_STEP = 32
 USERS_PAUSE_S = 0.005  # between steps: one loop turn is not enough for an in-flight Search to finish
 PROGRESS_EVERY_S = 2.0
 REPAIR_REASON = "repair"  # the Backfill.reason of a repair of the active version
+FOLLOW_POLL_MS = 200  # a worker sees a journal change within about this (plus the fetch wait)
+PRUNE_DELAY_S = 5.0  # collections of versions no longer live are dropped this long after (module doc, 4)
+DONE_POLL_S = 0.1  # how often the leader looks at the users-done records
+PUBLISH_TIMEOUT_S = 30.0
+
+
+class LeadershipLost(Exception):
+    """This worker no longer owns the models.updates partition: another one leads (and resumes) the swap."""
+
+
+@dataclass(frozen=True)
+class WorkerHooks:
+    """What the coordinator needs from its stream worker (streams/app.py).
+
+    ``announce`` sends a :class:`ModelUpdate` to models.updates; ``ready`` waits until the worker's Tables
+    have recovered from their changelogs; ``flush`` waits until the records the worker produced (the
+    Table's changelog) are acknowledged; ``owned`` is the set of user-history partitions assigned to the
+    worker; ``leads`` whether the worker owns the models.updates partition; ``changelog`` the name of the
+    user-history Table's changelog topic."""
+
+    announce: Callable[[ModelUpdate], Awaitable[None]]
+    ready: Callable[[], Awaitable[None]]
+    flush: Callable[[], Awaitable[None]]
+    owned: Callable[[], set[int]]
+    leads: Callable[[], bool]
+    changelog: str
 
 
 def ensure_collections(index: VectorIndex, model: ServingModel) -> None:
@@ -60,36 +105,44 @@ def ensure_collections(index: VectorIndex, model: ServingModel) -> None:
 
 class SwapCoordinator:
     """Runs swaps one at a time (module docstring). ``points`` writes user points (streams/user_points.py),
-    ``histories`` is the user-history Table (user_id ->
-    history JSON), ``deleted_at`` the catalog tombstones Table (product_id -> deletion time, s), ``lexical``
-    computes products' BM25 vectors, ``bulk`` embeds the catalog (threads shared with the catalog agent, so a
-    backfill and live catalog events together never run more encodes than it has threads), ``announce`` sends a :class:`ModelUpdate` to models.updates, ``ready`` waits
-    until the worker's Table has recovered from its changelog.
+    ``histories`` is the user-history Table (user_id -> history JSON), ``deleted_at`` the catalog tombstones
+    Table (product_id -> deletion time, s), ``lexical`` computes products' BM25 vectors, ``bulk`` embeds the
+    catalog (threads shared with the catalog agent, so a backfill and live catalog events together never run
+    more encodes than it has threads), ``hooks`` connects it to its worker.
 
-    ``stats`` holds the last backfill's figures: products (catalog events applied), products_s,
-    products_per_s, users, users_s."""
+    ``control`` is this worker's view of the swap control topic (updated by :meth:`follow` and by its own
+    writes). ``stats`` holds the last backfill's figures: products (catalog events applied), products_s,
+    products_per_s, users (rebuilt by this worker), users_s."""
 
     def __init__(self, settings: Settings, index: VectorIndex, points: UserPoints, targets: WriteTargets,
                  histories: Mapping, deleted_at: Mapping[str, float], lexical: LexicalEncoder, bulk: BulkEncoder,
-                 announce: Callable[[ModelUpdate], Awaitable[None]], ready: Callable[[], Awaitable[None]]) -> None:
+                 hooks: WorkerHooks) -> None:
         self.settings, self.index, self.points = settings, index, points
         self.targets, self.histories = targets, histories
         self.deleted_at = deleted_at
         self.lexical = lexical
         self.registry = ModelRegistry(settings.models_dir)
-        self.journal_path = settings.data_dir / "swap.json"
-        self._announce, self._ready = announce, ready
+        self.hooks = hooks
         self.bulk = bulk
+        self.control = ControlState()
+        self._follow_from = 0
+        self._reacted: SwapJournal | None = None  # the journal the write targets were last set from
+        self._rebuilt: dict[str, set[int]] = {}  # attempt -> partitions whose users this worker rebuilt
+        self._producer = None
         self._lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task] = set()
+        self._resuming: asyncio.Task | None = None
         self.stats: dict = {}
         self.backfill_progress = 0.0  # the running backfill's fraction of the catalog re-embedded (metrics)
 
-    def recover(self, active: str, sources_kept: bool = True) -> None:
-        """Before the worker consumes: load the live versions and a backfill to resume into the write
-        targets, abandon a backfill that cannot resume, drop every other version's collections, and start
-        a repair when the active version was built before (live in the journal) but its collections are
-        missing while ``sources_kept`` (the broker kept its topics and changelogs)."""
-        journal = SwapJournal.load(self.journal_path)
+    async def recover(self, active: str, sources_kept: bool = True) -> None:
+        """Before the worker consumes: read the journal from the control topic, load the live versions and a
+        backfill to resume into the write targets, abandon a backfill that cannot resume, drop every other
+        version's collections, and start a repair when the active version was built before (live in the
+        journal) but its collections are missing while ``sources_kept`` (the broker kept its topics and
+        changelogs). Raises cartwise.registry.RegistryError, kafka.errors.KafkaError."""
+        self.control, self._follow_from = await asyncio.to_thread(read_control, self.settings)
+        journal = self.control.journal
         live = [active] + [v for v in journal.live if v != active and self._complete(v)]
         backfill = journal.backfill
         if backfill and not self._resumable(backfill, active, live):
@@ -102,12 +155,12 @@ class SwapCoordinator:
                         active)
             backfill = Backfill(version=active, reason=REPAIR_REASON)
         for version in dict.fromkeys(live + ([backfill.version] if backfill else [])):
-            model = ServingModel.load(self.registry, version, self.settings.encoder_threads)
-            ensure_collections(self.index, model)
-            self.targets.add(model)
-        journal = SwapJournal(live=live, backfill=backfill)
-        journal.save(self.journal_path)
-        self._prune(journal)
+            await self._add_target(version)
+        recovered = SwapJournal(live=live, backfill=backfill)
+        if recovered != journal:
+            await self._publish([(JOURNAL_KEY, recovered.encode())])
+        self._reacted = recovered
+        self._prune(recovered)
 
     def _resumable(self, backfill: Backfill, active: str, live: list[str]) -> bool:
         if backfill.reason == REPAIR_REASON:
@@ -115,19 +168,32 @@ class SwapCoordinator:
         return backfill.version not in live and self._complete(backfill.version)
 
     def running(self) -> Backfill | None:
-        """The backfill under way (a swap's or a repair's), if any."""
-        return SwapJournal.load(self.journal_path).backfill
+        """The backfill under way (a swap's or a repair's), if any, as this worker last read the journal."""
+        return self.control.journal.backfill
 
     async def resume(self) -> None:
-        """Finish the backfill the journal says was running (after the worker has started)."""
+        """Finish the backfill the journal says was running, if this worker leads (:meth:`follow` calls it
+        when this worker has become the leader). Stops, journal kept, when another worker takes the lead."""
+        await self.hooks.ready()
         async with self._lock:
-            journal = SwapJournal.load(self.journal_path)
-            if journal.backfill:
-                log.info("resuming the backfill of %s at %s", journal.backfill.version, journal.backfill.phase)
-                await self._run(journal, journal.backfill.version, journal.backfill.reason)
+            backfill = self.control.journal.backfill
+            if backfill and self.hooks.leads():
+                log.info("resuming the backfill of %s at %s", backfill.version, backfill.phase)
+                try:
+                    await self._run(self._journal(), backfill.version, backfill.reason)
+                except LeadershipLost:
+                    log.warning("no longer leading the backfill of %s", backfill.version)
 
     async def handle(self, update: ModelUpdate) -> None:
-        """Act on a models.updates message: a swap or repair request is carried out; anything else is ignored."""
+        """Act on a models.updates message (this worker leads): a swap or repair request is carried out;
+        anything else is ignored. Stops, journal kept, when another worker takes the lead."""
+        try:
+            await self._handle(update)
+        except LeadershipLost:
+            log.warning("no longer leading the swap to %s: the next owner of %s resumes it from the journal",
+                        update.version, self.settings.topics.models_updates)
+
+    async def _handle(self, update: ModelUpdate) -> None:
         if update.kind == REPAIR_REQUESTED:
             await self._repair()
         if update.kind != SWAP_REQUESTED:
@@ -136,57 +202,78 @@ class SwapCoordinator:
             if update.version == self.registry.active():
                 log.info("swap to %s requested: already active", update.version)
                 return
-            journal = SwapJournal.load(self.journal_path)
+            journal = self._journal()
             if journal.backfill and journal.backfill.version != update.version:
                 await self._abandon(journal, f"superseded by a request for {update.version}")
             if update.version not in journal.live and journal.backfill is None:
                 try:
-                    model = await asyncio.to_thread(ServingModel.load, self.registry, update.version,
-                                                    self.settings.encoder_threads)
+                    await self._add_target(update.version)
                 except RegistryError as err:
-                    await self._announce(ModelUpdate(kind=SWAP_ABANDONED, version=update.version, reason=str(err)))
+                    await self.hooks.announce(ModelUpdate(kind=SWAP_ABANDONED, version=update.version,
+                                                          reason=str(err)))
                     return
-                ensure_collections(self.index, model)
-                self.targets.add(model)
                 journal.backfill = Backfill(version=update.version, reason=update.reason)
-                journal.save(self.journal_path)
+                await self._save(journal)
             await self._run(journal, update.version, update.reason)
 
     async def _repair(self) -> None:
         """Rebuild the active version's collections in place from the sources (after any swap under way)."""
         async with self._lock:
-            journal = SwapJournal.load(self.journal_path)
+            journal = self._journal()
             journal.backfill = Backfill(version=self.registry.active(), reason=REPAIR_REASON)
-            journal.save(self.journal_path)
+            await self._save(journal)
             log.info("repair of %s requested: rebuilding its collections from Kafka", journal.backfill.version)
             await self._run(journal, journal.backfill.version, REPAIR_REASON)
 
+    def _journal(self) -> SwapJournal:
+        """A copy of the current journal for the leader to change and :meth:`_save`."""
+        return self.control.journal.model_copy(deep=True)
+
+    async def _add_target(self, version: str) -> ServingModel:
+        """Load ``version``'s model, create its collections if missing and write every event into them.
+        Raises cartwise.registry.RegistryError."""
+        model = self.targets.get(version)
+        if model is None:
+            model = await asyncio.to_thread(ServingModel.load, self.registry, version, self.settings.encoder_threads)
+            ensure_collections(self.index, model)
+            self.targets.add(model)
+        return model
+
     async def _run(self, journal: SwapJournal, version: str, reason: str) -> None:
         """Backfill ``version`` if the journal says it is being built, then activate it (a repair: only
-        mark it done)."""
+        mark it done). Raises LeadershipLost when another worker takes the lead."""
         if journal.backfill is not None:
             try:
-                await self._backfill(journal, self.targets.get(version))
+                await self._backfill(journal, await self._add_target(version))
+            except LeadershipLost:
+                raise
             except Exception as err:  # noqa: BLE001 - any failure abandons the swap, the active version stays
                 log.exception("backfill of %s failed", version)
                 await self._abandon(journal, f"backfill failed: {err}")
                 return
         if reason == REPAIR_REASON:
             journal.backfill = None
-            journal.save(self.journal_path)
+            await self._save(journal, self.control.done_keys_other_than(None))
             log.info("repair of %s complete: %s", version, self.stats)
             return
         await self._activate(journal, version, reason)
 
     async def _backfill(self, journal: SwapJournal, model: ServingModel) -> None:
-        await self._ready()
+        await self.hooks.ready()
         if journal.backfill.phase == "products":
+            self.stats = {"version": model.version, "products": 0, "products_s": 0.0}
             await self._backfill_products(journal, model)
             journal.backfill.phase = "users"
-            journal.save(self.journal_path)
-        await self._backfill_users(model)
+            await self._save(journal)
+        await self._await_users(journal.backfill)
+        await self._backfill_products(journal, model)  # the catalog events since the first pass (module doc, 4)
+        if hasattr(self.index, "optimize"):  # Qdrant Edge: build the HNSW graph before serving from it
+            await asyncio.to_thread(self.index.optimize, model.products)
+        seconds = self.stats.get("products_s", 0.0)
+        self.stats["products_per_s"] = self.stats.get("products", 0) / seconds if seconds else 0.0
 
     async def _backfill_products(self, journal: SwapJournal, model: ServingModel) -> None:
+        """Re-embed the catalog topic from the journal's offsets to its end into ``model``'s products."""
         backfill, started, applied = journal.backfill, time.perf_counter(), 0
         self.backfill_progress = 0.0
         consumer = await asyncio.to_thread(log_consumer, self.settings)
@@ -194,7 +281,7 @@ class SwapCoordinator:
         last_report = started
         try:
             while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
-                records, backfill.offsets = chunk
+                records, offsets = chunk
                 events = []
                 for record in records:
                     try:
@@ -203,52 +290,163 @@ class SwapCoordinator:
                     except InvalidEvent:  # the catalog agent dead-letters it; a backfill only skips it
                         continue
                 await write_catalog(events, self.index, model, self.lexical, self.bulk, self.deleted_at)
+                backfill.offsets = offsets
                 backfill.products += len(records)
                 applied += len(records)
                 self.backfill_progress = _read_fraction(consumer, backfill.offsets)
-                journal.save(self.journal_path)
+                await self._save(journal)
                 if time.perf_counter() - last_report > PROGRESS_EVERY_S:
                     last_report = time.perf_counter()
                     log.info("backfill %s: %d catalog events re-embedded (%.0f/s)", model.products,
                              backfill.products, applied / (last_report - started))
         finally:
             await asyncio.to_thread(consumer.close)
-        if hasattr(self.index, "optimize"):  # Qdrant Edge: build the HNSW graph before serving from it
-            await asyncio.to_thread(self.index.optimize, model.products)
-        seconds = time.perf_counter() - started
-        self.stats = {"version": model.version, "products": applied, "products_s": seconds,
-                      "products_per_s": applied / seconds if seconds else 0.0}
+        self.stats["products"] = self.stats.get("products", 0) + applied
+        self.stats["products_s"] = self.stats.get("products_s", 0.0) + time.perf_counter() - started
 
-    async def _backfill_users(self, model: ServingModel) -> None:
-        started = time.perf_counter()
-        user_ids = list(self.histories.keys())
-        for i in range(0, len(user_ids), USERS_PER_STEP):
-            # Read and write one step without yielding, so a behavior batch lands before or after it.
-            histories = {u: UserHistory.from_json(self.histories.get(u)) for u in user_ids[i:i + USERS_PER_STEP]}
-            rebuild_user_vectors(histories, self.index, self.points, model.products, model.users,
-                                 self.settings.personalization)
-            await asyncio.sleep(USERS_PAUSE_S)
-        self.stats |= {"users": len(user_ids), "users_s": time.perf_counter() - started}
-        log.info("backfill %s: %d user vectors rebuilt", model.users, len(user_ids))
+    async def _await_users(self, backfill: Backfill) -> None:
+        """Wait until every user-history partition is recorded done for ``backfill``. Raises LeadershipLost."""
+        partitions = set(range(await asyncio.to_thread(self._history_partitions)))
+        while not partitions <= self.control.users_done(backfill.attempt):
+            if not self.hooks.leads():
+                raise LeadershipLost()
+            await asyncio.sleep(DONE_POLL_S)
+        log.info("backfill %s: the users of all %d partitions are rebuilt", backfill.version, len(partitions))
+
+    def _history_partitions(self) -> int:
+        consumer = log_consumer(self.settings)
+        try:  # co-partitioned with the user-history changelog (topics.user_keyed)
+            return len(partitions_of(consumer, self.settings.topics.purchases))
+        finally:
+            consumer.close()
 
     async def _activate(self, journal: SwapJournal, version: str, reason: str) -> None:
         previous = self.registry.active()
         journal.live, journal.backfill = [version, previous], None
-        journal.save(self.journal_path)
+        await self._save(journal, self.control.done_keys_other_than(None))
         self.registry.activate(version)
         self.targets.keep_only(set(journal.live))
         removed = self.registry.collect_garbage(keep_retired=1)
-        self._prune(journal)
+        self._prune_later()
         log.info("activated %s (previous %s kept for rollback; removed %s)", version, previous, removed or "none")
-        await self._announce(ModelUpdate(kind=ACTIVATED, version=version, previous=previous, reason=reason))
+        await self.hooks.announce(ModelUpdate(kind=ACTIVATED, version=version, previous=previous, reason=reason))
 
     async def _abandon(self, journal: SwapJournal, reason: str) -> None:
         version = journal.backfill.version
         journal.backfill = None
-        journal.save(self.journal_path)
+        await self._save(journal, self.control.done_keys_other_than(None))
         self.targets.keep_only(set(journal.live))
-        self._prune(journal)
-        await self._announce(ModelUpdate(kind=SWAP_ABANDONED, version=version, reason=reason))
+        self._prune_later()
+        await self.hooks.announce(ModelUpdate(kind=SWAP_ABANDONED, version=version, reason=reason))
+
+    async def _save(self, journal: SwapJournal, removed: list[bytes] = ()) -> None:
+        """Write ``journal`` (and tombstones for ``removed`` keys) to the control topic as the leader.
+        Raises LeadershipLost when this worker no longer leads: the journal is then the next leader's."""
+        if not self.hooks.leads():
+            raise LeadershipLost()
+        await self._publish([(key, None) for key in removed] + [(JOURNAL_KEY, journal.encode())])
+
+    async def _publish(self, records: list[tuple[bytes, bytes | None]]) -> None:
+        """Send ``records`` to the control topic, wait for the broker's acks, and fold them into ``control``
+        (the follower reads them again; folding is idempotent). Raises kafka.errors.KafkaError."""
+        def send() -> None:
+            if self._producer is None:
+                self._producer = make_producer(self.settings)
+            topic = swap_control_topic(self.settings)
+            for future in [self._producer.send(topic, key=key, value=value, partition=0) for key, value in records]:
+                future.get(PUBLISH_TIMEOUT_S)
+
+        await asyncio.to_thread(send)
+        for key, value in records:
+            self.control.apply(key, value)
+
+    async def follow(self) -> None:
+        """Follow the control topic from where :meth:`recover` read it to, and act on each journal change as
+        every worker does (module doc): write into the versions it names, rebuild the users of this worker's
+        partitions in the users phase, and resume the backfill when this worker has become its leader. Runs
+        until cancelled."""
+        consumer = tail_consumer(self.settings)
+        await consumer.start()
+        try:
+            tp = TopicPartition(swap_control_topic(self.settings), 0)
+            consumer.assign([tp])
+            consumer.seek(tp, self._follow_from)
+            while True:
+                batches = await consumer.getmany(timeout_ms=FOLLOW_POLL_MS)
+                for record in (r for batch in batches.values() for r in batch):
+                    self.control.apply(record.key, record.value)
+                try:
+                    await self._react()
+                except Exception:  # noqa: BLE001 - logged; the next journal change or poll tries again
+                    log.exception("acting on the swap journal failed")
+        finally:
+            await consumer.stop()
+
+    async def _react(self) -> None:
+        journal = self.control.journal
+        backfill = journal.backfill
+        versions = journal.live + ([backfill.version] if backfill else [])
+        for version in versions:
+            if self.targets.get(version) is None and self.registry.path(version).is_dir():
+                await self._add_target(version)
+        if journal != self._reacted:  # only on a change: the leader adds a target just before journalling it
+            self._reacted = journal
+            self.targets.keep_only(set(versions))
+        if backfill and backfill.phase == "users":
+            await self._rebuild_own_users(backfill)
+        if backfill and not self._lock.locked() and self.hooks.leads() and self._resuming is None:
+            self._resuming = self._spawn(self.resume())
+            self._resuming.add_done_callback(lambda _: setattr(self, "_resuming", None))
+
+    async def _rebuild_own_users(self, backfill: Backfill) -> None:
+        """Rebuild, into ``backfill``'s users collection, the users of the user-history partitions this
+        worker owns that nobody has recorded done, and record them done (module doc, 3)."""
+        model = self.targets.get(backfill.version)
+        mine = self._rebuilt.setdefault(backfill.attempt, set())
+        todo = self.hooks.owned() - self.control.users_done(backfill.attempt) - mine
+        if model is None or not todo:
+            return
+        await self.hooks.ready()
+        await self.hooks.flush()  # every history this worker has written is in the changelog it reads now
+        started = time.perf_counter()
+        newest = await asyncio.to_thread(changelog_values, self.settings, self.hooks.changelog, dict.fromkeys(todo, 0))
+        user_ids = [user_id for user_id, value in newest.items() if value is not None]
+        for i in range(0, len(user_ids), USERS_PER_STEP):
+            if not todo <= self.hooks.owned():
+                log.info("partitions %s were reassigned mid-rebuild: their new owner rebuilds them", sorted(todo))
+                return
+            # Read and write one step without yielding, so a behavior batch lands before or after it.
+            histories = {u: UserHistory.from_json(h) for u in user_ids[i:i + USERS_PER_STEP]
+                         if (h := self.histories.get(u)) is not None}  # None: erased since the read
+            rebuild_user_vectors(histories, self.index, self.points, model.products, model.users,
+                                 self.settings.personalization)
+            await asyncio.sleep(USERS_PAUSE_S)
+        await self._publish([(users_done_key(backfill.attempt, p), b"1") for p in sorted(todo)])
+        mine |= todo
+        self.stats["users"] = self.stats.get("users", 0) + len(user_ids)
+        self.stats["users_s"] = self.stats.get("users_s", 0.0) + time.perf_counter() - started
+        log.info("backfill %s: %d user vectors of partitions %s rebuilt", model.users, len(user_ids), sorted(todo))
+
+    def _spawn(self, coroutine) -> asyncio.Task:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _prune_later(self) -> None:
+        async def prune() -> None:
+            await asyncio.sleep(PRUNE_DELAY_S)
+            self._prune(self.control.journal)
+
+        self._spawn(prune())
+
+    async def close(self) -> None:
+        """Cancel background work (a pending prune, a resume) and close the control producer."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._producer is not None:
+            await asyncio.to_thread(self._producer.close)
 
     def _complete(self, version: str) -> bool:
         return self.registry.path(version).is_dir() and all(map(self.index.has_collection,

@@ -33,7 +33,7 @@ from cartwise.model_updates import HELD, SWAP_REQUESTED, ModelUpdate, publish_up
 from cartwise.personalization import UserHistory, user_vector
 from cartwise.registry import ModelRegistry
 from cartwise.settings import Settings, Topics
-from streams.journal import SwapJournal
+from streams.journal import load_journal
 from tests.conftest import publish_rotated
 
 pytestmark = pytest.mark.integration
@@ -157,8 +157,7 @@ async def test_swap_under_load(service, rotated, broker):
     async with Load(service.port, load_queries()) as load:
         await asyncio.sleep(1.0)
         await asyncio.to_thread(request_swap, settings, "v2")
-        await wait_for(lambda: SwapJournal.load(settings.data_dir / "swap.json").backfill is not None,
-                       what="backfill started")
+        await wait_for(lambda: load_journal(settings).backfill is not None, what="backfill started")
         live = ProductUpsert(event_id="swap-live", event_time=datetime.now(timezone.utc), product_id="swap-live",
                              title="Cordless hedge trimmer 20 V", brand="Greenline", category_path=["garden"])
         producer.send(settings.topics.catalog, key=b"swap-live", value=encode_event(live))
@@ -202,7 +201,7 @@ async def test_swap_under_load(service, rotated, broker):
 
     registry = ModelRegistry(settings.models_dir)
     assert registry.active() == "v2" and registry.state("v1")[0] == "retired"
-    assert SwapJournal.load(settings.data_dir / "swap.json").live == ["v2", "v1"]
+    assert load_journal(settings).live == ["v2", "v1"]
     assert service.worker.swaps.stats["products"] >= index.count("products_v1") - 1
 
 
@@ -242,8 +241,9 @@ async def test_messages_other_than_requests_change_nothing(service):
 
 @pytest.mark.timeout(600)  # two consumer-group joins, one waiting out the killed member's session
 async def test_crash_in_backfill_resumes_on_restart(service, broker, rotated, tmp_path):
-    """A `cartwise serve` killed (SIGKILL) in the middle of a backfill leaves v1 active and the journal
-    where it stopped; the restarted service resumes from the journal's offsets and then switches."""
+    """A `cartwise serve` killed (SIGKILL) in the middle of a backfill leaves v1 active and the journal (on
+    the swap control topic) where it stopped; the restarted service resumes from the journal's offsets and
+    then switches."""
     data_dir = tmp_path / "crash"
     shutil.copytree(rotated[0], data_dir / "models")
     settings = settings_for(data_dir, broker, backfill_batch=8, consumer_session_timeout_s=10.0)
@@ -254,16 +254,15 @@ async def test_crash_in_backfill_resumes_on_restart(service, broker, rotated, tm
     with open(tmp_path / "serve.log", "wb") as log_file:
         proc = subprocess.Popen([sys.executable, "-m", "cartwise.app.cli", "--log-level", "INFO", "serve"], env=env,
                                 stdout=log_file, stderr=subprocess.STDOUT)
-    journal_path = data_dir / "swap.json"
     try:
-        await wait_for(lambda: journal_path.exists() and SwapJournal.load(journal_path).live == ["v1"], what="start")
+        await wait_for(lambda: load_journal(settings).live == ["v1"], what="start")
         await asyncio.to_thread(request_swap, settings, "v2")
-        await wait_for(lambda: (b := SwapJournal.load(journal_path).backfill) is not None and b.products > 0,
+        await wait_for(lambda: (b := load_journal(settings).backfill) is not None and b.products > 0,
                        what="backfill under way")
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    crashed = SwapJournal.load(journal_path)
+    crashed = load_journal(settings)  # the journal in Kafka, where the killed worker left it
     catalog_events = sum(r.topic_field == "catalog" for r in rees46_records(limit=RECORDS))
     assert ModelRegistry(settings.models_dir).active() == "v1"  # nothing half-switched
     assert crashed.backfill.version == "v2" and crashed.backfill.phase == "products"
@@ -279,7 +278,7 @@ async def test_crash_in_backfill_resumes_on_restart(service, broker, rotated, tm
         products = {r.key for r in rees46_records(limit=RECORDS) if r.topic_field == "catalog"}
         assert restarted.index.count("products_v2") >= len(products)
         assert restarted.index.count("users_v2") == len(list(restarted.worker.histories.keys())) > 0
-        assert SwapJournal.load(journal_path).backfill is None
+        assert load_journal(settings).backfill is None
     finally:
         await restarted.stop()
 

@@ -7,17 +7,43 @@ from types import SimpleNamespace
 from cartwise.app.bench.swap import summarize
 from cartwise.model_updates import ACTIVATED, ModelUpdate
 from cartwise.registry import collection_names
-from streams.journal import Backfill, SwapJournal
+from streams.journal import JOURNAL_KEY, Backfill, ControlState, SwapJournal, users_done_key
 from streams.targets import WriteTargets
 
 
-def test_journal_round_trips_and_starts_empty(tmp_path):
-    path = tmp_path / "swap.json"
-    assert SwapJournal.load(path) == SwapJournal()
+def test_journal_round_trips_and_starts_empty():
+    state = ControlState()
+    assert state.journal == SwapJournal()
     journal = SwapJournal(live=["v2", "v1"], backfill=Backfill(version="v3", offsets={0: 17}, products=17))
-    journal.save(path)
-    loaded = SwapJournal.load(path)
-    assert loaded == journal and loaded.backfill.offsets == {0: 17}  # partition keys survive JSON
+    state.apply(JOURNAL_KEY, journal.encode())
+    assert state.journal == journal and state.journal.backfill.offsets == {0: 17}  # partition keys survive JSON
+
+
+def test_control_state_keeps_the_latest_record_per_key_and_drops_tombstones():
+    state = ControlState()
+    first, second = SwapJournal(live=["v1"]), SwapJournal(live=["v1"], backfill=Backfill(version="v2"))
+    state.apply(JOURNAL_KEY, first.encode())
+    assert state.journal == first
+    state.apply(JOURNAL_KEY, second.encode())  # the cached journal is replaced, not kept
+    assert state.journal == second
+    state.apply(JOURNAL_KEY, None)
+    assert state.journal == SwapJournal()
+
+
+def test_users_done_is_per_attempt_and_old_attempts_are_removable():
+    state = ControlState()
+    for attempt, partition in (("a1", 0), ("a1", 3), ("a2", 1)):
+        state.apply(users_done_key(attempt, partition), b"worker")
+    state.apply(JOURNAL_KEY, SwapJournal().encode())
+    assert state.users_done("a1") == {0, 3} and state.users_done("a2") == {1} and state.users_done("a3") == set()
+    assert sorted(state.done_keys_other_than("a2")) == [users_done_key("a1", 0), users_done_key("a1", 3)]
+    assert len(state.done_keys_other_than(None)) == 3
+    state.apply(users_done_key("a1", 0), None)
+    assert state.users_done("a1") == {3}
+
+
+def test_a_new_backfill_is_a_new_attempt():
+    assert Backfill(version="v2").attempt != Backfill(version="v2").attempt
 
 
 def test_write_targets_order_and_keep_only():
