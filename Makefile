@@ -8,6 +8,8 @@ NODE_STAMP := node_modules/.installed-stamp
 # without an engine, dockerfilelint (pinned by compose/lint/package-lock.json) the Dockerfiles.
 COMPOSE_STAMP := $(VENV)/.docker-compose-stamp
 LINT_STAMP := compose/lint/node_modules/.installed-stamp
+# The playground's browser test (tests/integration/test_playground.py): Debian's chromium and its driver.
+BROWSER_STAMP := $(VENV)/.chromium-stamp
 
 .PHONY: install demo serve test protos bench clean
 
@@ -29,6 +31,10 @@ $(COMPOSE_STAMP): $(STAMP)
 	command -v docker-compose >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose >/dev/null; }
 	touch $(COMPOSE_STAMP)
 
+$(BROWSER_STAMP): $(STAMP)
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null; } || echo "chromium could not be installed: the browser test will skip"
+	touch $(BROWSER_STAMP)
+
 $(LINT_STAMP): compose/lint/package.json compose/lint/package-lock.json
 	npm ci --prefix compose/lint --no-audit --no-fund --loglevel=error
 	touch $(LINT_STAMP)
@@ -41,7 +47,7 @@ demo: install
 serve: install
 	$(BIN)/cartwise serve
 
-test: install $(COMPOSE_STAMP) $(LINT_STAMP)
+test: install $(COMPOSE_STAMP) $(LINT_STAMP) $(BROWSER_STAMP)
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 

@@ -95,6 +95,9 @@ class BehaviorEvent(_Event):
     product_id: str = Field(min_length=1, max_length=128)
     session_id: str | None = Field(None, max_length=128)
     query: str | None = Field(None, max_length=512, description="the search that led to it, when known")
+    origin: Literal["playground"] | None = Field(
+        None, description="set when no shopper made the event (the playground's buttons): applied like any "
+                          "event, never trained on")
 
 
 class UserForget(_Event):
@@ -110,7 +113,8 @@ E = TypeVar("E", bound=_Event)
 _catalog_adapter: TypeAdapter[ProductUpsert | ProductDelete] = TypeAdapter(CatalogEvent)
 
 
-def _reason(err: ValidationError) -> str:
+def validation_reason(err: ValidationError) -> str:
+    """A ValidationError as one line naming each bad field: "user_id: String should have at least 1 character"."""
     return "; ".join(f"{'.'.join(map(str, e['loc'])) or '<root>'}: {e['msg']}" for e in err.errors())
 
 
@@ -121,7 +125,7 @@ def _validated(validate: Callable[[bytes], E], raw: bytes | None, empty: str = "
     try:
         return validate(raw)
     except ValidationError as err:
-        raise InvalidEvent(_reason(err)) from None
+        raise InvalidEvent(validation_reason(err)) from None
 
 
 def parse_catalog_event(raw: bytes | None) -> ProductUpsert | ProductDelete:
@@ -185,5 +189,5 @@ def encode_event(event: BaseModel) -> bytes:
 __all__ = [
     "BehaviorEvent", "BehaviorType", "CatalogEvent", "EventLimits", "InvalidEvent", "ProductDelete", "ProductUpsert",
     "SCHEMA_VERSION", "UserForget", "encode_event", "parse_behavior_event", "parse_catalog_event",
-    "parse_control_event", "parse_record",
+    "parse_control_event", "parse_record", "validation_reason",
 ]

@@ -126,6 +126,11 @@ class Settings(BaseSettings):
                                      description="serve Prometheus metrics on http://METRICS_HOST:PORT/metrics "
                                                  "(every role; cartwise/metrics.py); unset: no endpoint")
     metrics_host: str = Field("127.0.0.1", description="address the metrics endpoint binds (0.0.0.0 in a container)")
+    playground_port: int | None = Field(None, ge=0, le=65535,
+                                        description="serve the search playground on http://PLAYGROUND_HOST:PORT/ "
+                                                    "(roles all and api; cartwise/app/playground.py); unset: none")
+    playground_host: str = Field("127.0.0.1", description="address the playground binds; beyond loopback only "
+                                                          "with api_tokens (or api_allow_unauthenticated)")
     # API security (grpc_api/security.py; the client side in cartwise/client.py)
     api_tokens: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
         (), description="bearer tokens the API accepts, comma-separated; empty: no authentication")

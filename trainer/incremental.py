@@ -125,7 +125,7 @@ def erasure_times(consumer: KafkaConsumer, settings: Settings) -> dict[str, date
 def read_event_log(settings: Settings, since: "Watermark | datetime | None") -> EventLog:
     """Read the catalog from the beginning and the behavior topics from ``since``. Invalid events are
     counted and skipped (the stream worker has already dead-lettered them); events of users who asked to
-    be forgotten, up to their request, are left out.
+    be forgotten, up to their request, and events with an ``origin`` (the playground's) are left out.
 
     Raises kafka.errors.KafkaError (NoBrokersAvailable when no broker answers at ``settings.bootstrap``)."""
     topics, consumer = settings.topics, log_consumer(settings)
@@ -156,7 +156,8 @@ def read_event_log(settings: Settings, since: "Watermark | datetime | None") -> 
         forgotten = erasure_times(consumer, settings)
     finally:
         consumer.close()
-    behavior = [e for e in behavior if e.event_time > forgotten.get(e.user_id, _NEVER)]
+    # a shopper's own events only: not those of users who asked to be forgotten, nor the playground's
+    behavior = [e for e in behavior if e.origin is None and e.event_time > forgotten.get(e.user_id, _NEVER)]
     behavior.sort(key=lambda e: e.event_time)
     if behavior:
         watermark.event_time = behavior[-1].event_time.isoformat()

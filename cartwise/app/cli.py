@@ -54,6 +54,8 @@ def serve(ctx: click.Context, role: str) -> None:
         api = (f"gRPC on {service.settings.grpc_host}:{service.port}, model {service.active.current.version}"
                if service.api else "no API")
         console.print(f"[green]{role}[/]: {api}, Kafka at {service.settings.bootstrap}")
+        if service.playground:
+            console.print(f"playground: http://{service.settings.playground_host}:{service.playground.port}/")
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             asyncio.get_running_loop().add_signal_handler(sig, stop.set)

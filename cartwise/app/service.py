@@ -11,6 +11,8 @@ import time
 from typing import Literal
 
 from cartwise.app.broker import EmbeddedBroker, embedded_broker
+from cartwise.app.playground import Playground
+from cartwise.app.playground import check_binding as check_playground_binding
 from cartwise.index import VectorIndex, open_index
 from cartwise.kafka_io import ensure_topics
 from cartwise.metrics import Metrics, serve_metrics
@@ -71,6 +73,8 @@ class Service:
         check_role(settings, role, index is not None)
         # read the certificates and check the binding before anything starts
         self._security = ServerSecurity.from_settings(settings) if role in ("all", "api") else None
+        if role in ("all", "api") and settings.playground_port is not None:
+            check_playground_binding(settings)
         self.settings, self.role = settings, role
         self.broker: EmbeddedBroker | None = broker
         self._owns_broker = broker is None
@@ -82,6 +86,7 @@ class Service:
         self.follower: ModelFollower | None = None
         self._batcher: QueryBatcher | None = None
         self.servicer: SearchServicer | None = None
+        self.playground: Playground | None = None
         # Prometheus metrics (cartwise/metrics.py) only with an endpoint to serve them
         self.metrics: Metrics | None = Metrics() if settings.metrics_port is not None else None
         self._metrics_server = None
@@ -124,6 +129,8 @@ class Service:
                 self.broker.mark_used()
         if self.role in ("all", "api"):
             await self._start_api(registry)
+            if s.playground_port is not None:
+                await self._start_playground()
 
     async def _start_api(self, registry: ModelRegistry) -> None:
         s = self.settings
@@ -141,6 +148,17 @@ class Service:
         await self.api.start()
         log.info("serving %s on %s:%d (Kafka %s)", self.active.current.version, s.grpc_host, self.port,
                  s.bootstrap)
+
+    async def _start_playground(self) -> None:
+        """Serve the playground (cartwise/app/playground.py) in front of this process's gRPC API."""
+        s = self.settings
+        host = "127.0.0.1" if s.grpc_host in ("0.0.0.0", "::") else s.grpc_host
+        self.playground = Playground(s, f"{host}:{self.port}", self._user_ids)
+        await self.playground.start()
+
+    def _user_ids(self, limit: int) -> list[str]:
+        """Up to ``limit`` ids of users with a vector in the served version (blocking)."""
+        return [hit.payload["user_id"] for hit in self.index.scroll(self.active.current.users, limit)]
 
     def _start_metrics(self) -> None:
         """Serve /metrics on ``metrics_host:metrics_port`` with the collectors of this role's parts (each
@@ -181,6 +199,8 @@ class Service:
     async def stop(self) -> None:
         """Stop the API (draining), the follower, the worker, the index and the embedded broker it started, in
         that order."""
+        if self.playground:
+            await self.playground.stop()
         if self.api:
             await self.api.stop()
         if self.follower:

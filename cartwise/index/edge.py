@@ -152,11 +152,12 @@ class EdgeIndex:
         self._root = Path(root)
         self._search_threads = search_threads
         self._root.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(self._root / _BUILDS, ignore_errors=True)  # copies of builds a stopped process left
         self._shards: dict[str, _Slot] = {}
         self._lock = threading.Lock()  # guards the shard map, not the shards
         for path in sorted(p for p in self._root.iterdir() if p.is_dir() and not p.name.startswith(".")):
             self._shards[path.name] = _Slot(_load(path))
+        # copies a stopped process left; only now, once loading proved no other process owns this root
+        shutil.rmtree(self._root / _BUILDS, ignore_errors=True)
 
     def _slot(self, name: str) -> _Slot:
         try:
@@ -308,6 +309,11 @@ class EdgeIndex:
         """The engine's segments, points and indexed vectors (dense and sparse) of ``name``."""
         with self._reading(name) as shard:
             return shard.info()
+
+    def scroll(self, name: str, limit: int) -> list[IndexHit]:
+        with self._reading(name) as shard:
+            records, _ = shard.scroll(qe.ScrollRequest(limit=limit, with_payload=True, with_vector=False))
+        return [IndexHit(str(r.id), 0.0, r.payload or {}) for r in records]
 
     def count(self, name: str) -> int:
         with self._reading(name) as shard:
