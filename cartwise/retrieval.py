@@ -1,15 +1,16 @@
 """Ranking one request against a products collection: hybrid (default), dense or lexical, personalized
-on the dense side. The gRPC API and the offline evaluation both rank through :func:`rank`, so the
+on the dense side. The gRPC API (:func:`rank_async`, over an :class:`AsyncVectorIndex`) and the offline
+evaluation (:func:`rank`, over a :class:`VectorIndex`) make the same engine call and score parts, so the
 evaluation measures what is served (docs/architecture.md, "Hybrid retrieval")."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
-from cartwise.index import HybridQuery, IndexHit, SearchFilter, SparseVector, VectorIndex
+from cartwise.index import AsyncVectorIndex, HybridQuery, IndexHit, SearchFilter, SparseVector, VectorIndex
 from cartwise.personalization import fused_query
 from cartwise.settings import Lexical
 
@@ -58,16 +59,32 @@ def rank(index: VectorIndex, collection: str, request: RankRequest, params: Lexi
          flt: SearchFilter | None = None, hnsw_ef: int | None = None) -> list[RankedHit]:
     """The top ``limit`` products of ``collection`` for ``request``, best first. Raises ValueError when
     neither a query nor a user vector is given, KeyError for a missing collection."""
+    return ranked_hits(_engine_call(index, collection, request, params, limit, flt, hnsw_ef), request)
+
+
+async def rank_async(index: AsyncVectorIndex, collection: str, request: RankRequest, params: Lexical, limit: int,
+                     flt: SearchFilter | None = None, hnsw_ef: int | None = None) -> list[RankedHit]:
+    """:func:`rank` over an :class:`AsyncVectorIndex` (the serving path); the same errors."""
+    return ranked_hits(await _engine_call(index, collection, request, params, limit, flt, hnsw_ef), request)
+
+
+def _engine_call(index: VectorIndex | AsyncVectorIndex, collection: str, request: RankRequest, params: Lexical,
+                 limit: int, flt: SearchFilter | None, hnsw_ef: int | None) -> Any:
+    """Call the index method of the retrieval that runs: its hits (each with its dense vector) from a
+    :class:`VectorIndex`, an awaitable of them from an :class:`AsyncVectorIndex`."""
     retrieval = served_retrieval(request)
     if retrieval == "lexical":
-        hits = index.lexical_search(collection, request.lexical, limit, flt, with_vectors=True)
-    elif retrieval == "hybrid":
+        return index.lexical_search(collection, request.lexical, limit, flt, with_vectors=True)
+    if retrieval == "hybrid":
         hybrid = HybridQuery(fused_query(request.query, request.user, request.alpha), request.lexical,
                              applied_lexical_weight(request, params), params.scale, params.candidates)
-        hits = index.hybrid_search(collection, hybrid, limit, flt, hnsw_ef)
-    else:
-        hits = index.search(collection, fused_query(request.query, request.user, request.alpha), limit, flt,
-                            with_vectors=True, hnsw_ef=hnsw_ef)
+        return index.hybrid_search(collection, hybrid, limit, flt, hnsw_ef)
+    return index.search(collection, fused_query(request.query, request.user, request.alpha), limit, flt,
+                        with_vectors=True, hnsw_ef=hnsw_ef)
+
+
+def ranked_hits(hits: list[IndexHit], request: RankRequest) -> list[RankedHit]:
+    """``hits`` (with their (D,) vectors) with the score parts of ``request``, in the same order."""
     return [_parts(hit, request) for hit in hits]
 
 

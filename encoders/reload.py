@@ -14,7 +14,7 @@ from typing import Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from cartwise.index import VectorIndex
+from cartwise.index import AsyncVectorIndex
 from cartwise.kafka_io import tail_consumer
 from cartwise.model_updates import ACTIVATED, ModelUpdate
 from cartwise.registry import ModelRegistry, collection_names
@@ -29,7 +29,7 @@ class ModelFollower:
     ``await stop()``. ``preloaded`` returns a version this process has loaded already (the worker's write
     targets in the one-process service), so a swap does not load the same model twice."""
 
-    def __init__(self, settings: Settings, active: ActiveModel, index: VectorIndex,
+    def __init__(self, settings: Settings, active: ActiveModel, index: AsyncVectorIndex,
                  preloaded: Callable[[str], ServingModel | None] = lambda version: None) -> None:
         self.settings, self.active, self.index, self._preloaded = settings, active, index, preloaded
         self.registry = ModelRegistry(settings.models_dir)
@@ -71,7 +71,7 @@ class ModelFollower:
         version = self.registry.active()
         if version is None or version == self.active.current.version:
             return
-        if not all(map(self.index.has_collection, collection_names(version))):
+        if not all([await self.index.has_collection(name) for name in collection_names(version)]):
             log.error("registry says %s is active but its collections are missing; still serving %s",
                       version, self.active.current.version)
             return

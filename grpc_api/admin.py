@@ -10,7 +10,7 @@ from typing import Callable, Mapping
 
 import grpc
 
-from cartwise.index import VectorIndex
+from cartwise.index import AsyncVectorIndex
 from cartwise.kafka_io import consumer_lag
 from cartwise.settings import Settings
 from cartwise.v1 import admin_pb2 as pb
@@ -41,9 +41,10 @@ def group_lag(settings: Settings) -> dict[str, int]:
 class AdminServicer(pb_grpc.AdminServiceServicer):
     """GetStatus. ``worker_status`` (None in an API-only process) returns the stream worker's counters under
     the names of :class:`cartwise.v1.admin_pb2.Status` fields (applied, dead_lettered, stale, forgotten,
-    expired, stream_time, repair_running, backfill_version)."""
+    expired, stream_time, repair_running, backfill_version). ``index`` is read asynchronously
+    (cartwise.index.open_reader)."""
 
-    def __init__(self, settings: Settings, index: VectorIndex, active: ActiveModel, role: str,
+    def __init__(self, settings: Settings, index: AsyncVectorIndex, active: ActiveModel, role: str,
                  worker_status: Callable[[], Mapping] | None) -> None:
         self.settings, self.index, self.active, self.role = settings, index, active, role
         self.worker_status = worker_status
@@ -53,7 +54,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         model = self.active.current
         status = pb.Status(
             active_version=model.version, role=self.role, runs_worker=self.worker_status is not None,
-            products=self.index.count(model.products), users=self.index.count(model.users),
+            products=await self.index.count(model.products), users=await self.index.count(model.users),
             broker=broker_location(self.settings), index=self.settings.qdrant_url or str(self.settings.index_dir.resolve()),
             uptime_s=time.monotonic() - self.started, **(self.worker_status() if self.worker_status else {}))
         lag = await self._lag()

@@ -5,15 +5,17 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
 
 import grpc
 import numpy as np
 
 from cartwise.catalog import ProductView, point_id
-from cartwise.index import VectorIndex
+from cartwise.index import AsyncVectorIndex
 from cartwise.lexical import LexicalEncoder
 from cartwise.personalization import UserPoint, personalization_weight
-from cartwise.retrieval import RankedHit, RankRequest, applied_lexical_weight, rank, served_retrieval
+from cartwise.retrieval import RankedHit, RankRequest, applied_lexical_weight, rank_async, served_retrieval
 from cartwise.settings import Settings
 from cartwise.v1 import search_pb2 as pb
 from cartwise.v1 import search_pb2_grpc as pb_grpc
@@ -43,9 +45,14 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
 
     Admission: at most ``settings.max_in_flight`` requests are worked on at once; one more is refused at
     once with RESOURCE_EXHAUSTED (counted in ``rejected``) rather than queued, so under overload the
-    answered requests keep their latency and the rest fail fast for the client to retry or shed."""
+    answered requests keep their latency and the rest fail fast for the client to retry or shed.
 
-    def __init__(self, settings: Settings, index: VectorIndex, active: ActiveModel, batcher: QueryBatcher) -> None:
+    ``index`` is read asynchronously (cartwise.index.open_reader). A collection of the snapshot that is
+    missing (dropped under the request, or never built) answers UNAVAILABLE naming it: the index, not
+    the request, is at fault, and a retry may find the next version."""
+
+    def __init__(self, settings: Settings, index: AsyncVectorIndex, active: ActiveModel,
+                 batcher: QueryBatcher) -> None:
         self.settings, self.index, self.active, self.batcher = settings, index, active, batcher
         self.lexical = LexicalEncoder(settings.lexical)
         self.in_flight, self.rejected = 0, 0
@@ -74,17 +81,18 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         finally:
             self.in_flight -= 1
 
-    def _user(self, model: ServingModel, user_id: str) -> _User:
+    async def _user(self, model: ServingModel, user_id: str, context) -> _User:
         if not user_id:
             return _User()
-        found = self.index.retrieve(model.users, [point_id(user_id)], with_vectors=True)
+        async with _collection_of(model.users, context):
+            found = await self.index.retrieve(model.users, [point_id(user_id)], with_vectors=True)
         if not found:
             return _User()
         point = UserPoint.from_payload(found[0].payload, found[0].vector)
         return _User(point.state.vector, point.state.n, point.purchased)
 
     async def _search(self, query: SearchQuery, model: ServingModel, context, require_user: bool) -> pb.SearchResponse:
-        user = self._user(model, query.user_id)
+        user = await self._user(model, query.user_id, context)
         if require_user and user.vector is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"user_id: no history for {query.user_id!r}")
         qvec = await self.batcher.encode(model, query.query) if query.query else None
@@ -100,12 +108,23 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
             flt = dataclasses.replace(flt, exclude_ids=frozenset(point_id(p) for p in user.purchased))
         request = RankRequest(qvec, self.lexical.query(query.query) if qvec is not None else None, user.vector, alpha,
                               query.retrieval, query.lexical_weight)
-        hits = rank(self.index, model.products, request, self.settings.lexical, query.limit, flt,
-                    hnsw_ef=max(self.settings.hnsw_ef, query.limit))
+        async with _collection_of(model.products, context):
+            hits = await rank_async(self.index, model.products, request, self.settings.lexical, query.limit, flt,
+                                    hnsw_ef=max(self.settings.hnsw_ef, query.limit))
         return pb.SearchResponse(hits=[_hit(h) for h in hits], model_version=model.version,
                                  index_version=model.products, personalization_weight=alpha,
                                  user_interactions=user.n, retrieval=WIRE_OF_RETRIEVAL[served_retrieval(request)],
                                  lexical_weight=applied_lexical_weight(request, self.settings.lexical))
+
+
+@asynccontextmanager
+async def _collection_of(name: str, context) -> AsyncIterator[None]:
+    """Abort with UNAVAILABLE when the index says collection ``name`` is missing (KeyError)."""
+    try:
+        yield
+    except KeyError:
+        log.error("collection %s of the served version is missing", name)
+        await context.abort(grpc.StatusCode.UNAVAILABLE, f"collection {name!r} missing")
 
 
 def _hit(ranked: RankedHit) -> pb.Hit:

@@ -13,7 +13,7 @@ from typing import Literal
 from cartwise.app.broker import EmbeddedBroker, embedded_broker
 from cartwise.app.playground import Playground
 from cartwise.app.playground import check_binding as check_playground_binding
-from cartwise.index import VectorIndex, open_index
+from cartwise.index import AsyncVectorIndex, VectorIndex, open_index, open_reader
 from cartwise.kafka_io import ensure_topics
 from cartwise.metrics import Metrics, serve_metrics
 from cartwise.registry import ModelRegistry
@@ -65,8 +65,11 @@ class Service:
     With no broker configured (role ``all`` only) the embedded one is started on
     ``settings.embedded_kafka_port`` and stopped with it, unless ``broker`` is one already started there (a
     benchmark loads it before the worker starts; it is left running at stop). ``index`` is an already open
-    index to share (it is left open at stop). Raises RoleError, and SecurityConfigError
-    (grpc_api/security.py) for API security settings that cannot serve."""
+    index to share (it is left open at stop). The stream worker writes through ``index`` (opened from the
+    settings when not given); the API reads through ``reader`` (cartwise.index.open_reader: its own
+    AsyncQdrantClient for a Qdrant server, else ``index`` inline), so an api-role process over a Qdrant server
+    opens no blocking client at all. Raises RoleError, and SecurityConfigError (grpc_api/security.py) for API
+    security settings that cannot serve."""
 
     def __init__(self, settings: Settings, role: Role = "all", index: VectorIndex | None = None,
                  broker: EmbeddedBroker | None = None) -> None:
@@ -80,6 +83,7 @@ class Service:
         self._owns_broker = broker is None
         self.index: VectorIndex | None = index
         self._owns_index = index is None
+        self.reader: AsyncVectorIndex | None = None
         self.worker: StreamWorker | None = None
         self.api: ApiServer | None = None
         self.active: ActiveModel | None = None
@@ -118,8 +122,8 @@ class Service:
         ensure_topics(s)
         registry = ModelRegistry(s.models_dir)
         active = ensure_active_model(registry, s.encoder_precision)
-        self.index = self.index or open_index(s)
         if self.role in ("all", "worker"):
+            self.index = self.index or open_index(s)
             fresh = bool(self.broker and self.broker.fresh)
             if fresh:
                 self._reset_derived_state()
@@ -138,12 +142,13 @@ class Service:
         preloaded = self.worker.targets.get if self.worker else (lambda version: None)
         version = registry.active()
         self.active = ActiveModel(preloaded(version) or ServingModel.load(registry, version, s.encoder_threads))
-        self.follower = ModelFollower(s, self.active, self.index, preloaded)
+        self.reader = open_reader(s, self.index)
+        self.follower = ModelFollower(s, self.active, self.reader, preloaded)
         await self.follower.start()
         self._batcher = QueryBatcher(s.encoder_max_batch, s.encoder_threads, s.query_cache_size,
                                      self.metrics.query_encode_seconds.observe if self.metrics else None)
-        admin = AdminServicer(s, self.index, self.active, self.role, self.worker.status if self.worker else None)
-        self.servicer = SearchServicer(s, self.index, self.active, self._batcher)
+        admin = AdminServicer(s, self.reader, self.active, self.role, self.worker.status if self.worker else None)
+        self.servicer = SearchServicer(s, self.reader, self.active, self._batcher)
         self.api = ApiServer(self.servicer, admin, s.grpc_host, s.grpc_port, self._security, self.metrics)
         await self.api.start()
         log.info("serving %s on %s:%d (Kafka %s)", self.active.current.version, s.grpc_host, self.port,

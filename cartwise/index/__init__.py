@@ -2,9 +2,13 @@
 
 - :class:`EdgeIndex` — Qdrant Edge in-process, one shard per collection on disk (embedded default).
 - :class:`QdrantServerIndex` — a Qdrant server through qdrant-client (production).
+
+The serving path reads through :class:`AsyncVectorIndex` (:func:`open_reader`): a Qdrant server through
+:class:`AsyncQdrantServerIndex`, Qdrant Edge through :class:`InlineAsyncIndex`.
 """
 
 from cartwise.index.base import (
+    AsyncVectorIndex,
     CollectionSchema,
     HybridQuery,
     IndexHit,
@@ -14,7 +18,8 @@ from cartwise.index.base import (
     VectorIndex,
 )
 from cartwise.index.edge import EdgeIndex
-from cartwise.index.server import QdrantServerIndex, qdrant_client_options
+from cartwise.index.inline import InlineAsyncIndex
+from cartwise.index.server import AsyncQdrantServerIndex, QdrantServerIndex, qdrant_client_options
 
 PRODUCTS_SCHEMA = CollectionSchema(keyword=("category_prefixes", "brand", "stock"), float=("price",), lexical=True)
 USERS_SCHEMA = CollectionSchema()
@@ -29,7 +34,21 @@ def open_index(settings) -> VectorIndex:
     return EdgeIndex(settings.index_dir, settings.edge_search_threads)
 
 
+def open_reader(settings, index: VectorIndex | None) -> AsyncVectorIndex:
+    """The serving path's reads: a Qdrant server at ``qdrant_url`` through an ``AsyncQdrantClient`` of its own
+    (close it), else ``index`` (Qdrant Edge; required then) read inline. Raises ValueError for neither, OSError
+    for an unreadable CA file."""
+    if settings.qdrant_url:
+        from qdrant_client import AsyncQdrantClient
+
+        return AsyncQdrantServerIndex(AsyncQdrantClient(**qdrant_client_options(settings)))
+    if index is None:
+        raise ValueError("no index to read: set CARTWISE_QDRANT_URL or pass the Qdrant Edge index")
+    return InlineAsyncIndex(index)
+
+
 __all__ = [
-    "CollectionSchema", "EdgeIndex", "HybridQuery", "IndexHit", "IndexPoint", "PRODUCTS_SCHEMA", "QdrantServerIndex",
-    "SearchFilter", "SparseVector", "USERS_SCHEMA", "VectorIndex", "open_index",
+    "AsyncQdrantServerIndex", "AsyncVectorIndex", "CollectionSchema", "EdgeIndex", "HybridQuery", "IndexHit",
+    "IndexPoint", "InlineAsyncIndex", "PRODUCTS_SCHEMA", "QdrantServerIndex", "SearchFilter", "SparseVector",
+    "USERS_SCHEMA", "VectorIndex", "open_index", "open_reader",
 ]

@@ -179,3 +179,36 @@ class VectorIndex(Protocol):
 
     def close(self) -> None:
         """Flush and release resources."""
+
+
+class AsyncVectorIndex(Protocol):
+    """The reads of the serving path (gRPC API, model follower, status), as coroutines: the methods of
+    :class:`VectorIndex` of the same names and semantics (KeyError for a missing collection, ValueError
+    for a lexical query on a collection without lexical vectors). Implementations:
+    :class:`cartwise.index.server.AsyncQdrantServerIndex` (a Qdrant server through ``AsyncQdrantClient``)
+    and :class:`cartwise.index.inline.InlineAsyncIndex` (a :class:`VectorIndex` read inline, for Qdrant Edge)."""
+
+    async def has_collection(self, name: str) -> bool:
+        """Whether ``name`` exists."""
+
+    async def retrieve(self, name: str, ids: Sequence[str], with_vectors: bool = True,
+                       with_payload: bool = True) -> list[IndexHit]:
+        """As :meth:`VectorIndex.retrieve`."""
+
+    async def search(self, name: str, vector: np.ndarray, limit: int, flt: SearchFilter | None = None,
+                     with_vectors: bool = False, exact: bool = False, hnsw_ef: int | None = None) -> list[IndexHit]:
+        """As :meth:`VectorIndex.search`."""
+
+    async def lexical_search(self, name: str, query: SparseVector, limit: int, flt: SearchFilter | None = None,
+                             with_vectors: bool = False) -> list[IndexHit]:
+        """As :meth:`VectorIndex.lexical_search`."""
+
+    async def hybrid_search(self, name: str, query: HybridQuery, limit: int, flt: SearchFilter | None = None,
+                            hnsw_ef: int | None = None) -> list[IndexHit]:
+        """As :meth:`VectorIndex.hybrid_search`."""
+
+    async def count(self, name: str) -> int:
+        """Number of points in ``name``."""
+
+    async def close(self) -> None:
+        """Release what this reader holds (a connection; an index read inline stays open)."""

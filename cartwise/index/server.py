@@ -1,15 +1,24 @@
-"""Qdrant server backend through qdrant-client (gRPC in production).
+"""Qdrant server backend through qdrant-client (gRPC in production): :class:`QdrantServerIndex` over a
+``QdrantClient`` (the stream worker, trainer and tools) and :class:`AsyncQdrantServerIndex` over an
+``AsyncQdrantClient`` (the serving path, so no request blocks the event loop).
 
-Tests drive this same code through qdrant-client's local mode (``QdrantClient(":memory:")``),
-which speaks the same client API; local mode is brute force and never the embedded default."""
+Both build every request with the same functions (:class:`ClientCall`) and map a missing collection to
+KeyError in one place (:func:`collection_errors`) from the engine's own answer, not a check per call.
+Tests drive this same code through qdrant-client's local mode (``QdrantClient(":memory:")``,
+``AsyncQdrantClient(":memory:")``), which speaks the same client API; local mode is brute force and never
+the embedded default."""
 
 from __future__ import annotations
 
 import ssl
-from typing import Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Sequence
 
+import grpc
 import numpy as np
-from qdrant_client import QdrantClient, models
+from qdrant_client import AsyncQdrantClient, QdrantClient, models
+from qdrant_client.http.exceptions import UnexpectedResponse
 
 from cartwise.index.base import (
     CATEGORY_SEPARATOR,
@@ -91,27 +100,148 @@ def server_filter(flt: SearchFilter | None) -> models.Filter | None:
     return models.Filter(must=must or None, must_not=must_not)
 
 
+@contextmanager
+def collection_errors(name: str) -> Iterator[None]:
+    """Raise KeyError for the engine's answer that collection ``name`` does not exist: HTTP 404 over REST,
+    NOT_FOUND over gRPC (sync and grpc.aio), and local mode's ValueError("Collection <name> not found")
+    (qdrant_client/local/qdrant_local.py ``_get_collection``). Every other error passes unchanged."""
+    try:
+        yield
+    except UnexpectedResponse as err:
+        if err.status_code == 404:
+            raise KeyError(f"collection {name!r} does not exist") from None
+        raise
+    except grpc.RpcError as err:
+        if err.code() == grpc.StatusCode.NOT_FOUND:
+            raise KeyError(f"collection {name!r} does not exist") from None
+        raise
+    except ValueError as err:
+        if str(err) == f"Collection {name} not found":
+            raise KeyError(f"collection {name!r} does not exist") from None
+        raise
+
+
+def _ignored(response: Any) -> None:
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class ClientCall:
+    """One qdrant-client request on a collection: the client ``method`` (called as
+    ``method(collection, **kwargs)``, the same on ``QdrantClient`` and ``AsyncQdrantClient``) and ``result``,
+    which turns its response into ours. ``method`` None: nothing to ask (an empty request); the result is
+    ``result(None)`` without a round trip."""
+
+    method: str | None
+    kwargs: dict
+    result: Callable[[Any], Any] = _ignored
+
+
+NOTHING = ClientCall(None, {})  # an empty write
+NO_HITS = ClientCall(None, {}, lambda _: [])  # an empty read
+
+
+def _dense_vectors(with_vectors: bool) -> list[str] | bool:
+    return [DENSE] if with_vectors else False
+
+
+def _records(with_vectors: bool) -> Callable[[list], list[IndexHit]]:
+    return lambda records: [IndexHit(str(r.id), 0.0, r.payload or {}, as_vector(r.vector) if with_vectors else None)
+                            for r in records]
+
+
+def create_calls(dim: int, schema: CollectionSchema) -> list[ClientCall]:
+    """The collection (``dim``-d DENSE, Dot; LEXICAL sparse with the engine's IDF when ``schema.lexical``)
+    and then its payload indexes."""
+    sparse = {LEXICAL: models.SparseVectorParams(modifier=models.Modifier.IDF)} if schema.lexical else None
+    collection = ClientCall("create_collection", {
+        "vectors_config": {DENSE: models.VectorParams(size=dim, distance=models.Distance.DOT)},
+        "sparse_vectors_config": sparse})
+    return [collection, *(ClientCall("create_payload_index", {"field_name": field_name, "field_schema": schema_type})
+                          for attr, schema_type in _SCHEMA_TYPES for field_name in getattr(schema, attr))]
+
+
+def upsert_call(points: Sequence[IndexPoint]) -> ClientCall:
+    """Insert or replace ``points`` by id."""
+    if not points:
+        return NOTHING
+    return ClientCall("upsert", {"points": [models.PointStruct(id=p.id, vector=_vectors(p), payload=p.payload)
+                                            for p in points]})
+
+
+def delete_call(ids: Sequence[str]) -> ClientCall:
+    """Delete points by id."""
+    if not ids:
+        return NOTHING
+    return ClientCall("delete", {"points_selector": models.PointIdsList(points=list(ids))})
+
+
+def retrieve_call(ids: Sequence[str], with_vectors: bool, with_payload: bool) -> ClientCall:
+    """Points by id, as :meth:`cartwise.index.VectorIndex.retrieve`."""
+    if not ids:
+        return NO_HITS
+    return ClientCall("retrieve", {"ids": list(ids), "with_payload": with_payload,
+                                   "with_vectors": _dense_vectors(with_vectors)}, _records(with_vectors))
+
+
+def search_call(vector: np.ndarray, limit: int, flt: SearchFilter | None, with_vectors: bool, exact: bool,
+                hnsw_ef: int | None) -> ClientCall:
+    """Top ``limit`` by inner product with ``vector`` (D,), as :meth:`cartwise.index.VectorIndex.search`."""
+    return ClientCall("query_points", {
+        "query": np.asarray(vector, dtype=np.float32).tolist(), "using": DENSE, "limit": limit,
+        "query_filter": server_filter(flt), "with_payload": True, "with_vectors": _dense_vectors(with_vectors),
+        "search_params": models.SearchParams(exact=exact, hnsw_ef=hnsw_ef)},
+        lambda response: [to_hit(p, with_vectors) for p in response.points])
+
+
+def lexical_call(query: SparseVector, limit: int, flt: SearchFilter | None, with_vectors: bool) -> ClientCall:
+    """Top ``limit`` by BM25, as :meth:`cartwise.index.VectorIndex.lexical_search`."""
+    if not query:
+        return NO_HITS
+    return ClientCall("query_points", {
+        "query": _sparse(query), "using": LEXICAL, "limit": limit, "query_filter": server_filter(flt),
+        "with_payload": True, "with_vectors": _dense_vectors(with_vectors)},
+        lambda response: [to_hit(p, with_vectors, float(p.score)) for p in response.points])
+
+
+def hybrid_call(query: HybridQuery, limit: int, flt: SearchFilter | None, hnsw_ef: int | None) -> ClientCall:
+    """Top ``limit`` by the fused score, as :meth:`cartwise.index.VectorIndex.hybrid_search`."""
+    prefetch, formula = hybrid_prefetch(query, limit, server_filter(flt), hnsw_ef)
+    return ClientCall("query_points", {"prefetch": prefetch, "query": formula, "limit": limit, "with_payload": True,
+                                       "with_vectors": [DENSE]},
+                      lambda response: hybrid_hits(response.points, query))
+
+
+COUNT = ClientCall("count", {"exact": True}, lambda response: response.count)
+HAS_LEXICAL = ClientCall("get_collection", {},
+                         lambda info: LEXICAL in (info.config.params.sparse_vectors or {}))  # has lexical vectors
+
+
+def require_lexical(name: str, has_lexical: bool) -> None:
+    """Raise ValueError when collection ``name`` has no lexical vectors."""
+    if not has_lexical:
+        raise ValueError(f"collection {name!r} has no lexical vectors")
+
+
 class QdrantServerIndex:
-    """:class:`cartwise.index.VectorIndex` over a Qdrant server (one Qdrant collection per collection)."""
+    """:class:`cartwise.index.VectorIndex` over a Qdrant server (one Qdrant collection per collection).
+    Blocking: for the stream worker, the trainer and tools; the serving path reads through
+    :class:`AsyncQdrantServerIndex`."""
 
     def __init__(self, client: QdrantClient) -> None:
         self._client = client
         self._lexical: dict[str, bool] = {}  # collection -> has lexical vectors (dropped with the collection)
 
-    def _require(self, name: str) -> None:
-        if not self._client.collection_exists(name):
-            raise KeyError(f"collection {name!r} does not exist")
+    def _run(self, name: str, call: ClientCall) -> Any:
+        if call.method is None:
+            return call.result(None)
+        with collection_errors(name):
+            return call.result(getattr(self._client, call.method)(name, **call.kwargs))
 
     def create_collection(self, name: str, dim: int, schema: CollectionSchema) -> None:
-        if self._client.collection_exists(name):
-            return
-        sparse = {LEXICAL: models.SparseVectorParams(modifier=models.Modifier.IDF)} if schema.lexical else None
-        self._client.create_collection(
-            name, vectors_config={DENSE: models.VectorParams(size=dim, distance=models.Distance.DOT)},
-            sparse_vectors_config=sparse)
-        for attr, schema_type in _SCHEMA_TYPES:
-            for field_name in getattr(schema, attr):
-                self._client.create_payload_index(name, field_name, field_schema=schema_type)
+        if not self._client.collection_exists(name):
+            for call in create_calls(dim, schema):
+                self._run(name, call)
 
     def has_collection(self, name: str) -> bool:
         return self._client.collection_exists(name)
@@ -125,64 +255,94 @@ class QdrantServerIndex:
         return sorted(c.name for c in self._client.get_collections().collections)
 
     def upsert(self, name: str, points: Sequence[IndexPoint]) -> None:
-        self._require(name)
-        if points:
-            self._client.upsert(name, points=[models.PointStruct(id=p.id, vector=_vectors(p), payload=p.payload)
-                                              for p in points])
+        self._run(name, upsert_call(points))
 
     def delete(self, name: str, ids: Sequence[str]) -> None:
-        self._require(name)
-        if ids:
-            self._client.delete(name, points_selector=models.PointIdsList(points=list(ids)))
+        self._run(name, delete_call(ids))
 
     def retrieve(self, name: str, ids: Sequence[str], with_vectors: bool = True,
                  with_payload: bool = True) -> list[IndexHit]:
-        self._require(name)
-        if not ids:
-            return []
-        records = self._client.retrieve(name, ids=list(ids), with_payload=with_payload,
-                                        with_vectors=[DENSE] if with_vectors else False)
-        return [IndexHit(str(r.id), 0.0, r.payload or {}, as_vector(r.vector) if with_vectors else None)
-                for r in records]
+        return self._run(name, retrieve_call(ids, with_vectors, with_payload))
 
     def search(self, name: str, vector: np.ndarray, limit: int, flt: SearchFilter | None = None,
                with_vectors: bool = False, exact: bool = False, hnsw_ef: int | None = None) -> list[IndexHit]:
-        self._require(name)
-        response = self._client.query_points(
-            name, query=np.asarray(vector, dtype=np.float32).tolist(), using=DENSE, limit=limit,
-            query_filter=server_filter(flt), with_payload=True, with_vectors=[DENSE] if with_vectors else False,
-            search_params=models.SearchParams(exact=exact, hnsw_ef=hnsw_ef))
-        return [to_hit(p, with_vectors) for p in response.points]
+        return self._run(name, search_call(vector, limit, flt, with_vectors, exact, hnsw_ef))
 
     def lexical_search(self, name: str, query: SparseVector, limit: int, flt: SearchFilter | None = None,
                        with_vectors: bool = False) -> list[IndexHit]:
         self._require_lexical(name)
-        if not query:
-            return []
-        response = self._client.query_points(
-            name, query=_sparse(query), using=LEXICAL, limit=limit, query_filter=server_filter(flt),
-            with_payload=True, with_vectors=[DENSE] if with_vectors else False)
-        return [to_hit(p, with_vectors, float(p.score)) for p in response.points]
+        return self._run(name, lexical_call(query, limit, flt, with_vectors))
 
     def hybrid_search(self, name: str, query: HybridQuery, limit: int, flt: SearchFilter | None = None,
                       hnsw_ef: int | None = None) -> list[IndexHit]:
         self._require_lexical(name)
-        prefetch, formula = hybrid_prefetch(query, limit, server_filter(flt), hnsw_ef)
-        response = self._client.query_points(name, prefetch=prefetch, query=formula, limit=limit,
-                                             with_payload=True, with_vectors=[DENSE])
-        return hybrid_hits(response.points, query)
+        return self._run(name, hybrid_call(query, limit, flt, hnsw_ef))
 
     def _require_lexical(self, name: str) -> None:
-        self._require(name)
         if name not in self._lexical:  # a collection's vectors never change: ask the server once per name
-            self._lexical[name] = LEXICAL in (self._client.get_collection(name).config.params.sparse_vectors or {})
-        if not self._lexical[name]:
-            raise ValueError(f"collection {name!r} has no lexical vectors")
+            self._lexical[name] = self._run(name, HAS_LEXICAL)
+        require_lexical(name, self._lexical[name])
 
     def count(self, name: str) -> int:
-        self._require(name)
-        return self._client.count(name, exact=True).count
+        return self._run(name, COUNT)
 
     def close(self) -> None:
         self._client.close()
 
+
+class AsyncQdrantServerIndex:
+    """:class:`cartwise.index.AsyncVectorIndex` over a Qdrant server through ``AsyncQdrantClient``: the
+    same requests as :class:`QdrantServerIndex`, awaited. ``create_collection`` and ``upsert`` load a
+    collection (tests; the stream worker writes through :class:`QdrantServerIndex`)."""
+
+    def __init__(self, client: AsyncQdrantClient) -> None:
+        self._client = client
+        self._lexical: dict[str, bool] = {}  # collection -> has lexical vectors (a collection's never change)
+
+    async def _run(self, name: str, call: ClientCall) -> Any:
+        if call.method is None:
+            return call.result(None)
+        with collection_errors(name):
+            return call.result(await getattr(self._client, call.method)(name, **call.kwargs))
+
+    async def create_collection(self, name: str, dim: int, schema: CollectionSchema) -> None:
+        """As :meth:`cartwise.index.VectorIndex.create_collection`."""
+        if not await self._client.collection_exists(name):
+            for call in create_calls(dim, schema):
+                await self._run(name, call)
+
+    async def upsert(self, name: str, points: Sequence[IndexPoint]) -> None:
+        """As :meth:`cartwise.index.VectorIndex.upsert`."""
+        await self._run(name, upsert_call(points))
+
+    async def has_collection(self, name: str) -> bool:
+        return await self._client.collection_exists(name)
+
+    async def retrieve(self, name: str, ids: Sequence[str], with_vectors: bool = True,
+                       with_payload: bool = True) -> list[IndexHit]:
+        return await self._run(name, retrieve_call(ids, with_vectors, with_payload))
+
+    async def search(self, name: str, vector: np.ndarray, limit: int, flt: SearchFilter | None = None,
+                     with_vectors: bool = False, exact: bool = False, hnsw_ef: int | None = None) -> list[IndexHit]:
+        return await self._run(name, search_call(vector, limit, flt, with_vectors, exact, hnsw_ef))
+
+    async def lexical_search(self, name: str, query: SparseVector, limit: int, flt: SearchFilter | None = None,
+                             with_vectors: bool = False) -> list[IndexHit]:
+        await self._require_lexical(name)
+        return await self._run(name, lexical_call(query, limit, flt, with_vectors))
+
+    async def hybrid_search(self, name: str, query: HybridQuery, limit: int, flt: SearchFilter | None = None,
+                            hnsw_ef: int | None = None) -> list[IndexHit]:
+        await self._require_lexical(name)
+        return await self._run(name, hybrid_call(query, limit, flt, hnsw_ef))
+
+    async def _require_lexical(self, name: str) -> None:
+        if name not in self._lexical:
+            self._lexical[name] = await self._run(name, HAS_LEXICAL)
+        require_lexical(name, self._lexical[name])
+
+    async def count(self, name: str) -> int:
+        return await self._run(name, COUNT)
+
+    async def close(self) -> None:
+        await self._client.close()

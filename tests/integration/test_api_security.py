@@ -19,7 +19,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from cartwise.app.cli import main
 from cartwise.client import AsyncClient, open_channel
 from cartwise.app.operations import fetch_status
-from cartwise.index import PRODUCTS_SCHEMA, USERS_SCHEMA, EdgeIndex
+from cartwise.index import PRODUCTS_SCHEMA, USERS_SCHEMA, EdgeIndex, InlineAsyncIndex
 from cartwise.registry import ModelRegistry
 from cartwise.settings import Settings
 from cartwise.v1 import admin_pb2, admin_pb2_grpc
@@ -91,8 +91,9 @@ class NoBrokerAdmin(AdminServicer):
 async def api(serving, settings: Settings):
     """An ApiServer on a free loopback port with ``settings``' security; yields ``127.0.0.1:port``."""
     active, index = serving
-    server = ApiServer(SearchServicer(settings, index, active, QueryBatcher()),
-                       NoBrokerAdmin(settings, index, active, "api", None), settings.grpc_host, 0,
+    reader = InlineAsyncIndex(index)
+    server = ApiServer(SearchServicer(settings, reader, active, QueryBatcher()),
+                       NoBrokerAdmin(settings, reader, active, "api", None), settings.grpc_host, 0,
                        ServerSecurity.from_settings(settings))
     await server.start()
     try:

@@ -1,23 +1,31 @@
-"""One contract for both VectorIndex backends: Qdrant Edge and qdrant-client (local mode)."""
+"""One contract for both VectorIndex backends, Qdrant Edge and qdrant-client (local mode), and for both
+AsyncVectorIndex implementations of the serving path's reads: AsyncQdrantServerIndex (AsyncQdrantClient's
+local mode) and InlineAsyncIndex over Qdrant Edge."""
 
+import asyncio
 import math
 import warnings
 
+import grpc
 import numpy as np
 import pytest
-from qdrant_client import QdrantClient
+from qdrant_client import AsyncQdrantClient, QdrantClient
+from qdrant_client.http.exceptions import UnexpectedResponse
 
 from cartwise.catalog import category_prefixes, point_id
 from cartwise.index import (
     PRODUCTS_SCHEMA,
     USERS_SCHEMA,
+    AsyncQdrantServerIndex,
     EdgeIndex,
     HybridQuery,
     IndexPoint,
+    InlineAsyncIndex,
     QdrantServerIndex,
     SearchFilter,
 )
 from cartwise.index.base import stock_keyword
+from cartwise.index.server import collection_errors
 from cartwise.lexical import LexicalEncoder
 from cartwise.settings import Lexical
 
@@ -58,14 +66,51 @@ def payload(pid, path, brand, price, in_stock) -> dict:
 POINTS = [IndexPoint(point_id(row[0]), VECTORS[k], payload(*row)) for k, row in enumerate(PRODUCTS)]
 
 
-@pytest.fixture(params=["edge", "server"])
+READS = ("has_collection", "retrieve", "search", "lexical_search", "hybrid_search", "count")
+
+
+class Awaited:
+    """The contract's (blocking) face of an AsyncVectorIndex: its reads, and its other coroutine methods,
+    run to completion on a private event loop; any other method is ``loader``'s, the blocking index that
+    holds the same collections (None: the reader loads its collections itself and has no such method,
+    so a test that needs one is skipped)."""
+
+    def __init__(self, reader, loader) -> None:
+        self.reader, self.loader, self.loop = reader, loader, asyncio.new_event_loop()
+
+    def __getattr__(self, name):
+        method = getattr(self.reader, name, None)
+        if asyncio.iscoroutinefunction(method):
+            return lambda *args, **kwargs: self.loop.run_until_complete(method(*args, **kwargs))
+        if self.loader is None:
+            pytest.skip(f"{type(self.reader).__name__} has no {name}")
+        return getattr(self.loader, name)
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.reader.close())
+        if self.loader is not None:
+            self.loader.close()
+        self.loop.close()
+
+
+def test_the_async_readers_have_every_read():
+    for reader in (AsyncQdrantServerIndex, InlineAsyncIndex):
+        assert all(asyncio.iscoroutinefunction(getattr(reader, name)) for name in (*READS, "close"))
+
+
+@pytest.fixture(params=["edge", "server", "edge-inline-async", "server-async"])
 def index(request, tmp_path):
-    if request.param == "edge":
-        idx = EdgeIndex(tmp_path / "qdrant")
-    else:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if request.param == "edge":
+            idx = EdgeIndex(tmp_path / "qdrant")
+        elif request.param == "server":
             idx = QdrantServerIndex(QdrantClient(":memory:"))
+        elif request.param == "edge-inline-async":
+            edge = EdgeIndex(tmp_path / "qdrant")
+            idx = Awaited(InlineAsyncIndex(edge), edge)
+        else:
+            idx = Awaited(AsyncQdrantServerIndex(AsyncQdrantClient(":memory:")), None)
     yield idx
     idx.close()
 
@@ -229,8 +274,38 @@ def test_delete(products):
     lambda i: i.count("nope"),
 ])
 def test_missing_collection_raises_key_error(index, call):
-    with pytest.raises(KeyError):
+    with pytest.raises(KeyError, match="'nope' does not exist"):
         call(index)
+
+
+def test_lexical_queries_of_a_missing_collection_raise_key_error(index):
+    with pytest.raises(KeyError):
+        index.lexical_search("nope", LEXICAL.query("phone"), 3)
+    with pytest.raises(KeyError):
+        index.hybrid_search("nope", HybridQuery(VECTORS[0], LEXICAL.query("phone"), 0.5, 0.15), 3)
+
+
+@pytest.mark.parametrize("error", [
+    UnexpectedResponse(404, "Not Found", b'{"status":{"error":"Not found: Collection `nope` doesn\'t exist!"}}', {}),
+    grpc.aio.AioRpcError(grpc.StatusCode.NOT_FOUND, grpc.aio.Metadata(), grpc.aio.Metadata(),
+                         "Not found: Collection `nope` doesn't exist!"),
+    ValueError("Collection nope not found"),
+])
+def test_the_servers_missing_collection_answers_are_key_errors(error):
+    """REST and gRPC answers cannot come from local mode (no Qdrant server can be installed here)."""
+    with pytest.raises(KeyError, match="'nope' does not exist"), collection_errors("nope"):
+        raise error
+
+
+@pytest.mark.parametrize("error", [
+    UnexpectedResponse(400, "Bad Request", b"{}", {}),
+    grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), "connect failed"),
+    ValueError("Collection other not found"),
+    ValueError("Wrong input: Vector dimension error"),
+])
+def test_other_errors_pass_unchanged(error):
+    with pytest.raises(type(error)), collection_errors("nope"):
+        raise error
 
 
 def test_edge_persistence(tmp_path):
