@@ -6,10 +6,11 @@ evaluation measures what is served (docs/architecture.md, "Hybrid retrieval").""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 import numpy as np
 
+from cartwise.diversity import collapse_identical, fetch_limit
 from cartwise.index import AsyncVectorIndex, HybridQuery, IndexHit, SearchFilter, SparseVector, VectorIndex
 from cartwise.personalization import fused_query
 from cartwise.settings import Lexical
@@ -56,16 +57,30 @@ def applied_lexical_weight(request: RankRequest, params: Lexical) -> float:
 
 
 def rank(index: VectorIndex, collection: str, request: RankRequest, params: Lexical, limit: int,
-         flt: SearchFilter | None = None, hnsw_ef: int | None = None) -> list[RankedHit]:
-    """The top ``limit`` products of ``collection`` for ``request``, best first. Raises ValueError when
-    neither a query nor a user vector is given, KeyError for a missing collection."""
-    return ranked_hits(_engine_call(index, collection, request, params, limit, flt, hnsw_ef), request)
+         flt: SearchFilter | None = None, hnsw_ef: int | None = None, collapse: bool = True) -> list[RankedHit]:
+    """The top ``limit`` products of ``collection`` for ``request``, best first; with ``collapse`` (the
+    API's default) only the best-ranked of products with identical text (cartwise/diversity.py). Raises
+    ValueError when neither a query nor a user vector is given, KeyError for a missing collection."""
+    hits = _engine_call(index, collection, request, params, fetch_limit(limit, collapse), flt, hnsw_ef)
+    return page(hits, request, limit, collapse)
 
 
 async def rank_async(index: AsyncVectorIndex, collection: str, request: RankRequest, params: Lexical, limit: int,
-                     flt: SearchFilter | None = None, hnsw_ef: int | None = None) -> list[RankedHit]:
-    """:func:`rank` over an :class:`AsyncVectorIndex` (the serving path); the same errors."""
-    return ranked_hits(await _engine_call(index, collection, request, params, limit, flt, hnsw_ef), request)
+                     flt: SearchFilter | None = None, hnsw_ef: int | None = None, collapse: bool = True,
+                     seen: Sequence[np.ndarray] = ()) -> list[RankedHit]:
+    """:func:`rank` over an :class:`AsyncVectorIndex` (the serving path), with ``collapse`` also leaving out
+    products identical to one of the (D,) vectors ``seen``; the same errors."""
+    hits = await _engine_call(index, collection, request, params, fetch_limit(limit, collapse), flt, hnsw_ef)
+    return page(hits, request, limit, collapse, seen)
+
+
+def page(hits: list[IndexHit], request: RankRequest, limit: int, collapse: bool,
+         seen: Sequence[np.ndarray] = ()) -> list[RankedHit]:
+    """The first ``limit`` of ``hits`` (best first, with their (D,) vectors) as :class:`RankedHit`; with
+    ``collapse`` one per identical vector, none identical to one of ``seen``."""
+    if collapse:
+        hits = collapse_identical(hits, [hit.vector for hit in hits], limit, seen)
+    return ranked_hits(hits[:limit], request)
 
 
 def _engine_call(index: VectorIndex | AsyncVectorIndex, collection: str, request: RankRequest, params: Lexical,

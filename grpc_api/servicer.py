@@ -25,8 +25,10 @@ from grpc_api.validation import (
     WIRE_OF_RETRIEVAL,
     InvalidRequest,
     SearchQuery,
+    SimilarQuery,
     validate_recommend,
     validate_search,
+    validate_similar,
 )
 
 log = logging.getLogger(__name__)
@@ -40,7 +42,7 @@ class _User:
 
 
 class SearchServicer(pb_grpc.SearchServiceServicer):
-    """Search and Recommend. Each request takes one :class:`ServingModel` snapshot, so its query vector,
+    """Search, Recommend and SimilarProducts. Each request takes one :class:`ServingModel` snapshot, so its query vector,
     user vector and product collection always come from the same version.
 
     Admission: at most ``settings.max_in_flight`` requests are worked on at once; one more is refused at
@@ -58,12 +60,18 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         self.in_flight, self.rejected = 0, 0
 
     async def Search(self, request: pb.SearchRequest, context: grpc.aio.ServicerContext) -> pb.SearchResponse:
-        return await self._handle(context, lambda: validate_search(request, self.settings.max_query_chars))
+        return await self._handle(context, lambda: validate_search(request, self.settings.max_query_chars),
+                                  self._search)
 
     async def Recommend(self, request: pb.RecommendRequest, context: grpc.aio.ServicerContext) -> pb.SearchResponse:
-        return await self._handle(context, lambda: validate_recommend(request), require_user=True)
+        return await self._handle(context, lambda: validate_recommend(request), self._recommend)
 
-    async def _handle(self, context, validate, require_user: bool = False) -> pb.SearchResponse:
+    async def SimilarProducts(self, request: pb.SimilarProductsRequest,
+                              context: grpc.aio.ServicerContext) -> pb.SearchResponse:
+        return await self._handle(context, lambda: validate_similar(request), self._similar)
+
+    async def _handle(self, context, validate, answer) -> pb.SearchResponse:
+        """Validate, admit, and ``answer(query, model snapshot, context)`` within the call's deadline."""
         try:
             query = validate()
         except InvalidRequest as err:
@@ -75,7 +83,7 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         self.in_flight += 1
         try:
             remaining = context.time_remaining()
-            return await asyncio.wait_for(self._search(query, self.active.current, context, require_user), remaining)
+            return await asyncio.wait_for(answer(query, self.active.current, context), remaining)
         except asyncio.TimeoutError:
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded while searching")
         finally:
@@ -91,14 +99,22 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         point = UserPoint.from_payload(found[0].payload, found[0].vector)
         return _User(point.state.vector, point.state.n, point.purchased)
 
-    async def _search(self, query: SearchQuery, model: ServingModel, context, require_user: bool) -> pb.SearchResponse:
+    def _alpha(self, user: _User, requested: float | None) -> float:
+        """α applied to the user's vector: the request's, else α(n); 0 without a user vector."""
+        if user.vector is None:
+            return 0.0
+        return requested if requested is not None else personalization_weight(user.n, self.settings.personalization)
+
+    async def _recommend(self, query: SearchQuery, model: ServingModel, context) -> pb.SearchResponse:
+        return await self._search(query, model, context, require_user=True)
+
+    async def _search(self, query: SearchQuery, model: ServingModel, context,
+                      require_user: bool = False) -> pb.SearchResponse:
         user = await self._user(model, query.user_id, context)
         if require_user and user.vector is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"user_id: no history for {query.user_id!r}")
         qvec = await self.batcher.encode(model, query.query) if query.query else None
-        alpha = 0.0 if user.vector is None else (
-            query.personalization_weight if query.personalization_weight is not None
-            else personalization_weight(user.n, self.settings.personalization))
+        alpha = self._alpha(user, query.personalization_weight)
         if qvec is None:
             if user.vector is None:
                 return pb.SearchResponse(model_version=model.version, index_version=model.products)
@@ -110,11 +126,37 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
                               query.retrieval, query.lexical_weight)
         async with _collection_of(model.products, context):
             hits = await rank_async(self.index, model.products, request, self.settings.lexical, query.limit, flt,
-                                    hnsw_ef=max(self.settings.hnsw_ef, query.limit))
+                                    self._hnsw_ef(query.limit), query.collapse)
+        return self._response(hits, model, request, user, "search" if qvec is not None else "personal")
+
+    async def _similar(self, query: SimilarQuery, model: ServingModel, context) -> pb.SearchResponse:
+        """Nearest products to the product's own (D,) vector p̂, tilted by α·û: scores ⟨p̂ + α·û, p⟩ (dense
+        retrieval over the same collection); the product itself, and with ``collapse`` its identical-text
+        copies, left out."""
+        async with _collection_of(model.products, context):
+            found = await self.index.retrieve(model.products, [point_id(query.product_id)], with_vectors=True,
+                                              with_payload=False)
+        if not found:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"product_id: {query.product_id!r} is not in the catalog")
+        product = found[0].vector
+        user = await self._user(model, query.user_id, context)
+        request = RankRequest(product, None, user.vector, self._alpha(user, query.personalization_weight), "dense")
+        flt = dataclasses.replace(query.filter, exclude_ids=query.filter.exclude_ids | {found[0].id})
+        async with _collection_of(model.products, context):
+            hits = await rank_async(self.index, model.products, request, self.settings.lexical, query.limit, flt,
+                                    self._hnsw_ef(query.limit), query.collapse, seen=(product,))
+        return self._response(hits, model, request, user, "similar")
+
+    def _hnsw_ef(self, limit: int) -> int:
+        return max(self.settings.hnsw_ef, limit)
+
+    def _response(self, hits: list[RankedHit], model: ServingModel, request: RankRequest, user: _User,
+                  strategy: str) -> pb.SearchResponse:
         return pb.SearchResponse(hits=[_hit(h) for h in hits], model_version=model.version,
-                                 index_version=model.products, personalization_weight=alpha,
+                                 index_version=model.products, personalization_weight=request.alpha,
                                  user_interactions=user.n, retrieval=WIRE_OF_RETRIEVAL[served_retrieval(request)],
-                                 lexical_weight=applied_lexical_weight(request, self.settings.lexical))
+                                 lexical_weight=applied_lexical_weight(request, self.settings.lexical),
+                                 strategy=strategy)
 
 
 @asynccontextmanager

@@ -42,6 +42,20 @@ class SearchQuery:
     personalization_weight: float | None
     retrieval: Retrieval = "dense"
     lexical_weight: float | None = None
+    collapse: bool = True  # one product per identical text (cartwise/diversity.py)
+
+
+@dataclass(frozen=True, slots=True)
+class SimilarQuery:
+    """A validated SimilarProducts request; ``user_id`` may be empty (no tilt), ``personalization_weight``
+    None means α(n) of the user's history."""
+
+    product_id: str
+    user_id: str
+    limit: int
+    filter: SearchFilter
+    personalization_weight: float | None
+    collapse: bool = True
 
 
 def _limit(request) -> int:
@@ -108,7 +122,7 @@ def validate_search(request: pb.SearchRequest, max_query_chars: int) -> SearchQu
         raise InvalidRequest("query", "a query or a user_id is required")
     return SearchQuery(query, user_id, _limit(request), validate_filter(request.filter), request.exclude_purchased,
                        _optional_weight(request, "personalization_weight", MAX_WEIGHT), _retrieval(request),
-                       _optional_weight(request, "lexical_weight", 1.0))
+                       _optional_weight(request, "lexical_weight", 1.0), not request.keep_duplicates)
 
 
 def validate_recommend(request: pb.RecommendRequest) -> SearchQuery:
@@ -116,4 +130,16 @@ def validate_recommend(request: pb.RecommendRequest) -> SearchQuery:
     user_id = _user_id(request.user_id)
     if not user_id:
         raise InvalidRequest("user_id", "is required")
-    return SearchQuery("", user_id, _limit(request), validate_filter(request.filter), request.exclude_purchased, None)
+    return SearchQuery("", user_id, _limit(request), validate_filter(request.filter), request.exclude_purchased, None,
+                       collapse=not request.keep_duplicates)
+
+
+def validate_similar(request: pb.SimilarProductsRequest) -> SimilarQuery:
+    """Check a SimilarProductsRequest: ``product_id`` is required (at most 128 characters)."""
+    product_id = request.product_id.strip()
+    if not product_id:
+        raise InvalidRequest("product_id", "is required")
+    if len(product_id) > MAX_ID_CHARS:
+        raise InvalidRequest("product_id", f"longer than {MAX_ID_CHARS} characters")
+    return SimilarQuery(product_id, _user_id(request.user_id), _limit(request), validate_filter(request.filter),
+                        _optional_weight(request, "personalization_weight", MAX_WEIGHT), not request.keep_duplicates)

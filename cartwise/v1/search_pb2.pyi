@@ -48,7 +48,7 @@ class Filter(_message.Message):
     def __init__(self, category_prefix: _Optional[_Iterable[str]] = ..., brands: _Optional[_Iterable[str]] = ..., price: _Optional[_Union[PriceRange, _Mapping]] = ..., stock: _Optional[_Union[StockFilter, str]] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("query", "user_id", "limit", "filter", "exclude_purchased", "personalization_weight", "retrieval", "lexical_weight")
+    __slots__ = ("query", "user_id", "limit", "filter", "exclude_purchased", "personalization_weight", "retrieval", "lexical_weight", "keep_duplicates")
     QUERY_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
@@ -57,6 +57,7 @@ class SearchRequest(_message.Message):
     PERSONALIZATION_WEIGHT_FIELD_NUMBER: _ClassVar[int]
     RETRIEVAL_FIELD_NUMBER: _ClassVar[int]
     LEXICAL_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    KEEP_DUPLICATES_FIELD_NUMBER: _ClassVar[int]
     query: str
     user_id: str
     limit: int
@@ -65,19 +66,38 @@ class SearchRequest(_message.Message):
     personalization_weight: float
     retrieval: Retrieval
     lexical_weight: float
-    def __init__(self, query: _Optional[str] = ..., user_id: _Optional[str] = ..., limit: _Optional[int] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., exclude_purchased: _Optional[bool] = ..., personalization_weight: _Optional[float] = ..., retrieval: _Optional[_Union[Retrieval, str]] = ..., lexical_weight: _Optional[float] = ...) -> None: ...
+    keep_duplicates: bool
+    def __init__(self, query: _Optional[str] = ..., user_id: _Optional[str] = ..., limit: _Optional[int] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., exclude_purchased: _Optional[bool] = ..., personalization_weight: _Optional[float] = ..., retrieval: _Optional[_Union[Retrieval, str]] = ..., lexical_weight: _Optional[float] = ..., keep_duplicates: _Optional[bool] = ...) -> None: ...
 
 class RecommendRequest(_message.Message):
-    __slots__ = ("user_id", "limit", "filter", "exclude_purchased")
+    __slots__ = ("user_id", "limit", "filter", "exclude_purchased", "keep_duplicates")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
     EXCLUDE_PURCHASED_FIELD_NUMBER: _ClassVar[int]
+    KEEP_DUPLICATES_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     limit: int
     filter: Filter
     exclude_purchased: bool
-    def __init__(self, user_id: _Optional[str] = ..., limit: _Optional[int] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., exclude_purchased: _Optional[bool] = ...) -> None: ...
+    keep_duplicates: bool
+    def __init__(self, user_id: _Optional[str] = ..., limit: _Optional[int] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., exclude_purchased: _Optional[bool] = ..., keep_duplicates: _Optional[bool] = ...) -> None: ...
+
+class SimilarProductsRequest(_message.Message):
+    __slots__ = ("product_id", "limit", "filter", "user_id", "personalization_weight", "keep_duplicates")
+    PRODUCT_ID_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    PERSONALIZATION_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    KEEP_DUPLICATES_FIELD_NUMBER: _ClassVar[int]
+    product_id: str
+    limit: int
+    filter: Filter
+    user_id: str
+    personalization_weight: float
+    keep_duplicates: bool
+    def __init__(self, product_id: _Optional[str] = ..., limit: _Optional[int] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., user_id: _Optional[str] = ..., personalization_weight: _Optional[float] = ..., keep_duplicates: _Optional[bool] = ...) -> None: ...
 
 class Hit(_message.Message):
     __slots__ = ("product_id", "title", "category_path", "brand", "price", "in_stock", "score", "semantic_score", "personal_score", "lexical_score")
@@ -104,7 +124,7 @@ class Hit(_message.Message):
     def __init__(self, product_id: _Optional[str] = ..., title: _Optional[str] = ..., category_path: _Optional[_Iterable[str]] = ..., brand: _Optional[str] = ..., price: _Optional[float] = ..., in_stock: _Optional[bool] = ..., score: _Optional[float] = ..., semantic_score: _Optional[float] = ..., personal_score: _Optional[float] = ..., lexical_score: _Optional[float] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
-    __slots__ = ("hits", "model_version", "index_version", "personalization_weight", "user_interactions", "retrieval", "lexical_weight")
+    __slots__ = ("hits", "model_version", "index_version", "personalization_weight", "user_interactions", "retrieval", "lexical_weight", "strategy")
     HITS_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     INDEX_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -112,6 +132,7 @@ class SearchResponse(_message.Message):
     USER_INTERACTIONS_FIELD_NUMBER: _ClassVar[int]
     RETRIEVAL_FIELD_NUMBER: _ClassVar[int]
     LEXICAL_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
     hits: _containers.RepeatedCompositeFieldContainer[Hit]
     model_version: str
     index_version: str
@@ -119,4 +140,5 @@ class SearchResponse(_message.Message):
     user_interactions: int
     retrieval: Retrieval
     lexical_weight: float
-    def __init__(self, hits: _Optional[_Iterable[_Union[Hit, _Mapping]]] = ..., model_version: _Optional[str] = ..., index_version: _Optional[str] = ..., personalization_weight: _Optional[float] = ..., user_interactions: _Optional[int] = ..., retrieval: _Optional[_Union[Retrieval, str]] = ..., lexical_weight: _Optional[float] = ...) -> None: ...
+    strategy: str
+    def __init__(self, hits: _Optional[_Iterable[_Union[Hit, _Mapping]]] = ..., model_version: _Optional[str] = ..., index_version: _Optional[str] = ..., personalization_weight: _Optional[float] = ..., user_interactions: _Optional[int] = ..., retrieval: _Optional[_Union[Retrieval, str]] = ..., lexical_weight: _Optional[float] = ..., strategy: _Optional[str] = ...) -> None: ...

@@ -44,6 +44,11 @@ class SearchServiceStub:
                 request_serializer=cartwise_dot_v1_dot_search__pb2.RecommendRequest.SerializeToString,
                 response_deserializer=cartwise_dot_v1_dot_search__pb2.SearchResponse.FromString,
                 _registered_method=True)
+        self.SimilarProducts = channel.unary_unary(
+                '/cartwise.v1.SearchService/SimilarProducts',
+                request_serializer=cartwise_dot_v1_dot_search__pb2.SimilarProductsRequest.SerializeToString,
+                response_deserializer=cartwise_dot_v1_dot_search__pb2.SearchResponse.FromString,
+                _registered_method=True)
 
 
 class SearchServiceServicer:
@@ -64,6 +69,15 @@ class SearchServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SimilarProducts(self, request, context):
+        """Products like a given one ("more like this"): nearest to its vector in the same collection, the
+        product itself left out, tilted toward the user's history when user_id is set. NOT_FOUND for a
+        product that is not in the catalog.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SearchServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -75,6 +89,11 @@ def add_SearchServiceServicer_to_server(servicer, server):
             'Recommend': grpc.unary_unary_rpc_method_handler(
                     servicer.Recommend,
                     request_deserializer=cartwise_dot_v1_dot_search__pb2.RecommendRequest.FromString,
+                    response_serializer=cartwise_dot_v1_dot_search__pb2.SearchResponse.SerializeToString,
+            ),
+            'SimilarProducts': grpc.unary_unary_rpc_method_handler(
+                    servicer.SimilarProducts,
+                    request_deserializer=cartwise_dot_v1_dot_search__pb2.SimilarProductsRequest.FromString,
                     response_serializer=cartwise_dot_v1_dot_search__pb2.SearchResponse.SerializeToString,
             ),
     }
@@ -131,6 +150,33 @@ class SearchService:
             target,
             '/cartwise.v1.SearchService/Recommend',
             cartwise_dot_v1_dot_search__pb2.RecommendRequest.SerializeToString,
+            cartwise_dot_v1_dot_search__pb2.SearchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SimilarProducts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cartwise.v1.SearchService/SimilarProducts',
+            cartwise_dot_v1_dot_search__pb2.SimilarProductsRequest.SerializeToString,
             cartwise_dot_v1_dot_search__pb2.SearchResponse.FromString,
             options,
             channel_credentials,

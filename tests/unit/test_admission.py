@@ -30,16 +30,15 @@ async def test_one_more_than_max_in_flight_is_refused_at_once():
     servicer.active = SimpleNamespace(current=None)
     release = asyncio.Event()
 
-    async def slow_search(query, model, context, require_user):
+    async def slow_answer(query, model, context):
         await release.wait()
         return "answer"
 
-    servicer._search = slow_search
-    first = [asyncio.create_task(servicer._handle(Context(), lambda: "q")) for _ in range(2)]
+    first = [asyncio.create_task(servicer._handle(Context(), lambda: "q", slow_answer)) for _ in range(2)]
     await asyncio.sleep(0)
     with pytest.raises(Aborted) as refused:
-        await asyncio.wait_for(servicer._handle(Context(), lambda: "q"), 0.5)
+        await asyncio.wait_for(servicer._handle(Context(), lambda: "q", slow_answer), 0.5)
     assert refused.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED and servicer.rejected == 1
     release.set()
     assert await asyncio.gather(*first) == ["answer", "answer"] and servicer.in_flight == 0
-    assert await servicer._handle(Context(), lambda: "q") == "answer"
+    assert await servicer._handle(Context(), lambda: "q", slow_answer) == "answer"

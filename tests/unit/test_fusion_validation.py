@@ -14,6 +14,7 @@ from grpc_api.validation import (
     InvalidRequest,
     validate_recommend,
     validate_search,
+    validate_similar,
 )
 
 PARAMS = Personalization(alpha_max=0.8, n0=4.0)
@@ -196,3 +197,26 @@ def test_good_recommend():
                                                filter=pb.Filter(stock=pb.STOCK_FILTER_OUT_OF_STOCK)))
     assert (q.query, q.user_id, q.limit, q.exclude_purchased, q.personalization_weight) == ("", "u1", 5, True, None)
     assert q.filter == SearchFilter(in_stock=False)
+
+
+@pytest.mark.parametrize("product_id", ["", "   ", "p" * 129])
+def test_similar_products_needs_a_product_id(product_id):
+    assert field_of(lambda: validate_similar(pb.SimilarProductsRequest(product_id=product_id))) == "product_id"
+
+
+@pytest.mark.parametrize("request_, field", [
+    (pb.SimilarProductsRequest(product_id="p", limit=0), "limit"),
+    (pb.SimilarProductsRequest(product_id="p", personalization_weight=11), "personalization_weight"),
+    (pb.SimilarProductsRequest(product_id="p", filter=pb.Filter(brands=[" "])), "filter.brands"),
+    (pb.SimilarProductsRequest(product_id="p", user_id="u" * 129), "user_id"),
+])
+def test_similar_products_checks_its_fields_like_search(request_, field):
+    assert field_of(lambda: validate_similar(request_)) == field
+
+
+def test_good_similar_products():
+    q = validate_similar(pb.SimilarProductsRequest(product_id=" p1 ", user_id=" u ", limit=5,
+                                                   filter=pb.Filter(category_prefix=["home"])))
+    assert (q.product_id, q.user_id, q.limit, q.personalization_weight) == ("p1", "u", 5, None)
+    assert q.filter == SearchFilter(category_prefix=("home",))
+
