@@ -210,13 +210,17 @@ def repair(ctx: click.Context) -> None:
 
 
 @main.command()
-@click.option("--user", "user_id", default=None, help="REES46 user to show (default: chosen from the data).")
+@click.option("--keep-serving", is_flag=True, help="Keep the demo's service up after the story, until Ctrl-C.")
+@click.option("--products", "homedepot_products", default=5_000, show_default=True,
+              help="Home Depot products to index at most (those judged for validation queries, in file order).")
+@click.option("--carts", default=8, show_default=True, help="REES46 carts held back and sent live.")
 @click.pass_context
-def demo(ctx: click.Context, user_id: str | None) -> None:
-    """Embedded service + REES46 replay: one real user's results before and after a live cart event."""
+def demo(ctx: click.Context, keep_serving: bool, homedepot_products: int, carts: int) -> None:
+    """The story on real data: Home Depot search (BM25, semantic, hybrid, scored against human judgments), then
+    live personalization on REES46 (a user's results before and after a cart event, timed)."""
     from cartwise.app.demo import run_demo
 
-    asyncio.run(run_demo(_settings(ctx), console, user_id))
+    asyncio.run(run_demo(_settings(ctx), console, homedepot_products, carts, keep_serving))
 
 
 @main.command("eval")
