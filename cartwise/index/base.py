@@ -84,7 +84,8 @@ class SearchFilter:
 
     ``category_prefix`` is a path from the root; ``brands`` match any (lower-cased);
     ``price_min``/``price_max`` are inclusive; ``in_stock`` None means either (matched on the payload's
-    ``stock`` keyword, "in" or "out")."""
+    ``stock`` keyword, "in" or "out"); ``ids`` non-empty keeps only those point ids, ``exclude_ids`` drops
+    those."""
 
     category_prefix: tuple[str, ...] = ()
     brands: tuple[str, ...] = ()
@@ -92,6 +93,7 @@ class SearchFilter:
     price_max: float | None = None
     in_stock: bool | None = None
     exclude_ids: frozenset[str] = field(default_factory=frozenset)
+    ids: frozenset[str] = field(default_factory=frozenset)
 
     def is_empty(self) -> bool:
         """True when the filter restricts nothing."""
@@ -174,6 +176,11 @@ class VectorIndex(Protocol):
         rescoring of their union, a score formula); hits carry their dense vector and ``lexical_score``.
         ``flt`` applies to both sides. Raises ValueError when ``name`` has no lexical vectors."""
 
+    def scroll(self, name: str, limit: int, flt: SearchFilter | None = None, order_by: str | None = None,
+               with_vectors: bool = False) -> list[IndexHit]:
+        """Up to ``limit`` points matching ``flt`` (score 0): by the float payload field ``order_by``
+        descending (it needs a float payload index), else in the engine's id order."""
+
     def count(self, name: str) -> int:
         """Number of points in ``name``."""
 
@@ -206,6 +213,10 @@ class AsyncVectorIndex(Protocol):
     async def hybrid_search(self, name: str, query: HybridQuery, limit: int, flt: SearchFilter | None = None,
                             hnsw_ef: int | None = None) -> list[IndexHit]:
         """As :meth:`VectorIndex.hybrid_search`."""
+
+    async def scroll(self, name: str, limit: int, flt: SearchFilter | None = None, order_by: str | None = None,
+                     with_vectors: bool = False) -> list[IndexHit]:
+        """As :meth:`VectorIndex.scroll`."""
 
     async def count(self, name: str) -> int:
         """Number of points in ``name``."""

@@ -88,6 +88,8 @@ def edge_filter(flt: SearchFilter | None) -> qe.Filter | None:
         must.append(qe.FieldCondition("price", range=qe.RangeFloat(gte=flt.price_min, lte=flt.price_max)))
     if flt.in_stock is not None:
         must.append(qe.FieldCondition("stock", match=qe.MatchValue(stock_keyword(flt.in_stock))))
+    if flt.ids:
+        must.append(qe.HasIdCondition(set(flt.ids)))
     must_not = [qe.HasIdCondition(set(flt.exclude_ids))] if flt.exclude_ids else None
     return qe.Filter(must=must or None, must_not=must_not)
 
@@ -310,10 +312,15 @@ class EdgeIndex:
         with self._reading(name) as shard:
             return shard.info()
 
-    def scroll(self, name: str, limit: int) -> list[IndexHit]:
+    def scroll(self, name: str, limit: int, flt: SearchFilter | None = None, order_by: str | None = None,
+               with_vectors: bool = False) -> list[IndexHit]:
+        order = qe.OrderBy(order_by, direction=qe.Direction.Desc) if order_by else None
+        request = qe.ScrollRequest(limit=limit, filter=edge_filter(flt), with_payload=True,
+                                   with_vector=[DENSE] if with_vectors else False, order_by=order)
         with self._reading(name) as shard:
-            records, _ = shard.scroll(qe.ScrollRequest(limit=limit, with_payload=True, with_vector=False))
-        return [IndexHit(str(r.id), 0.0, r.payload or {}) for r in records]
+            records, _ = shard.scroll(request)
+        return [IndexHit(str(r.id), 0.0, r.payload or {}, as_vector(r.vector) if with_vectors else None)
+                for r in records]
 
     def count(self, name: str) -> int:
         with self._reading(name) as shard:

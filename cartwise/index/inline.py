@@ -41,6 +41,10 @@ class InlineAsyncIndex:
                             hnsw_ef: int | None = None) -> list[IndexHit]:
         return self.index.hybrid_search(name, query, limit, flt, hnsw_ef)
 
+    async def scroll(self, name: str, limit: int, flt: SearchFilter | None = None, order_by: str | None = None,
+                     with_vectors: bool = False) -> list[IndexHit]:
+        return self.index.scroll(name, limit, flt, order_by, with_vectors)
+
     async def count(self, name: str) -> int:
         return self.index.count(name)
 

@@ -96,6 +96,8 @@ def server_filter(flt: SearchFilter | None) -> models.Filter | None:
         must.append(models.FieldCondition(key="price", range=models.Range(gte=flt.price_min, lte=flt.price_max)))
     if flt.in_stock is not None:
         must.append(models.FieldCondition(key="stock", match=models.MatchValue(value=stock_keyword(flt.in_stock))))
+    if flt.ids:
+        must.append(models.HasIdCondition(has_id=sorted(flt.ids)))
     must_not = [models.HasIdCondition(has_id=sorted(flt.exclude_ids))] if flt.exclude_ids else None
     return models.Filter(must=must or None, must_not=must_not)
 
@@ -212,6 +214,14 @@ def hybrid_call(query: HybridQuery, limit: int, flt: SearchFilter | None, hnsw_e
                       lambda response: hybrid_hits(response.points, query))
 
 
+def scroll_call(limit: int, flt: SearchFilter | None, order_by: str | None, with_vectors: bool) -> ClientCall:
+    """Points matching ``flt``, as :meth:`cartwise.index.VectorIndex.scroll`."""
+    order = models.OrderBy(key=order_by, direction=models.Direction.DESC) if order_by else None
+    return ClientCall("scroll", {"scroll_filter": server_filter(flt), "limit": limit, "order_by": order,
+                                 "with_payload": True, "with_vectors": _dense_vectors(with_vectors)},
+                      lambda response: _records(with_vectors)(response[0]))
+
+
 COUNT = ClientCall("count", {"exact": True}, lambda response: response.count)
 HAS_LEXICAL = ClientCall("get_collection", {},
                          lambda info: LEXICAL in (info.config.params.sparse_vectors or {}))  # has lexical vectors
@@ -283,6 +293,10 @@ class QdrantServerIndex:
             self._lexical[name] = self._run(name, HAS_LEXICAL)
         require_lexical(name, self._lexical[name])
 
+    def scroll(self, name: str, limit: int, flt: SearchFilter | None = None, order_by: str | None = None,
+               with_vectors: bool = False) -> list[IndexHit]:
+        return self._run(name, scroll_call(limit, flt, order_by, with_vectors))
+
     def count(self, name: str) -> int:
         return self._run(name, COUNT)
 
@@ -340,6 +354,10 @@ class AsyncQdrantServerIndex:
         if name not in self._lexical:
             self._lexical[name] = await self._run(name, HAS_LEXICAL)
         require_lexical(name, self._lexical[name])
+
+    async def scroll(self, name: str, limit: int, flt: SearchFilter | None = None, order_by: str | None = None,
+                     with_vectors: bool = False) -> list[IndexHit]:
+        return await self._run(name, scroll_call(limit, flt, order_by, with_vectors))
 
     async def count(self, name: str) -> int:
         return await self._run(name, COUNT)

@@ -66,7 +66,7 @@ def payload(pid, path, brand, price, in_stock) -> dict:
 POINTS = [IndexPoint(point_id(row[0]), VECTORS[k], payload(*row)) for k, row in enumerate(PRODUCTS)]
 
 
-READS = ("has_collection", "retrieve", "search", "lexical_search", "hybrid_search", "count")
+READS = ("has_collection", "retrieve", "search", "lexical_search", "hybrid_search", "scroll", "count")
 
 
 class Awaited:
@@ -231,6 +231,21 @@ def test_filter_in_stock(products):
 def test_filter_exclude_ids(products):
     excluded = frozenset({point_id("p0"), point_id("p3"), point_id("missing")})
     assert search_ids(products, SearchFilter(exclude_ids=excluded)) == {f"p{k}" for k in (1, 2, 4, 5, 6, 7)}
+
+
+def test_filter_ids_keeps_only_those(products):
+    kept = frozenset({point_id("p0"), point_id("p3"), point_id("p4"), point_id("missing")})
+    assert search_ids(products, SearchFilter(ids=kept)) == {"p0", "p3", "p4"}
+    assert search_ids(products, SearchFilter(ids=kept, exclude_ids=frozenset({point_id("p3")}))) == {"p0", "p4"}
+
+
+def test_scroll_filters_and_orders_by_a_float_field(products):
+    by_price = products.scroll(NAME, 3, SearchFilter(category_prefix=("electronics",)), order_by="price")
+    assert ids_of(by_price) == ["p2", "p1", "p0"]  # p5 has no price
+    everything = products.scroll(NAME, 100, with_vectors=True)
+    assert sorted(ids_of(everything)) == sorted(row[0] for row in PRODUCTS)
+    assert all(hit.score == 0.0 and hit.vector.shape == (DIM,) for hit in everything)
+    assert products.scroll(NAME, 100)[0].vector is None
 
 
 def test_filters_combine_with_and(products):
