@@ -10,6 +10,7 @@ size of one write instead (streams.catalog)."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -154,12 +155,12 @@ class EdgeIndex:
         self._root = Path(root)
         self._search_threads = search_threads
         self._root.mkdir(parents=True, exist_ok=True)
+        self._owner = _own(self._root)
+        _recover_builds(self._root)
         self._shards: dict[str, _Slot] = {}
         self._lock = threading.Lock()  # guards the shard map, not the shards
         for path in sorted(p for p in self._root.iterdir() if p.is_dir() and not p.name.startswith(".")):
             self._shards[path.name] = _Slot(_load(path))
-        # copies a stopped process left; only now, once loading proved no other process owns this root
-        shutil.rmtree(self._root / _BUILDS, ignore_errors=True)
 
     def _slot(self, name: str) -> _Slot:
         try:
@@ -333,6 +334,7 @@ class EdgeIndex:
                     slot.shard.flush()
                     slot.shard.close()
             self._shards.clear()
+            self._owner.close()  # releases the root's lock
 
 
 def _old(copy: Path) -> Path:
@@ -354,6 +356,30 @@ def _unindexed_over_threshold(info: qe.ShardInfo, path: Path) -> bool:
 
 class IndexInUse(RuntimeError):
     """Another process owns a shard under this directory (an Edge shard has one owner)."""
+
+
+def _own(root: Path):
+    """Lock ``root`` for this process (an open file holding an exclusive flock) or raise IndexInUse:
+    recovering an interrupted switch must not touch another process's shards."""
+    owner = open(root / ".owner", "a")
+    try:
+        fcntl.flock(owner, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        owner.close()
+        raise IndexInUse(f"{root} is open in another process; stop it or use another CARTWISE_DATA_DIR") from None
+    return owner
+
+
+def _recover_builds(root: Path) -> None:
+    """Undo what a process stopped during an HNSW build left: a live shard's files moved aside by an
+    interrupted switch go back (they hold every write; the optimized copy may lack the journal's), and
+    copies are removed."""
+    builds = root / _BUILDS
+    for old in builds.glob("*.old") if builds.is_dir() else ():
+        live = root / old.name.removesuffix(".old")
+        shutil.rmtree(live, ignore_errors=True)
+        os.rename(old, live)
+    shutil.rmtree(builds, ignore_errors=True)
 
 
 def _load(path: Path) -> qe.EdgeShard:

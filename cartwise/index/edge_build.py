@@ -11,11 +11,14 @@ imports only ``qdrant_edge``, never the package (whose qdrant-client import cost
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 BUILT, OPTIMAL = "built", "optimal"  # the child's one line on stdout: whether it changed the shard
+# the build uses every core; the serving process (Search, the stream worker) gets them first
+CHILD_NICENESS = 10
 
 
 class IndexBuildError(RuntimeError):
@@ -38,6 +41,7 @@ def build_copy(path: Path) -> bool:
 def _main(path: str) -> None:
     import qdrant_edge as qe
 
+    os.nice(CHILD_NICENESS)
     shard = qe.EdgeShard.load(path)
     built = shard.optimize()
     shard.flush()

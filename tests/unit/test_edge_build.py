@@ -1,6 +1,7 @@
 """The Qdrant Edge HNSW build runs in a child process on a copy of the shard (cartwise/index/edge.py,
 edge_build.py): reads and writes go on meanwhile, writes made during the build survive the switch, the main
-thread keeps running, and a failing child leaves the live shard serving."""
+thread keeps running, a failing child leaves the live shard serving, and a crash during the switch is
+undone at the next start."""
 
 import threading
 import time
@@ -107,7 +108,7 @@ def test_a_failing_child_raises_and_leaves_the_live_shard_serving(index, monkeyp
     assert index.info("products").indexed_vectors_count == 0
     index.upsert("products", [point(N, "after the failure")])
     assert index.count("products") == N + 1
-    assert [p.name for p in (tmp_path / "index").iterdir()] == ["products"]  # the copy is cleaned up
+    assert not (tmp_path / "index" / ".build").exists()  # the copy is cleaned up
 
 
 def test_nothing_is_copied_below_the_indexing_threshold(tmp_path, monkeypatch):
@@ -125,3 +126,23 @@ def test_a_missing_collection_raises_key_error(tmp_path):
     with pytest.raises(KeyError):
         index.optimize("nope")
     index.close()
+
+
+def test_a_switch_interrupted_by_a_crash_is_undone_at_the_next_start(index, tmp_path):
+    root = tmp_path / "index"
+    before = state(index, range(0, N, 500))
+    index.close()
+    # as a process killed between moving the live shard aside and loading the copy leaves the root
+    (root / ".build").mkdir()
+    (root / "products").rename(root / ".build" / "products.old")
+    (root / "products").mkdir()
+    reopened = EdgeIndex(root, search_threads=1)
+    assert state(reopened, range(0, N, 500)) == before
+    assert not (root / ".build").exists()
+    reopened.close()
+
+
+def test_a_second_owner_of_the_root_is_refused(index, tmp_path):
+    with pytest.raises(edge_module.IndexInUse):
+        EdgeIndex(tmp_path / "index")
+    index.upsert("products", [point(N, "the first owner writes on")])
