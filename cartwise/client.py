@@ -1,5 +1,6 @@
 """The Python client of the Cartwise API (``cartwise.v1.SearchService``): :class:`AsyncClient` (grpc.aio) and
-:class:`Client` (blocking, the same methods), typed results, deadlines and retries.
+:class:`Client` (blocking, the same methods: ``search``, ``recommend``, ``similar_products``), typed results,
+deadlines and retries.
 
 - **Typed results**: every answer is a :class:`SearchResult` of :class:`Hit` s, frozen dataclasses converted
   from the protobuf messages in one place (:meth:`SearchResult.from_pb`).
@@ -175,9 +176,10 @@ class Hit:
 
 @dataclass(frozen=True, slots=True)
 class SearchResult:
-    """An answer of Search or Recommend: the hits, best first, and how they were made: the model version
-    that embedded the query and the collection that served, the α applied to the user (n interactions), the
-    retrieval and the lexical weight w applied (hybrid only)."""
+    """An answer of Search, Recommend or SimilarProducts: the hits, best first, and how they were made: the
+    model version that embedded the query and the collection that served, the α applied to the user (n
+    interactions), the retrieval and the lexical weight w applied (hybrid only), and the strategy that
+    answered ("search", "personal", "similar", ...)."""
 
     hits: tuple[Hit, ...]
     model_version: str
@@ -186,23 +188,38 @@ class SearchResult:
     user_interactions: int
     retrieval: Retrieval
     lexical_weight: float
+    strategy: str
 
     @classmethod
     def from_pb(cls, response: pb.SearchResponse) -> "SearchResult":
         """The result of a ``cartwise.v1.SearchResponse``."""
         return cls(tuple(Hit.from_pb(hit) for hit in response.hits), response.model_version,
                    response.index_version, response.personalization_weight, response.user_interactions,
-                   Retrieval(response.retrieval), response.lexical_weight)
+                   Retrieval(response.retrieval), response.lexical_weight, response.strategy)
 
 
-class RecommendOptions(TypedDict, total=False):
-    """Recommend's optional arguments: ``limit`` 1..1000 (the service's default 10), ``filter``,
-    ``exclude_purchased`` (drop what the user bought) and ``timeout_s`` (this call's deadline, s)."""
+class _Options(TypedDict, total=False):
+    """What every method takes: ``limit`` 1..1000 (the service's default 10), ``filter``, ``keep_duplicates``
+    (show every product of an identical text, not one) and ``timeout_s`` (this call's deadline, s)."""
 
     limit: int
     filter: Filter
-    exclude_purchased: bool
+    keep_duplicates: bool
     timeout_s: float
+
+
+class RecommendOptions(_Options, total=False):
+    """Recommend's optional arguments: the common ones and ``exclude_purchased`` (drop what the user bought)."""
+
+    exclude_purchased: bool
+
+
+class SimilarOptions(_Options, total=False):
+    """SimilarProducts' optional arguments: the common ones, ``user_id`` (tilt toward the user's history) and
+    ``personalization_weight`` (the weight of the user's vector instead of α(n), 0..10)."""
+
+    user_id: str
+    personalization_weight: float
 
 
 class SearchOptions(RecommendOptions, total=False):
@@ -265,6 +282,14 @@ class AsyncClient:
         request = pb.RecommendRequest(user_id=user_id, **_request_fields(options))
         return SearchResult.from_pb(await self.stub.Recommend(request, timeout=timeout))
 
+    async def similar_products(self, product_id: str, **options: Unpack[SimilarOptions]) -> SearchResult:
+        """Products like ``product_id`` (nearest to its vector, tilted toward ``user_id`` when given), without
+        the product itself. Raises grpc.aio.AioRpcError (NOT_FOUND for an unknown product, INVALID_ARGUMENT
+        naming the field, ...)."""
+        timeout = options.get("timeout_s", self.timeout_s)
+        request = pb.SimilarProductsRequest(product_id=product_id, **_request_fields(options))
+        return SearchResult.from_pb(await self.stub.SimilarProducts(request, timeout=timeout))
+
 
 class Client:
     """The blocking client: ``with Client() as client: result = client.search("cordless drill")``.
@@ -316,3 +341,7 @@ class Client:
     def recommend(self, user_id: str, **options: Unpack[RecommendOptions]) -> SearchResult:
         """:meth:`AsyncClient.recommend`, blocking. Raises grpc.RpcError."""
         return self._run(self._client.recommend(user_id, **options))
+
+    def similar_products(self, product_id: str, **options: Unpack[SimilarOptions]) -> SearchResult:
+        """:meth:`AsyncClient.similar_products`, blocking. Raises grpc.RpcError."""
+        return self._run(self._client.similar_products(product_id, **options))

@@ -93,7 +93,7 @@ async def test_async_search_returns_typed_hits(client):
     assert result.hits[0] == Hit("cl-drill", PRODUCTS["cl-drill"][0], ("tools", "power"), "Voltline", 99.0, True,
                                  result.hits[0].score, result.hits[0].lexical_score, result.hits[0].semantic_score,
                                  0.0)
-    assert result.retrieval is Retrieval.HYBRID and result.model_version == "v1"
+    assert result.retrieval is Retrieval.HYBRID and result.model_version == "v1" and result.strategy == "search"
     assert result.index_version == "products_v1" and result.hits[0].lexical_score > 0
     with pytest.raises(AttributeError):  # frozen
         result.hits[0].score = 1.0  # type: ignore[misc]
@@ -109,19 +109,30 @@ async def test_filter_and_retrieval_reach_the_service(client):
 async def test_recommend_and_personal_scores(client):
     recommended = await _until_user_known(client)
     assert recommended.hits[0].product_id == "cl-kettle" and recommended.user_interactions == 1
+    assert recommended.strategy == "personal"
     personal = await client.search("stainless", user_id=USER, timeout_s=30)
     assert personal.personalization_weight > 0 and personal.hits[0].personal_score > 0
+
+
+async def test_similar_products_leave_the_product_out(client):
+    similar = await client.similar_products("cl-drill", limit=2, timeout_s=30)
+    assert [hit.product_id for hit in similar.hits] == ["cl-saw", "cl-kettle"] and similar.strategy == "similar"
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await client.similar_products("cl-unknown", timeout_s=30)
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 async def test_sync_client_has_the_same_methods(target, with_token, client):
     await _until_user_known(client)
 
-    def calls() -> tuple[SearchResult, SearchResult]:
+    def calls() -> tuple[SearchResult, SearchResult, SearchResult]:
         with Client(target, with_token, timeout_s=30) as sync:
-            return sync.search("circular saw", limit=2), sync.recommend(USER, limit=1)
+            return (sync.search("circular saw", limit=2), sync.recommend(USER, limit=1),
+                    sync.similar_products("cl-saw", limit=1))
 
-    searched, recommended = await asyncio.to_thread(calls)
+    searched, recommended, similar = await asyncio.to_thread(calls)
     assert searched.hits[0].product_id == "cl-saw" and recommended.hits[0].product_id == "cl-kettle"
+    assert similar.hits[0].product_id == "cl-drill"
     assert searched == await client.search("circular saw", limit=2, timeout_s=30)
 
 
