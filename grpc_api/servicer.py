@@ -12,7 +12,7 @@ import grpc
 import numpy as np
 
 from cartwise.catalog import ProductView, point_id
-from cartwise.index import AsyncVectorIndex
+from cartwise.index import AsyncVectorIndex, IndexUnavailable
 from cartwise.lexical import LexicalEncoder
 from cartwise.personalization import UserPoint, personalization_weight
 from cartwise.retrieval import RankedHit, RankRequest, applied_lexical_weight, rank_async, served_retrieval
@@ -50,8 +50,8 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
     answered requests keep their latency and the rest fail fast for the client to retry or shed.
 
     ``index`` is read asynchronously (cartwise.index.open_reader). A collection of the snapshot that is
-    missing (dropped under the request, or never built) answers UNAVAILABLE naming it: the index, not
-    the request, is at fault, and a retry may find the next version."""
+    missing (dropped under the request, or never built) answers UNAVAILABLE naming it, and so does an
+    index server that does not answer: the index, not the request, is at fault, and a retry may succeed."""
 
     def __init__(self, settings: Settings, index: AsyncVectorIndex, active: ActiveModel,
                  batcher: QueryBatcher) -> None:
@@ -161,12 +161,16 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
 
 @asynccontextmanager
 async def _collection_of(name: str, context) -> AsyncIterator[None]:
-    """Abort with UNAVAILABLE when the index says collection ``name`` is missing (KeyError)."""
+    """Abort with UNAVAILABLE when the index says collection ``name`` is missing (KeyError) or does not
+    answer (IndexUnavailable): the index, not the request, is at fault, and a retry may succeed."""
     try:
         yield
     except KeyError:
         log.error("collection %s of the served version is missing", name)
         await context.abort(grpc.StatusCode.UNAVAILABLE, f"collection {name!r} missing")
+    except IndexUnavailable as err:
+        log.error("index unavailable: %s", err)
+        await context.abort(grpc.StatusCode.UNAVAILABLE, f"index unavailable: {err}")
 
 
 def _hit(ranked: RankedHit) -> pb.Hit:

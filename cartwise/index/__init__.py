@@ -13,6 +13,7 @@ from cartwise.index.base import (
     HybridQuery,
     IndexHit,
     IndexPoint,
+    IndexUnavailable,
     SearchFilter,
     SparseVector,
     VectorIndex,
@@ -49,6 +50,6 @@ def open_reader(settings, index: VectorIndex | None) -> AsyncVectorIndex:
 
 __all__ = [
     "AsyncQdrantServerIndex", "AsyncVectorIndex", "CollectionSchema", "EdgeIndex", "HybridQuery", "IndexHit",
-    "IndexPoint", "InlineAsyncIndex", "PRODUCTS_SCHEMA", "QdrantServerIndex", "SearchFilter", "SparseVector",
-    "USERS_SCHEMA", "VectorIndex", "open_index", "open_reader",
+    "IndexPoint", "IndexUnavailable", "InlineAsyncIndex", "PRODUCTS_SCHEMA", "QdrantServerIndex", "SearchFilter",
+    "SparseVector", "USERS_SCHEMA", "VectorIndex", "open_index", "open_reader",
 ]

@@ -130,11 +130,17 @@ def stock_keyword(in_stock: bool) -> str:
     return "in" if in_stock else "out"
 
 
+class IndexUnavailable(ConnectionError):
+    """The index engine did not answer: a Qdrant server unreachable or refusing the connection (Qdrant Edge,
+    in process, never raises it). A retry may succeed."""
+
+
 class VectorIndex(Protocol):
     """Collections of unit vectors scored by inner product (Qdrant ``Dot``).
 
     Methods raise KeyError for a collection that does not exist (except ``has_collection``
-    and ``drop_collection``); a vector of the wrong size raises the backend's own error."""
+    and ``drop_collection``), :class:`IndexUnavailable` when a server does not answer; a vector of the wrong
+    size raises the backend's own error."""
 
     def create_collection(self, name: str, dim: int, schema: CollectionSchema) -> None:
         """Create ``name`` with ``dim``-d vectors and payload indexes; no-op if it exists."""
@@ -190,8 +196,9 @@ class VectorIndex(Protocol):
 
 class AsyncVectorIndex(Protocol):
     """The reads of the serving path (gRPC API, model follower, status), as coroutines: the methods of
-    :class:`VectorIndex` of the same names and semantics (KeyError for a missing collection, ValueError
-    for a lexical query on a collection without lexical vectors). Implementations:
+    :class:`VectorIndex` of the same names and semantics (KeyError for a missing collection,
+    :class:`IndexUnavailable` for a server that does not answer, ValueError for a lexical query on a
+    collection without lexical vectors). Implementations:
     :class:`cartwise.index.server.AsyncQdrantServerIndex` (a Qdrant server through ``AsyncQdrantClient``)
     and :class:`cartwise.index.inline.InlineAsyncIndex` (a :class:`VectorIndex` read inline, for Qdrant Edge)."""
 

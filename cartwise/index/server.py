@@ -2,8 +2,9 @@
 ``QdrantClient`` (the stream worker, trainer and tools) and :class:`AsyncQdrantServerIndex` over an
 ``AsyncQdrantClient`` (the serving path, so no request blocks the event loop).
 
-Both build every request with the same functions (:class:`ClientCall`) and map a missing collection to
-KeyError in one place (:func:`collection_errors`) from the engine's own answer, not a check per call.
+Both build every request with the same functions (:class:`ClientCall`) and map the engine's errors in one
+place (:func:`engine_errors`): a missing collection to KeyError from the engine's own answer, not a check
+per call, and a server that does not answer to :class:`IndexUnavailable`.
 Tests drive this same code through qdrant-client's local mode (``QdrantClient(":memory:")``,
 ``AsyncQdrantClient(":memory:")``), which speaks the same client API; local mode is brute force and never
 the embedded default."""
@@ -18,7 +19,7 @@ from typing import Any, Callable, Iterator, Sequence
 import grpc
 import numpy as np
 from qdrant_client import AsyncQdrantClient, QdrantClient, models
-from qdrant_client.http.exceptions import UnexpectedResponse
+from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from cartwise.index.base import (
     CATEGORY_SEPARATOR,
@@ -28,6 +29,7 @@ from cartwise.index.base import (
     HybridQuery,
     IndexHit,
     IndexPoint,
+    IndexUnavailable,
     SearchFilter,
     SparseVector,
     as_vector,
@@ -103,19 +105,25 @@ def server_filter(flt: SearchFilter | None) -> models.Filter | None:
 
 
 @contextmanager
-def collection_errors(name: str) -> Iterator[None]:
+def engine_errors(name: str) -> Iterator[None]:
     """Raise KeyError for the engine's answer that collection ``name`` does not exist: HTTP 404 over REST,
     NOT_FOUND over gRPC (sync and grpc.aio), and local mode's ValueError("Collection <name> not found")
-    (qdrant_client/local/qdrant_local.py ``_get_collection``). Every other error passes unchanged."""
+    (qdrant_client/local/qdrant_local.py ``_get_collection``); :class:`IndexUnavailable` for a server that
+    does not answer (gRPC UNAVAILABLE; a REST transport error, qdrant-client's ResponseHandlingException).
+    Every other error passes unchanged."""
     try:
         yield
     except UnexpectedResponse as err:
         if err.status_code == 404:
             raise KeyError(f"collection {name!r} does not exist") from None
         raise
+    except ResponseHandlingException as err:
+        raise IndexUnavailable(f"Qdrant server unavailable: {err.source}") from err
     except grpc.RpcError as err:
         if err.code() == grpc.StatusCode.NOT_FOUND:
             raise KeyError(f"collection {name!r} does not exist") from None
+        if err.code() == grpc.StatusCode.UNAVAILABLE:
+            raise IndexUnavailable(f"Qdrant server unavailable: {err.details()}") from err
         raise
     except ValueError as err:
         if str(err) == f"Collection {name} not found":
@@ -245,7 +253,7 @@ class QdrantServerIndex:
     def _run(self, name: str, call: ClientCall) -> Any:
         if call.method is None:
             return call.result(None)
-        with collection_errors(name):
+        with engine_errors(name):
             return call.result(getattr(self._client, call.method)(name, **call.kwargs))
 
     def create_collection(self, name: str, dim: int, schema: CollectionSchema) -> None:
@@ -316,7 +324,7 @@ class AsyncQdrantServerIndex:
     async def _run(self, name: str, call: ClientCall) -> Any:
         if call.method is None:
             return call.result(None)
-        with collection_errors(name):
+        with engine_errors(name):
             return call.result(await getattr(self._client, call.method)(name, **call.kwargs))
 
     async def create_collection(self, name: str, dim: int, schema: CollectionSchema) -> None:

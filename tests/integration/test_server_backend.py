@@ -1,6 +1,7 @@
 """The gRPC service over the async Qdrant server backend (AsyncQdrantServerIndex on AsyncQdrantClient's local
 mode; no Qdrant server can be installed here), with the real ONNX encoder and gRPC over loopback: it must
-answer every kind of request as the same service over Qdrant Edge does, and name a missing collection."""
+answer every kind of request as the same service over Qdrant Edge does, name a missing collection, and
+answer UNAVAILABLE when the Qdrant server does not (a real gRPC client to a port where none listens)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 import pytest_asyncio
 from qdrant_client import AsyncQdrantClient
 
+from cartwise.app.bench.common import free_port
 from cartwise.catalog import event_lexical_text, event_product_text, point_id, product_payload
 from cartwise.events import ProductUpsert
 from cartwise.index import (
@@ -164,3 +166,14 @@ async def test_a_missing_collection_answers_unavailable_naming_it(serving):
                 await stub.Search(request)
             assert err.value.code() == grpc.StatusCode.UNAVAILABLE
             assert err.value.details() == f"collection {missing!r} missing"
+
+
+async def test_a_qdrant_server_that_does_not_answer_is_unavailable(serving):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # qdrant-client cannot check the server's version
+        client = AsyncQdrantClient(url=f"http://127.0.0.1:{free_port()}", prefer_grpc=True, grpc_port=free_port())
+    async with api(serving, AsyncQdrantServerIndex(client)) as stub:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.Search(pb.SearchRequest(query="kettle", user_id=USER))
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert err.value.details().startswith("index unavailable: Qdrant server unavailable")

@@ -10,7 +10,7 @@ import grpc
 import numpy as np
 import pytest
 from qdrant_client import AsyncQdrantClient, QdrantClient
-from qdrant_client.http.exceptions import UnexpectedResponse
+from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from cartwise.catalog import category_prefixes, point_id
 from cartwise.index import (
@@ -20,12 +20,13 @@ from cartwise.index import (
     EdgeIndex,
     HybridQuery,
     IndexPoint,
+    IndexUnavailable,
     InlineAsyncIndex,
     QdrantServerIndex,
     SearchFilter,
 )
 from cartwise.index.base import stock_keyword
-from cartwise.index.server import collection_errors
+from cartwise.index.server import engine_errors
 from cartwise.lexical import LexicalEncoder
 from cartwise.settings import Lexical
 
@@ -308,18 +309,27 @@ def test_lexical_queries_of_a_missing_collection_raise_key_error(index):
 ])
 def test_the_servers_missing_collection_answers_are_key_errors(error):
     """REST and gRPC answers cannot come from local mode (no Qdrant server can be installed here)."""
-    with pytest.raises(KeyError, match="'nope' does not exist"), collection_errors("nope"):
+    with pytest.raises(KeyError, match="'nope' does not exist"), engine_errors("nope"):
+        raise error
+
+
+@pytest.mark.parametrize("error", [
+    grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), "connect failed"),
+    ResponseHandlingException(ConnectionRefusedError("connection refused")),
+])
+def test_a_server_that_does_not_answer_is_index_unavailable(error):
+    with pytest.raises(IndexUnavailable, match="Qdrant server unavailable: connect"), engine_errors("nope"):
         raise error
 
 
 @pytest.mark.parametrize("error", [
     UnexpectedResponse(400, "Bad Request", b"{}", {}),
-    grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), "connect failed"),
+    grpc.aio.AioRpcError(grpc.StatusCode.INVALID_ARGUMENT, grpc.aio.Metadata(), grpc.aio.Metadata(), "bad vector"),
     ValueError("Collection other not found"),
     ValueError("Wrong input: Vector dimension error"),
 ])
 def test_other_errors_pass_unchanged(error):
-    with pytest.raises(type(error)), collection_errors("nope"):
+    with pytest.raises(type(error)), engine_errors("nope"):
         raise error
 
 
