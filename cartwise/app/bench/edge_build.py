@@ -1,11 +1,12 @@
 """What the Qdrant Edge HNSW build costs the serving process: in-process vs in a child process.
 
-``python -m cartwise.app.bench.edge_build [--points 30000] [--dims 384] [--json]``
+``python -m cartwise.app.bench.edge_build [--points 30000] [--dims 384] [--modes inline,child,update] [--json]``
 
 A random shard of ``points`` × ``dims`` float32 is optimized from a worker thread (as the stream worker and
 a swap's backfill call it) while the main thread runs a 1 ms ticker that searches the shard on every tick,
 as the serving loop would. ``inline`` calls the binding's ``EdgeShard.optimize`` in the thread (the old
-path); ``child`` calls :meth:`cartwise.index.EdgeIndex.optimize`. Keys per mode: ``build_s``, ``ticks``,
+path); ``child`` calls :meth:`cartwise.index.EdgeIndex.optimize`; ``update`` times one upsert of ``points``
+points instead (``EdgeShard.update``). Keys per mode: ``build_s`` (the call's duration), ``ticks``,
 ``ticks_per_s`` (a free ticker makes close to 1,000), ``max_gap_ms`` (the main thread's longest stall);
 for ``child`` also ``copy_ms`` (the copy, during which writers wait) and ``switch_ms`` (the pause in which
 readers and writers wait while the optimized copy replaces the live shard)."""
@@ -79,18 +80,31 @@ def _timed_child(index: EdgeIndex) -> dict:
     return {key: round(value, 1) for key, value in phases.items()}
 
 
-def run(points: int, dims: int) -> dict:
-    """Both modes on fresh shards; returns the keys of the module doc by mode, and the machine."""
+def _update(root: Path, points: int, dims: int) -> dict:
+    """The ticker during one upsert of ``points`` points (whether ``EdgeShard.update`` releases the GIL)."""
+    index, vectors = _filled(root, 1000, dims)
+    batch = [IndexPoint(f"00000000-0000-0000-0001-{i:012d}", vectors[i % 1000], {"i": i}) for i in range(points)]
+    result = _ticking(lambda: index.upsert(NAME, batch), index, vectors)
+    index.close()
+    return result
+
+
+def run(points: int, dims: int, modes: list[str]) -> dict:
+    """``modes`` (inline, child, update) on fresh shards; returns the keys of the module doc by mode."""
     result: dict = {"points": points, "dims": dims, "machine": machine_info()}
     with tempfile.TemporaryDirectory() as tmp:
-        index, vectors = _filled(Path(tmp) / "inline", points, dims)
-        result["inline"] = _ticking(lambda: index._slot(NAME).shard.optimize(), index, vectors)
-        index.close()
-        index, vectors = _filled(Path(tmp) / "child", points, dims)
-        phases: dict = {}
-        result["child"] = _ticking(lambda: phases.update(_timed_child(index)), index, vectors)
-        result["child"].update(phases)
-        index.close()
+        if "inline" in modes:
+            index, vectors = _filled(Path(tmp) / "inline", points, dims)
+            result["inline"] = _ticking(lambda: index._slot(NAME).shard.optimize(), index, vectors)
+            index.close()
+        if "child" in modes:
+            index, vectors = _filled(Path(tmp) / "child", points, dims)
+            phases: dict = {}
+            result["child"] = _ticking(lambda: phases.update(_timed_child(index)), index, vectors)
+            result["child"].update(phases)
+            index.close()
+        if "update" in modes:
+            result["update"] = _update(Path(tmp) / "update", points, dims)
         shutil.rmtree(tmp, ignore_errors=True)
     return result
 
@@ -99,9 +113,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--points", type=int, default=30_000)
     parser.add_argument("--dims", type=int, default=384)
+    parser.add_argument("--modes", default="inline,child,update", help="comma-separated: inline, child, update")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
-    result = run(args.points, args.dims)
+    result = run(args.points, args.dims, args.modes.split(","))
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
 
 
