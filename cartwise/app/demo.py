@@ -121,8 +121,10 @@ def _carts(n: int) -> str:
     return f"{n} cart" + ("s" if n != 1 else "")
 
 
-def _rank(result: SearchResult, product_id: str) -> int | None:
-    return next((k for k, hit in enumerate(result.hits, start=1) if hit.product_id == product_id), None)
+def _rank(result: SearchResult, title: str) -> int | None:
+    """Rank of the first hit titled ``title``: REES46 products of one title share one text, and the service
+    shows one product per identical text."""
+    return next((k for k, hit in enumerate(result.hits, start=1) if hit.title == title), None)
 
 
 def _shown_rank(rank: int | None) -> str:
@@ -203,9 +205,9 @@ class LiveCart:
 
     @property
     def rise(self) -> int:
-        """How many places the carted product rose within the top RANK_DEPTH (absent counts as below it)."""
-        before = _rank(self.before, self.cart.product.key) or RANK_DEPTH + 1
-        return before - (_rank(self.after, self.cart.product.key) or RANK_DEPTH + 1)
+        """How many places the carted product's title rose within the top RANK_DEPTH (absent: below it)."""
+        title = self.cart.product.event.title
+        return (_rank(self.before, title) or RANK_DEPTH + 1) - (_rank(self.after, title) or RANK_DEPTH + 1)
 
 
 async def send_cart(client: AsyncClient, producer, settings: Settings, cart: Cart) -> LiveCart:
@@ -265,9 +267,8 @@ async def tell_personalization(client: AsyncClient, console: Console, settings: 
                   f"{shown.cart.product.key}, {event.price:.2f}) to the cart; the event went through Kafka and "
                   f"the stream worker and changed the answer [bold]{shown.seconds * 1000:.0f} ms[/] later.")
     console.print(_before_after(shown))
-    console.print(f"carted product {shown.cart.product.key}: rank {_shown_rank(_rank(shown.before, event.product_id))} "
-                  f"before, [bold]{_shown_rank(_rank(shown.after, event.product_id))}[/] after (of the top "
-                  f"{RANK_DEPTH}); products titled like it are highlighted")
+    console.print(f"{event.title!r} (highlighted): rank {_shown_rank(_rank(shown.before, event.title))} before, "
+                  f"[bold]{_shown_rank(_rank(shown.after, event.title))}[/] after (of the top {RANK_DEPTH})")
     delays = sorted(live.seconds * 1000 for live in lives)
     console.print(f"event to answer over the {_carts(len(lives))} sent: median {statistics.median(delays):.0f} ms, "
                   f"max {delays[-1]:.0f} ms")
@@ -275,12 +276,14 @@ async def tell_personalization(client: AsyncClient, console: Console, settings: 
                   "a vector.[/]")
 
 
-def demo_settings(settings: Settings, scratch: Path) -> Settings:
-    """The demo's own service: a scratch data dir, the embedded broker in memory, free ports. It neither
-    doubles the events of the user's `cartwise serve` nor finds its own held-back carts there next time."""
+def demo_settings(settings: Settings, scratch: Path, playground: bool) -> Settings:
+    """The demo's own service: a scratch data dir, the embedded broker in memory, free ports, and the search
+    playground when asked (on CARTWISE_PLAYGROUND_PORT, else a free port). It neither doubles the events of the
+    user's `cartwise serve` nor finds its own held-back carts there next time."""
     return settings.model_copy(update={"data_dir": scratch, "kafka_bootstrap": None, "embedded_kafka_storage": "memory",
                                        "embedded_kafka_port": free_port(), "embedded_storage_port": free_port(),
                                        "grpc_port": free_port(), "optimize_quiet_s": NO_HNSW_S,
+                                       "playground_port": (settings.playground_port or 0) if playground else None,
                                        "optimize_after_upserts": NO_HNSW_UPSERTS})
 
 
@@ -309,9 +312,14 @@ async def _load(service: Service, console: Console, label: str, records: list[Re
                 f"{time.perf_counter() - started:.1f} s")
 
 
-async def _serve_until_stopped(console: Console, target: str) -> None:
-    console.print(f"\nserving gRPC on {target} until Ctrl-C: try `cartwise search \"cordless drill\" "
-                  f"--target {target}`")
+def _playground(service: Service) -> str | None:
+    playground = service.playground
+    return f"http://{service.settings.playground_host}:{playground.port}/" if playground else None
+
+
+async def _serve_until_stopped(console: Console, service: Service, target: str) -> None:
+    console.print(f"\nserving until Ctrl-C: the search playground on [bold]{_playground(service)}[/], gRPC on "
+                  f"{target} (try `cartwise search \"cordless drill\" --target {target}`)")
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set)
@@ -334,7 +342,7 @@ async def run_demo(settings: Settings, console: Console, homedepot_products: int
     held_back = {id(cart.record) for cart in carts}
     scratch = Path(tempfile.mkdtemp(prefix="cartwise-demo-"))
     copy_versions(settings.models_dir, [version], scratch / "models")
-    service = Service(demo_settings(settings, scratch))
+    service = Service(demo_settings(settings, scratch, keep_serving))
     with console.status("starting the embedded service (Kafka-compatible broker, stream worker, Qdrant Edge, gRPC)"):
         await service.start()
     target = f"{service.settings.grpc_host}:{service.port}"
@@ -348,7 +356,11 @@ async def run_demo(settings: Settings, console: Console, homedepot_products: int
             await tell_personalization(client, console, service.settings, carts)
         console.log(f"demo told in {time.perf_counter() - started:.0f} s")
         if keep_serving:
-            await _serve_until_stopped(console, target)
+            await _serve_until_stopped(console, service, target)
+        else:
+            console.print("To look at these answers in the browser: `cartwise demo --keep-serving` keeps this service "
+                          "up with the search playground, or `CARTWISE_PLAYGROUND_PORT=8080 cartwise serve` serves "
+                          "it on http://127.0.0.1:8080/ beside your own data.")
     finally:
         await service.stop()
         shutil.rmtree(scratch, ignore_errors=True)
