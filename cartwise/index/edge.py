@@ -270,7 +270,6 @@ class EdgeIndex:
                 if not _unindexed_over_threshold(shard.info(), live):
                     return
             shutil.rmtree(copy, ignore_errors=True)
-            copy.parent.mkdir(exist_ok=True)
             with slot.write_lock:
                 shutil.copytree(live, copy)  # copies sendfile without the GIL; only writers wait
                 slot.journal = []
@@ -281,7 +280,7 @@ class EdgeIndex:
             finally:
                 with slot.write_lock:
                     slot.journal = None
-                for leftover in (copy, _old(copy)):
+                for leftover in (copy, _old(copy), _retired(copy)):
                     shutil.rmtree(leftover, ignore_errors=True)
                 with suppress(OSError):  # another collection's build may still use the folder
                     copy.parent.rmdir()
@@ -307,6 +306,7 @@ class EdgeIndex:
                 slot.shard = _load(live)
                 raise
             slot.shard = shard
+            os.rename(old, _retired(copy))  # from now on the new shard holds writes the old one lacks
 
     def info(self, name: str) -> qe.ShardInfo:
         """The engine's segments, points and indexed vectors (dense and sparse) of ``name``."""
@@ -340,6 +340,11 @@ class EdgeIndex:
 def _old(copy: Path) -> Path:
     """Where the live shard's files go while its optimized ``copy`` takes their place."""
     return copy.with_name(f"{copy.name}.old")
+
+
+def _retired(copy: Path) -> Path:
+    """Where the live shard's old files wait for removal once the switch is done (never restored)."""
+    return copy.with_name(f"{copy.name}.retired")
 
 
 def _unindexed_over_threshold(info: qe.ShardInfo, path: Path) -> bool:
