@@ -36,6 +36,7 @@ from streams.erasure import StreamClock, remove_users
 from streams.indexing import ProductIndexing
 from streams.swap import REPAIR_REASON, SwapCoordinator, WorkerHooks
 from streams.table_recovery import complete_recovery_of
+from streams.popularity import PopularityCounts
 from streams.user_points import UserPoints
 from streams.targets import WriteTargets
 from streams.transport import FastPollApp
@@ -70,11 +71,13 @@ class StreamWorker:
     def __init__(self, settings: Settings, index: VectorIndex) -> None:
         self.settings, self.index, self.targets = settings, index, WriteTargets()
         self.points = UserPoints(index, settings.user_cache_size)
+        self.popularity = PopularityCounts(index, settings.personalization, settings.popularity_half_life_s)
         self.applied = self.dead_lettered = self.stale = self.forgotten = self.expired = 0
         self.events_by_topic: Counter[tuple[str, str]] = Counter()
         self.clock = StreamClock(settings.user_ttl_s)
         self._pending_users: set[str] = set()
         self._catalog_changed = False
+        self._catalog_sizes: tuple[int, ...] = ()  # of the targets' products collections at the last retry
         self._dead_letter_topics: dict[str, faust.TopicT] = {}
         self.bulk = BulkEncoder(settings.bulk_encode_threads)  # the catalog agent's and the backfill's
         topics = settings.topics
@@ -108,13 +111,14 @@ class StreamWorker:
         self.lexical = LexicalEncoder(settings.lexical)
         hooks = WorkerHooks(announce=self._announce, ready=self._table_recovered, flush=self._flush,
                             owned=self._owned_history_partitions, leads=self._leads,
-                            changelog=self.histories.changelog_topic.get_topic_name())
+                            changelog=self.histories.changelog_topic.get_topic_name(), partitions=settings.partitions)
         self.swaps = SwapCoordinator(settings, index, self.points, self.targets, self.histories, self.tombstones,
                                      self.lexical, self.bulk, hooks)
         self.app.agent(self.catalog_topic, name="catalog")(self._catalog_agent)
         self.app.agent(self.behavior_topics, name="behavior")(self._behavior_agent)
         self.app.agent(self.updates_topic, name="model-updates")(self._updates_agent)
         self.app.timer(1.0)(self._retry_pending)
+        self.app.timer(1.0)(self._categorize_popular)
         self.indexing = ProductIndexing(index, settings.optimize_quiet_s, settings.optimize_after_upserts)
         self.app.timer(1.0)(self.indexing.optimize_due)
         self.app.on_partitions_revoked.connect(self._on_partitions_revoked)
@@ -142,6 +146,7 @@ class StreamWorker:
         recovers the Tables from their changelogs). Raises cartwise.registry.RegistryError,
         kafka.errors.KafkaError."""
         await self.swaps.recover(active, sources_kept)
+        self.popularity.ensure_collection()
         for model in self.targets.models():  # written before a restart, maybe never optimized (a no-op if done)
             if self.index.has_collection(model.products):
                 self.indexing.wrote(model.products, 1)
@@ -169,8 +174,9 @@ class StreamWorker:
                  len(self._pending_users))
 
     async def _on_partitions_revoked(self, sender, revoked, **kwargs) -> None:
-        """Another worker may own these users next: their cached points would go stale."""
+        """Another worker may own these users next: their cached points and counts would go stale."""
         self.points.clear()
+        self.popularity.clear()
 
     async def stop(self) -> None:
         """Stop consuming (a running backfill stops where its journal says, for the next leader to resume)
@@ -267,6 +273,8 @@ class StreamWorker:
                     continue
                 if isinstance(parsed, BehaviorEvent):
                     outcome = self._add_behavior(parsed, updates, forgets)
+                    if outcome == "applied":
+                        self.popularity.add(parsed, event.message.partition)
                 else:  # an erasure request: the user's earlier events in this batch go with the rest
                     updates.pop(parsed.user_id, None)
                     forgets.add(parsed.user_id)
@@ -275,6 +283,7 @@ class StreamWorker:
                 self.events_by_topic[event.message.topic, outcome] += 1
             self.forgotten += self._remove_users(list(forgets))
             self._write_users(updates)
+            self.popularity.write(self.targets.models()[0].products)
             self.expired += self._remove_users(self.clock.expired())
 
     def _add_behavior(self, event: BehaviorEvent, updates: dict[str, UserUpdate], forgets: set[str]) -> str:
@@ -319,11 +328,20 @@ class StreamWorker:
         self._pending_users.difference_update(set(users) - pending)
         self._pending_users.update(pending)
 
+    async def _categorize_popular(self) -> None:
+        """Counts of products that arrived after their first purchase or cart get the product's category."""
+        self.popularity.categorize(self.targets.models()[0].products)
+
     async def _retry_pending(self) -> None:
-        """Users whose products were missing get their vectors rebuilt once the catalog has changed."""
-        if not (self._pending_users and self._catalog_changed):
+        """Users whose products were missing get their vectors rebuilt once the catalog has changed: through
+        this worker's catalog agent, or another worker's (with several workers a user's product can arrive
+        on a catalog partition another worker owns; the products collections' sizes then change)."""
+        if not self._pending_users:
             return
-        self._catalog_changed = False
+        sizes = tuple(self.index.count(m.products) for m in self.targets.models())
+        if not (self._catalog_changed or sizes != self._catalog_sizes):
+            return
+        self._catalog_changed, self._catalog_sizes = False, sizes
         histories = {u: UserHistory.from_json(self.histories.get(u)) for u in list(self._pending_users)}
         self._track_pending(histories, set().union(*(
             rebuild_user_vectors(histories, self.index, self.points, m.products, m.users, self.settings.personalization)

@@ -13,9 +13,10 @@ On ``swap_requested`` for version N+1 (cartwise.model_updates):
    written into both versions (dual-write);
 2. the leader re-embeds the catalog from its source of truth, the catalog topic from its first offset
    (all partitions), with N+1's encoder in batches, journalling the next offsets after each batch;
-3. it journals the users phase: every worker rebuilds the users of the user-history partitions it owns,
-   the keys of those changelog partitions read to their end (latest record per key; a tombstone is an
-   erasure) with their histories from its Table, and records each partition done on the control topic.
+3. it journals the users phase: every worker rebuilds the users of the user-keyed partitions it owns:
+   the user-history changelog read to its end, all partitions (latest record per key; a tombstone is an
+   erasure), gives every user, those whose key hashes to the worker's partitions are rebuilt with their
+   histories from its Table, and the worker records each partition done on the control topic.
    The owner rebuilds because only a partition's owner writes its users' points (streams/user_points.py
    caches them write-through; a point written by another worker would make that cache wrong). A worker
    assigned a partition mid-phase rebuilds it if nobody has recorded it done;
@@ -45,10 +46,11 @@ from dataclasses import dataclass
 from typing import Awaitable, Callable, Mapping
 
 from aiokafka import TopicPartition
+from kafka.partitioner.default import murmur2
 
 from cartwise.events import InvalidEvent, parse_catalog_event, parse_record
 from cartwise.index import PRODUCTS_SCHEMA, USERS_SCHEMA, VectorIndex
-from cartwise.kafka_io import iter_chunks, log_consumer, make_producer, partitions_of, swap_control_topic, tail_consumer
+from cartwise.kafka_io import iter_chunks, log_consumer, make_producer, swap_control_topic, tail_consumer
 from cartwise.lexical import LexicalEncoder
 from cartwise.model_updates import ACTIVATED, REPAIR_REQUESTED, SWAP_ABANDONED, SWAP_REQUESTED, ModelUpdate
 from cartwise.personalization import UserHistory
@@ -87,7 +89,7 @@ class WorkerHooks:
     have recovered from their changelogs; ``flush`` waits until the records the worker produced (the
     Table's changelog) are acknowledged; ``owned`` is the set of user-history partitions assigned to the
     worker; ``leads`` whether the worker owns the models.updates partition; ``changelog`` the name of the
-    user-history Table's changelog topic."""
+    user-history Table's changelog topic; ``partitions`` the partitions of the user-keyed topics."""
 
     announce: Callable[[ModelUpdate], Awaitable[None]]
     ready: Callable[[], Awaitable[None]]
@@ -95,6 +97,7 @@ class WorkerHooks:
     owned: Callable[[], set[int]]
     leads: Callable[[], bool]
     changelog: str
+    partitions: int
 
 
 def ensure_collections(index: VectorIndex, model: ServingModel) -> None:
@@ -306,19 +309,12 @@ class SwapCoordinator:
 
     async def _await_users(self, backfill: Backfill) -> None:
         """Wait until every user-history partition is recorded done for ``backfill``. Raises LeadershipLost."""
-        partitions = set(range(await asyncio.to_thread(self._history_partitions)))
+        partitions = set(range(self.hooks.partitions))
         while not partitions <= self.control.users_done(backfill.attempt):
             if not self.hooks.leads():
                 raise LeadershipLost()
             await asyncio.sleep(DONE_POLL_S)
         log.info("backfill %s: the users of all %d partitions are rebuilt", backfill.version, len(partitions))
-
-    def _history_partitions(self) -> int:
-        consumer = log_consumer(self.settings)
-        try:  # co-partitioned with the user-history changelog (topics.user_keyed)
-            return len(partitions_of(consumer, self.settings.topics.purchases))
-        finally:
-            consumer.close()
 
     async def _activate(self, journal: SwapJournal, version: str, reason: str) -> None:
         previous = self.registry.active()
@@ -409,8 +405,12 @@ class SwapCoordinator:
         await self.hooks.ready()
         await self.hooks.flush()  # every history this worker has written is in the changelog it reads now
         started = time.perf_counter()
-        newest = await asyncio.to_thread(changelog_values, self.settings, self.hooks.changelog, dict.fromkeys(todo, 0))
-        user_ids = [user_id for user_id, value in newest.items() if value is not None]
+        # every changelog partition: faust places a Table key by its serialized (JSON) form, so a user's
+        # changelog partition need not be the source partition that decides which worker owns the user
+        everything = dict.fromkeys(range(self.hooks.partitions), 0)
+        newest = await asyncio.to_thread(changelog_values, self.settings, self.hooks.changelog, everything)
+        user_ids = [user_id for user_id, value in newest.items()
+                    if value is not None and source_partition(user_id, self.hooks.partitions) in todo]
         for i in range(0, len(user_ids), USERS_PER_STEP):
             if not todo <= self.hooks.owned():
                 log.info("partitions %s were reassigned mid-rebuild: their new owner rebuilds them", sorted(todo))
@@ -459,6 +459,12 @@ class SwapCoordinator:
             if _COLLECTION_RE.match(name) and name not in keep:
                 log.info("dropping %s (version no longer live)", name)
                 self.index.drop_collection(name)
+
+
+def source_partition(user_id: str, partitions: int) -> int:
+    """The partition of the user-keyed topics that ``user_id``'s events go to: Kafka's default partitioner
+    (murmur2 of the key bytes, as the Java client, kafka-python and aiokafka hash)."""
+    return (murmur2(user_id.encode()) & 0x7FFFFFFF) % partitions
 
 
 def _read_fraction(consumer, offsets: dict[int, int]) -> float:
