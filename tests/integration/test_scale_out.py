@@ -25,7 +25,6 @@ import pytest_asyncio
 from cartwise.app.bench.common import free_port
 from cartwise.app.broker import EmbeddedBroker
 from cartwise.app.replay import replay
-from cartwise.catalog import point_id
 from cartwise.datasets import rees46_records
 from cartwise.index import EdgeIndex
 from cartwise.kafka_io import consumer_lag, ensure_topics, log_consumer, make_producer, read_topic, swap_control_topic
