@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import uuid
 from dataclasses import dataclass
 
@@ -10,6 +11,7 @@ from cartwise.events import ProductUpsert
 from cartwise.index.base import CATEGORY_SEPARATOR, stock_keyword
 
 _POINT_NAMESPACE = uuid.UUID("6f1c1d2e-8a53-4f4e-9d0b-2f6d7c3a9b10")
+TEXT_DIGEST = "text_digest"  # the payload key of :func:`text_digest` (cartwise/diversity.py)
 
 
 @functools.lru_cache(maxsize=1 << 18)  # the stream worker maps the same users and products again and again
@@ -38,6 +40,12 @@ def product_text(title: str, brand: str | None, category_path: list[str], descri
     if description:
         parts.append(description)
     return ". ".join(parts)[:max_chars]
+
+
+def text_digest(text: str) -> str:
+    """16 hex digits of the SHA-1 of a product's encoder text: equal exactly when the texts are (the
+    vectors of one text can differ in their last bits between batches, so they cannot say it)."""
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +83,7 @@ def product_payload(event: ProductUpsert) -> dict:
         "in_stock": event.in_stock,
         "stock": stock_keyword(event.in_stock),
         "updated_at": event.event_time.timestamp(),
+        TEXT_DIGEST: text_digest(event_product_text(event)),
     }
     if event.brand:
         payload["brand"] = event.brand.lower()

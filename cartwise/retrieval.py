@@ -10,7 +10,8 @@ from typing import Any, Literal, Sequence
 
 import numpy as np
 
-from cartwise.diversity import collapse_identical, fetch_limit
+from cartwise.catalog import TEXT_DIGEST
+from cartwise.diversity import collapse_identical, fetch_limits, is_complete
 from cartwise.index import AsyncVectorIndex, HybridQuery, IndexHit, SearchFilter, SparseVector, VectorIndex
 from cartwise.personalization import fused_query
 from cartwise.settings import Lexical
@@ -61,25 +62,33 @@ def rank(index: VectorIndex, collection: str, request: RankRequest, params: Lexi
     """The top ``limit`` products of ``collection`` for ``request``, best first; with ``collapse`` (the
     API's default) only the best-ranked of products with identical text (cartwise/diversity.py). Raises
     ValueError when neither a query nor a user vector is given, KeyError for a missing collection."""
-    hits = _engine_call(index, collection, request, params, fetch_limit(limit, collapse), flt, hnsw_ef)
-    return page(hits, request, limit, collapse)
+    for fetch in fetch_limits(limit, collapse):
+        hits = _engine_call(index, collection, request, params, fetch, flt, hnsw_ef)
+        ranked = page(hits, request, limit, collapse)
+        if is_complete(len(ranked), limit, len(hits), fetch):
+            break
+    return ranked
 
 
 async def rank_async(index: AsyncVectorIndex, collection: str, request: RankRequest, params: Lexical, limit: int,
                      flt: SearchFilter | None = None, hnsw_ef: int | None = None, collapse: bool = True,
-                     seen: Sequence[np.ndarray] = ()) -> list[RankedHit]:
+                     seen: Sequence[str] = ()) -> list[RankedHit]:
     """:func:`rank` over an :class:`AsyncVectorIndex` (the serving path), with ``collapse`` also leaving out
-    products identical to one of the (D,) vectors ``seen``; the same errors."""
-    hits = await _engine_call(index, collection, request, params, fetch_limit(limit, collapse), flt, hnsw_ef)
-    return page(hits, request, limit, collapse, seen)
+    products whose text digest is one of ``seen``; the same errors."""
+    for fetch in fetch_limits(limit, collapse):
+        hits = await _engine_call(index, collection, request, params, fetch, flt, hnsw_ef)
+        ranked = page(hits, request, limit, collapse, seen)
+        if is_complete(len(ranked), limit, len(hits), fetch):
+            break
+    return ranked
 
 
 def page(hits: list[IndexHit], request: RankRequest, limit: int, collapse: bool,
-         seen: Sequence[np.ndarray] = ()) -> list[RankedHit]:
+         seen: Sequence[str] = ()) -> list[RankedHit]:
     """The first ``limit`` of ``hits`` (best first, with their (D,) vectors) as :class:`RankedHit`; with
-    ``collapse`` one per identical vector, none identical to one of ``seen``."""
+    ``collapse`` one per identical text (payload ``text_digest``), none of the texts ``seen``."""
     if collapse:
-        hits = collapse_identical(hits, [hit.vector for hit in hits], limit, seen)
+        hits = collapse_identical(hits, [hit.payload.get(TEXT_DIGEST) for hit in hits], limit, seen)
     return ranked_hits(hits[:limit], request)
 
 

@@ -193,6 +193,8 @@ class Settings(BaseSettings):
                                                     "RESOURCE_EXHAUSTED at once instead of a queue")
     topics: Topics = Field(default_factory=Topics)
     personalization: Personalization = Field(default_factory=Personalization)
+    popularity_half_life_s: float = Field(3 * 86400.0, gt=0.0, description="half-life H of the popularity counts "
+                                          "that answer cold-start shoppers (cartwise/popularity.py), seconds")
     lexical: Lexical = Field(default_factory=Lexical)
 
     @property

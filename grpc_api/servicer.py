@@ -11,11 +11,12 @@ from typing import AsyncIterator
 import grpc
 import numpy as np
 
-from cartwise.catalog import ProductView, point_id
-from cartwise.index import AsyncVectorIndex, IndexUnavailable
+from cartwise.catalog import TEXT_DIGEST, ProductView, point_id
+from cartwise.index import AsyncVectorIndex, IndexUnavailable, SearchFilter
 from cartwise.lexical import LexicalEncoder
 from cartwise.personalization import UserPoint, personalization_weight
-from cartwise.retrieval import RankedHit, RankRequest, applied_lexical_weight, rank_async, served_retrieval
+from cartwise import popularity
+from cartwise.retrieval import RankedHit, RankRequest, applied_lexical_weight, page, rank_async, served_retrieval
 from cartwise.settings import Settings
 from cartwise.v1 import search_pb2 as pb
 from cartwise.v1 import search_pb2_grpc as pb_grpc
@@ -106,18 +107,15 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         return requested if requested is not None else personalization_weight(user.n, self.settings.personalization)
 
     async def _recommend(self, query: SearchQuery, model: ServingModel, context) -> pb.SearchResponse:
-        return await self._search(query, model, context, require_user=True)
+        return await self._search(query, model, context)
 
-    async def _search(self, query: SearchQuery, model: ServingModel, context,
-                      require_user: bool = False) -> pb.SearchResponse:
+    async def _search(self, query: SearchQuery, model: ServingModel, context) -> pb.SearchResponse:
         user = await self._user(model, query.user_id, context)
-        if require_user and user.vector is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"user_id: no history for {query.user_id!r}")
         qvec = await self.batcher.encode(model, query.query) if query.query else None
         alpha = self._alpha(user, query.personalization_weight)
         if qvec is None:
-            if user.vector is None:
-                return pb.SearchResponse(model_version=model.version, index_version=model.products)
+            if user.vector is None:  # a shopper with no history and no query: cold start
+                return await self._popular(query, model, context)
             alpha = 1.0  # ranking by the user alone: score = <û, p̂>
         flt = query.filter
         if query.exclude_purchased and user.purchased:
@@ -134,8 +132,7 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         retrieval over the same collection); the product itself, and with ``collapse`` its identical-text
         copies, left out."""
         async with _collection_of(model.products, context):
-            found = await self.index.retrieve(model.products, [point_id(query.product_id)], with_vectors=True,
-                                              with_payload=False)
+            found = await self.index.retrieve(model.products, [point_id(query.product_id)], with_vectors=True)
         if not found:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"product_id: {query.product_id!r} is not in the catalog")
         product = found[0].vector
@@ -144,8 +141,31 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         flt = dataclasses.replace(query.filter, exclude_ids=query.filter.exclude_ids | {found[0].id})
         async with _collection_of(model.products, context):
             hits = await rank_async(self.index, model.products, request, self.settings.lexical, query.limit, flt,
-                                    self._hnsw_ef(query.limit), query.collapse, seen=(product,))
+                                    self._hnsw_ef(query.limit), query.collapse,
+                                    seen=tuple(filter(None, [found[0].payload.get(TEXT_DIGEST)])))
         return self._response(hits, model, request, user, "similar")
+
+    async def _popular(self, query: SearchQuery, model: ServingModel, context) -> pb.SearchResponse:
+        """The most popular products (cartwise/popularity.py) within the request's category, then its other
+        filters; each hit's score is its popularity relative to the first's."""
+        try:
+            partials = await self.index.scroll(popularity.COLLECTION, query.limit * popularity.FANOUT,
+                                               SearchFilter(category_prefix=query.filter.category_prefix),
+                                               order_by=popularity.SCORE_FIELD)
+        except KeyError:  # no worker has created it yet: nothing is popular
+            partials = []
+        scores = dict(popularity.ranked(partials))
+        request = RankRequest(None, None, None, 0.0, "dense")
+        hits: list[RankedHit] = []
+        if scores:
+            flt = dataclasses.replace(query.filter, ids=frozenset(point_id(p) for p in scores))
+            async with _collection_of(model.products, context):
+                found = await self.index.scroll(model.products, len(scores), flt, with_vectors=True)
+            best = max(scores[h.payload["product_id"]] for h in found) if found else 0.0
+            found = sorted((dataclasses.replace(h, score=popularity.relative(scores[h.payload["product_id"]], best))
+                            for h in found), key=lambda h: -h.score)
+            hits = page(found, request, query.limit, query.collapse)
+        return self._response(hits, model, request, _User(), "popular")
 
     def _hnsw_ef(self, limit: int) -> int:
         return max(self.settings.hnsw_ef, limit)

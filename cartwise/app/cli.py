@@ -238,17 +238,20 @@ def demo(ctx: click.Context, keep_serving: bool, homedepot_products: int, carts:
                    "Default: val for the shared judgments, all for a --judgments file of your own.")
 @click.option("--retrieval", type=click.Choice(RETRIEVALS), default="hybrid", show_default=True,
               help="Rank as the API does with this retrieval (bm25 ignores it).")
+@click.option("--keep-duplicates", is_flag=True,
+              help="Home Depot: rank every product, not one per identical text (the API's keep_duplicates).")
 @click.option("--json", "as_json", is_flag=True, help="Print {model: metrics} as JSON.")
 @click.pass_context
 def evaluate(ctx: click.Context, dataset: str, judgments: Path | None, products: Path | None, events: Path | None,
-             models: tuple[str, ...], split: str | None, retrieval: str, as_json: bool) -> None:
+             models: tuple[str, ...], split: str | None, retrieval: str, keep_duplicates: bool,
+             as_json: bool) -> None:
     """Offline evaluation: Recall@10/100, nDCG@10, MRR@10 (homedepot); personalized HitRate@10 (rees46)."""
     from trainer.evaluation.run import eval_homedepot, eval_rees46
 
     settings = _settings(ctx)
     if dataset == "homedepot":
         results = eval_homedepot(settings, list(models or ("bm25", "pretrained")), judgments, split, products,
-                                 retrieval)
+                                 retrieval, collapse=not keep_duplicates)
     else:
         results = eval_rees46(settings, list(models or ("bm25", "pretrained")), events, retrieval)
     if as_json:

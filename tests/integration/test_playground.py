@@ -172,6 +172,7 @@ def _browse(url: str, screenshot: Path) -> tuple[str, list[str], str, int, int]:
                    and "sending" not in d.find_element(By.ID, "status").text)
         after = titles(driver)
         moved_up = len(driver.find_elements(By.CSS_SELECTOR, "#results li.moved-up"))
+        driver.execute_script("window.scrollTo(0, 0)")
         driver.save_screenshot(str(screenshot))
         return before[target], after, driver.find_element(By.ID, "status").text, len(hits(driver, "bm25-results")), moved_up
     finally:

@@ -148,11 +148,10 @@ async def test_a_personalized_search_reads_the_user_from_the_server(stubs, servi
     assert found.hits[0].personal_score == pytest.approx(found.hits[0].score, abs=1e-5)  # ranked by <û, p̂> alone
 
 
-async def test_an_unknown_user_is_not_found(stubs):
+async def test_an_unknown_user_gets_the_popular_answer(stubs):
     server, _ = stubs
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await server.Recommend(pb.RecommendRequest(user_id="nobody"))
-    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    response = await server.Recommend(pb.RecommendRequest(user_id="nobody"))
+    assert response.strategy == "popular" and response.user_interactions == 0
 
 
 async def test_a_missing_collection_answers_unavailable_naming_it(serving):

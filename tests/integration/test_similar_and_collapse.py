@@ -1,9 +1,12 @@
-"""SimilarProducts, the response's strategy, and collapsing identical-text products, through the real service
-over gRPC on loopback (embedded broker, worker, Qdrant Edge, ONNX encoder)."""
+"""SimilarProducts, the cold-start answer (popular products), the response's strategy, and collapsing
+identical-text products, through the real service over gRPC on loopback (embedded broker, worker, Qdrant
+Edge, ONNX encoder)."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
+import time
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -31,6 +34,12 @@ CATALOG = [
     ("kettle", "Stainless steel electric kettle 1.7 l", "Brevo", ["kitchen", "appliances"]),
 ]
 USER = "similar-user"
+# (user, kind, product, seconds after T0): popularity counts purchases (w 1.0) and carts (w 0.6), decayed
+# with a 3-day half-life; the impact driver's purchase is 30 days older than the rest
+BEHAVIOR = [(USER, "cart", "kettle", 60),
+            *[(f"buyer-{k}", "purchase", "hammer", 60 + k) for k in range(3)],
+            ("buyer-3", "cart", "hose", 70), ("buyer-4", "cart", "hose", 71),
+            ("buyer-5", "purchase", "impact", 60 - 30 * 86400)]
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -46,15 +55,30 @@ async def stub(tmp_path_factory, registry_dir):
         event = ProductUpsert(event_id=f"{pid}-up", event_time=T0 + timedelta(seconds=k), product_id=pid,
                               title=title, brand=brand, category_path=path, price=20.0 + k)
         producer.send(settings.topics.catalog, key=pid.encode(), value=encode_event(event))
-    cart = BehaviorEvent(event_id="similar-cart", event_type="cart", user_id=USER, product_id="kettle",
-                         event_time=T0 + timedelta(seconds=60))
-    producer.send(settings.topics.carts, key=USER.encode(), value=encode_event(cart))
+    for user, kind, pid, seconds in BEHAVIOR:
+        event = BehaviorEvent(event_id=f"{user}-{pid}", event_type=kind, user_id=user, product_id=pid,
+                              event_time=T0 + timedelta(seconds=seconds))
+        topic = settings.topics.purchases if kind == "purchase" else settings.topics.carts
+        producer.send(topic, key=user.encode(), value=encode_event(event))
     producer.flush()
     producer.close()
-    await service.wait_until_consumed(len(CATALOG) + 1)
+    await service.wait_until_consumed(len(CATALOG) + len(BEHAVIOR))
     async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as channel:
-        yield pb_grpc.SearchServiceStub(channel)
+        stub = pb_grpc.SearchServiceStub(channel)
+        await _settled(stub)
+        yield stub
     await service.stop()
+
+
+async def _settled(stub, timeout_s: float = 30.0) -> None:
+    """Wait for the worker's 1 s timers: behavior that arrived before its product is applied (the user's
+    vector, the counts' categories) once the product is indexed."""
+    deadline = time.monotonic() + timeout_s
+    tools = pb.Filter(category_prefix=["tools"])
+    while not ((await stub.Recommend(pb.RecommendRequest(user_id=USER))).strategy == "personal"
+               and len((await stub.Recommend(pb.RecommendRequest(user_id="nobody", filter=tools))).hits) == 2):
+        assert time.monotonic() < deadline, f"the worker did not settle within {timeout_s} s"
+        await asyncio.sleep(0.1)
 
 
 def ids(response: pb.SearchResponse) -> list[str]:
@@ -113,3 +137,23 @@ async def test_strategy_names_what_answered(stub):
     personal = await stub.Search(pb.SearchRequest(user_id=USER, limit=3))
     recommend = await stub.Recommend(pb.RecommendRequest(user_id=USER, limit=3))
     assert personal.strategy == recommend.strategy == "personal"
+
+
+async def test_a_shopper_with_no_history_gets_the_popular_products(stub):
+    response = await stub.Recommend(pb.RecommendRequest(user_id="nobody", limit=10))
+    assert response.strategy == "popular" and response.user_interactions == 0
+    # 3 purchases > 2 carts (1.2) > 1 cart (0.6) > 1 purchase decayed over 10 half-lives
+    assert ids(response) == ["hammer", "hose", "kettle", "impact"]
+    assert response.hits[0].score == pytest.approx(1.0)
+    assert response.hits[1].score == pytest.approx(1.2 / 3, rel=1e-3)
+    search = await stub.Search(pb.SearchRequest(user_id="nobody", limit=2))
+    assert search.strategy == "popular" and ids(search) == ["hammer", "hose"]
+
+
+async def test_the_popular_answer_is_per_category_and_filtered(stub):
+    tools = await stub.Recommend(pb.RecommendRequest(user_id="nobody", filter=pb.Filter(category_prefix=["tools"])))
+    assert ids(tools) == ["hammer", "impact"]
+    # prices are 20 + the catalog position: the hammer costs 25, the hose 26, the kettle 27
+    dear = await stub.Recommend(pb.RecommendRequest(user_id="nobody", filter=pb.Filter(price=pb.PriceRange(min=25.5))))
+    assert ids(dear) == ["hose", "kettle"]
+

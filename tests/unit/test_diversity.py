@@ -1,48 +1,46 @@
 """Collapsing identical-text products (cartwise/diversity.py)."""
 
-import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cartwise.diversity import OVERFETCH, collapse_identical, fetch_limit
+from cartwise.catalog import text_digest
+from cartwise.diversity import MAX_FETCH, OVERFETCH, collapse_identical, fetch_limits, is_complete
 
 
-def vec(k: int) -> np.ndarray:
-    v = np.zeros(4, dtype=np.float32)
-    v[k % 4] = 1.0 + k // 4
-    return v
-
-
-def test_keeps_the_best_ranked_of_each_vector_in_order():
+def test_keeps_the_best_ranked_of_each_text_in_order():
     hits = ["a", "a-copy", "b", "a-copy-2", "c"]
-    vectors = [vec(0), vec(0), vec(1), vec(0), vec(2)]
-    assert collapse_identical(hits, vectors, 10) == ["a", "b", "c"]
+    assert collapse_identical(hits, ["ka", "ka", "kb", "ka", "kc"], 10) == ["a", "b", "c"]
 
 
-def test_stops_at_the_limit_and_keeps_hits_without_vectors():
-    assert collapse_identical(["x", "a", "b", "c"], [None, vec(0), vec(1), vec(2)], 2) == ["x", "a"]
+def test_stops_at_the_limit_and_keeps_hits_without_a_key():
+    assert collapse_identical(["x", "a", "b", "c"], [None, "ka", "kb", "kc"], 2) == ["x", "a"]
 
 
-def test_seen_vectors_are_left_out():
-    assert collapse_identical(["a", "b"], [vec(0), vec(1)], 10, seen=[vec(0)]) == ["b"]
+def test_seen_texts_are_left_out():
+    assert collapse_identical(["a", "b"], ["ka", "kb"], 10, seen=["ka"]) == ["b"]
 
 
-def test_nearly_equal_vectors_are_different_products():
-    almost = vec(0) + np.float32(1e-7)
-    assert collapse_identical(["a", "b"], [vec(0), almost], 10) == ["a", "b"]
+def test_the_digest_is_of_the_exact_text():
+    assert text_digest("Apple smartphone") == text_digest("Apple smartphone") != text_digest("Apple smartphone ")
 
 
-def test_fetch_limit_overfetches_only_when_collapsing():
-    assert fetch_limit(10, collapse=False) == 10
-    assert fetch_limit(10, collapse=True) == 10 * OVERFETCH
-    assert fetch_limit(900, collapse=True) == 1000
+def test_fetch_limits_overfetch_and_grow_only_when_collapsing():
+    assert list(fetch_limits(10, collapse=False)) == [10]
+    assert list(fetch_limits(10, collapse=True)) == [10 * OVERFETCH, 120, 480, MAX_FETCH]
+    assert list(fetch_limits(900, collapse=True)) == [MAX_FETCH]
+
+
+def test_a_page_is_complete_when_full_or_when_the_engine_ran_out():
+    assert is_complete(10, 10, 30, 30)
+    assert not is_complete(4, 10, 30, 30)
+    assert is_complete(4, 10, 12, 30)
 
 
 @given(st.lists(st.integers(0, 5), max_size=40), st.integers(1, 20))
-def test_result_is_a_prefix_of_the_distinct_vectors(keys, limit):
+def test_result_is_a_prefix_of_the_first_of_each_key(keys, limit):
     hits = list(range(len(keys)))
-    kept = collapse_identical(hits, [vec(k) for k in keys], limit)
-    first = {}
+    kept = collapse_identical(hits, [str(k) for k in keys], limit)
+    first: dict[int, int] = {}
     for hit, k in zip(hits, keys):
         first.setdefault(k, hit)
     assert kept == sorted(first.values())[:limit]

@@ -18,7 +18,7 @@ import numpy as np
 from rich.console import Console
 from rich.progress import Progress
 
-from cartwise.catalog import lexical_text, point_id, product_text
+from cartwise.catalog import TEXT_DIGEST, lexical_text, point_id, product_text, text_digest
 from cartwise.datasets import data_root
 from cartwise.index import PRODUCTS_SCHEMA, EdgeIndex, IndexPoint
 from cartwise.lexical import LexicalEncoder
@@ -140,14 +140,15 @@ class ServedCatalog:
     bm25: LexicalEncoder
 
     def rankings(self, retrieval: Retrieval, lexical: Lexical, k: int = TOP_K,
-                 hnsw_ef: int = 2 * TOP_K) -> dict[str, list[str]]:
-        """Top-k product ids per query, ranked as served (``lexical`` gives the fusion's w, κ, candidates)."""
+                 hnsw_ef: int = 2 * TOP_K, collapse: bool = True) -> dict[str, list[str]]:
+        """Top-k product ids per query, ranked as served (``lexical`` gives the fusion's w, κ, candidates;
+        ``collapse``: one product per identical text, cartwise.diversity)."""
         ranked = {}
         with Progress(console=PROGRESS_CONSOLE, transient=True) as progress:
             task = progress.add_task(f"searching ({retrieval})", total=len(self.queries))
             for query, qvec in zip(self.queries, self.qvecs):
                 hits = rank(self.index, "eval", RankRequest(qvec, self.bm25.query(query), None, 0.0, retrieval),
-                            lexical, k, hnsw_ef=hnsw_ef)
+                            lexical, k, hnsw_ef=hnsw_ef, collapse=collapse)
                 ranked[query] = [h.hit.payload["product_id"] for h in hits]
                 progress.advance(task)
         return ranked
@@ -176,7 +177,8 @@ def served_catalog(data: HomeDepot, registry: ModelRegistry, version: str, cache
         for start in range(0, len(ids), 2048):
             rows = range(start, min(start + 2048, len(ids)))
             sparse = bm25.documents(lexical_texts(data, [ids[n] for n in rows]))
-            index.upsert("eval", [IndexPoint(point_id(ids[n]), vectors[n], {"product_id": ids[n]}, s)
+            index.upsert("eval", [IndexPoint(point_id(ids[n]), vectors[n],
+                                             {"product_id": ids[n], TEXT_DIGEST: text_digest(texts[n])}, s)
                                   for n, s in zip(rows, sparse)])
         index.optimize("eval")
         try:
@@ -186,11 +188,11 @@ def served_catalog(data: HomeDepot, registry: ModelRegistry, version: str, cache
 
 
 def served_rankings(data: HomeDepot, registry: ModelRegistry, version: str, cache_dir: Path,
-                    retrieval: Retrieval = "hybrid", lexical: Lexical | None = None
+                    retrieval: Retrieval = "hybrid", lexical: Lexical | None = None, collapse: bool = True
                     ) -> tuple[dict[str, list[str]], float | None]:
-    """Top-100 per query as the API serves them with ``retrieval``, and for dense retrieval the ANN
-    recall@100 (None otherwise)."""
+    """Top-100 per query as the API serves them with ``retrieval`` and ``collapse``, and for dense retrieval
+    the ANN recall@100 (None otherwise)."""
     lexical = lexical or Lexical()
     with served_catalog(data, registry, version, cache_dir, lexical) as catalog:
-        rankings = catalog.rankings(retrieval, lexical)
+        rankings = catalog.rankings(retrieval, lexical, collapse=collapse)
         return rankings, catalog.ann_recall(rankings) if retrieval == "dense" else None

@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from cartwise.catalog import event_lexical_text, event_product_text, point_id
+from cartwise.catalog import TEXT_DIGEST, event_lexical_text, event_product_text, point_id, text_digest
 from cartwise.datasets import Record, rees46_records
 from cartwise.events import ProductUpsert
 from cartwise.index import PRODUCTS_SCHEMA, EdgeIndex, IndexPoint
@@ -120,7 +120,8 @@ def evaluate_rees46_grid(registry: ModelRegistry, version: str, grid: list[Perso
     with tempfile.TemporaryDirectory(prefix="cartwise-eval-") as tmp:
         index = EdgeIndex(Path(tmp))
         index.create_collection("eval", vectors.shape[1], PRODUCTS_SCHEMA)
-        index.upsert("eval", [IndexPoint(point_id(p), vector_of[p], {"product_id": p},
+        index.upsert("eval", [IndexPoint(point_id(p), vector_of[p],
+                                         {"product_id": p, TEXT_DIGEST: text_digest(event_product_text(catalog[p]))},
                                          bm25.document(event_lexical_text(catalog[p]))) for p in ids])
         index.optimize("eval")
 

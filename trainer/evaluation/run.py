@@ -34,9 +34,10 @@ def resolve_model(registry: ModelRegistry, name: str) -> str:
 
 def eval_homedepot(settings: Settings, models: list[str], judgments: Path | None = None,
                    split: str | None = None, products: Path | None = None,
-                   retrieval: Retrieval = "hybrid") -> dict[str, dict]:
+                   retrieval: Retrieval = "hybrid", collapse: bool = True) -> dict[str, dict]:
     """Recall@10/100, nDCG@10, MRR@10 per model name over the full Home Depot catalog, ranked as the API
-    serves with ``retrieval`` (``bm25`` is the bm25s reference and ignores it), on the queries of
+    serves with ``retrieval`` and ``collapse`` (one product per identical text, the API's default; ``bm25``
+    is the bm25s reference and ignores both), on the queries of
     ``split`` (trainer.data.split_of; "all" for every judged query). ``split`` None means "val" for the
     shared judgments and "all" for a ``judgments`` file of one's own. Each result says how many queries
     were scored (``queries``) of how many were judged (``judged_queries``)."""
@@ -56,9 +57,9 @@ def eval_homedepot(settings: Settings, models: list[str], judgments: Path | None
             continue
         version = resolve_model(registry, name)
         rankings, ann_recall = served_rankings(data, registry, version, settings.data_dir / "eval_cache", retrieval,
-                                               settings.lexical)
+                                               settings.lexical, collapse)
         results[name] = {**evaluate_rankings(rankings, data.qrels), "judged_queries": judged, "version": version,
-                         "retrieval": retrieval, **({"ann_recall@100": ann_recall} if ann_recall is not None else {})}
+                         "retrieval": retrieval, "collapse": collapse, **({"ann_recall@100": ann_recall} if ann_recall is not None else {})}
     return results
 
 

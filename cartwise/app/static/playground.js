@@ -34,7 +34,8 @@ function number(id) {
 
 function searchRequest() {
   const request = { query: $("query").value, user_id: $("user").value, limit: number("limit") || 10,
-                    retrieval: $("retrieval").value, exclude_purchased: $("exclude-purchased").checked };
+                    retrieval: $("retrieval").value, exclude_purchased: $("exclude-purchased").checked,
+                    keep_duplicates: $("keep-duplicates").checked };
   const filter = {};
   const category = $("category").value.split(">").map((s) => s.trim()).filter(Boolean);
   if (category.length) filter.category_prefix = category;
