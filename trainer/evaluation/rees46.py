@@ -126,7 +126,9 @@ def evaluate_rees46_grid(registry: ModelRegistry, version: str, grid: list[Perso
         index.optimize("eval")
 
         def score(means: tuple[MetricMeans, MetricMeans], request: RankRequest, event, novel: bool) -> None:
-            ranked = [h.hit.payload["product_id"] for h in rank(index, "eval", request, lexical, K)]
+            # every product, as keep_duplicates serves it: a target is one product among its identical-text
+            # copies (REES46 titles are brand + category), and collapsing would keep an arbitrary one of them
+            ranked = [h.hit.payload["product_id"] for h in rank(index, "eval", request, lexical, K, collapse=False)]
             for m, counts in zip(means, _targets(event.event_type, novel)):
                 if counts:
                     m.add("hit@10", hit_at(ranked, event.product_id, K))
