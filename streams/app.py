@@ -34,6 +34,7 @@ from streams.behavior import UserUpdate, rebuild_user_vectors, update_user_vecto
 from streams.catalog import record_deletions, write_catalog
 from streams.erasure import StreamClock, remove_users
 from streams.indexing import ProductIndexing
+from streams.legacy_changelogs import migrate_changelogs
 from streams.swap import REPAIR_REASON, SwapCoordinator, WorkerHooks
 from streams.table_recovery import complete_recovery_of
 from streams.popularity import PopularityCounts
@@ -43,8 +44,20 @@ from streams.transport import FastPollApp
 
 log = logging.getLogger(__name__)
 
-HISTORY_TABLE = "user_history"  # its changelog topic is ``{app_id}-user_history-changelog``
+HISTORY_TABLE = "user_histories"  # user_id -> history; changelog ``{app_id}-user_histories-changelog``
+TOMBSTONE_TABLE = "product_tombstones"  # product_id -> event time (s) of its newest deletion
+LEGACY_TABLES = {"user_history": HISTORY_TABLE, "catalog_tombstones": TOMBSTONE_TABLE}  # old name -> new
 _EVENT_TYPE_OF_TOPIC_FIELD = {"purchases": "purchase", "carts": "cart", "views": "view"}
+
+
+class RawKeyTable(faust.Table):
+    """A faust Table whose str keys are written as their UTF-8 bytes, as the source topics' keys are: the
+    producer's partitioner then puts a key's changelog record in the partition of its source events, the
+    changelog partition faust restores to the worker that owns them. faust's own choice for str keys is
+    JSON (``"123"``, quotes included), which hashes elsewhere (streams/legacy_changelogs.py)."""
+
+    def _serializer_from_type(self, typ):
+        return "raw" if typ is str else super()._serializer_from_type(typ)
 
 
 def broker_credentials(settings: Settings) -> faust.types.auth.CredentialsT | None:
@@ -98,12 +111,8 @@ class StreamWorker:
         self.catalog_topic = self.app.topic(topics.catalog, key_type=bytes, value_type=bytes, value_serializer="raw")
         self.behavior_topics = self.app.topic(*topics.user_keyed, key_type=bytes, value_type=bytes,
                                               value_serializer="raw")
-        # use_partitioner: batches (take_events) write outside per-event context; keys hash like the source.
-        self.histories = self.app.Table(HISTORY_TABLE, default=None, partitions=settings.partitions,
-                                        use_partitioner=True)
-        # product_id -> event time (s) of its newest deletion (streams/catalog.py)
-        self.tombstones = self.app.Table("catalog_tombstones", default=None, partitions=settings.partitions,
-                                         use_partitioner=True)
+        self.histories = self._table(HISTORY_TABLE)
+        self.tombstones = self._table(TOMBSTONE_TABLE)  # streams/catalog.py
         complete_recovery_of(self.histories, settings, then=self._on_histories_recovered)
         complete_recovery_of(self.tombstones, settings)
         self.updates_topic = self.app.topic(topics.models_updates, key_type=bytes, value_type=bytes,
@@ -124,6 +133,12 @@ class StreamWorker:
         self.app.on_partitions_revoked.connect(self._on_partitions_revoked)
         self._follow: asyncio.Task | None = None
 
+    def _table(self, name: str) -> faust.Table:
+        # use_partitioner: batches (take_events) write outside per-event context
+        table = RawKeyTable(self.app, name=name, default=None, beacon=self.app.tables.beacon,
+                            partitions=self.settings.partitions, use_partitioner=True, key_type=str)
+        return self.app.tables.add(table)
+
     @property
     def consumed(self) -> int:
         """Events consumed since start: applied + stale + dead-lettered."""
@@ -143,8 +158,9 @@ class StreamWorker:
         follow the swap control topic (streams/swap.py: this worker resumes an interrupted backfill when it
         leads, or starts a repair when the index lacks the active version's collections and
         ``sources_kept``, the broker kept its topics) and start consuming (joins the consumer group,
-        recovers the Tables from their changelogs). Raises cartwise.registry.RegistryError,
-        kafka.errors.KafkaError."""
+        recovers the Tables from their changelogs, first moving an earlier release's:
+        streams/legacy_changelogs.py). Raises cartwise.registry.RegistryError, kafka.errors.KafkaError."""
+        await asyncio.to_thread(migrate_changelogs, self.settings, LEGACY_TABLES)
         await self.swaps.recover(active, sources_kept)
         self.popularity.ensure_collection()
         for model in self.targets.models():  # written before a restart, maybe never optimized (a no-op if done)

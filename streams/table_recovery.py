@@ -23,19 +23,25 @@ from cartwise.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def changelog_values(settings: Settings, topic: str, starts: dict[int, int]) -> dict:
-    """The newest value (None for a tombstone) of every key in the changelog ``topic`` from ``starts``
-    (partition -> offset, only these partitions), keys and values JSON-decoded as faust's Table serializers
-    write them."""
+def newest_records(settings: Settings, topic: str, starts: dict[int, int]) -> dict[bytes, bytes | None]:
+    """The newest value (None for a tombstone) of every key in ``topic`` from ``starts`` (partition ->
+    offset, only these partitions), as stored. Blocking; raises kafka.errors.KafkaError."""
     consumer = log_consumer(settings)
-    newest: dict = {}
+    newest: dict[bytes, bytes | None] = {}
     try:
         for records, _ in iter_chunks(consumer, topic, starts, only=set(starts)):
             for record in records:
-                newest[json.loads(record.key)] = None if record.value is None else json.loads(record.value)
+                newest[record.key] = record.value
     finally:
         consumer.close()
     return newest
+
+
+def changelog_values(settings: Settings, topic: str, starts: dict[int, int]) -> dict:
+    """:func:`newest_records` of a Table's changelog decoded as the Tables of streams/app.py write them:
+    raw str keys, JSON values."""
+    return {key.decode(): None if value is None else json.loads(value)
+            for key, value in newest_records(settings, topic, starts).items()}
 
 
 def complete_recovery_of(table, settings: Settings, then: Callable[[], Awaitable[None]] | None = None) -> None:

@@ -23,6 +23,7 @@ import pytest
 import pytest_asyncio
 
 from cartwise.app.bench.common import free_port
+from cartwise.app.bench.consistency import Expected
 from cartwise.app.broker import EmbeddedBroker
 from cartwise.app.replay import replay
 from cartwise.datasets import rees46_records
@@ -32,7 +33,7 @@ from cartwise.model_updates import SWAP_REQUESTED, ModelUpdate, publish_update
 from cartwise.personalization import UserHistory, user_vector
 from cartwise.registry import ModelRegistry
 from cartwise.settings import Settings, Topics
-from streams.app import StreamWorker
+from streams.app import HISTORY_TABLE, StreamWorker
 from streams.journal import JOURNAL_KEY, SwapJournal, load_journal
 from tests.conftest import publish_rotated
 
@@ -129,6 +130,27 @@ async def consume_all(group: Group, sent: int) -> None:
     await wait_for(lambda: not any(w._pending_users for w in group.workers), what="no user waiting for a product")
 
 
+def assert_changelog_beside_sources(settings: Settings) -> None:
+    """Every user's history changelog record is in the partition of the user's source events: the changelog
+    partition faust restores to the worker that owns them (streams/legacy_changelogs.py)."""
+    consumer = log_consumer(settings)
+    try:
+        sources = {r.key: r.partition for topic in settings.topics.user_keyed for r in read_topic(consumer, topic)[0]}
+        changelog, _ = read_topic(consumer, f"{settings.app_id}-{HISTORY_TABLE}-changelog")
+    finally:
+        consumer.close()
+    misplaced = [r.key for r in changelog if r.partition != sources[r.key]]
+    assert changelog and not misplaced, f"{len(misplaced)} of {len(changelog)} changelog records misplaced"
+
+
+def assert_histories_of(group: Group, records) -> None:
+    """The workers' Tables hold every user's history as the source events make it, each user once."""
+    expected = Expected.of(list(records), group.settings0.personalization.max_history).histories
+    held = group.histories()
+    assert set(held) == set(expected)
+    assert all(held[u].digest() == h.digest() for u, h in expected.items())
+
+
 def collection(index, name: str) -> dict[str, np.ndarray]:
     """key (product_id or user_id) -> vector of every point of ``name``."""
     key = "product_id" if name.startswith("products") else "user_id"
@@ -186,6 +208,8 @@ async def test_two_workers_apply_every_event_once_and_swap_every_user(group, rot
     await consume_all(group, sent)
     consumed = [w.consumed for w in group.workers]
     assert sum(consumed) == sent and all(consumed), consumed  # split, and nothing processed twice
+    assert_changelog_beside_sources(settings)
+    assert_histories_of(group, records[: RECORDS // 2])
     products_v1 = collection(group.index, "products_v1")
     assert_users_rebuilt(group, "users_v1", products_v1)
 
@@ -242,6 +266,7 @@ async def test_another_worker_resumes_a_swap_whose_leader_stopped(tmp_path, brok
         catalog_events = sum(r.topic_field == "catalog" for r in rees46_records(limit=RECORDS))
         assert follower.swaps.stats["products"] < catalog_events  # resumed from the journal's offsets
         assert follower._owned_history_partitions() == set(range(PARTITIONS))
+        assert_histories_of(group, rees46_records(limit=RECORDS))  # the leader's users restored to the follower
         products_v1 = collection(group.index, "products_v1")
         assert set(collection(group.index, "products_v2")) == set(products_v1)
         assert_users_rebuilt(group, "users_v2", {p: rotation @ v for p, v in products_v1.items()})

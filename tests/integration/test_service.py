@@ -25,6 +25,8 @@ from cartwise.kafka_io import log_consumer, make_producer, read_topic
 from cartwise.personalization import UserHistory
 from cartwise.settings import Settings
 from cartwise.v1 import search_pb2 as pb
+from streams.app import HISTORY_TABLE
+from trainer.incremental import read_event_log
 
 pytestmark = pytest.mark.integration
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -343,10 +345,10 @@ async def test_forget_erases_history_vector_and_purchases_everywhere(service, cl
         consumer = log_consumer(service.settings)
         try:
             changelog, _ = await asyncio.to_thread(read_topic, consumer,
-                                                   f"{service.settings.app_id}-user_history-changelog")
+                                                   f"{service.settings.app_id}-{HISTORY_TABLE}-changelog")
         finally:
             consumer.close()
-        return [r.value for r in changelog if r.key == b'"it-fg"'][-1] is None
+        return [r.value for r in changelog if r.key == b"it-fg"][-1] is None
 
     await eventually(tombstoned)  # a tombstone: compaction forgets too
 

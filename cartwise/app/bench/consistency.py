@@ -9,7 +9,6 @@ vectors (the slow path); each product the newest catalog upsert by event time (t
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,11 +17,12 @@ from cartwise.catalog import point_id, product_payload
 from cartwise.datasets import Record
 from cartwise.events import BehaviorEvent, ProductUpsert
 from cartwise.index import EdgeIndex
-from cartwise.kafka_io import consumer_lag, log_consumer, read_topic
+from cartwise.kafka_io import consumer_lag, log_consumer, partitions_of
 from cartwise.personalization import UserHistory, UserPoint, user_vector
 from cartwise.registry import ModelRegistry, collection_names
 from cartwise.settings import Settings
 from streams.app import HISTORY_TABLE
+from streams.table_recovery import changelog_values
 
 VECTOR_TOLERANCE = 1e-4  # an incremental sum and a rebuild differ by float32 rounding only
 
@@ -55,14 +55,13 @@ def caught_up(settings: Settings) -> bool:
 
 def stored_histories(settings: Settings) -> dict[str, UserHistory]:
     """The newest value per user in the history Table's changelog topic."""
+    topic = f"{settings.app_id}-{HISTORY_TABLE}-changelog"
     consumer = log_consumer(settings)
     try:
-        records, _ = read_topic(consumer, f"{settings.app_id}-{HISTORY_TABLE}-changelog")
+        partitions = [tp.partition for tp in partitions_of(consumer, topic)]
     finally:
         consumer.close()
-    latest = {}
-    for record in records:
-        latest[json.loads(record.key)] = json.loads(record.value) if record.value is not None else None
+    latest = changelog_values(settings, topic, dict.fromkeys(partitions, 0))
     return {user: UserHistory.from_json(value) for user, value in latest.items()}
 
 
