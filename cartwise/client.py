@@ -179,7 +179,8 @@ class SearchResult:
     """An answer of Search, Recommend or SimilarProducts: the hits, best first, and how they were made: the
     model version that embedded the query and the collection that served, the α applied to the user (n
     interactions), the retrieval and the lexical weight w applied (hybrid only), and the strategy that
-    answered ("search", "personal", "similar", ...)."""
+    answered ("search", "personal", "similar", ...); ``request_id`` names the answer (send it back as a cart
+    or purchase event's ``request_id``: the trainer learns from what was shown and not taken)."""
 
     hits: tuple[Hit, ...]
     model_version: str
@@ -189,13 +190,14 @@ class SearchResult:
     retrieval: Retrieval
     lexical_weight: float
     strategy: str
+    request_id: str
 
     @classmethod
     def from_pb(cls, response: pb.SearchResponse) -> "SearchResult":
         """The result of a ``cartwise.v1.SearchResponse``."""
         return cls(tuple(Hit.from_pb(hit) for hit in response.hits), response.model_version,
                    response.index_version, response.personalization_weight, response.user_interactions,
-                   Retrieval(response.retrieval), response.lexical_weight, response.strategy)
+                   Retrieval(response.retrieval), response.lexical_weight, response.strategy, response.request_id)
 
 
 class _Options(TypedDict, total=False):

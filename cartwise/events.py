@@ -98,6 +98,10 @@ class BehaviorEvent(_Event):
     origin: Literal["playground"] | None = Field(
         None, description="set when no shopper made the event (the playground's buttons): applied like any "
                           "event, never trained on")
+    request_id: str | None = Field(
+        None, min_length=1, max_length=64,
+        description="the answer the shopper acted on (SearchResponse.request_id), when known: joins the event "
+                    "to the products that answer showed (Impression)")
 
 
 class UserForget(_Event):
@@ -107,6 +111,30 @@ class UserForget(_Event):
 
     op: Literal["forget"] = "forget"
     user_id: str = Field(min_length=1, max_length=128)
+
+
+class Impression(_Event):
+    """The products one Search, Recommend or SimilarProducts answer showed, in rank order, published by the
+    API on the impressions topic. ``event_id`` is the answer's request id (SearchResponse.request_id), which
+    behavior events may carry back; ``event_time`` when it was answered. Keyed by ``user_id``, or by the
+    request id for an anonymous shopper."""
+
+    user_id: str | None = Field(None, min_length=1, max_length=128)
+    query: str | None = Field(None, max_length=4096, description="the query text; None for none")
+    similar_to: str | None = Field(None, max_length=128, description="SimilarProducts' product_id")
+    strategy: str = Field(max_length=32, description="SearchResponse.strategy")
+    model_version: str = Field(max_length=64)
+    product_ids: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(max_length=1000)
+
+    @property
+    def key(self) -> str:
+        """``user_id``, or the request id for an anonymous shopper."""
+        return self.user_id or self.event_id
+
+    @property
+    def request_id(self) -> str:
+        """The answer's request id (``event_id``)."""
+        return self.event_id
 
 
 E = TypeVar("E", bound=_Event)
@@ -149,6 +177,11 @@ def parse_control_event(raw: bytes | None) -> UserForget:
     return _validated(UserForget.model_validate_json, raw)
 
 
+def parse_impression(raw: bytes | None) -> Impression:
+    """Decode an impressions topic value. Raises InvalidEvent naming the bad field."""
+    return _validated(Impression.model_validate_json, raw)
+
+
 @dataclass(frozen=True, slots=True)
 class EventLimits:
     """What every consumed record must meet beyond its schema: values of at most ``max_bytes`` bytes, and
@@ -188,6 +221,6 @@ def encode_event(event: BaseModel) -> bytes:
 
 __all__ = [
     "BehaviorEvent", "BehaviorType", "CatalogEvent", "EventLimits", "InvalidEvent", "ProductDelete", "ProductUpsert",
-    "SCHEMA_VERSION", "UserForget", "encode_event", "parse_behavior_event", "parse_catalog_event",
-    "parse_control_event", "parse_record", "validation_reason",
+    "Impression", "SCHEMA_VERSION", "UserForget", "encode_event", "parse_behavior_event", "parse_catalog_event",
+    "parse_control_event", "parse_impression", "parse_record", "validation_reason",
 ]

@@ -29,7 +29,7 @@ import ssl
 import time
 from typing import Iterator
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.helpers import create_ssl_context
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
@@ -122,6 +122,12 @@ def tail_consumer(settings: Settings) -> AIOKafkaConsumer:
                             fetch_max_wait_ms=settings.fetch_max_wait_ms, **aiokafka_security(settings))
 
 
+def async_producer(settings: Settings) -> AIOKafkaProducer:
+    """An aiokafka producer (not started) for records a loss of a few is better than a wait for: the
+    impressions the API publishes (acks=1, batched for 20 ms)."""
+    return AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks=1, linger_ms=20, **aiokafka_security(settings))
+
+
 def admin_client(settings: Settings, client_id: str) -> KafkaAdminClient:
     """A kafka-python admin client of the broker. Raises kafka.errors.NoBrokersAvailable when none answers."""
     return KafkaAdminClient(bootstrap_servers=settings.bootstrap, client_id=client_id, **kafka_python_security(settings))
@@ -134,13 +140,14 @@ def swap_control_topic(settings: Settings) -> str:
 
 
 def ensure_topics(settings: Settings) -> None:
-    """Create the service's topics (the user control topic co-partitioned with the behavior topics), their
-    dead-letter topics, models.updates and the swap control topic if missing (catalog and swap control
+    """Create the service's topics (the user control and impressions topics co-partitioned with the behavior
+    topics), their dead-letter topics, models.updates and the swap control topic if missing (catalog and swap control
     compacted). Raises kafka.errors.KafkaError when no broker answers."""
     topics = settings.topics
     wanted = [NewTopic(topics.catalog, settings.partitions, 1, topic_configs={"cleanup.policy": "compact"})]
     wanted += [NewTopic(t, settings.partitions, 1) for t in topics.user_keyed]
     wanted += [NewTopic(topics.dead_letter(t), 1, 1) for t in (topics.catalog, *topics.user_keyed)]
+    wanted += [NewTopic(topics.impressions, settings.partitions, 1)]
     wanted += [NewTopic(topics.models_updates, 1, 1)]  # one partition: every reader sees one order
     # one partition: the journal's records are read in the order the leaders wrote them
     wanted += [NewTopic(swap_control_topic(settings), 1, 1, topic_configs={"cleanup.policy": "compact"})]

@@ -30,6 +30,7 @@ REQUESTS_REJECTED = "cartwise_requests_rejected"
 QUERY_ENCODE_SECONDS = "cartwise_query_encode_seconds"
 QUERY_CACHE_HITS = "cartwise_query_cache_hits"
 QUERY_CACHE_MISSES = "cartwise_query_cache_misses"
+IMPRESSIONS = "cartwise_impressions"
 EVENTS = "cartwise_events"
 EVENTS_CONSUMED = "cartwise_events_consumed"
 USERS_REMOVED = "cartwise_users_removed"
@@ -74,6 +75,18 @@ class Metrics:
             if current is not None:
                 yield CounterMetricFamily(REQUESTS_REJECTED, "requests refused RESOURCE_EXHAUSTED (beyond "
                                                              "CARTWISE_MAX_IN_FLIGHT)", value=current.rejected)
+        self.registry.register(_Collect(collect))
+
+    def watch_impressions(self, impressions: Callable[[], object | None]) -> None:
+        """Export the impressions ``published`` and ``dropped`` since start (grpc_api/impressions.py)."""
+        def collect():
+            current = impressions()
+            if current is not None:
+                family = CounterMetricFamily(IMPRESSIONS, "answers published on the impressions topic, or dropped "
+                                                          "(buffer full, broker failed)", labels=["outcome"])
+                family.add_metric(["published"], current.published)
+                family.add_metric(["dropped"], current.dropped)
+                yield family
         self.registry.register(_Collect(collect))
 
     def watch_query_cache(self, cache: Callable[[], object | None]) -> None:

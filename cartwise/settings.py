@@ -28,6 +28,7 @@ class Topics(BaseSettings):
     views: str = "behavior.views"
     models_updates: str = "models.updates"
     user_control: str = "control.users"
+    impressions: str = "behavior.impressions"  # what each answer showed (cartwise.events.Impression)
 
     @property
     def behavior(self) -> tuple[str, str, str]:
@@ -191,6 +192,9 @@ class Settings(BaseSettings):
     # cores, where 32 queued up to a 250 ms deadline (docs/benchmarks.md, "Overload").
     max_in_flight: int = Field(8, ge=1, description="Search/Recommend requests worked on at once; one more gets "
                                                     "RESOURCE_EXHAUSTED at once instead of a queue")
+    impressions_buffer: int = Field(
+        10_000, ge=0, description="answers the API holds for the impressions topic while the broker is slow; "
+                                  "beyond it they are dropped (counted), never a request failed; 0: none published")
     topics: Topics = Field(default_factory=Topics)
     personalization: Personalization = Field(default_factory=Personalization)
     popularity_half_life_s: float = Field(3 * 86400.0, gt=0.0, description="half-life H of the popularity counts "

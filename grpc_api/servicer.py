@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import uuid
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
@@ -22,6 +23,7 @@ from cartwise.v1 import search_pb2 as pb
 from cartwise.v1 import search_pb2_grpc as pb_grpc
 from encoders.batching import QueryBatcher
 from encoders.runtime import ActiveModel, ServingModel
+from grpc_api.impressions import ImpressionLog, impression_of
 from grpc_api.validation import (
     WIRE_OF_RETRIEVAL,
     InvalidRequest,
@@ -52,11 +54,15 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
 
     ``index`` is read asynchronously (cartwise.index.open_reader). A collection of the snapshot that is
     missing (dropped under the request, or never built) answers UNAVAILABLE naming it, and so does an
-    index server that does not answer: the index, not the request, is at fault, and a retry may succeed."""
+    index server that does not answer: the index, not the request, is at fault, and a retry may succeed.
+
+    Every answer gets a ``request_id``; with ``impressions`` what it showed is published
+    (grpc_api/impressions.py), for the trainer to learn from what was shown and not taken."""
 
     def __init__(self, settings: Settings, index: AsyncVectorIndex, active: ActiveModel,
-                 batcher: QueryBatcher) -> None:
+                 batcher: QueryBatcher, impressions: ImpressionLog | None = None) -> None:
         self.settings, self.index, self.active, self.batcher = settings, index, active, batcher
+        self.impressions = impressions
         self.lexical = LexicalEncoder(settings.lexical)
         self.in_flight, self.rejected = 0, 0
 
@@ -84,7 +90,11 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         self.in_flight += 1
         try:
             remaining = context.time_remaining()
-            return await asyncio.wait_for(answer(query, self.active.current, context), remaining)
+            response = await asyncio.wait_for(answer(query, self.active.current, context), remaining)
+            response.request_id = uuid.uuid4().hex
+            if self.impressions is not None:
+                self.impressions.record(impression_of(query, response))
+            return response
         except asyncio.TimeoutError:
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded while searching")
         finally:

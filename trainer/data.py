@@ -38,6 +38,10 @@ class LabeledQuery:
         """Judged products graded at least ``min_grade``, best first."""
         return sorted((p for p, g in self.judged.items() if g >= min_grade), key=lambda p: -self.judged[p])
 
+    def graded_at_least(self, min_grade: float) -> "LabeledQuery":
+        """This query with only the products judged at least ``min_grade``."""
+        return LabeledQuery(self.text, {p: g for p, g in self.judged.items() if g >= min_grade})
+
     def excluded(self, min_grade: float) -> set[int]:
         """Products that must never be used as negatives: judged at least ``min_grade``."""
         return {p for p, g in self.judged.items() if g >= min_grade}

@@ -3,12 +3,13 @@
 Reads the behavior events produced since a watermark (kafka-python with manual partition assignment:
 the embedded broker serves no kafka-python consumer groups, and a trainer should not join the
 worker's group anyway), joins the current catalog (the catalog topic read from the beginning, latest
-event per product), turns each (user, query) into MMSE stages (purchase 4 > cart 3 > view 2 > random),
-re-mines TB-HNS negatives on the catalog's own category tree, continues training from the active
+event per product), turns each (user, query) into MMSE stages (purchase 4 > cart 3 > view 2 > shown 1 >
+random; "shown": the other products of the answer an event names by its request_id, from the impressions
+topic, in training groups only), re-mines TB-HNS negatives on the catalog's own category tree, continues training from the active
 registry version, and publishes a version whose manifest records the new watermark.
 
-The query of an event is the search that led to it when the event carries one, else its product's
-leaf category (the REES46 protocol of trainer.evaluation.rees46)."""
+The query of an event is the search that led to it when the event carries one (its own ``query``, else
+that of the answer its ``request_id`` names), else its product's leaf category (the REES46 protocol of trainer.evaluation.rees46)."""
 
 from __future__ import annotations
 
@@ -26,11 +27,13 @@ from kafka import KafkaConsumer
 from cartwise.catalog import event_lexical_text, event_product_text
 from cartwise.events import (
     BehaviorEvent,
+    Impression,
     InvalidEvent,
     ProductUpsert,
     parse_behavior_event,
     parse_catalog_event,
     parse_control_event,
+    parse_impression,
     parse_record,
 )
 from cartwise.kafka_io import log_consumer, partitions_of, read_topic
@@ -46,7 +49,7 @@ from trainer.plots import plot_run
 from trainer.validation import Validator
 
 log = logging.getLogger(__name__)
-STAGES = {"purchase": 4.0, "cart": 3.0, "view": 2.0}
+STAGES = {"purchase": 4.0, "cart": 3.0, "view": 2.0, "shown": 1.0}  # shown: in the answer acted on, not taken
 BEHAVIOR_DEFAULTS = {"loss": "mmse", "roar_weight": 1.0, "positive_grade": 3.0, "exclude_grade": 2.0,
                      "negatives": "tbhns", "curriculum_steps": 0}
 
@@ -104,6 +107,7 @@ class EventLog:
     behavior: list[BehaviorEvent]
     watermark: Watermark
     invalid: int = 0
+    impressions: dict[str, Impression] = field(default_factory=dict)  # request_id -> the answer an event names
 
 
 _NEVER = datetime.min.replace(tzinfo=timezone.utc)
@@ -154,32 +158,59 @@ def read_event_log(settings: Settings, since: "Watermark | datetime | None") -> 
                 except InvalidEvent:
                     invalid += 1
         forgotten = erasure_times(consumer, settings)
+        # a shopper's own events only: not those of users who asked to be forgotten, nor the playground's
+        behavior = [e for e in behavior if e.origin is None and e.event_time > forgotten.get(e.user_id, _NEVER)]
+        impressions = read_impressions(consumer, settings, since, {e.request_id for e in behavior}, watermark)
     finally:
         consumer.close()
-    # a shopper's own events only: not those of users who asked to be forgotten, nor the playground's
-    behavior = [e for e in behavior if e.origin is None and e.event_time > forgotten.get(e.user_id, _NEVER)]
     behavior.sort(key=lambda e: e.event_time)
     if behavior:
         watermark.event_time = behavior[-1].event_time.isoformat()
-    return EventLog(catalog, behavior, watermark, invalid)
+    return EventLog(catalog, behavior, watermark, invalid, impressions)
 
 
-def event_query(event: BehaviorEvent, product: ProductUpsert) -> str | None:
-    """The query an event answers: its own search text, else its product's leaf category (None if neither)."""
+def read_impressions(consumer: KafkaConsumer, settings: Settings, since: "Watermark | datetime | None",
+                     wanted: set[str | None], watermark: Watermark) -> dict[str, Impression]:
+    """request_id -> Impression of the answers in ``wanted`` (the request ids behavior events carry), read
+    from ``since`` on the impressions topic, whose end goes into ``watermark``. An answer given before the
+    watermark and acted on after it is not found: its event trains without a shown stage."""
+    topic = settings.topics.impressions
+    records, watermark.offsets[topic] = read_topic(consumer, topic, start_offsets(consumer, topic, since))
+    found = {}
+    for record in records:
+        try:
+            impression = parse_record(record.key, record.value, parse_impression, settings.event_limits)
+        except InvalidEvent:
+            continue  # the API writes them; nothing to dead-letter
+        if impression.request_id in wanted:
+            found[impression.request_id] = impression
+    return found
+
+
+def event_query(event: BehaviorEvent, product: ProductUpsert, answer: Impression | None = None) -> str | None:
+    """The query an event answers: its own search text, else the query of the answer it was made from,
+    else its product's leaf category (None if none)."""
     if event.query:
         return event.query
+    if answer is not None and answer.query:
+        return answer.query
     return product.category_path[-1].replace("_", " ") if product.category_path else None
 
 
 def behavior_queries(log_: EventLog, product_index: dict[str, int]) -> list[LabeledQuery]:
-    """One labelled query per (user, query) with the strongest stage per product (MMSE stages)."""
+    """One labelled query per (user, query) with the strongest stage per product (MMSE stages): the stage
+    of each event, and "shown" for the other products of the query's answer an event was made from."""
     groups: dict[tuple[str, str], dict[int, float]] = defaultdict(dict)
     for event in log_.behavior:
         product = log_.catalog.get(event.product_id)
-        query = event_query(event, product) if product else None
+        answer = log_.impressions.get(event.request_id) if event.request_id else None
+        query = event_query(event, product, answer) if product else None
         if query is None:
             continue
         judged = groups[(event.user_id, query)]
+        shown = answer.product_ids if answer is not None and answer.query == query else ()
+        for index in (product_index[p] for p in shown if p in product_index):
+            judged[index] = max(judged.get(index, 0.0), STAGES["shown"])
         index = product_index[event.product_id]
         judged[index] = max(judged.get(index, 0.0), STAGES[event.event_type])
     return [LabeledQuery(query, judged) for (_, query), judged in groups.items()]
@@ -206,6 +237,7 @@ def train_from_kafka(settings: Settings, config: TrainConfig, since: str | None 
     ids = list(event_log.catalog)
     texts = [event_product_text(event_log.catalog[pid]) for pid in ids]
     train, val = split_queries(behavior_queries(event_log, {pid: i for i, pid in enumerate(ids)}), config.val_fraction)
+    val = [q.graded_at_least(STAGES["view"]) for q in val]  # shown and not taken is no gain in nDCG
     if not any(q.positives(config.positive_grade) for q in train) or not val:
         raise NothingToTrain(f"nothing new to train on since {since_mark!r}: {len(event_log.behavior)} behavior "
                          f"events, {len(train)} train and {len(val)} validation (user, query) groups")

@@ -226,6 +226,6 @@ def _behavior_event(body: dict) -> BehaviorEvent:
         return BehaviorEvent(event_id=f"playground-{uuid.uuid4()}", event_time=datetime.now(timezone.utc),
                              event_type=event_type, user_id=body.get("user_id") or "",
                              product_id=body.get("product_id") or "", query=body.get("query") or None,
-                             origin="playground")
+                             request_id=body.get("request_id") or None, origin="playground")
     except ValidationError as err:
         raise ApiError(400, validation_reason(err)) from None

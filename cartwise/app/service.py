@@ -27,6 +27,7 @@ from encoders.runtime import ActiveModel, ServingModel
 from grpc_api.admin import AdminServicer, group_lag
 from grpc_api.security import ServerSecurity
 from grpc_api.server import ApiServer
+from grpc_api.impressions import ImpressionLog
 from grpc_api.servicer import SearchServicer
 from streams.app import StreamWorker
 
@@ -90,6 +91,7 @@ class Service:
         self.follower: ModelFollower | None = None
         self._batcher: QueryBatcher | None = None
         self.servicer: SearchServicer | None = None
+        self.impressions: ImpressionLog | None = None
         self.playground: Playground | None = None
         # Prometheus metrics (cartwise/metrics.py) only with an endpoint to serve them
         self.metrics: Metrics | None = Metrics() if settings.metrics_port is not None else None
@@ -148,7 +150,10 @@ class Service:
         self._batcher = QueryBatcher(s.encoder_max_batch, s.encoder_threads, s.query_cache_size,
                                      self.metrics.query_encode_seconds.observe if self.metrics else None)
         admin = AdminServicer(s, self.reader, self.active, self.role, self.worker.status if self.worker else None)
-        self.servicer = SearchServicer(s, self.reader, self.active, self._batcher)
+        if s.impressions_buffer:
+            self.impressions = ImpressionLog(s)
+            await self.impressions.start()
+        self.servicer = SearchServicer(s, self.reader, self.active, self._batcher, self.impressions)
         self.api = ApiServer(self.servicer, admin, s.grpc_host, s.grpc_port, self._security, self.metrics)
         await self.api.start()
         log.info("serving %s on %s:%d (Kafka %s)", self.active.current.version, s.grpc_host, self.port,
@@ -177,6 +182,7 @@ class Service:
         if self.role in ("all", "api"):
             metrics.watch_servicer(lambda: self.servicer)
             metrics.watch_query_cache(lambda: self._batcher.cache if self._batcher else None)
+            metrics.watch_impressions(lambda: self.impressions)
         self._metrics_server, _ = serve_metrics(metrics, s.metrics_host, s.metrics_port)
 
     def _reset_derived_state(self) -> None:
@@ -208,6 +214,8 @@ class Service:
             await self.playground.stop()
         if self.api:
             await self.api.stop()
+        if self.impressions:
+            await self.impressions.stop()
         if self.follower:
             await self.follower.stop()
         if self.worker:

@@ -124,7 +124,7 @@ class Hit(_message.Message):
     def __init__(self, product_id: _Optional[str] = ..., title: _Optional[str] = ..., category_path: _Optional[_Iterable[str]] = ..., brand: _Optional[str] = ..., price: _Optional[float] = ..., in_stock: _Optional[bool] = ..., score: _Optional[float] = ..., semantic_score: _Optional[float] = ..., personal_score: _Optional[float] = ..., lexical_score: _Optional[float] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
-    __slots__ = ("hits", "model_version", "index_version", "personalization_weight", "user_interactions", "retrieval", "lexical_weight", "strategy")
+    __slots__ = ("hits", "model_version", "index_version", "personalization_weight", "user_interactions", "retrieval", "lexical_weight", "strategy", "request_id")
     HITS_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     INDEX_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -133,6 +133,7 @@ class SearchResponse(_message.Message):
     RETRIEVAL_FIELD_NUMBER: _ClassVar[int]
     LEXICAL_WEIGHT_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     hits: _containers.RepeatedCompositeFieldContainer[Hit]
     model_version: str
     index_version: str
@@ -141,4 +142,5 @@ class SearchResponse(_message.Message):
     retrieval: Retrieval
     lexical_weight: float
     strategy: str
-    def __init__(self, hits: _Optional[_Iterable[_Union[Hit, _Mapping]]] = ..., model_version: _Optional[str] = ..., index_version: _Optional[str] = ..., personalization_weight: _Optional[float] = ..., user_interactions: _Optional[int] = ..., retrieval: _Optional[_Union[Retrieval, str]] = ..., lexical_weight: _Optional[float] = ..., strategy: _Optional[str] = ...) -> None: ...
+    request_id: str
+    def __init__(self, hits: _Optional[_Iterable[_Union[Hit, _Mapping]]] = ..., model_version: _Optional[str] = ..., index_version: _Optional[str] = ..., personalization_weight: _Optional[float] = ..., user_interactions: _Optional[int] = ..., retrieval: _Optional[_Union[Retrieval, str]] = ..., lexical_weight: _Optional[float] = ..., strategy: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...

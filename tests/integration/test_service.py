@@ -184,6 +184,30 @@ async def test_cart_event_changes_that_users_ranking(service, client, producer):
     assert ids(other) == ids(before)  # only that user's ranking changed
 
 
+async def test_each_answer_is_published_as_an_impression_the_trainer_joins_to_events(service, client, producer):
+    for pid, title in (("it-imp-a", "Insulated lunch box, two compartments"), ("it-imp-b", "Insulated lunch bag")):
+        send(producer, service, "catalog", pid, upsert(pid, title, "Acme"))
+
+    async def both_indexed():
+        response = await client.search("insulated lunch box", user_id="it-imp-u", limit=2)
+        return response if set(ids(response)) == {"it-imp-a", "it-imp-b"} else None
+
+    answer = await eventually(both_indexed)
+    assert len(answer.request_id) == 32
+    taken = answer.hits[1].product_id
+    send(producer, service, "carts", "it-imp-u", encode_event(BehaviorEvent(
+        event_id="it-imp-cart", event_type="cart", user_id="it-imp-u", product_id=taken, event_time=T0,
+        request_id=answer.request_id)))
+
+    async def joined():
+        log = await asyncio.to_thread(read_event_log, service.settings, None)
+        return log if answer.request_id in log.impressions else None
+
+    shown = (await eventually(joined)).impressions[answer.request_id]
+    assert shown.product_ids == ids(answer) and shown.user_id == "it-imp-u"
+    assert shown.query == "insulated lunch box" and shown.strategy == "search"
+
+
 async def test_malformed_event_goes_to_dead_letter_topic_and_worker_carries_on(service, client, producer):
     topics = service.settings.topics
     send(producer, service, "catalog", "broken", b"{not json")
@@ -405,6 +429,7 @@ async def test_metrics_endpoint_shows_the_running_service(service, client, produ
     assert values['cartwise_request_seconds_bucket{le="+Inf",method="Search",status="OK"}'] >= 2
     assert values["cartwise_requests_in_flight"] == 0
     assert values["cartwise_query_encode_seconds_count"] >= 1 and values["cartwise_query_cache_hits_total"] >= 1
+    assert values['cartwise_impressions_total{outcome="published"}'] >= 1
     assert values[f'cartwise_events_total{{outcome="applied",topic="{catalog}"}}'] >= 1
     assert values[f'cartwise_events_consumed_total{{topic="{catalog}"}}'] >= 1
     assert f'cartwise_consumer_lag{{topic="{catalog}"}}' in values

@@ -8,6 +8,7 @@ import grpc
 import pytest
 
 from cartwise.settings import Settings
+from cartwise.v1 import search_pb2 as pb
 from grpc_api.servicer import SearchServicer
 
 
@@ -27,12 +28,12 @@ class Context:
 async def test_one_more_than_max_in_flight_is_refused_at_once():
     servicer = SearchServicer.__new__(SearchServicer)
     servicer.settings, servicer.in_flight, servicer.rejected = Settings(max_in_flight=2), 0, 0
-    servicer.active = SimpleNamespace(current=None)
+    servicer.active, servicer.impressions = SimpleNamespace(current=None), None
     release = asyncio.Event()
 
     async def slow_answer(query, model, context):
         await release.wait()
-        return "answer"
+        return pb.SearchResponse(strategy="search")
 
     first = [asyncio.create_task(servicer._handle(Context(), lambda: "q", slow_answer)) for _ in range(2)]
     await asyncio.sleep(0)
@@ -40,5 +41,7 @@ async def test_one_more_than_max_in_flight_is_refused_at_once():
         await asyncio.wait_for(servicer._handle(Context(), lambda: "q", slow_answer), 0.5)
     assert refused.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED and servicer.rejected == 1
     release.set()
-    assert await asyncio.gather(*first) == ["answer", "answer"] and servicer.in_flight == 0
-    assert await servicer._handle(Context(), lambda: "q", slow_answer) == "answer"
+    answered = await asyncio.gather(*first)
+    assert [a.strategy for a in answered] == ["search", "search"] and servicer.in_flight == 0
+    assert len({a.request_id for a in answered}) == 2  # each answer named on its own
+    assert (await servicer._handle(Context(), lambda: "q", slow_answer)).strategy == "search"

@@ -2,7 +2,7 @@
 
 from datetime import datetime, timezone
 
-from cartwise.events import BehaviorEvent, ProductUpsert
+from cartwise.events import BehaviorEvent, Impression, ProductUpsert
 from trainer.config import TrainConfig
 from trainer.incremental import (
     EventLog,
@@ -39,6 +39,22 @@ def test_groups_keep_the_strongest_stage_per_user_and_query():
     groups = behavior_queries(EventLog(catalog, events, Watermark()), {"a": 0, "b": 1, "c": 2})
     assert sorted((g.text, sorted(g.judged.items())) for g in groups) == [
         ("smartphone", [(0, 3.0), (1, 2.0)]), ("smartphone", [(1, 4.0)])]
+
+
+def test_the_answer_an_event_names_adds_its_other_products_as_shown():
+    catalog = {p: product(p, ["electronics", "smartphone"]) for p in "abcd"}
+    answer = Impression(event_id="r1", event_time=T, user_id="u1", query="cheap phone", strategy="search",
+                        model_version="v1", product_ids=["a", "b", "c", "gone"])
+    similar = Impression(event_id="r2", event_time=T, user_id="u2", similar_to="a", strategy="similar",
+                         model_version="v1", product_ids=["a", "d"])
+    events = [behavior("cart", "u1", "b").model_copy(update={"request_id": "r1"}),
+              behavior("view", "u1", "a", query="cheap phone"),
+              behavior("cart", "u2", "d").model_copy(update={"request_id": "r2"})]
+    log_ = EventLog(catalog, events, Watermark(), impressions={"r1": answer, "r2": similar})
+    groups = behavior_queries(log_, {p: i for i, p in enumerate("abcd")})
+    assert sorted((g.text, sorted(g.judged.items())) for g in groups) == [
+        ("cheap phone", [(0, 2.0), (1, 3.0), (2, 1.0)]),  # the query of the answer; c shown, not taken
+        ("smartphone", [(3, 3.0)])]  # an answer without a query shows nothing for the leaf's group
 
 
 def test_behavior_defaults_sit_under_what_the_caller_chose():

@@ -5,6 +5,7 @@
 const $ = (id) => document.getElementById(id);
 let lastRequest = null;   // the SearchRequest (proto3 JSON) of the answer on screen
 let lastRanks = new Map(); // product_id -> rank of the answer on screen
+let lastRequestId = null;  // its request_id, sent back with an event made from it
 
 function token() { return sessionStorage.getItem("cartwise-token"); }
 
@@ -115,6 +116,7 @@ function show(response, previous) {
   render($("results"), response, { actions: true, previous });
   $("cartwise-meta").textContent = describe(response);
   lastRanks = new Map((response.hits || []).map((h, rank) => [h.product_id, rank]));
+  lastRequestId = response.request_id;
 }
 
 async function search(event) {
@@ -154,7 +156,7 @@ async function sendEvent(kind, productId) {
   status(`sending a ${kind} event for ${productId}…`);
   try {
     const answer = await api("/api/events", { event_type: kind, user_id: userId, product_id: productId,
-                                              query: watch.query, watch });
+                                              query: watch.query, request_id: lastRequestId, watch });
     lastRequest = watch;
     show(answer.response, lastRanks);
     status(answer.visible
