@@ -80,13 +80,17 @@ def _response_dict(response: pb.SearchResponse) -> dict:
 
 class Playground:
     """The playground's HTTP server (aiohttp) in front of the gRPC API at ``grpc_target``. ``users(limit)``
-    returns ids of users with a history, for the user picker. ``await start()`` binds
+    returns ids of users with a history, for the user picker; ``stream_time()`` the worker's stream time (s
+    since the epoch; 0 without a worker in the process), which stamps the events when it is behind the
+    wall clock: after a replay of 2019 events, an event stamped now would move stream time on by years
+    and expire every user (streams/erasure.py). ``await start()`` binds
     ``settings.playground_host:playground_port`` (0 picks a free port; read ``.port``), ``await stop()``.
     Raises SecurityConfigError (:func:`check_binding`) and OSError when the address cannot be bound."""
 
-    def __init__(self, settings: Settings, grpc_target: str, users: Callable[[int], list[str]]) -> None:
+    def __init__(self, settings: Settings, grpc_target: str, users: Callable[[int], list[str]],
+                 stream_time: Callable[[], float] = lambda: 0.0) -> None:
         check_binding(settings)
-        self.settings, self.grpc_target, self._users = settings, grpc_target, users
+        self.settings, self.grpc_target, self._users, self._stream_time = settings, grpc_target, users, stream_time
         self._auth = BearerTokenAuth(settings.api_tokens) if settings.api_tokens else None
         self._channel: grpc.aio.Channel | None = None
         self._stub: pb_grpc.SearchServiceStub | None = None
@@ -169,7 +173,7 @@ class Playground:
         sending the event to the first answer that counts it among the user's interactions), ``visible``
         (false when that took longer than 5 s) and that answer ``response``."""
         body = await _body(request)
-        event = _behavior_event(body)
+        event = _behavior_event(body, self._event_time())
         watch = _parse(body.get("watch") or {"query": event.query or ""}, pb.SearchRequest)
         watch.user_id = event.user_id
         metadata = self._metadata(request)
@@ -179,6 +183,11 @@ class Playground:
         response, visible = await self._watch(watch, metadata, before.user_interactions)
         return web.json_response({"elapsed_ms": (time.perf_counter() - started) * 1000.0, "visible": visible,
                                   "event_id": event.event_id, "response": _response_dict(response)})
+
+    def _event_time(self) -> datetime:
+        """Stream time when it is behind the wall clock (class doc), else now."""
+        now, stream = time.time(), self._stream_time()
+        return datetime.fromtimestamp(stream if 0 < stream < now else now, timezone.utc)
 
     def _send(self, event: BehaviorEvent) -> None:
         if self._producer is None:
@@ -217,13 +226,13 @@ def _parse(fields: dict, message_type):
         raise ApiError(400, str(err)) from None
 
 
-def _behavior_event(body: dict) -> BehaviorEvent:
-    """The playground event the body asks for. Raises ApiError 400 naming the bad field."""
+def _behavior_event(body: dict, event_time: datetime) -> BehaviorEvent:
+    """The playground event the body asks for, at ``event_time``. Raises ApiError 400 naming the bad field."""
     event_type = body.get("event_type")
     if event_type not in EVENT_TOPICS:
         raise ApiError(400, f"event_type: {event_type!r} is not one of {sorted(EVENT_TOPICS)}")
     try:
-        return BehaviorEvent(event_id=f"playground-{uuid.uuid4()}", event_time=datetime.now(timezone.utc),
+        return BehaviorEvent(event_id=f"playground-{uuid.uuid4()}", event_time=event_time,
                              event_type=event_type, user_id=body.get("user_id") or "",
                              product_id=body.get("product_id") or "", query=body.get("query") or None,
                              request_id=body.get("request_id") or None, origin="playground")

@@ -163,7 +163,8 @@ class Service:
         """Serve the playground (cartwise/app/playground.py) in front of this process's gRPC API."""
         s = self.settings
         host = "127.0.0.1" if s.grpc_host in ("0.0.0.0", "::") else s.grpc_host
-        self.playground = Playground(s, f"{host}:{self.port}", self._user_ids)
+        self.playground = Playground(s, f"{host}:{self.port}", self._user_ids,
+                                     lambda: self.worker.clock.now if self.worker else 0.0)
         await self.playground.start()
 
     def _user_ids(self, limit: int) -> list[str]:

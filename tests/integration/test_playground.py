@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 
 import aiohttp
@@ -84,6 +85,8 @@ async def test_an_invalid_search_is_a_400_naming_the_field(http, body, field):
 
 
 async def test_an_event_is_sent_through_kafka_marked_and_its_effect_timed(http, service):
+    replayed_until = service.worker.clock.now  # REES46 is 2019: stamped now, the event would expire them all
+    assert 0 < replayed_until < datetime(2020, 1, 1, tzinfo=timezone.utc).timestamp()
     user = f"playground-{uuid.uuid4().hex[:8]}"
     async with http.post("/api/search", json={"query": "smartphone", "limit": 10}) as response:
         product = (await response.json())["hits"][-1]["product_id"]
@@ -96,6 +99,7 @@ async def test_an_event_is_sent_through_kafka_marked_and_its_effect_timed(http, 
     assert answer["response"]["hits"][0]["personal_score"] > 0
     log = await asyncio.to_thread(read_event_log, service.settings, None)
     assert not any(e.event_id == answer["event_id"] for e in log.behavior), "the trainer must leave it out"
+    assert service.worker.clock.now == replayed_until and service.worker.expired == 0
 
 
 @pytest.mark.parametrize("body, field", [
