@@ -18,6 +18,17 @@ def registry_dir(tmp_path_factory):
     return root
 
 
+def rotated_registry(tmp_path_factory, registry_dir, seed: int):
+    """A copy of ``registry_dir`` with v2 = v1 rotated by W (:func:`publish_rotated`). Returns (models dir, W)."""
+    import shutil
+
+    models = tmp_path_factory.mktemp("rotated") / "models"
+    shutil.copytree(registry_dir, models)
+    version, rotation = publish_rotated(models, seed=seed)
+    assert version == "v2"
+    return models, rotation
+
+
 def publish_rotated(models_dir, seed: int = 0):
     """Publish the pretrained encoder followed by a random orthogonal projection W as the registry's next
     version: a genuinely different vector space (v_new = W v_old for every text) with the same rankings.

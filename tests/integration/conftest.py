@@ -1,4 +1,5 @@
-"""Integration fixtures shared across modules: a slice of the real Home Depot data."""
+"""Integration fixtures shared across modules: an embedded broker per module, a slice of the real Home Depot
+data."""
 
 from __future__ import annotations
 
@@ -8,9 +9,19 @@ from typing import NamedTuple
 
 import pytest
 
+from cartwise.app.bench.common import free_port
+from cartwise.app.broker import EmbeddedBroker
+
 HOMEDEPOT = Path(__file__).resolve().parents[3] / "shared" / "data" / "homedepot"
 N_QUERIES = 40
 N_OTHER_PRODUCTS = 2000
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory):
+    """An embedded broker for one test module, outliving its services (a restarted one finds its events)."""
+    with EmbeddedBroker(free_port(), tmp_path_factory.mktemp("broker") / "broker.log") as running:
+        yield running
 
 
 class HomeDepotSlice(NamedTuple):

@@ -10,8 +10,6 @@ import pytest
 from kafka.admin import NewTopic
 from kafka.partitioner.default import murmur2
 
-from cartwise.app.bench.common import free_port
-from cartwise.app.broker import EmbeddedBroker
 from cartwise.kafka_io import admin_client, log_consumer, make_producer, partitions_of, read_topic
 from cartwise.settings import Settings
 from streams.app import LEGACY_TABLES
@@ -19,12 +17,6 @@ from streams.legacy_changelogs import migrate_changelogs
 
 pytestmark = pytest.mark.integration
 PARTITIONS = 4
-
-
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory):
-    with EmbeddedBroker(free_port(), tmp_path_factory.mktemp("broker") / "broker.log") as running:
-        yield running
 
 
 def source_partition(key: bytes) -> int:

@@ -22,9 +22,7 @@ import numpy as np
 import pytest
 import pytest_asyncio
 
-from cartwise.app.bench.common import free_port
 from cartwise.app.bench.consistency import Expected
-from cartwise.app.broker import EmbeddedBroker
 from cartwise.app.replay import replay
 from cartwise.datasets import rees46_records
 from cartwise.index import EdgeIndex
@@ -35,7 +33,7 @@ from cartwise.registry import ModelRegistry
 from cartwise.settings import Settings, Topics
 from streams.app import HISTORY_TABLE, StreamWorker
 from streams.journal import JOURNAL_KEY, SwapJournal, load_journal
-from tests.conftest import publish_rotated
+from tests.conftest import rotated_registry
 
 pytestmark = pytest.mark.integration
 PARTITIONS = 4
@@ -43,19 +41,9 @@ RECORDS = 1200  # REES46 behavior events replayed (with their catalog events)
 
 
 @pytest.fixture(scope="module")
-def broker(tmp_path_factory):
-    with EmbeddedBroker(free_port(), tmp_path_factory.mktemp("broker") / "broker.log") as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
 def rotated(tmp_path_factory, registry_dir):
     """A registry with v1 (active) and v2 (v1 rotated by W), and W."""
-    models = tmp_path_factory.mktemp("scale-models") / "models"
-    shutil.copytree(registry_dir, models)
-    version, rotation = publish_rotated(models, seed=2)
-    assert version == "v2"
-    return models, rotation
+    return rotated_registry(tmp_path_factory, registry_dir, seed=2)
 
 
 class Group:

@@ -21,7 +21,6 @@ import pytest
 import pytest_asyncio
 
 from cartwise.app.bench.common import free_port
-from cartwise.app.broker import EmbeddedBroker
 from cartwise.client import AsyncClient
 from cartwise.app.replay import replay
 from cartwise.app.service import Service
@@ -34,27 +33,16 @@ from cartwise.personalization import UserHistory, user_vector
 from cartwise.registry import ModelRegistry
 from cartwise.settings import Settings, Topics
 from streams.journal import load_journal
-from tests.conftest import publish_rotated
+from tests.conftest import rotated_registry
 
 pytestmark = pytest.mark.integration
 RECORDS = 1500  # REES46 behavior events replayed (with their catalog events)
 
 
 @pytest.fixture(scope="module")
-def broker(tmp_path_factory):
-    """A broker that outlives the services of this module, so a restarted service finds its events."""
-    with EmbeddedBroker(free_port(), tmp_path_factory.mktemp("broker") / "broker.log") as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
 def rotated(tmp_path_factory, registry_dir):
     """A registry with v1 (pretrained, active) and v2 (v1 rotated by W, a candidate), and W."""
-    models = tmp_path_factory.mktemp("swap-models") / "models"
-    shutil.copytree(registry_dir, models)
-    version, rotation = publish_rotated(models, seed=1)
-    assert version == "v2"
-    return models, rotation
+    return rotated_registry(tmp_path_factory, registry_dir, seed=1)
 
 
 def settings_for(data_dir, broker, **extra) -> Settings:
