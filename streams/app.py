@@ -32,7 +32,8 @@ from cartwise.settings import Settings
 from encoders.bulk import BulkEncoder
 from streams.behavior import UserUpdate, rebuild_user_vectors, update_user_vectors
 from streams.catalog import record_deletions, write_catalog
-from streams.erasure import StreamClock, remove_users
+from streams.erasure import StreamClock, delete_user_points, forget_histories
+from streams.index_calls import IndexCalls
 from streams.indexing import ProductIndexing
 from streams.legacy_changelogs import migrate_changelogs
 from streams.swap import REPAIR_REASON, SwapCoordinator, WorkerHooks
@@ -83,6 +84,7 @@ class StreamWorker:
 
     def __init__(self, settings: Settings, index: VectorIndex) -> None:
         self.settings, self.index, self.targets = settings, index, WriteTargets()
+        self.calls = IndexCalls(index.remote)  # every index call of the worker goes through it
         self.points = UserPoints(index, settings.user_cache_size)
         self.popularity = PopularityCounts(index, settings.personalization, settings.popularity_half_life_s)
         self.applied = self.dead_lettered = self.stale = self.forgotten = self.expired = 0
@@ -121,8 +123,8 @@ class StreamWorker:
         hooks = WorkerHooks(announce=self._announce, ready=self._table_recovered, flush=self._flush,
                             owned=self._owned_history_partitions, leads=self._leads,
                             changelog=self.histories.changelog_topic.get_topic_name(), partitions=settings.partitions)
-        self.swaps = SwapCoordinator(settings, index, self.points, self.targets, self.histories, self.tombstones,
-                                     self.lexical, self.bulk, hooks)
+        self.swaps = SwapCoordinator(settings, index, self.calls, self.points, self.targets, self.histories,
+                                     self.tombstones, self.lexical, self.bulk, hooks)
         self.app.agent(self.catalog_topic, name="catalog")(self._catalog_agent)
         self.app.agent(self.behavior_topics, name="behavior")(self._behavior_agent)
         self.app.agent(self.updates_topic, name="model-updates")(self._updates_agent)
@@ -162,9 +164,9 @@ class StreamWorker:
         streams/legacy_changelogs.py). Raises cartwise.registry.RegistryError, kafka.errors.KafkaError."""
         await asyncio.to_thread(migrate_changelogs, self.settings, LEGACY_TABLES)
         await self.swaps.recover(active, sources_kept)
-        self.popularity.ensure_collection()
+        await self.calls.run(self.popularity.ensure_collection)
         for model in self.targets.models():  # written before a restart, maybe never optimized (a no-op if done)
-            if self.index.has_collection(model.products):
+            if await self.calls.run(self.index.has_collection, model.products):
                 self.indexing.wrote(model.products, 1)
         self._follow = asyncio.create_task(self.swaps.follow())
         await self.app.start()
@@ -182,7 +184,7 @@ class StreamWorker:
         for model in self.targets.models():
             for start in range(0, len(users), 512):
                 chunk = users[start:start + 512]
-                points = self.points.get(model.users, chunk)
+                points = await self.calls.run(self.points.get, model.users, chunk)
                 self._pending_users.update(u for u in chunk if u not in points or points[u].state.pending
                                            or points[u].history != histories[u].digest())
         self._catalog_changed = bool(self._pending_users)
@@ -191,6 +193,9 @@ class StreamWorker:
 
     async def _on_partitions_revoked(self, sender, revoked, **kwargs) -> None:
         """Another worker may own these users next: their cached points and counts would go stale."""
+        await self.calls.run(self._clear_caches)
+
+    def _clear_caches(self) -> None:
         self.points.clear()
         self.popularity.clear()
 
@@ -204,6 +209,7 @@ class StreamWorker:
         await self.swaps.close()
         await self.indexing.stop()
         self.bulk.close()
+        self.calls.close()
 
     async def _table_recovered(self) -> None:
         await self.app.tables.recovery.completed.wait()
@@ -265,7 +271,7 @@ class StreamWorker:
     async def _apply_catalog(self, events) -> None:
         backfill = self.swaps.running()
         for model in self.targets.models():
-            plan = await write_catalog(events, self.index, model, self.lexical, self.bulk, self.tombstones)
+            plan = await write_catalog(events, self.index, self.calls, model, self.lexical, self.bulk, self.tombstones)
             if not (backfill and backfill.version == model.version):  # a backfill optimizes its own at its end
                 self.indexing.wrote(model.products, len(plan.upserts))
         record_deletions(events, self.tombstones)
@@ -297,10 +303,10 @@ class StreamWorker:
                     self.applied += 1
                     outcome = "applied"
                 self.events_by_topic[event.message.topic, outcome] += 1
-            self.forgotten += self._remove_users(list(forgets))
-            self._write_users(updates)
-            self.popularity.write(self.targets.models()[0].products)
-            self.expired += self._remove_users(self.clock.expired())
+            self.forgotten += await self._remove_users(list(forgets))
+            await self._write_users(updates)
+            await self.calls.run(self.popularity.write, self.targets.models()[0].products)
+            self.expired += await self._remove_users(self.clock.expired())
 
     def _add_behavior(self, event: BehaviorEvent, updates: dict[str, UserUpdate], forgets: set[str]) -> str:
         """Apply ``event`` to its user's update in this batch (started from the Table, or from nothing when
@@ -319,22 +325,26 @@ class StreamWorker:
         self.stale += 1
         return "stale"
 
-    def _write_users(self, updates: dict[str, UserUpdate]) -> None:
+    async def _write_users(self, updates: dict[str, UserUpdate]) -> None:
         # The Table first: a crash before the vectors are written leaves points whose digest lags the
         # history, which the redelivered batch repairs (streams/behavior.py).
         for user_id, update in updates.items():
             if update.history.digest() != update.before:
                 self.histories[user_id] = update.history.to_json()
         if updates:
-            pending = set().union(*(update_user_vectors(updates, self.index, self.points, m.products, m.users,
-                                                        self.settings.personalization)
-                                    for m in self.targets.models()))
+            pending = await self.calls.run(self._update_vectors, updates, self.targets.models())
             self._track_pending(updates.keys(), pending)
 
-    def _remove_users(self, user_ids: list[str]) -> int:
+    def _update_vectors(self, updates: dict[str, UserUpdate], models) -> set[str]:
+        """streams/behavior.update_user_vectors in every write target; the users still waiting on a product."""
+        return set().union(*(update_user_vectors(updates, self.index, self.points, m.products, m.users,
+                                                 self.settings.personalization) for m in models))
+
+    async def _remove_users(self, user_ids: list[str]) -> int:
         """Erase or expire ``user_ids`` everywhere (streams/erasure.py); returns how many there were."""
         if user_ids:
-            remove_users(user_ids, self.histories, self.points, self.targets)
+            await self.calls.run(delete_user_points, user_ids, self.points, self.targets.models())
+            forget_histories(user_ids, self.histories)
             self.clock.forget(user_ids)
             self._pending_users.difference_update(user_ids)
             log.info("removed %d users (erasure or expiry)", len(user_ids))
@@ -346,7 +356,7 @@ class StreamWorker:
 
     async def _categorize_popular(self) -> None:
         """Counts of products that arrived after their first purchase or cart get the product's category."""
-        self.popularity.categorize(self.targets.models()[0].products)
+        await self.calls.run(self.popularity.categorize, self.targets.models()[0].products)
 
     async def _retry_pending(self) -> None:
         """Users whose products were missing get their vectors rebuilt once the catalog has changed: through
@@ -354,11 +364,15 @@ class StreamWorker:
         on a catalog partition another worker owns; the products collections' sizes then change)."""
         if not self._pending_users:
             return
-        sizes = tuple(self.index.count(m.products) for m in self.targets.models())
+        models = self.targets.models()
+        sizes = await self.calls.run(lambda: tuple(self.index.count(m.products) for m in models))
         if not (self._catalog_changed or sizes != self._catalog_sizes):
             return
         self._catalog_changed, self._catalog_sizes = False, sizes
         histories = {u: UserHistory.from_json(self.histories.get(u)) for u in list(self._pending_users)}
-        self._track_pending(histories, set().union(*(
-            rebuild_user_vectors(histories, self.index, self.points, m.products, m.users, self.settings.personalization)
-            for m in self.targets.models())))
+        self._track_pending(histories, await self.calls.run(self._rebuild_vectors, histories, models))
+
+    def _rebuild_vectors(self, histories: dict[str, UserHistory], models) -> set[str]:
+        """streams/behavior.rebuild_user_vectors in every write target; the users still waiting on a product."""
+        return set().union(*(rebuild_user_vectors(histories, self.index, self.points, m.products, m.users,
+                                                  self.settings.personalization) for m in models))

@@ -7,7 +7,8 @@ an upsert no newer than the product's deletion (its tombstone: the stream worker
 event time in a changelog-backed Table, so a deleted product stays deleted when an older upsert arrives
 late, and a swap's backfill, which re-reads the catalog topic, does not bring it back).
 
-Writes stay off the serving loop by size, not by thread: the Qdrant Edge binding holds the GIL in
+On Qdrant Edge writes stay off the serving loop by size, not by thread (over a Qdrant server each chunk
+goes to the worker's index thread instead: streams/index_calls.py): the Qdrant Edge binding holds the GIL in
 ``EdgeShard.update`` (measured with a 1 ms ticker thread: 2 ticks during a 610 ms upsert of 30,000
 points), and so does building its points from ours, so a thread would stall the loop all the same. A
 products-shaped point (384-d, BM25 sparse vector, payload) costs about 0.2 ms to write (0.14 of them in
@@ -28,6 +29,7 @@ from cartwise.index import IndexPoint, SparseVector, VectorIndex
 from cartwise.lexical import LexicalEncoder
 from encoders.bulk import BulkEncoder
 from encoders.runtime import OnnxEncoder, ServingModel
+from streams.index_calls import IndexCalls
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,20 +100,20 @@ async def embed_upserts(bulk: BulkEncoder, encoder: OnnxEncoder, lexical: Lexica
 WRITE_CHUNK = 16  # points written per event-loop turn (module doc)
 
 
-async def apply_plan(plan: CatalogPlan, vectors: Embedded, index: VectorIndex, collection: str) -> None:
+async def apply_plan(plan: CatalogPlan, vectors: Embedded, index: VectorIndex, calls: IndexCalls,
+                     collection: str) -> None:
     """Write a planned batch: upsert points with their ``vectors``, delete the deleted ids, ``WRITE_CHUNK``
-    points per event-loop turn (module doc).
+    points per event-loop turn (module doc), each chunk through ``calls`` (streams/index_calls.py).
 
     Upserts are checked against the index once more first: during a model swap two writers (the catalog
     agent and the backfill) share a collection, and the other may have written a newer event while these
     vectors were computed. Each chunk's check and write run without yielding to the event loop."""
     for start in range(0, len(plan.upserts), WRITE_CHUNK):
         end = start + WRITE_CHUNK
-        _upsert_fresh(plan.upserts[start:end], vectors.dense[start:end], vectors.lexical[start:end], index, collection)
-        await asyncio.sleep(0)
+        await calls.run(_upsert_fresh, plan.upserts[start:end], vectors.dense[start:end], vectors.lexical[start:end],
+                        index, collection)
     for start in range(0, len(plan.deletes), WRITE_CHUNK):
-        index.delete(collection, [point_id(pid) for pid in plan.deletes[start:start + WRITE_CHUNK]])
-        await asyncio.sleep(0)
+        await calls.run(index.delete, collection, [point_id(pid) for pid in plan.deletes[start:start + WRITE_CHUNK]])
 
 
 def _upsert_fresh(upserts: list[ProductUpsert], dense: np.ndarray, lexical: list[SparseVector], index: VectorIndex,
@@ -124,12 +126,12 @@ def _upsert_fresh(upserts: list[ProductUpsert], dense: np.ndarray, lexical: list
                               if e.event_time.timestamp() >= stored.get(e.product_id, float("-inf"))])
 
 
-async def write_catalog(events: list[ProductUpsert | ProductDelete], index: VectorIndex, model: ServingModel,
-                        lexical: LexicalEncoder, bulk: BulkEncoder,
+async def write_catalog(events: list[ProductUpsert | ProductDelete], index: VectorIndex, calls: IndexCalls,
+                        model: ServingModel, lexical: LexicalEncoder, bulk: BulkEncoder,
                         deleted_at: Mapping[str, float] = NO_TOMBSTONES) -> CatalogPlan:
     """Plan (with the tombstones ``deleted_at``), embed (on ``bulk``'s threads, off the event loop) and
-    apply ``events`` to ``model``'s products."""
-    plan = plan_batch(events, index, model.products, deleted_at)
+    apply ``events`` to ``model``'s products; index calls through ``calls``."""
+    plan = await calls.run(plan_batch, events, index, model.products, deleted_at)
     vectors = await embed_upserts(bulk, model.encoder, lexical, plan.upserts)
-    await apply_plan(plan, vectors, index, model.products)
+    await apply_plan(plan, vectors, index, calls, model.products)
     return plan

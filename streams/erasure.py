@@ -15,7 +15,6 @@ from __future__ import annotations
 from typing import Iterable, MutableMapping
 
 from cartwise.personalization import UserHistory
-from streams.targets import WriteTargets
 from streams.user_points import UserPoints
 
 SWEEP_FRACTION = 0.01  # sweep every 1% of the TTL of stream time: expiry is at most that late
@@ -54,7 +53,8 @@ class StreamClock:
 
     def expired(self) -> list[str]:
         """Users whose newest event is more than the TTL behind stream time, when a sweep is due (else
-        none); the caller removes them (:func:`remove_users`) and calls :meth:`forget`."""
+        none); the caller removes them (:func:`delete_user_points`, then :func:`forget_histories`) and calls
+        :meth:`forget`."""
         if not self.ttl_s or self.now < self._next_sweep:
             return []
         self._next_sweep = self.now + max(self.ttl_s * SWEEP_FRACTION, MIN_SWEEP_S)
@@ -62,11 +62,16 @@ class StreamClock:
         return [user_id for user_id, ts in self.last_seen.items() if ts < horizon]
 
 
-def remove_users(user_ids: list[str], histories: MutableMapping, points: UserPoints, targets: WriteTargets) -> None:
-    """Delete the users' points from the users collection of every write target, then their histories from
-    the Table (tombstones in its changelog). Users with nothing stored are skipped silently."""
-    for model in targets.models():
+def delete_user_points(user_ids: list[str], points: UserPoints, models) -> None:
+    """Delete the users' points from the users collection of every write target (``models``, ServingModels);
+    the first half of a removal (module doc). Blocking index calls."""
+    for model in models:
         points.delete(model.users, user_ids)
+
+
+def forget_histories(user_ids: list[str], histories: MutableMapping) -> None:
+    """Delete the users' histories from the Table (tombstones in its changelog), after their points (module
+    doc). Users with nothing stored are skipped silently."""
     for user_id in user_ids:
         if histories.get(user_id) is not None:
             del histories[user_id]

@@ -14,8 +14,8 @@ On ``swap_requested`` for version N+1 (cartwise.model_updates):
 2. the leader re-embeds the catalog from its source of truth, the catalog topic from its first offset
    (all partitions), with N+1's encoder in batches, journalling the next offsets after each batch;
 3. it journals the users phase: every worker rebuilds the users of the user-keyed partitions it owns:
-   the user-history changelog read to its end, all partitions (latest record per key; a tombstone is an
-   erasure), gives every user, those whose key hashes to the worker's partitions are rebuilt with their
+   those partitions of the user-history changelog read to their end (latest record per key; a tombstone
+   is an erasure; a user's record is in the user's source partition) give its users, rebuilt with their
    histories from its Table, and the worker records each partition done on the control topic.
    The owner rebuilds because only a partition's owner writes its users' points (streams/user_points.py
    caches them write-through; a point written by another worker would make that cache wrong). A worker
@@ -46,7 +46,6 @@ from dataclasses import dataclass
 from typing import Awaitable, Callable, Mapping
 
 from aiokafka import TopicPartition
-from kafka.partitioner.default import murmur2
 
 from cartwise.events import InvalidEvent, parse_catalog_event, parse_record
 from cartwise.index import PRODUCTS_SCHEMA, USERS_SCHEMA, VectorIndex
@@ -60,6 +59,7 @@ from encoders.bulk import BulkEncoder
 from encoders.runtime import ServingModel
 from streams.behavior import rebuild_user_vectors
 from streams.catalog import write_catalog
+from streams.index_calls import IndexCalls
 from streams.journal import JOURNAL_KEY, Backfill, ControlState, SwapJournal, read_control, users_done_key
 from streams.table_recovery import changelog_values
 from streams.targets import WriteTargets
@@ -107,7 +107,8 @@ def ensure_collections(index: VectorIndex, model: ServingModel) -> None:
 
 
 class SwapCoordinator:
-    """Runs swaps one at a time (module docstring). ``points`` writes user points (streams/user_points.py),
+    """Runs swaps one at a time (module docstring). Its index calls go through ``calls`` (the worker's:
+    streams/index_calls.py). ``points`` writes user points (streams/user_points.py),
     ``histories`` is the user-history Table (user_id -> history JSON), ``deleted_at`` the catalog tombstones
     Table (product_id -> deletion time, s), ``lexical`` computes products' BM25 vectors, ``bulk`` embeds the
     catalog (threads shared with the catalog agent, so a backfill and live catalog events together never run
@@ -117,10 +118,10 @@ class SwapCoordinator:
     writes). ``stats`` holds the last backfill's figures: products (catalog events applied), products_s,
     products_per_s, users (rebuilt by this worker), users_s."""
 
-    def __init__(self, settings: Settings, index: VectorIndex, points: UserPoints, targets: WriteTargets,
-                 histories: Mapping, deleted_at: Mapping[str, float], lexical: LexicalEncoder, bulk: BulkEncoder,
-                 hooks: WorkerHooks) -> None:
-        self.settings, self.index, self.points = settings, index, points
+    def __init__(self, settings: Settings, index: VectorIndex, calls: IndexCalls, points: UserPoints,
+                 targets: WriteTargets, histories: Mapping, deleted_at: Mapping[str, float], lexical: LexicalEncoder,
+                 bulk: BulkEncoder, hooks: WorkerHooks) -> None:
+        self.settings, self.index, self.calls, self.points = settings, index, calls, points
         self.targets, self.histories = targets, histories
         self.deleted_at = deleted_at
         self.lexical = lexical
@@ -146,14 +147,14 @@ class SwapCoordinator:
         changelogs). Raises cartwise.registry.RegistryError, kafka.errors.KafkaError."""
         self.control, self._follow_from = await asyncio.to_thread(read_control, self.settings)
         journal = self.control.journal
-        live = [active] + [v for v in journal.live if v != active and self._complete(v)]
+        live = [active] + [v for v in journal.live if v != active and await self._complete(v)]
         backfill = journal.backfill
-        if backfill and not self._resumable(backfill, active, live):
+        if backfill and not await self._resumable(backfill, active, live):
             log.warning("abandoning the backfill of %s: its collections or model are gone", backfill.version)
             backfill = None
         # only a version built before (live in the journal) can have lost its collections; a new data
         # directory's index is filled by the consumer group's own reading of the topics
-        if backfill is None and sources_kept and active in journal.live and not self._complete(active):
+        if backfill is None and sources_kept and active in journal.live and not await self._complete(active):
             log.warning("the index lacks the collections of the active version %s: repairing them from Kafka",
                         active)
             backfill = Backfill(version=active, reason=REPAIR_REASON)
@@ -163,12 +164,12 @@ class SwapCoordinator:
         if recovered != journal:
             await self._publish([(JOURNAL_KEY, recovered.encode())])
         self._reacted = recovered
-        self._prune(recovered)
+        await self._prune(recovered)
 
-    def _resumable(self, backfill: Backfill, active: str, live: list[str]) -> bool:
+    async def _resumable(self, backfill: Backfill, active: str, live: list[str]) -> bool:
         if backfill.reason == REPAIR_REASON:
             return backfill.version == active
-        return backfill.version not in live and self._complete(backfill.version)
+        return backfill.version not in live and await self._complete(backfill.version)
 
     def running(self) -> Backfill | None:
         """The backfill under way (a swap's or a repair's), if any, as this worker last read the journal."""
@@ -238,7 +239,7 @@ class SwapCoordinator:
         model = self.targets.get(version)
         if model is None:
             model = await asyncio.to_thread(ServingModel.load, self.registry, version, self.settings.encoder_threads)
-            ensure_collections(self.index, model)
+            await self.calls.run(ensure_collections, self.index, model)
             self.targets.add(model)
         return model
 
@@ -292,7 +293,7 @@ class SwapCoordinator:
                                                    self.settings.event_limits))
                     except InvalidEvent:  # the catalog agent dead-letters it; a backfill only skips it
                         continue
-                await write_catalog(events, self.index, model, self.lexical, self.bulk, self.deleted_at)
+                await write_catalog(events, self.index, self.calls, model, self.lexical, self.bulk, self.deleted_at)
                 backfill.offsets = offsets
                 backfill.products += len(records)
                 applied += len(records)
@@ -405,12 +406,9 @@ class SwapCoordinator:
         await self.hooks.ready()
         await self.hooks.flush()  # every history this worker has written is in the changelog it reads now
         started = time.perf_counter()
-        # every changelog partition: faust places a Table key by its serialized (JSON) form, so a user's
-        # changelog partition need not be the source partition that decides which worker owns the user
-        everything = dict.fromkeys(range(self.hooks.partitions), 0)
-        newest = await asyncio.to_thread(changelog_values, self.settings, self.hooks.changelog, everything)
-        user_ids = [user_id for user_id, value in newest.items()
-                    if value is not None and source_partition(user_id, self.hooks.partitions) in todo]
+        # a user's changelog record is in the user's source partition (streams/app.py, RawKeyTable)
+        newest = await asyncio.to_thread(changelog_values, self.settings, self.hooks.changelog, dict.fromkeys(todo, 0))
+        user_ids = [user_id for user_id, value in newest.items() if value is not None]
         for i in range(0, len(user_ids), USERS_PER_STEP):
             if not todo <= self.hooks.owned():
                 log.info("partitions %s were reassigned mid-rebuild: their new owner rebuilds them", sorted(todo))
@@ -418,8 +416,8 @@ class SwapCoordinator:
             # Read and write one step without yielding, so a behavior batch lands before or after it.
             histories = {u: UserHistory.from_json(h) for u in user_ids[i:i + USERS_PER_STEP]
                          if (h := self.histories.get(u)) is not None}  # None: erased since the read
-            rebuild_user_vectors(histories, self.index, self.points, model.products, model.users,
-                                 self.settings.personalization)
+            await self.calls.run(rebuild_user_vectors, histories, self.index, self.points, model.products,
+                                 model.users, self.settings.personalization)
             await asyncio.sleep(USERS_PAUSE_S)
         await self._publish([(users_done_key(backfill.attempt, p), b"1") for p in sorted(todo)])
         mine |= todo
@@ -436,7 +434,7 @@ class SwapCoordinator:
     def _prune_later(self) -> None:
         async def prune() -> None:
             await asyncio.sleep(PRUNE_DELAY_S)
-            self._prune(self.control.journal)
+            await self._prune(self.control.journal)
 
         self._spawn(prune())
 
@@ -448,23 +446,17 @@ class SwapCoordinator:
         if self._producer is not None:
             await asyncio.to_thread(self._producer.close)
 
-    def _complete(self, version: str) -> bool:
-        return self.registry.path(version).is_dir() and all(map(self.index.has_collection,
-                                                                collection_names(version)))
+    async def _complete(self, version: str) -> bool:
+        return self.registry.path(version).is_dir() and await self.calls.run(
+            lambda: all(map(self.index.has_collection, collection_names(version))))
 
-    def _prune(self, journal: SwapJournal) -> None:
+    async def _prune(self, journal: SwapJournal) -> None:
         versions = journal.live + ([journal.backfill.version] if journal.backfill else [])
         keep = {name for version in versions for name in collection_names(version)}
-        for name in self.index.collections():
+        for name in await self.calls.run(self.index.collections):
             if _COLLECTION_RE.match(name) and name not in keep:
                 log.info("dropping %s (version no longer live)", name)
-                self.index.drop_collection(name)
-
-
-def source_partition(user_id: str, partitions: int) -> int:
-    """The partition of the user-keyed topics that ``user_id``'s events go to: Kafka's default partitioner
-    (murmur2 of the key bytes, as the Java client, kafka-python and aiokafka hash)."""
-    return (murmur2(user_id.encode()) & 0x7FFFFFFF) % partitions
+                await self.calls.run(self.index.drop_collection, name)
 
 
 def _read_fraction(consumer, offsets: dict[int, int]) -> float:

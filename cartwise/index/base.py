@@ -140,7 +140,12 @@ class VectorIndex(Protocol):
 
     Methods raise KeyError for a collection that does not exist (except ``has_collection``
     and ``drop_collection``), :class:`IndexUnavailable` when a server does not answer; a vector of the wrong
-    size raises the backend's own error."""
+    size raises the backend's own error.
+
+    ``remote``: whether calls are network round trips (a Qdrant server); the stream worker then makes them
+    off its event loop (streams/index_calls.py)."""
+
+    remote: bool
 
     def create_collection(self, name: str, dim: int, schema: CollectionSchema) -> None:
         """Create ``name`` with ``dim``-d vectors and payload indexes; no-op if it exists."""

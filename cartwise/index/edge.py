@@ -151,6 +151,8 @@ class EdgeIndex:
     query, so on a small machine one thread avoids handing every query to a pool thread.
     Reads and writes may come from any thread; :meth:`optimize` from a worker thread while they go on."""
 
+    remote = False  # in-process
+
     def __init__(self, root: Path, search_threads: int | None = None) -> None:
         self._root = Path(root)
         self._search_threads = search_threads

@@ -246,6 +246,8 @@ class QdrantServerIndex:
     Blocking: for the stream worker, the trainer and tools; the serving path reads through
     :class:`AsyncQdrantServerIndex`."""
 
+    remote = True  # every call a round trip to the server
+
     def __init__(self, client: QdrantClient) -> None:
         self._client = client
         self._lexical: dict[str, bool] = {}  # collection -> has lexical vectors (dropped with the collection)

@@ -11,6 +11,7 @@ from cartwise.catalog import point_id, product_payload
 from cartwise.events import ProductUpsert
 from cartwise.index import PRODUCTS_SCHEMA, EdgeIndex, IndexPoint, SparseVector
 from streams.catalog import WRITE_CHUNK, CatalogPlan, Embedded, apply_plan
+from streams.index_calls import IndexCalls
 
 T0 = datetime(2020, 1, 1, tzinfo=timezone.utc)
 DIM = 8
@@ -37,7 +38,7 @@ def test_a_large_batch_is_written_in_chunks_with_the_loop_running_between_them(t
 
     async def scenario() -> int:
         turns = 0
-        writing = asyncio.create_task(apply_plan(plan, embedded(n), index, "products"))
+        writing = asyncio.create_task(apply_plan(plan, embedded(n), index, IndexCalls(index.remote), "products"))
         while not writing.done():
             turns += 1
             await asyncio.sleep(0)
