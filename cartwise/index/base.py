@@ -193,10 +193,13 @@ class VectorIndex(Protocol):
         """Up to ``limit`` points matching ``flt`` (score 0): by the float payload field ``order_by``
         descending (it needs a float payload index), else in the engine's id order."""
 
-    def facet(self, name: str, key: str, limit: int, flt: SearchFilter | None = None) -> list[tuple[str, int]]:
-        """The engine's exact facet counts of the keyword payload field ``key`` (it needs a keyword payload
-        index) over the points matching ``flt``: up to ``limit`` (value, number of points with it) pairs,
-        most frequent first, ties by value. A point with a list of values counts once for each."""
+    def facet(self, name: str, key: str, limit: int, flt: SearchFilter | None = None,
+              exact: bool = True) -> list[tuple[str, int]]:
+        """The engine's facet counts of the keyword payload field ``key`` (it needs a keyword payload index)
+        over the points matching ``flt``: up to ``limit`` (value, number of points with it) pairs, most
+        frequent first, ties by value. A point with a list of values counts once for each. Not ``exact``,
+        the engine may estimate counts over large filtered sets; over a set of ids it counts the points
+        themselves (measured equal to exact on Edge, and 15-100x faster: 0.1-0.9 ms vs 14 ms for 200 ids)."""
 
     def count(self, name: str) -> int:
         """Number of points in ``name``."""
@@ -236,7 +239,8 @@ class AsyncVectorIndex(Protocol):
                      with_vectors: bool = False) -> list[IndexHit]:
         """As :meth:`VectorIndex.scroll`."""
 
-    async def facet(self, name: str, key: str, limit: int, flt: SearchFilter | None = None) -> list[tuple[str, int]]:
+    async def facet(self, name: str, key: str, limit: int, flt: SearchFilter | None = None,
+                    exact: bool = True) -> list[tuple[str, int]]:
         """As :meth:`VectorIndex.facet`."""
 
     async def count(self, name: str) -> int:

@@ -324,8 +324,9 @@ class EdgeIndex:
         return [IndexHit(str(r.id), 0.0, r.payload or {}, as_vector(r.vector) if with_vectors else None)
                 for r in records]
 
-    def facet(self, name: str, key: str, limit: int, flt: SearchFilter | None = None) -> list[tuple[str, int]]:
-        request = qe.FacetRequest(key, limit=limit, exact=True, filter=edge_filter(flt))
+    def facet(self, name: str, key: str, limit: int, flt: SearchFilter | None = None,
+              exact: bool = True) -> list[tuple[str, int]]:
+        request = qe.FacetRequest(key, limit=limit, exact=exact, filter=edge_filter(flt))
         with self._reading(name) as shard:
             return facet_counts(shard.facet(request).hits)
 

@@ -231,9 +231,9 @@ def scroll_call(limit: int, flt: SearchFilter | None, order_by: str | None, with
                       lambda response: _records(with_vectors)(response[0]))
 
 
-def facet_call(key: str, limit: int, flt: SearchFilter | None) -> ClientCall:
-    """Exact facet counts of ``key``, as :meth:`cartwise.index.VectorIndex.facet`."""
-    return ClientCall("facet", {"key": key, "limit": limit, "exact": True, "facet_filter": server_filter(flt)},
+def facet_call(key: str, limit: int, flt: SearchFilter | None, exact: bool) -> ClientCall:
+    """Facet counts of ``key``, as :meth:`cartwise.index.VectorIndex.facet`."""
+    return ClientCall("facet", {"key": key, "limit": limit, "exact": exact, "facet_filter": server_filter(flt)},
                       lambda response: facet_counts(response.hits))
 
 
@@ -312,8 +312,9 @@ class QdrantServerIndex:
                with_vectors: bool = False) -> list[IndexHit]:
         return self._run(name, scroll_call(limit, flt, order_by, with_vectors))
 
-    def facet(self, name: str, key: str, limit: int, flt: SearchFilter | None = None) -> list[tuple[str, int]]:
-        return self._run(name, facet_call(key, limit, flt))
+    def facet(self, name: str, key: str, limit: int, flt: SearchFilter | None = None,
+              exact: bool = True) -> list[tuple[str, int]]:
+        return self._run(name, facet_call(key, limit, flt, exact))
 
     def count(self, name: str) -> int:
         return self._run(name, COUNT)
@@ -377,8 +378,9 @@ class AsyncQdrantServerIndex:
                      with_vectors: bool = False) -> list[IndexHit]:
         return await self._run(name, scroll_call(limit, flt, order_by, with_vectors))
 
-    async def facet(self, name: str, key: str, limit: int, flt: SearchFilter | None = None) -> list[tuple[str, int]]:
-        return await self._run(name, facet_call(key, limit, flt))
+    async def facet(self, name: str, key: str, limit: int, flt: SearchFilter | None = None,
+                    exact: bool = True) -> list[tuple[str, int]]:
+        return await self._run(name, facet_call(key, limit, flt, exact))
 
     async def count(self, name: str) -> int:
         return await self._run(name, COUNT)

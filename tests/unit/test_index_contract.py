@@ -261,6 +261,8 @@ def test_facet_counts_each_value_of_a_list_and_keeps_the_most_frequent(products)
         ("electronics", 2), ("electronics > phone", 2), ("home", 1), ("home > kitchen", 1),
         ("home > kitchen > mug", 1)]
     assert products.facet(NAME, "category_prefixes", 2) == [("electronics", 4), ("home", 3)]
+    approximate = products.facet(NAME, "category_prefixes", 10, SearchFilter(ids=kept), exact=False)
+    assert approximate == products.facet(NAME, "category_prefixes", 10, SearchFilter(ids=kept))
 
 
 def test_filters_combine_with_and(products):
