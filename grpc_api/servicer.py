@@ -168,9 +168,8 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
             async with _collection_of(model.products, context):
                 found = await self.index.scroll(model.products, len(scores), flt, with_vectors=True)
                 best = max(scores[h.payload["product_id"]] for h in found) if found else 0.0
-                found = sorted((dataclasses.replace(h, score=popularity.relative(scores[h.payload["product_id"]],
-                                                                                 best)) for h in found),
-                               key=lambda h: -h.score)
+                found = [dataclasses.replace(h, score=popularity.relative(scores[h.payload["product_id"]], best))
+                         for h in found]  # page() orders them
                 hits, facets = await self._page(page(found, request, depth, query.collapse), query, model.products)
         return self._response(hits, model, request, _User(), "popular", facets)
 
