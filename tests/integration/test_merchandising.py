@@ -3,6 +3,7 @@ encoder): offset paging with collapsing, price sorts, the in-stock boost and fac
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import uuid
 from collections import Counter
@@ -11,8 +12,10 @@ from datetime import datetime, timedelta, timezone
 import grpc
 import pytest
 import pytest_asyncio
+from click.testing import CliRunner
 
 from cartwise.app.bench.common import free_port
+from cartwise.app.cli import main
 from cartwise.app.service import Service
 from cartwise.events import ProductUpsert, encode_event
 from cartwise.kafka_io import make_producer
@@ -41,7 +44,7 @@ STOCK = {row[0]: row[5] for row in CATALOG}
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def stub(tmp_path_factory, registry_dir):
+async def service(tmp_path_factory, registry_dir):
     data_dir = tmp_path_factory.mktemp("data")
     shutil.copytree(registry_dir, data_dir / "models")
     settings = Settings(data_dir=data_dir, embedded_kafka_port=free_port(), embedded_storage_port=free_port(),
@@ -56,9 +59,14 @@ async def stub(tmp_path_factory, registry_dir):
     producer.flush()
     producer.close()
     await service.wait_until_consumed(len(CATALOG))
+    yield service
+    await service.stop()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def stub(service):
     async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as channel:
         yield pb_grpc.SearchServiceStub(channel)
-    await service.stop()
 
 
 def ids(response: pb.SearchResponse) -> list[str]:
@@ -154,3 +162,17 @@ async def test_invalid_merchandising_fields_are_invalid_argument(stub, request_,
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await stub.Search(request_)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and err.value.details().startswith(field)
+
+
+async def test_cli_search_pages_sorts_and_prints_facets(service):
+    args = ["search", "drill", "--sort", "price-desc", "--offset", "1", "--limit", "2", "--facets", "--target",
+            f"127.0.0.1:{service.port}"]
+    result = await asyncio.to_thread(CliRunner().invoke, main, args, env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    rows = [line for line in result.output.splitlines() if line.startswith("│")]
+    assert rows[0].split("│")[1].strip() == "2" and "hammer-drill" not in result.output  # dearest: saw, impact
+    assert "impact" in rows[0] and f"facets over {len(CATALOG) - 2} candidates" in result.output
+    facet_rows = {tuple(cell.strip() for cell in line.split("│")[1:4]) for line in rows}
+    assert {("brand", "acme", "3"), ("category", "tools", "8"), ("price", "1000+", "1")} <= facet_rows
+    invalid = await asyncio.to_thread(CliRunner().invoke, main, [*args[:-2], "--offset", "-1", *args[-2:]])
+    assert invalid.exit_code == 1 and "INVALID_ARGUMENT: offset" in invalid.output
