@@ -124,6 +124,16 @@ class Retrieval(enum.IntEnum):
     LEXICAL = pb.RETRIEVAL_LEXICAL
 
 
+class Sort(enum.IntEnum):
+    """The order of a Search page (``cartwise.v1.Sort``): RELEVANCE (the default), or PRICE_ASC / PRICE_DESC
+    over the candidate set (the 200 most relevant products; products without a price last)."""
+
+    UNSPECIFIED = pb.SORT_UNSPECIFIED
+    RELEVANCE = pb.SORT_RELEVANCE
+    PRICE_ASC = pb.SORT_PRICE_ASC
+    PRICE_DESC = pb.SORT_PRICE_DESC
+
+
 class Stock(enum.IntEnum):
     """A stock filter (``cartwise.v1.StockFilter``)."""
 
@@ -175,12 +185,41 @@ class Hit:
 
 
 @dataclass(frozen=True, slots=True)
+class PriceBand:
+    """``count`` products of the candidate set priced in [``min``, ``max``) (``max`` None: no upper edge)."""
+
+    min: float
+    max: float | None
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Facets:
+    """Facet counts over a Search's candidate set of ``candidates`` products: (value, count) pairs, most
+    frequent first, of the categories one level below the filter's category prefix and of the brands
+    (lower-cased, as the brand filter matches), and the non-empty price bands, cheapest first."""
+
+    categories: tuple[tuple[str, int], ...]
+    brands: tuple[tuple[str, int], ...]
+    price_bands: tuple[PriceBand, ...]
+    candidates: int
+
+    @classmethod
+    def from_pb(cls, facets: pb.Facets) -> "Facets":
+        """The counts of a ``cartwise.v1.Facets``."""
+        return cls(tuple((c.value, c.count) for c in facets.categories), tuple((b.value, b.count) for b in facets.brands),
+                   tuple(PriceBand(b.min, b.max if b.HasField("max") else None, b.count) for b in facets.price_bands),
+                   facets.candidates)
+
+
+@dataclass(frozen=True, slots=True)
 class SearchResult:
     """An answer of Search, Recommend or SimilarProducts: the hits, best first, and how they were made: the
     model version that embedded the query and the collection that served, the α applied to the user (n
     interactions), the retrieval and the lexical weight w applied (hybrid only), and the strategy that
     answered ("search", "personal", "similar", ...); ``request_id`` names the answer (send it back as a cart
-    or purchase event's ``request_id``: the trainer learns from what was shown and not taken)."""
+    or purchase event's ``request_id``: the trainer learns from what was shown and not taken); ``facets``
+    when the Search asked for them, else None."""
 
     hits: tuple[Hit, ...]
     model_version: str
@@ -191,20 +230,24 @@ class SearchResult:
     lexical_weight: float
     strategy: str
     request_id: str
+    facets: Facets | None = None
 
     @classmethod
     def from_pb(cls, response: pb.SearchResponse) -> "SearchResult":
         """The result of a ``cartwise.v1.SearchResponse``."""
         return cls(tuple(Hit.from_pb(hit) for hit in response.hits), response.model_version,
                    response.index_version, response.personalization_weight, response.user_interactions,
-                   Retrieval(response.retrieval), response.lexical_weight, response.strategy, response.request_id)
+                   Retrieval(response.retrieval), response.lexical_weight, response.strategy, response.request_id,
+                   Facets.from_pb(response.facets) if response.HasField("facets") else None)
 
 
 class _Options(TypedDict, total=False):
-    """What every method takes: ``limit`` 1..1000 (the service's default 10), ``filter``, ``keep_duplicates``
-    (show every product of an identical text, not one) and ``timeout_s`` (this call's deadline, s)."""
+    """What every method takes: ``limit`` 1..1000 (the service's default 10), ``offset`` (hits to skip, for
+    the next pages; offset + limit <= 1000), ``filter``, ``keep_duplicates`` (show every product of an
+    identical text, not one) and ``timeout_s`` (this call's deadline, s)."""
 
     limit: int
+    offset: int
     filter: Filter
     keep_duplicates: bool
     timeout_s: float
@@ -226,12 +269,17 @@ class SimilarOptions(_Options, total=False):
 
 class SearchOptions(RecommendOptions, total=False):
     """Search's optional arguments: those of Recommend, and ``user_id`` (personalize), ``personalization_weight``
-    (α instead of α(n), 0..10), ``retrieval`` and ``lexical_weight`` (w in 0..1 for hybrid)."""
+    (α instead of α(n), 0..10), ``retrieval`` and ``lexical_weight`` (w in 0..1 for hybrid), and the
+    merchandising ones: ``sort``, ``in_stock_boost`` (added to in-stock products' scores, 0..10) and
+    ``facets`` (count categories, brands and price bands into the result's ``facets``)."""
 
     user_id: str
     personalization_weight: float
     retrieval: Retrieval
     lexical_weight: float
+    sort: Sort
+    in_stock_boost: float
+    facets: bool
 
 
 def _request_fields(options: dict) -> dict:

@@ -85,8 +85,12 @@ async def rank_async(index: AsyncVectorIndex, collection: str, request: RankRequ
 
 def page(hits: list[IndexHit], request: RankRequest, limit: int, collapse: bool,
          seen: Sequence[str] = ()) -> list[RankedHit]:
-    """The first ``limit`` of ``hits`` (best first, with their (D,) vectors) as :class:`RankedHit`; with
-    ``collapse`` one per identical text (payload ``text_digest``), none of the texts ``seen``."""
+    """The first ``limit`` of ``hits`` (with their (D,) vectors) by score, equal scores in id order, as
+    :class:`RankedHit`; with ``collapse`` one per identical text (payload ``text_digest``), none of the
+    texts ``seen``."""
+    # identical texts tie exactly, and the engine orders ties differently for different limits: without a
+    # fixed tie order a deeper ranking (the next page) would start with another copy than page 1 shows
+    hits = sorted(hits, key=lambda hit: (-hit.score, hit.id))
     if collapse:
         hits = collapse_identical(hits, [hit.payload.get(TEXT_DIGEST) for hit in hits], limit, seen)
     return ranked_hits(hits[:limit], request)

@@ -17,6 +17,7 @@ from cartwise.index import AsyncVectorIndex, IndexUnavailable, SearchFilter
 from cartwise.lexical import LexicalEncoder
 from cartwise.personalization import UserPoint, personalization_weight
 from cartwise import popularity
+from cartwise.merchandising import FacetCounts, arrange, count_facets
 from cartwise.retrieval import RankedHit, RankRequest, applied_lexical_weight, page, rank_async, served_retrieval
 from cartwise.settings import Settings
 from cartwise.v1 import search_pb2 as pb
@@ -132,10 +133,12 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
             flt = dataclasses.replace(flt, exclude_ids=frozenset(point_id(p) for p in user.purchased))
         request = RankRequest(qvec, self.lexical.query(query.query) if qvec is not None else None, user.vector, alpha,
                               query.retrieval, query.lexical_weight)
+        depth = query.page.depth(query.limit)
         async with _collection_of(model.products, context):
-            hits = await rank_async(self.index, model.products, request, self.settings.lexical, query.limit, flt,
-                                    self._hnsw_ef(query.limit), query.collapse)
-        return self._response(hits, model, request, user, "search" if qvec is not None else "personal")
+            ranked = await rank_async(self.index, model.products, request, self.settings.lexical, depth, flt,
+                                      self._hnsw_ef(depth), query.collapse)
+            hits, facets = await self._page(ranked, query, model.products)
+        return self._response(hits, model, request, user, "search" if qvec is not None else "personal", facets)
 
     async def _similar(self, query: SimilarQuery, model: ServingModel, context) -> pb.SearchResponse:
         """Nearest products to the product's own (D,) vector p̂, tilted by α·û: scores ⟨p̂ + α·û, p⟩ (dense
@@ -149,17 +152,19 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         user = await self._user(model, query.user_id, context)
         request = RankRequest(product, None, user.vector, self._alpha(user, query.personalization_weight), "dense")
         flt = dataclasses.replace(query.filter, exclude_ids=query.filter.exclude_ids | {found[0].id})
+        depth = query.page.depth(query.limit)
         async with _collection_of(model.products, context):
-            hits = await rank_async(self.index, model.products, request, self.settings.lexical, query.limit, flt,
-                                    self._hnsw_ef(query.limit), query.collapse,
-                                    seen=tuple(filter(None, [found[0].payload.get(TEXT_DIGEST)])))
-        return self._response(hits, model, request, user, "similar")
+            ranked = await rank_async(self.index, model.products, request, self.settings.lexical, depth, flt,
+                                      self._hnsw_ef(depth), query.collapse,
+                                      seen=tuple(filter(None, [found[0].payload.get(TEXT_DIGEST)])))
+        return self._response(arrange(ranked, query.page, query.limit), model, request, user, "similar")
 
     async def _popular(self, query: SearchQuery, model: ServingModel, context) -> pb.SearchResponse:
         """The most popular products (cartwise/popularity.py) within the request's category, then its other
         filters; each hit's score is its popularity relative to the first's."""
+        depth = query.page.depth(query.limit)
         try:
-            partials = await self.index.scroll(popularity.COLLECTION, query.limit * popularity.FANOUT,
+            partials = await self.index.scroll(popularity.COLLECTION, depth * popularity.FANOUT,
                                                SearchFilter(category_prefix=query.filter.category_prefix),
                                                order_by=popularity.SCORE_FIELD)
         except KeyError:  # no worker has created it yet: nothing is popular
@@ -167,26 +172,36 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         scores = dict(popularity.ranked(partials))
         request = RankRequest(None, None, None, 0.0, "dense")
         hits: list[RankedHit] = []
+        facets = FacetCounts([], [], [], 0) if query.page.facets else None
         if scores:
             flt = dataclasses.replace(query.filter, ids=frozenset(point_id(p) for p in scores))
             async with _collection_of(model.products, context):
                 found = await self.index.scroll(model.products, len(scores), flt, with_vectors=True)
-            best = max(scores[h.payload["product_id"]] for h in found) if found else 0.0
-            found = sorted((dataclasses.replace(h, score=popularity.relative(scores[h.payload["product_id"]], best))
-                            for h in found), key=lambda h: -h.score)
-            hits = page(found, request, query.limit, query.collapse)
-        return self._response(hits, model, request, _User(), "popular")
+                best = max(scores[h.payload["product_id"]] for h in found) if found else 0.0
+                found = [dataclasses.replace(h, score=popularity.relative(scores[h.payload["product_id"]], best))
+                         for h in found]  # page() orders them
+                hits, facets = await self._page(page(found, request, depth, query.collapse), query, model.products)
+        return self._response(hits, model, request, _User(), "popular", facets)
+
+    async def _page(self, ranked: list[RankedHit], query: SearchQuery,
+                    collection: str) -> tuple[list[RankedHit], FacetCounts | None]:
+        """The page of ``query`` cut from ``ranked`` (``query.page.depth`` hits, best first), and the facet
+        counts over ``ranked`` when asked for (cartwise/merchandising.py)."""
+        facets = None
+        if query.page.facets:
+            facets = await count_facets(self.index, collection, ranked, query.filter.category_prefix)
+        return arrange(ranked, query.page, query.limit), facets
 
     def _hnsw_ef(self, limit: int) -> int:
         return max(self.settings.hnsw_ef, limit)
 
     def _response(self, hits: list[RankedHit], model: ServingModel, request: RankRequest, user: _User,
-                  strategy: str) -> pb.SearchResponse:
+                  strategy: str, facets: FacetCounts | None = None) -> pb.SearchResponse:
         return pb.SearchResponse(hits=[_hit(h) for h in hits], model_version=model.version,
                                  index_version=model.products, personalization_weight=request.alpha,
                                  user_interactions=user.n, retrieval=WIRE_OF_RETRIEVAL[served_retrieval(request)],
                                  lexical_weight=applied_lexical_weight(request, self.settings.lexical),
-                                 strategy=strategy)
+                                 strategy=strategy, facets=_facets(facets) if facets is not None else None)
 
 
 @asynccontextmanager
@@ -201,6 +216,13 @@ async def _collection_of(name: str, context) -> AsyncIterator[None]:
     except IndexUnavailable as err:
         log.error("index unavailable: %s", err)
         await context.abort(grpc.StatusCode.UNAVAILABLE, f"index unavailable: {err}")
+
+
+def _facets(counts: FacetCounts) -> pb.Facets:
+    return pb.Facets(categories=[pb.FacetCount(value=v, count=n) for v, n in counts.categories],
+                     brands=[pb.FacetCount(value=v, count=n) for v, n in counts.brands],
+                     price_bands=[pb.PriceBand(min=b.low, max=b.high, count=b.count) for b in counts.price_bands],
+                     candidates=counts.candidates)
 
 
 def _hit(ranked: RankedHit) -> pb.Hit:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from cartwise.diversity import MAX_FETCH
 from cartwise.index import SearchFilter
+from cartwise.merchandising import MAX_BOOST, Merchandising, Sort
 from cartwise.retrieval import Retrieval
 from cartwise.v1 import search_pb2 as pb
 
@@ -19,6 +21,9 @@ WIRE_OF_RETRIEVAL: dict[Retrieval, int] = {"hybrid": pb.RETRIEVAL_HYBRID, "dense
                                            "lexical": pb.RETRIEVAL_LEXICAL}
 RETRIEVAL_OF_WIRE: dict[int, Retrieval] = {pb.RETRIEVAL_UNSPECIFIED: "hybrid",
                                            **{wire: name for name, wire in WIRE_OF_RETRIEVAL.items()}}
+SORT_OF_WIRE: dict[int, Sort] = {pb.SORT_UNSPECIFIED: "relevance", pb.SORT_RELEVANCE: "relevance",
+                                 pb.SORT_PRICE_ASC: "price_asc", pb.SORT_PRICE_DESC: "price_desc"}
+MAX_DEPTH = MAX_FETCH  # offset + limit: the deepest ranking the engine is asked for
 
 
 class InvalidRequest(ValueError):
@@ -43,6 +48,7 @@ class SearchQuery:
     retrieval: Retrieval = "dense"
     lexical_weight: float | None = None
     collapse: bool = True  # one product per identical text (cartwise/diversity.py)
+    page: Merchandising = Merchandising()
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +62,7 @@ class SimilarQuery:
     filter: SearchFilter
     personalization_weight: float | None
     collapse: bool = True
+    page: Merchandising = Merchandising()
 
 
 def _limit(request) -> int:
@@ -64,6 +71,21 @@ def _limit(request) -> int:
     if not 1 <= request.limit <= MAX_LIMIT:
         raise InvalidRequest("limit", f"must be in 1..{MAX_LIMIT}, got {request.limit}")
     return request.limit
+
+
+def _offset(request, limit: int) -> int:
+    if not 0 <= request.offset <= MAX_DEPTH - limit:
+        raise InvalidRequest("offset", f"must be >= 0 with offset + limit <= {MAX_DEPTH}, got {request.offset} "
+                                       f"(limit {limit})")
+    return request.offset
+
+
+def _merchandising(request: pb.SearchRequest, limit: int) -> Merchandising:
+    """Paging, sort, in-stock boost and facets of a SearchRequest (cartwise/merchandising.py)."""
+    if request.sort not in SORT_OF_WIRE:
+        raise InvalidRequest("sort", f"unknown value {request.sort}")
+    boost = _optional_weight(request, "in_stock_boost", MAX_BOOST)
+    return Merchandising(_offset(request, limit), SORT_OF_WIRE[request.sort], boost or 0.0, request.facets)
 
 
 def _price_bound(price: pb.PriceRange, name: str) -> float | None:
@@ -120,9 +142,11 @@ def validate_search(request: pb.SearchRequest, max_query_chars: int) -> SearchQu
     query, user_id = request.query.strip(), _user_id(request.user_id)
     if not query and not user_id:
         raise InvalidRequest("query", "a query or a user_id is required")
-    return SearchQuery(query, user_id, _limit(request), validate_filter(request.filter), request.exclude_purchased,
+    limit = _limit(request)
+    return SearchQuery(query, user_id, limit, validate_filter(request.filter), request.exclude_purchased,
                        _optional_weight(request, "personalization_weight", MAX_WEIGHT), _retrieval(request),
-                       _optional_weight(request, "lexical_weight", 1.0), not request.keep_duplicates)
+                       _optional_weight(request, "lexical_weight", 1.0), not request.keep_duplicates,
+                       _merchandising(request, limit))
 
 
 def validate_recommend(request: pb.RecommendRequest) -> SearchQuery:
@@ -130,8 +154,9 @@ def validate_recommend(request: pb.RecommendRequest) -> SearchQuery:
     user_id = _user_id(request.user_id)
     if not user_id:
         raise InvalidRequest("user_id", "is required")
-    return SearchQuery("", user_id, _limit(request), validate_filter(request.filter), request.exclude_purchased, None,
-                       collapse=not request.keep_duplicates)
+    limit = _limit(request)
+    return SearchQuery("", user_id, limit, validate_filter(request.filter), request.exclude_purchased, None,
+                       collapse=not request.keep_duplicates, page=Merchandising(_offset(request, limit)))
 
 
 def validate_similar(request: pb.SimilarProductsRequest) -> SimilarQuery:
@@ -141,5 +166,7 @@ def validate_similar(request: pb.SimilarProductsRequest) -> SimilarQuery:
         raise InvalidRequest("product_id", "is required")
     if len(product_id) > MAX_ID_CHARS:
         raise InvalidRequest("product_id", f"longer than {MAX_ID_CHARS} characters")
-    return SimilarQuery(product_id, _user_id(request.user_id), _limit(request), validate_filter(request.filter),
-                        _optional_weight(request, "personalization_weight", MAX_WEIGHT), not request.keep_duplicates)
+    limit = _limit(request)
+    return SimilarQuery(product_id, _user_id(request.user_id), limit, validate_filter(request.filter),
+                        _optional_weight(request, "personalization_weight", MAX_WEIGHT), not request.keep_duplicates,
+                        Merchandising(_offset(request, limit)))

@@ -33,6 +33,7 @@ from cartwise.index.base import (
     SearchFilter,
     SparseVector,
     as_vector,
+    facet_counts,
     hybrid_hits,
     stock_keyword,
     to_hit,
@@ -324,6 +325,12 @@ class EdgeIndex:
             records, _ = shard.scroll(request)
         return [IndexHit(str(r.id), 0.0, r.payload or {}, as_vector(r.vector) if with_vectors else None)
                 for r in records]
+
+    def facet(self, name: str, key: str, limit: int, flt: SearchFilter | None = None,
+              exact: bool = True) -> list[tuple[str, int]]:
+        request = qe.FacetRequest(key, limit=limit, exact=exact, filter=edge_filter(flt))
+        with self._reading(name) as shard:
+            return facet_counts(shard.facet(request).hits)
 
     def count(self, name: str) -> int:
         with self._reading(name) as shard:

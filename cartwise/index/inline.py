@@ -45,6 +45,10 @@ class InlineAsyncIndex:
                      with_vectors: bool = False) -> list[IndexHit]:
         return self.index.scroll(name, limit, flt, order_by, with_vectors)
 
+    async def facet(self, name: str, key: str, limit: int, flt: SearchFilter | None = None,
+                    exact: bool = True) -> list[tuple[str, int]]:
+        return self.index.facet(name, key, limit, flt, exact)
+
     async def count(self, name: str) -> int:
         return self.index.count(name)
 

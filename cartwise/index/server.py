@@ -33,6 +33,7 @@ from cartwise.index.base import (
     SearchFilter,
     SparseVector,
     as_vector,
+    facet_counts,
     hybrid_hits,
     stock_keyword,
     to_hit,
@@ -230,6 +231,12 @@ def scroll_call(limit: int, flt: SearchFilter | None, order_by: str | None, with
                       lambda response: _records(with_vectors)(response[0]))
 
 
+def facet_call(key: str, limit: int, flt: SearchFilter | None, exact: bool) -> ClientCall:
+    """Facet counts of ``key``, as :meth:`cartwise.index.VectorIndex.facet`."""
+    return ClientCall("facet", {"key": key, "limit": limit, "exact": exact, "facet_filter": server_filter(flt)},
+                      lambda response: facet_counts(response.hits))
+
+
 COUNT = ClientCall("count", {"exact": True}, lambda response: response.count)
 HAS_LEXICAL = ClientCall("get_collection", {},
                          lambda info: LEXICAL in (info.config.params.sparse_vectors or {}))  # has lexical vectors
@@ -307,6 +314,10 @@ class QdrantServerIndex:
                with_vectors: bool = False) -> list[IndexHit]:
         return self._run(name, scroll_call(limit, flt, order_by, with_vectors))
 
+    def facet(self, name: str, key: str, limit: int, flt: SearchFilter | None = None,
+              exact: bool = True) -> list[tuple[str, int]]:
+        return self._run(name, facet_call(key, limit, flt, exact))
+
     def count(self, name: str) -> int:
         return self._run(name, COUNT)
 
@@ -368,6 +379,10 @@ class AsyncQdrantServerIndex:
     async def scroll(self, name: str, limit: int, flt: SearchFilter | None = None, order_by: str | None = None,
                      with_vectors: bool = False) -> list[IndexHit]:
         return await self._run(name, scroll_call(limit, flt, order_by, with_vectors))
+
+    async def facet(self, name: str, key: str, limit: int, flt: SearchFilter | None = None,
+                    exact: bool = True) -> list[tuple[str, int]]:
+        return await self._run(name, facet_call(key, limit, flt, exact))
 
     async def count(self, name: str) -> int:
         return await self._run(name, COUNT)

@@ -24,31 +24,39 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63\x61rtwise/v1/search.proto\x12\x0b\x63\x61rtwise.v1\"@\n\nPriceRange\x12\x10\n\x03min\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x10\n\x03max\x18\x02 \x01(\x01H\x01\x88\x01\x01\x42\x06\n\x04_minB\x06\n\x04_max\"\x82\x01\n\x06\x46ilter\x12\x17\n\x0f\x63\x61tegory_prefix\x18\x01 \x03(\t\x12\x0e\n\x06\x62rands\x18\x02 \x03(\t\x12&\n\x05price\x18\x03 \x01(\x0b\x32\x17.cartwise.v1.PriceRange\x12\'\n\x05stock\x18\x04 \x01(\x0e\x32\x18.cartwise.v1.StockFilter\"\xc1\x02\n\rSearchRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x12\n\x05limit\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12#\n\x06\x66ilter\x18\x04 \x01(\x0b\x32\x13.cartwise.v1.Filter\x12\x19\n\x11\x65xclude_purchased\x18\x05 \x01(\x08\x12#\n\x16personalization_weight\x18\x06 \x01(\x01H\x01\x88\x01\x01\x12)\n\tretrieval\x18\x07 \x01(\x0e\x32\x16.cartwise.v1.Retrieval\x12\x1b\n\x0elexical_weight\x18\x08 \x01(\x01H\x02\x88\x01\x01\x12\x17\n\x0fkeep_duplicates\x18\t \x01(\x08\x42\x08\n\x06_limitB\x19\n\x17_personalization_weightB\x11\n\x0f_lexical_weight\"\x9a\x01\n\x10RecommendRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x12\n\x05limit\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12#\n\x06\x66ilter\x18\x03 \x01(\x0b\x32\x13.cartwise.v1.Filter\x12\x19\n\x11\x65xclude_purchased\x18\x04 \x01(\x08\x12\x17\n\x0fkeep_duplicates\x18\x05 \x01(\x08\x42\x08\n\x06_limit\"\xd9\x01\n\x16SimilarProductsRequest\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x12\n\x05limit\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12#\n\x06\x66ilter\x18\x03 \x01(\x0b\x32\x13.cartwise.v1.Filter\x12\x0f\n\x07user_id\x18\x04 \x01(\t\x12#\n\x16personalization_weight\x18\x05 \x01(\x01H\x01\x88\x01\x01\x12\x17\n\x0fkeep_duplicates\x18\x06 \x01(\x08\x42\x08\n\x06_limitB\x19\n\x17_personalization_weight\"\xc5\x01\n\x03Hit\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x15\n\rcategory_path\x18\x03 \x03(\t\x12\r\n\x05\x62rand\x18\x04 \x01(\t\x12\r\n\x05price\x18\x05 \x01(\x01\x12\x10\n\x08in_stock\x18\x06 \x01(\x08\x12\r\n\x05score\x18\x07 \x01(\x02\x12\x16\n\x0esemantic_score\x18\x08 \x01(\x02\x12\x16\n\x0epersonal_score\x18\t \x01(\x02\x12\x15\n\rlexical_score\x18\n \x01(\x02\"\x82\x02\n\x0eSearchResponse\x12\x1e\n\x04hits\x18\x01 \x03(\x0b\x32\x10.cartwise.v1.Hit\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x15\n\rindex_version\x18\x03 \x01(\t\x12\x1e\n\x16personalization_weight\x18\x04 \x01(\x02\x12\x19\n\x11user_interactions\x18\x05 \x01(\r\x12)\n\tretrieval\x18\x06 \x01(\x0e\x32\x16.cartwise.v1.Retrieval\x12\x16\n\x0elexical_weight\x18\x07 \x01(\x02\x12\x10\n\x08strategy\x18\x08 \x01(\t\x12\x12\n\nrequest_id\x18\t \x01(\t*e\n\x0bStockFilter\x12\x1c\n\x18STOCK_FILTER_UNSPECIFIED\x10\x00\x12\x19\n\x15STOCK_FILTER_IN_STOCK\x10\x01\x12\x1d\n\x19STOCK_FILTER_OUT_OF_STOCK\x10\x02*h\n\tRetrieval\x12\x19\n\x15RETRIEVAL_UNSPECIFIED\x10\x00\x12\x14\n\x10RETRIEVAL_HYBRID\x10\x01\x12\x13\n\x0fRETRIEVAL_DENSE\x10\x02\x12\x15\n\x11RETRIEVAL_LEXICAL\x10\x03\x32\xf0\x01\n\rSearchService\x12\x41\n\x06Search\x12\x1a.cartwise.v1.SearchRequest\x1a\x1b.cartwise.v1.SearchResponse\x12G\n\tRecommend\x12\x1d.cartwise.v1.RecommendRequest\x1a\x1b.cartwise.v1.SearchResponse\x12S\n\x0fSimilarProducts\x12#.cartwise.v1.SimilarProductsRequest\x1a\x1b.cartwise.v1.SearchResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63\x61rtwise/v1/search.proto\x12\x0b\x63\x61rtwise.v1\"@\n\nPriceRange\x12\x10\n\x03min\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x10\n\x03max\x18\x02 \x01(\x01H\x01\x88\x01\x01\x42\x06\n\x04_minB\x06\n\x04_max\"\x82\x01\n\x06\x46ilter\x12\x17\n\x0f\x63\x61tegory_prefix\x18\x01 \x03(\t\x12\x0e\n\x06\x62rands\x18\x02 \x03(\t\x12&\n\x05price\x18\x03 \x01(\x0b\x32\x17.cartwise.v1.PriceRange\x12\'\n\x05stock\x18\x04 \x01(\x0e\x32\x18.cartwise.v1.StockFilter\"\xb2\x03\n\rSearchRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x12\n\x05limit\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12#\n\x06\x66ilter\x18\x04 \x01(\x0b\x32\x13.cartwise.v1.Filter\x12\x19\n\x11\x65xclude_purchased\x18\x05 \x01(\x08\x12#\n\x16personalization_weight\x18\x06 \x01(\x01H\x01\x88\x01\x01\x12)\n\tretrieval\x18\x07 \x01(\x0e\x32\x16.cartwise.v1.Retrieval\x12\x1b\n\x0elexical_weight\x18\x08 \x01(\x01H\x02\x88\x01\x01\x12\x17\n\x0fkeep_duplicates\x18\t \x01(\x08\x12\x0e\n\x06offset\x18\n \x01(\x05\x12\x1f\n\x04sort\x18\x0b \x01(\x0e\x32\x11.cartwise.v1.Sort\x12\x1b\n\x0ein_stock_boost\x18\x0c \x01(\x01H\x03\x88\x01\x01\x12\x0e\n\x06\x66\x61\x63\x65ts\x18\r \x01(\x08\x42\x08\n\x06_limitB\x19\n\x17_personalization_weightB\x11\n\x0f_lexical_weightB\x11\n\x0f_in_stock_boost\"\xaa\x01\n\x10RecommendRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x12\n\x05limit\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12#\n\x06\x66ilter\x18\x03 \x01(\x0b\x32\x13.cartwise.v1.Filter\x12\x19\n\x11\x65xclude_purchased\x18\x04 \x01(\x08\x12\x17\n\x0fkeep_duplicates\x18\x05 \x01(\x08\x12\x0e\n\x06offset\x18\x06 \x01(\x05\x42\x08\n\x06_limit\"\xe9\x01\n\x16SimilarProductsRequest\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x12\n\x05limit\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12#\n\x06\x66ilter\x18\x03 \x01(\x0b\x32\x13.cartwise.v1.Filter\x12\x0f\n\x07user_id\x18\x04 \x01(\t\x12#\n\x16personalization_weight\x18\x05 \x01(\x01H\x01\x88\x01\x01\x12\x17\n\x0fkeep_duplicates\x18\x06 \x01(\x08\x12\x0e\n\x06offset\x18\x07 \x01(\x05\x42\x08\n\x06_limitB\x19\n\x17_personalization_weight\"\xc5\x01\n\x03Hit\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x15\n\rcategory_path\x18\x03 \x03(\t\x12\r\n\x05\x62rand\x18\x04 \x01(\t\x12\r\n\x05price\x18\x05 \x01(\x01\x12\x10\n\x08in_stock\x18\x06 \x01(\x08\x12\r\n\x05score\x18\x07 \x01(\x02\x12\x16\n\x0esemantic_score\x18\x08 \x01(\x02\x12\x16\n\x0epersonal_score\x18\t \x01(\x02\x12\x15\n\rlexical_score\x18\n \x01(\x02\"*\n\nFacetCount\x12\r\n\x05value\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\r\"A\n\tPriceBand\x12\x0b\n\x03min\x18\x01 \x01(\x01\x12\x10\n\x03max\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\r\n\x05\x63ount\x18\x03 \x01(\rB\x06\n\x04_max\"\x9f\x01\n\x06\x46\x61\x63\x65ts\x12+\n\ncategories\x18\x01 \x03(\x0b\x32\x17.cartwise.v1.FacetCount\x12\'\n\x06\x62rands\x18\x02 \x03(\x0b\x32\x17.cartwise.v1.FacetCount\x12+\n\x0bprice_bands\x18\x03 \x03(\x0b\x32\x16.cartwise.v1.PriceBand\x12\x12\n\ncandidates\x18\x04 \x01(\r\"\xa7\x02\n\x0eSearchResponse\x12\x1e\n\x04hits\x18\x01 \x03(\x0b\x32\x10.cartwise.v1.Hit\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x15\n\rindex_version\x18\x03 \x01(\t\x12\x1e\n\x16personalization_weight\x18\x04 \x01(\x02\x12\x19\n\x11user_interactions\x18\x05 \x01(\r\x12)\n\tretrieval\x18\x06 \x01(\x0e\x32\x16.cartwise.v1.Retrieval\x12\x16\n\x0elexical_weight\x18\x07 \x01(\x02\x12\x10\n\x08strategy\x18\x08 \x01(\t\x12#\n\x06\x66\x61\x63\x65ts\x18\t \x01(\x0b\x32\x13.cartwise.v1.Facets\x12\x12\n\nrequest_id\x18\n \x01(\t*e\n\x0bStockFilter\x12\x1c\n\x18STOCK_FILTER_UNSPECIFIED\x10\x00\x12\x19\n\x15STOCK_FILTER_IN_STOCK\x10\x01\x12\x1d\n\x19STOCK_FILTER_OUT_OF_STOCK\x10\x02*Y\n\x04Sort\x12\x14\n\x10SORT_UNSPECIFIED\x10\x00\x12\x12\n\x0eSORT_RELEVANCE\x10\x01\x12\x12\n\x0eSORT_PRICE_ASC\x10\x02\x12\x13\n\x0fSORT_PRICE_DESC\x10\x03*h\n\tRetrieval\x12\x19\n\x15RETRIEVAL_UNSPECIFIED\x10\x00\x12\x14\n\x10RETRIEVAL_HYBRID\x10\x01\x12\x13\n\x0fRETRIEVAL_DENSE\x10\x02\x12\x15\n\x11RETRIEVAL_LEXICAL\x10\x03\x32\xf0\x01\n\rSearchService\x12\x41\n\x06Search\x12\x1a.cartwise.v1.SearchRequest\x1a\x1b.cartwise.v1.SearchResponse\x12G\n\tRecommend\x12\x1d.cartwise.v1.RecommendRequest\x1a\x1b.cartwise.v1.SearchResponse\x12S\n\x0fSimilarProducts\x12#.cartwise.v1.SimilarProductsRequest\x1a\x1b.cartwise.v1.SearchResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cartwise.v1.search_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_STOCKFILTER']._serialized_start=1402
-  _globals['_STOCKFILTER']._serialized_end=1503
-  _globals['_RETRIEVAL']._serialized_start=1505
-  _globals['_RETRIEVAL']._serialized_end=1609
+  _globals['_STOCKFILTER']._serialized_start=1857
+  _globals['_STOCKFILTER']._serialized_end=1958
+  _globals['_SORT']._serialized_start=1960
+  _globals['_SORT']._serialized_end=2049
+  _globals['_RETRIEVAL']._serialized_start=2051
+  _globals['_RETRIEVAL']._serialized_end=2155
   _globals['_PRICERANGE']._serialized_start=41
   _globals['_PRICERANGE']._serialized_end=105
   _globals['_FILTER']._serialized_start=108
   _globals['_FILTER']._serialized_end=238
   _globals['_SEARCHREQUEST']._serialized_start=241
-  _globals['_SEARCHREQUEST']._serialized_end=562
-  _globals['_RECOMMENDREQUEST']._serialized_start=565
-  _globals['_RECOMMENDREQUEST']._serialized_end=719
-  _globals['_SIMILARPRODUCTSREQUEST']._serialized_start=722
-  _globals['_SIMILARPRODUCTSREQUEST']._serialized_end=939
-  _globals['_HIT']._serialized_start=942
-  _globals['_HIT']._serialized_end=1139
-  _globals['_SEARCHRESPONSE']._serialized_start=1142
-  _globals['_SEARCHRESPONSE']._serialized_end=1400
-  _globals['_SEARCHSERVICE']._serialized_start=1612
-  _globals['_SEARCHSERVICE']._serialized_end=1852
+  _globals['_SEARCHREQUEST']._serialized_end=675
+  _globals['_RECOMMENDREQUEST']._serialized_start=678
+  _globals['_RECOMMENDREQUEST']._serialized_end=848
+  _globals['_SIMILARPRODUCTSREQUEST']._serialized_start=851
+  _globals['_SIMILARPRODUCTSREQUEST']._serialized_end=1084
+  _globals['_HIT']._serialized_start=1087
+  _globals['_HIT']._serialized_end=1284
+  _globals['_FACETCOUNT']._serialized_start=1286
+  _globals['_FACETCOUNT']._serialized_end=1328
+  _globals['_PRICEBAND']._serialized_start=1330
+  _globals['_PRICEBAND']._serialized_end=1395
+  _globals['_FACETS']._serialized_start=1398
+  _globals['_FACETS']._serialized_end=1557
+  _globals['_SEARCHRESPONSE']._serialized_start=1560
+  _globals['_SEARCHRESPONSE']._serialized_end=1855
+  _globals['_SEARCHSERVICE']._serialized_start=2158
+  _globals['_SEARCHSERVICE']._serialized_end=2398
 # @@protoc_insertion_point(module_scope)

@@ -15,7 +15,7 @@ import pytest_asyncio
 
 from cartwise.app.bench.common import free_port
 from cartwise.app.service import Service
-from cartwise.client import AsyncClient, Client, Filter, Hit, Retrieval, SearchResult
+from cartwise.client import AsyncClient, Client, Facets, Filter, Hit, PriceBand, Retrieval, SearchResult, Sort
 from cartwise.events import BehaviorEvent, ProductUpsert, encode_event
 from cartwise.kafka_io import make_producer
 from cartwise.settings import Settings
@@ -103,6 +103,19 @@ async def test_filter_and_retrieval_reach_the_service(client):
     assert [hit.product_id for hit in kitchen.hits] == ["cl-kettle"]
     cheap = await client.search("power tool", filter=Filter(price_max=100.0), retrieval=Retrieval.DENSE, timeout_s=30)
     assert cheap.retrieval is Retrieval.DENSE and {hit.product_id for hit in cheap.hits} == {"cl-drill", "cl-kettle"}
+
+
+async def test_paging_sort_and_facets_reach_the_service(client):
+    by_price = await client.search("power tool", sort=Sort.PRICE_DESC, limit=2, facets=True, timeout_s=30)
+    assert [hit.price for hit in by_price.hits] == [129.0, 99.0]
+    assert [hit.product_id for hit in (await client.search("power tool", sort=Sort.PRICE_DESC, offset=2,
+                                                           timeout_s=30)).hits] == ["cl-kettle"]
+    assert by_price.facets == Facets(categories=(("tools", 2), ("kitchen", 1)),
+                                     brands=(("voltline", 2), ("brevo", 1)),
+                                     price_bands=(PriceBand(25.0, 50.0, 1), PriceBand(50.0, 100.0, 1),
+                                                  PriceBand(100.0, 250.0, 1)), candidates=3)
+    plain = await client.search("power tool", in_stock_boost=0.5, timeout_s=30)
+    assert plain.facets is None and all(hit.score > 0.5 for hit in plain.hits)  # every product is in stock
 
 
 async def test_recommend_and_personal_scores(client):

@@ -145,17 +145,10 @@ def _browse(url: str, screenshot: Path) -> tuple[str, list[str], str, int, int]:
     """Search "smartphone" side by side with BM25 as an anonymous shopper, add a hit low on the page to the
     cart, and wait for the answer to change. Returns the carted hit's title, the titles after, the status
     line, the number of BM25 hits shown and of hits marked as moved up."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service as ChromeService
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--window-size=1400,1100"):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(service=ChromeService(executable_path=CHROMEDRIVER), options=options)
+    driver = _browser()
     try:
         wait = WebDriverWait(driver, 30)
         driver.get(url)
@@ -183,6 +176,48 @@ def _browse(url: str, screenshot: Path) -> tuple[str, list[str], str, int, int]:
         driver.quit()
 
 
+def _page_and_refine(url: str) -> tuple[list[str], list[str], str, list[str]]:
+    """Search "smartphone", turn to the next page, then click the first brand of the facet list. Returns the
+    product ids of pages 1 and 2, the brand clicked and the brand lines of the hits after."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = _browser()
+    try:
+        wait = WebDriverWait(driver, 30)
+        driver.get(url)
+        driver.find_element(By.ID, "query").send_keys("smartphone")
+        driver.find_element(By.ID, "search").click()
+        info = lambda d: d.find_element(By.ID, "page-info").text  # noqa: E731
+        ids = lambda d: [li.get_attribute("data-product-id") for li in d.find_elements(By.CSS_SELECTOR, "#results li.hit")]  # noqa: E731
+        wait.until(lambda d: info(d).startswith("1–") and d.find_elements(By.CSS_SELECTOR, "#facet-brands a"))
+        first = ids(driver)
+        driver.find_element(By.ID, "next").click()
+        wait.until(lambda d: info(d).startswith("11–"))
+        second = ids(driver)
+        brand = driver.find_element(By.CSS_SELECTOR, "#facet-brands a")
+        name = brand.text
+        brand.click()
+        wait.until(lambda d: info(d).startswith("1–") and driver.find_element(By.ID, "brands").get_attribute("value"))
+        metas = [li.find_element(By.CLASS_NAME, "meta").text for li in driver.find_elements(By.CSS_SELECTOR, "#results li.hit")]
+        return first, second, name, metas
+    finally:
+        driver.quit()
+
+
+def _browser():
+    """Headless Chromium through its driver."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service as ChromeService
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--window-size=1400,1100"):
+        options.add_argument(argument)
+    return webdriver.Chrome(service=ChromeService(executable_path=CHROMEDRIVER), options=options)
+
+
 @pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
                     reason="chromium and chromedriver not on PATH (`make test` installs Debian's chromium and "
                            "chromium-driver; apt-get was unavailable)")
@@ -195,3 +230,11 @@ async def test_in_a_browser_a_cart_click_brings_the_product_to_the_top(service, 
     # has many) leads, and the page marks what moved
     assert after[0] == carted and moved_up > 0
     assert (tmp_path / "playground.png").stat().st_size > 0
+
+
+@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="chromium and chromedriver not on PATH (see above)")
+async def test_in_a_browser_pages_turn_and_a_brand_facet_filters(service):
+    url = f"http://127.0.0.1:{service.playground.port}/"
+    first, second, brand, metas = await asyncio.to_thread(_page_and_refine, url)
+    assert len(first) == len(second) == 10 and not set(first) & set(second)
+    assert brand and metas and all(f" {brand} " in f" {meta.lower()} " for meta in metas), (brand, metas)

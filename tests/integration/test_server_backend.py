@@ -122,6 +122,8 @@ REQUESTS = [
                                 filter=pb.Filter(price=pb.PriceRange(max=100.0)))),
     ("Search", pb.SearchRequest(query="tools", user_id=USER, limit=5, exclude_purchased=True)),
     ("Recommend", pb.RecommendRequest(user_id=USER, limit=3)),
+    ("Search", pb.SearchRequest(query="kitchen", limit=3, offset=1, sort=pb.SORT_PRICE_DESC, in_stock_boost=0.2,
+                                facets=True)),
 ]
 
 
@@ -133,7 +135,7 @@ async def test_the_async_server_backend_answers_as_qdrant_edge_does(stubs, metho
         np.testing.assert_allclose([getattr(h, field) for h in server.hits],
                                    [getattr(h, field) for h in embedded.hits], atol=1e-4, err_msg=field)
     for field in ("model_version", "index_version", "personalization_weight", "user_interactions", "retrieval",
-                  "lexical_weight"):
+                  "lexical_weight", "facets"):
         assert getattr(server, field) == getattr(embedded, field), field
 
 

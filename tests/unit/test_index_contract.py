@@ -67,7 +67,7 @@ def payload(pid, path, brand, price, in_stock) -> dict:
 POINTS = [IndexPoint(point_id(row[0]), VECTORS[k], payload(*row)) for k, row in enumerate(PRODUCTS)]
 
 
-READS = ("has_collection", "retrieve", "search", "lexical_search", "hybrid_search", "scroll", "count")
+READS = ("has_collection", "retrieve", "search", "lexical_search", "hybrid_search", "scroll", "facet", "count")
 
 
 class Awaited:
@@ -249,6 +249,22 @@ def test_scroll_filters_and_orders_by_a_float_field(products):
     assert products.scroll(NAME, 100)[0].vector is None
 
 
+def test_facet_counts_keyword_values_of_the_filtered_points(products):
+    assert products.facet(NAME, "brand", 10) == [("acme", 3), ("globex", 2), ("initech", 2)]
+    assert products.facet(NAME, "brand", 10, SearchFilter(in_stock=True)) == [("acme", 2), ("initech", 2),
+                                                                             ("globex", 1)]
+
+
+def test_facet_counts_each_value_of_a_list_and_keeps_the_most_frequent(products):
+    kept = frozenset(point_id(p) for p in ("p0", "p1", "p4"))
+    assert products.facet(NAME, "category_prefixes", 10, SearchFilter(ids=kept)) == [
+        ("electronics", 2), ("electronics > phone", 2), ("home", 1), ("home > kitchen", 1),
+        ("home > kitchen > mug", 1)]
+    assert products.facet(NAME, "category_prefixes", 2) == [("electronics", 4), ("home", 3)]
+    approximate = products.facet(NAME, "category_prefixes", 10, SearchFilter(ids=kept), exact=False)
+    assert approximate == products.facet(NAME, "category_prefixes", 10, SearchFilter(ids=kept))
+
+
 def test_filters_combine_with_and(products):
     flt = SearchFilter(category_prefix=("electronics",), brands=("Acme",), price_max=500.0)
     assert search_ids(products, flt) == {"p0"}
@@ -288,6 +304,7 @@ def test_delete(products):
     lambda i: i.retrieve("nope", [POINTS[0].id]),
     lambda i: i.search("nope", VECTORS[0], 3),
     lambda i: i.count("nope"),
+    lambda i: i.facet("nope", "brand", 3),
 ])
 def test_missing_collection_raises_key_error(index, call):
     with pytest.raises(KeyError, match="'nope' does not exist"):

@@ -6,6 +6,7 @@ const $ = (id) => document.getElementById(id);
 let lastRequest = null;   // the SearchRequest (proto3 JSON) of the answer on screen
 let lastRanks = new Map(); // product_id -> rank of the answer on screen
 let lastRequestId = null;  // its request_id, sent back with an event made from it
+let offset = 0;            // hits skipped: the page on screen starts at offset + 1
 
 function token() { return sessionStorage.getItem("cartwise-token"); }
 
@@ -36,7 +37,8 @@ function number(id) {
 function searchRequest() {
   const request = { query: $("query").value, user_id: $("user").value, limit: number("limit") || 10,
                     retrieval: $("retrieval").value, exclude_purchased: $("exclude-purchased").checked,
-                    keep_duplicates: $("keep-duplicates").checked };
+                    keep_duplicates: $("keep-duplicates").checked, offset, sort: $("sort").value,
+                    facets: $("facets").checked };
   const filter = {};
   const category = $("category").value.split(">").map((s) => s.trim()).filter(Boolean);
   if (category.length) filter.category_prefix = category;
@@ -50,6 +52,7 @@ function searchRequest() {
   if (Object.keys(filter).length) request.filter = filter;
   if (number("lexical-weight") !== undefined) request.lexical_weight = number("lexical-weight");
   if (number("personal-weight") !== undefined) request.personalization_weight = number("personal-weight");
+  if (number("in-stock-boost") !== undefined) request.in_stock_boost = number("in-stock-boost");
   return request;
 }
 
@@ -112,15 +115,63 @@ function describe(response) {
   return "(" + parts.join(", ") + ")";
 }
 
+function facetList(list, entries, refine) {
+  list.innerHTML = "";
+  for (const { label, count, value } of entries) {
+    const li = document.createElement("li");
+    const link = document.createElement("a");
+    link.href = "#";
+    link.textContent = label;
+    link.addEventListener("click", (event) => { event.preventDefault(); refine(value); offset = 0; runSearch(); });
+    const counted = document.createElement("span");
+    counted.className = "facet-count";
+    counted.textContent = count;
+    li.append(link, counted);
+    list.appendChild(li);
+  }
+}
+
+// Clicking a facet value narrows the filter: a category one level down, a brand, a price band.
+function showFacets(facets) {
+  $("facets-column").hidden = !facets;
+  if (!facets) return;
+  $("facets-meta").textContent = `(${facets.candidates} candidates)`;
+  const prefix = () => $("category").value.split(">").map((s) => s.trim()).filter(Boolean);
+  facetList($("facet-categories"), facets.categories.map((c) => ({ label: c.value, count: c.count, value: c.value })),
+            (value) => { $("category").value = [...prefix(), value].join(" > "); });
+  facetList($("facet-brands"), facets.brands.map((b) => ({ label: b.value, count: b.count, value: b.value })),
+            (value) => { $("brands").value = value; });
+  facetList($("facet-prices"), facets.price_bands.map((b) => ({
+    label: b.max === undefined ? `$${b.min}+` : `$${b.min}–${b.max}`, count: b.count, value: b })),
+            (band) => { $("price-min").value = band.min; $("price-max").value = band.max === undefined ? "" : band.max; });
+}
+
 function show(response, previous) {
-  render($("results"), response, { actions: true, previous });
+  const list = $("results");
+  render(list, response, { actions: true, previous });
+  list.start = offset + 1;
   $("cartwise-meta").textContent = describe(response);
   lastRanks = new Map((response.hits || []).map((h, rank) => [h.product_id, rank]));
   lastRequestId = response.request_id;
+  const shown = (response.hits || []).length;
+  $("page-info").textContent = shown ? `${offset + 1}–${offset + shown}` : "no more hits";
+  $("prev").disabled = offset === 0;
+  $("next").disabled = shown < (lastRequest ? lastRequest.limit : 10);
+  showFacets(response.facets);
 }
 
 async function search(event) {
   if (event) event.preventDefault();
+  offset = 0;
+  await runSearch();
+}
+
+async function turnPage(step) {
+  offset = Math.max(0, offset + step * (number("limit") || 10));
+  await runSearch();
+}
+
+async function runSearch() {
   const request = searchRequest();
   status("searching…");
   try {
@@ -130,7 +181,7 @@ async function search(event) {
     show(response, null);
     $("bm25-column").hidden = !$("compare").checked;
     if ($("compare").checked) {
-      const lexical = { ...request, user_id: "", retrieval: "RETRIEVAL_LEXICAL" };
+      const lexical = { ...request, user_id: "", retrieval: "RETRIEVAL_LEXICAL", facets: false };
       delete lexical.lexical_weight;
       delete lexical.personalization_weight;
       render($("bm25-results"), await api("/api/search", lexical), { actions: false });
@@ -169,6 +220,8 @@ async function sendEvent(kind, productId) {
 
 async function init() {
   $("search-form").addEventListener("submit", search);
+  $("prev").addEventListener("click", () => turnPage(-1));
+  $("next").addEventListener("click", () => turnPage(1));
   try {
     const info = await api("/api/info");
     for (const user of info.users) $("user").add(new Option(user, user));
