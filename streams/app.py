@@ -32,6 +32,7 @@ from cartwise.settings import Settings
 from encoders.bulk import BulkEncoder
 from streams.behavior import UserUpdate, rebuild_user_vectors, update_user_vectors
 from streams.catalog import record_deletions, write_catalog
+from streams.changelog import TableBatch
 from streams.erasure import StreamClock, remove_users
 from streams.indexing import ProductIndexing
 from streams.swap import REPAIR_REASON, SwapCoordinator, WorkerHooks
@@ -261,7 +262,7 @@ class StreamWorker:
         self._catalog_changed = True
 
     async def _behavior_agent(self, stream) -> None:
-        async for batch in stream.take_events(self.settings.catalog_batch, within=self.settings.catalog_batch_window_s):
+        async for batch in stream.take_events(self.settings.behavior_batch, within=self.settings.behavior_batch_window_s):
             updates: dict[str, UserUpdate] = {}
             forgets: set[str] = set()
             for event in batch:
@@ -306,9 +307,11 @@ class StreamWorker:
     def _write_users(self, updates: dict[str, UserUpdate]) -> None:
         # The Table first: a crash before the vectors are written leaves points whose digest lags the
         # history, which the redelivered batch repairs (streams/behavior.py).
+        histories = TableBatch(self.histories)
         for user_id, update in updates.items():
             if update.history.digest() != update.before:
-                self.histories[user_id] = update.history.to_json()
+                histories[user_id] = update.history.to_json()
+        histories.flush()
         if updates:
             pending = set().union(*(update_user_vectors(updates, self.index, self.points, m.products, m.users,
                                                         self.settings.personalization)
@@ -318,7 +321,9 @@ class StreamWorker:
     def _remove_users(self, user_ids: list[str]) -> int:
         """Erase or expire ``user_ids`` everywhere (streams/erasure.py); returns how many there were."""
         if user_ids:
-            remove_users(user_ids, self.histories, self.points, self.targets)
+            histories = TableBatch(self.histories)
+            remove_users(user_ids, histories, self.points, self.targets)
+            histories.flush()
             self.clock.forget(user_ids)
             self._pending_users.difference_update(user_ids)
             log.info("removed %d users (erasure or expiry)", len(user_ids))
