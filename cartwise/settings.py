@@ -162,6 +162,13 @@ class Settings(BaseSettings):
     hnsw_ef: int = Field(128, ge=1, description="HNSW candidate list per search (at least the limit)")
     catalog_batch: int = 256
     catalog_batch_window_s: float = 0.02
+    behavior_batch: int = Field(1024, ge=1, description="behavior events the stream worker applies together, at "
+                                                        "most (a user's events in one batch cost one history "
+                                                        "write and one user-point write)")
+    behavior_batch_window_s: float = Field(0.1, gt=0.0, description="how long the stream worker waits for a "
+                                                                   "behavior batch to fill (seconds; adds up "
+                                                                   "to this much to freshness when traffic "
+                                                                   "is light)")
     optimize_quiet_s: float = Field(5.0, ge=0.0, description="Qdrant Edge: build a products collection's HNSW "
                                                            "graph once the catalog has been quiet this long "
                                                            "after upserts (streams/indexing.py)")

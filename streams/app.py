@@ -32,6 +32,7 @@ from cartwise.settings import Settings
 from encoders.bulk import BulkEncoder
 from streams.behavior import UserUpdate, rebuild_user_vectors, update_user_vectors
 from streams.catalog import record_deletions, write_catalog
+from streams.changelog import TableBatch
 from streams.erasure import StreamClock, delete_user_points, forget_histories
 from streams.index_calls import IndexCalls
 from streams.indexing import ProductIndexing
@@ -283,7 +284,7 @@ class StreamWorker:
         self._catalog_changed = True
 
     async def _behavior_agent(self, stream) -> None:
-        async for batch in stream.take_events(self.settings.catalog_batch, within=self.settings.catalog_batch_window_s):
+        async for batch in stream.take_events(self.settings.behavior_batch, within=self.settings.behavior_batch_window_s):
             updates: dict[str, UserUpdate] = {}
             forgets: set[str] = set()
             for event in batch:
@@ -328,9 +329,11 @@ class StreamWorker:
     async def _write_users(self, updates: dict[str, UserUpdate]) -> None:
         # The Table first: a crash before the vectors are written leaves points whose digest lags the
         # history, which the redelivered batch repairs (streams/behavior.py).
+        histories = TableBatch(self.histories)
         for user_id, update in updates.items():
             if update.history.digest() != update.before:
-                self.histories[user_id] = update.history.to_json()
+                histories[user_id] = update.history.to_json()
+        histories.flush()
         if updates:
             pending = await self.calls.run(self._update_vectors, updates, self.targets.models())
             self._track_pending(updates.keys(), pending)
@@ -344,7 +347,9 @@ class StreamWorker:
         """Erase or expire ``user_ids`` everywhere (streams/erasure.py); returns how many there were."""
         if user_ids:
             await self.calls.run(delete_user_points, user_ids, self.points, self.targets.models())
-            forget_histories(user_ids, self.histories)
+            histories = TableBatch(self.histories)
+            forget_histories(user_ids, histories)
+            histories.flush()
             self.clock.forget(user_ids)
             self._pending_users.difference_update(user_ids)
             log.info("removed %d users (erasure or expiry)", len(user_ids))

@@ -23,6 +23,7 @@ broker the worker wants it for every send (changelog, dead letters) so a retried
 
 from __future__ import annotations
 
+import asyncio
 from typing import Iterable
 
 import faust
@@ -70,6 +71,24 @@ def _transport_class(fetch_max_wait_ms: int, idempotent_producer: bool) -> type[
             return super()._new_offset(tp)
 
     class Producer(driver.Producer):
+        _batch_sends: asyncio.Future | None = None  # the newest send_batches_soon; each waits for the one before
+
+        def send_batches_soon(self, topic: str, records: dict[int, list[tuple[bytes, bytes | None]]]) -> None:
+            """Send ``records`` (partition -> (key, value) in order) to ``topic`` as aiokafka record batches, in
+            a task after the ones queued before it; ``flush`` (which faust runs before every offset commit)
+            and ``stop`` wait for it and raise its error."""
+            self._batch_sends = asyncio.ensure_future(_send_batches(self, topic, records, self._batch_sends))
+
+        async def flush(self) -> None:
+            if self._batch_sends is not None:
+                await self._batch_sends
+            await super().flush()
+
+        async def on_stop(self) -> None:
+            if self._batch_sends is not None:
+                await asyncio.gather(self._batch_sends, return_exceptions=True)
+            await super().on_stop()
+
         def _settings_extra(self):
             extra = dict(super()._settings_extra())
             return {**extra, "acks": "all", "enable_idempotence": True} if idempotent_producer else extra
@@ -80,6 +99,23 @@ def _transport_class(fetch_max_wait_ms: int, idempotent_producer: bool) -> type[
     Transport.Consumer = Consumer
     Transport.Producer = Producer
     return Transport
+
+
+async def _send_batches(producer: driver.Producer, topic: str, records: dict[int, list[tuple[bytes, bytes | None]]],
+                        previous: asyncio.Future | None) -> None:
+    """The body of ``send_batches_soon``: after ``previous`` (so two batches of one partition keep their order),
+    each partition's records in as few aiokafka record batches as fit."""
+    if previous is not None:
+        await asyncio.gather(previous, return_exceptions=True)  # its error was raised to whoever flushed first
+    kafka = producer._ensure_producer()  # faust's driver has no batch send of its own
+    for partition, items in records.items():
+        batch = kafka.create_batch()
+        for key, value in items:
+            if batch.append(key=key, value=value, timestamp=None) is None:  # full: send it, start the next
+                await kafka.send_batch(batch, topic, partition=partition)
+                batch = kafka.create_batch()
+                batch.append(key=key, value=value, timestamp=None)
+        await kafka.send_batch(batch, topic, partition=partition)
 
 
 def _set_fetching(thread: driver.AIOKafkaConsumerThread, tps: list, paused: bool) -> None:
