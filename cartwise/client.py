@@ -126,7 +126,8 @@ class Retrieval(enum.IntEnum):
 
 class Sort(enum.IntEnum):
     """The order of a Search page (``cartwise.v1.Sort``): RELEVANCE (the default), or PRICE_ASC / PRICE_DESC
-    over the candidate set (the 200 most relevant products; products without a price last)."""
+    over the candidate set (the engine's 200 most relevant products, collapsed; products without a price
+    last)."""
 
     UNSPECIFIED = pb.SORT_UNSPECIFIED
     RELEVANCE = pb.SORT_RELEVANCE
@@ -207,9 +208,9 @@ class Facets:
     @classmethod
     def from_pb(cls, facets: pb.Facets) -> "Facets":
         """The counts of a ``cartwise.v1.Facets``."""
-        return cls(tuple((c.value, c.count) for c in facets.categories), tuple((b.value, b.count) for b in facets.brands),
-                   tuple(PriceBand(b.min, b.max if b.HasField("max") else None, b.count) for b in facets.price_bands),
-                   facets.candidates)
+        bands = tuple(PriceBand(b.min, b.max if b.HasField("max") else None, b.count) for b in facets.price_bands)
+        return cls(tuple((c.value, c.count) for c in facets.categories),
+                   tuple((b.value, b.count) for b in facets.brands), bands, facets.candidates)
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,16 +5,19 @@ offset, so page 2 continues page 1 (collapsing included: cartwise/diversity.py k
 each text in rank order, so a longer ranking starts with the shorter one).
 
 A plain relevance page needs the first ``offset + limit`` hits of the ranking. A price sort, an in-stock
-boost or facet counts work on the *candidate set* instead: the :data:`CANDIDATES` best-ranked products of
-the request by relevance, under its filter, collapsed like the page. Why that set and not every product the
+boost or facet counts work on the *candidate set* instead: the engine's :data:`CANDIDATES` best-ranked
+products of the request by relevance, under its filter, then collapsed like the page (so at most that many;
+fewer where identical-text copies were among them). Why that set and not every product the
 filter matches: a semantic query has no cut-off (every product has an inner product with q̂), so a product
 "matches" a query by ranking high enough; sorting every filter match by price would open a "sofa" search on
 the cheapest product of the catalog. (The engine's ``order_by`` on scroll orders filter matches without a
 query, so it cannot order a query's candidates.) Why a fixed size: each page of a sorted or boosted request
-then slices the same reordered set. Why 200: fetching the candidates (with their vectors, for the score
-parts) costs about as much per request as the search itself at that depth; measured on 10k × 384-d Edge
-points, 200 hits with vectors took 8-14 ms, 1000 took 40-53 ms (docs/architecture.md, "Merchandising").
-Pages past the candidate set are empty.
+then slices the same reordered set. Why 200, and collapsed once rather than fetched until 200 distinct
+texts fill it: the cost is reading the hits with their vectors (for the score parts); measured on 10k ×
+384-d Edge points, 200 hits with vectors took 8-14 ms, 1000 took 40-53 ms, and on REES46 (where a query's
+top 600 may hold fewer than 200 texts) growing the fetch to fill the set cost 91 ms of CPU per Search
+against 20 ms for a plain one; one read of 200 costs 21 ms (docs/architecture.md, "Merchandising and
+paging"). Pages past the candidate set are empty.
 
 The boost is applied here, over the candidates, not as an engine score formula, so that one code path
 serves every backend and retrieval and the set it reorders is the one that is sorted and counted.

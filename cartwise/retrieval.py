@@ -96,6 +96,12 @@ def page(hits: list[IndexHit], request: RankRequest, limit: int, collapse: bool,
     return ranked_hits(hits[:limit], request)
 
 
+def collapsed(ranked: list[RankedHit], seen: Sequence[str] = ()) -> list[RankedHit]:
+    """``ranked`` (best first) with one product per identical text (payload ``text_digest``), none of the
+    texts ``seen``: what :func:`page` keeps, applied to an already ranked list."""
+    return collapse_identical(ranked, [r.hit.payload.get(TEXT_DIGEST) for r in ranked], len(ranked), seen)
+
+
 def _engine_call(index: VectorIndex | AsyncVectorIndex, collection: str, request: RankRequest, params: Lexical,
                  limit: int, flt: SearchFilter | None, hnsw_ef: int | None) -> Any:
     """Call the index method of the retrieval that runs: its hits (each with its dense vector) from a

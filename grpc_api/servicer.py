@@ -7,7 +7,7 @@ import dataclasses
 import logging
 import uuid
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
+from typing import AsyncIterator, Sequence
 
 import grpc
 import numpy as np
@@ -18,7 +18,15 @@ from cartwise.lexical import LexicalEncoder
 from cartwise.personalization import UserPoint, personalization_weight
 from cartwise import popularity
 from cartwise.merchandising import FacetCounts, arrange, count_facets
-from cartwise.retrieval import RankedHit, RankRequest, applied_lexical_weight, page, rank_async, served_retrieval
+from cartwise.retrieval import (
+    RankedHit,
+    RankRequest,
+    applied_lexical_weight,
+    collapsed,
+    page,
+    rank_async,
+    served_retrieval,
+)
 from cartwise.settings import Settings
 from cartwise.v1 import search_pb2 as pb
 from cartwise.v1 import search_pb2_grpc as pb_grpc
@@ -133,10 +141,8 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
             flt = dataclasses.replace(flt, exclude_ids=frozenset(point_id(p) for p in user.purchased))
         request = RankRequest(qvec, self.lexical.query(query.query) if qvec is not None else None, user.vector, alpha,
                               query.retrieval, query.lexical_weight)
-        depth = query.page.depth(query.limit)
         async with _collection_of(model.products, context):
-            ranked = await rank_async(self.index, model.products, request, self.settings.lexical, depth, flt,
-                                      self._hnsw_ef(depth), query.collapse)
+            ranked = await self._rank(model.products, request, flt, query)
             hits, facets = await self._page(ranked, query, model.products)
         return self._response(hits, model, request, user, "search" if qvec is not None else "personal", facets)
 
@@ -152,17 +158,16 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         user = await self._user(model, query.user_id, context)
         request = RankRequest(product, None, user.vector, self._alpha(user, query.personalization_weight), "dense")
         flt = dataclasses.replace(query.filter, exclude_ids=query.filter.exclude_ids | {found[0].id})
-        depth = query.page.depth(query.limit)
         async with _collection_of(model.products, context):
-            ranked = await rank_async(self.index, model.products, request, self.settings.lexical, depth, flt,
-                                      self._hnsw_ef(depth), query.collapse,
+            ranked = await self._rank(model.products, request, flt, query,
                                       seen=tuple(filter(None, [found[0].payload.get(TEXT_DIGEST)])))
-        return self._response(arrange(ranked, query.page, query.limit), model, request, user, "similar")
+        hits = arrange(ranked, query.merchandising, query.limit)
+        return self._response(hits, model, request, user, "similar")
 
     async def _popular(self, query: SearchQuery, model: ServingModel, context) -> pb.SearchResponse:
         """The most popular products (cartwise/popularity.py) within the request's category, then its other
         filters; each hit's score is its popularity relative to the first's."""
-        depth = query.page.depth(query.limit)
+        depth = query.merchandising.depth(query.limit)
         try:
             partials = await self.index.scroll(popularity.COLLECTION, depth * popularity.FANOUT,
                                                SearchFilter(category_prefix=query.filter.category_prefix),
@@ -172,7 +177,7 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         scores = dict(popularity.ranked(partials))
         request = RankRequest(None, None, None, 0.0, "dense")
         hits: list[RankedHit] = []
-        facets = FacetCounts([], [], [], 0) if query.page.facets else None
+        facets = FacetCounts([], [], [], 0) if query.merchandising.facets else None
         if scores:
             flt = dataclasses.replace(query.filter, ids=frozenset(point_id(p) for p in scores))
             async with _collection_of(model.products, context):
@@ -183,14 +188,29 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
                 hits, facets = await self._page(page(found, request, depth, query.collapse), query, model.products)
         return self._response(hits, model, request, _User(), "popular", facets)
 
+    async def _rank(self, collection: str, request: RankRequest, flt: SearchFilter, query: SearchQuery | SimilarQuery,
+                    seen: Sequence[str] = ()) -> list[RankedHit]:
+        """The ranking the page of ``query`` is cut from: the first offset + limit hits, collapsed unless
+        ``keep_duplicates`` (the engine's fetch grows until they fill); or, for a sort, boost or facets, the
+        candidate set: the engine's CANDIDATES best, collapsed once, without growing the fetch, so that it
+        costs one engine read whatever the copies (cartwise/merchandising.py)."""
+        options = query.merchandising
+        depth = options.depth(query.limit)
+        if not options.over_candidates():
+            return await rank_async(self.index, collection, request, self.settings.lexical, depth, flt,
+                                    self._hnsw_ef(depth), query.collapse, seen)
+        ranked = await rank_async(self.index, collection, request, self.settings.lexical, depth, flt,
+                                  self._hnsw_ef(depth), collapse=False)
+        return collapsed(ranked, seen) if query.collapse else ranked
+
     async def _page(self, ranked: list[RankedHit], query: SearchQuery,
                     collection: str) -> tuple[list[RankedHit], FacetCounts | None]:
-        """The page of ``query`` cut from ``ranked`` (``query.page.depth`` hits, best first), and the facet
-        counts over ``ranked`` when asked for (cartwise/merchandising.py)."""
+        """The page of ``query`` cut from ``ranked`` (``query.merchandising.depth`` hits, best first), and the
+        facet counts over ``ranked`` when asked for (cartwise/merchandising.py)."""
         facets = None
-        if query.page.facets:
+        if query.merchandising.facets:
             facets = await count_facets(self.index, collection, ranked, query.filter.category_prefix)
-        return arrange(ranked, query.page, query.limit), facets
+        return arrange(ranked, query.merchandising, query.limit), facets
 
     def _hnsw_ef(self, limit: int) -> int:
         return max(self.settings.hnsw_ef, limit)

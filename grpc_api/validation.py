@@ -48,7 +48,7 @@ class SearchQuery:
     retrieval: Retrieval = "dense"
     lexical_weight: float | None = None
     collapse: bool = True  # one product per identical text (cartwise/diversity.py)
-    page: Merchandising = Merchandising()
+    merchandising: Merchandising = Merchandising()  # offset, sort, in-stock boost, facets
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +62,7 @@ class SimilarQuery:
     filter: SearchFilter
     personalization_weight: float | None
     collapse: bool = True
-    page: Merchandising = Merchandising()
+    merchandising: Merchandising = Merchandising()  # offset, sort, in-stock boost, facets
 
 
 def _limit(request) -> int:
@@ -156,7 +156,8 @@ def validate_recommend(request: pb.RecommendRequest) -> SearchQuery:
         raise InvalidRequest("user_id", "is required")
     limit = _limit(request)
     return SearchQuery("", user_id, limit, validate_filter(request.filter), request.exclude_purchased, None,
-                       collapse=not request.keep_duplicates, page=Merchandising(_offset(request, limit)))
+                       collapse=not request.keep_duplicates,
+                       merchandising=Merchandising(_offset(request, limit)))
 
 
 def validate_similar(request: pb.SimilarProductsRequest) -> SimilarQuery:

@@ -647,10 +647,12 @@ def bench() -> None:
 @click.option("--repeat-rate", type=click.FloatRange(0.0, 1.0), default=0.5, show_default=True,
               help="With --catalog homedepot: the share of requests that repeat an earlier query (an assumption: "
                    "no query log exists here). CARTWISE_QUERY_CACHE_SIZE=0 measures without the query cache.")
+@click.option("--merchandise", is_flag=True,
+              help="Every request sorts by price, boosts in-stock products and counts facets (its candidate set).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def bench_search(ctx: click.Context, qps: float | None, seconds: float, retrieval: str, catalog: str,
-                 overload: bool, deadline_ms: float, repeat_rate: float, as_json: bool) -> None:
+                 overload: bool, deadline_ms: float, repeat_rate: float, merchandise: bool, as_json: bool) -> None:
     """gRPC Search p50/p99 and QPS at a fixed offered load, next to the floor: query encode + the served
     hybrid engine query alone. With --overload: what Search serves and refuses at twice its capacity."""
     from cartwise.app.bench.search import run_overload_bench, run_search_bench
@@ -659,11 +661,13 @@ def bench_search(ctx: click.Context, qps: float | None, seconds: float, retrieva
         raise click.UsageError("--overload chooses its own load (2x the measured capacity); drop --qps")
     if overload and catalog != "rees46":
         raise click.UsageError("--overload runs on the REES46 catalog; drop --catalog")
+    if overload and merchandise:
+        raise click.UsageError("--merchandise measures a fixed load; drop --overload")
     if overload:
         _report(asyncio.run(run_overload_bench(_settings(ctx), seconds, console, retrieval, deadline_ms)), as_json)
     else:
         _report(asyncio.run(run_search_bench(_settings(ctx), qps or 200.0, seconds, console, retrieval, catalog,
-                                             repeat_rate)), as_json)
+                                             repeat_rate, merchandise)), as_json)
 
 
 @bench.command("freshness")

@@ -189,7 +189,8 @@ def _page_and_refine(url: str) -> tuple[list[str], list[str], str, list[str]]:
         driver.find_element(By.ID, "query").send_keys("smartphone")
         driver.find_element(By.ID, "search").click()
         info = lambda d: d.find_element(By.ID, "page-info").text  # noqa: E731
-        ids = lambda d: [li.get_attribute("data-product-id") for li in d.find_elements(By.CSS_SELECTOR, "#results li.hit")]  # noqa: E731
+        shown = lambda d: d.find_elements(By.CSS_SELECTOR, "#results li.hit")  # noqa: E731
+        ids = lambda d: [li.get_attribute("data-product-id") for li in shown(d)]  # noqa: E731
         wait.until(lambda d: info(d).startswith("1–") and d.find_elements(By.CSS_SELECTOR, "#facet-brands a"))
         first = ids(driver)
         driver.find_element(By.ID, "next").click()
@@ -199,7 +200,7 @@ def _page_and_refine(url: str) -> tuple[list[str], list[str], str, list[str]]:
         name = brand.text
         brand.click()
         wait.until(lambda d: info(d).startswith("1–") and driver.find_element(By.ID, "brands").get_attribute("value"))
-        metas = [li.find_element(By.CLASS_NAME, "meta").text for li in driver.find_elements(By.CSS_SELECTOR, "#results li.hit")]
+        metas = [li.find_element(By.CLASS_NAME, "meta").text for li in shown(driver)]
         return first, second, name, metas
     finally:
         driver.quit()

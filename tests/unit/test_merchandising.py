@@ -12,7 +12,7 @@ from cartwise.merchandising import (
     next_level,
     price_bands,
 )
-from cartwise.retrieval import RankedHit
+from cartwise.retrieval import RankedHit, collapsed
 from cartwise.v1 import search_pb2 as pb
 from grpc_api.validation import InvalidRequest, validate_recommend, validate_search, validate_similar
 
@@ -38,13 +38,14 @@ def test_offset_must_be_non_negative_and_offset_plus_limit_at_most_1000(offset, 
 
 
 def test_valid_merchandising_fields_and_defaults():
-    assert search().page == Merchandising()
-    assert search(offset=990, limit=10).page.offset == 990
-    assert validate_recommend(pb.RecommendRequest(user_id="u", offset=20)).page == Merchandising(offset=20)
-    options = search(sort=pb.SORT_PRICE_DESC, in_stock_boost=0.5, facets=True).page
+    assert search().merchandising == Merchandising()
+    assert search(offset=990, limit=10).merchandising.offset == 990
+    assert validate_recommend(pb.RecommendRequest(user_id="u", offset=20)).merchandising == Merchandising(offset=20)
+    options = search(sort=pb.SORT_PRICE_DESC, in_stock_boost=0.5, facets=True).merchandising
     assert options == Merchandising(0, "price_desc", 0.5, True)
-    assert search(sort=pb.SORT_RELEVANCE).page.sort == search(sort=pb.SORT_UNSPECIFIED).page.sort == "relevance"
-    assert search(sort=pb.SORT_PRICE_ASC).page.sort == "price_asc"
+    assert search(sort=pb.SORT_RELEVANCE).merchandising.sort == "relevance"
+    assert search(sort=pb.SORT_UNSPECIFIED).merchandising.sort == "relevance"
+    assert search(sort=pb.SORT_PRICE_ASC).merchandising.sort == "price_asc"
 
 
 @pytest.mark.parametrize("boost", [-0.1, 10.5, float("nan"), float("inf")])
@@ -107,3 +108,11 @@ def test_price_bands_are_half_open_and_leave_out_empty_bands_and_missing_prices(
     assert price_bands([5.0, 10.0, 9.99, None, 1000.0, 25_000.0, 0.0]) == [
         PriceBand(0.0, 10.0, 3), PriceBand(10.0, 25.0, 1), PriceBand(1000.0, None, 2)]
     assert price_bands([None]) == []
+
+
+def test_collapsed_keeps_the_first_of_each_text_and_none_seen():
+    texts = {"a": "t1", "b": "t1", "c": "t2", "d": "t3", "e": None}
+    ranked = [RankedHit(IndexHit(pid, 1.0 - k / 10, {"product_id": pid, **({"text_digest": t} if t else {})}),
+                        0.0, 0.0, 0.0) for k, (pid, t) in enumerate(texts.items())]
+    assert pids(collapsed(ranked)) == ["a", "c", "d", "e"]
+    assert pids(collapsed(ranked, seen=("t2",))) == ["a", "d", "e"]

@@ -26,6 +26,7 @@ from cartwise.machine import machine_info
 from cartwise.registry import ModelRegistry
 from cartwise.retrieval import RankRequest, Retrieval, rank
 from cartwise.settings import Settings
+from cartwise.v1 import search_pb2 as pb
 from grpc_api.validation import WIRE_OF_RETRIEVAL
 from trainer.data import split_of
 from trainer.evaluation.homedepot import load_homedepot
@@ -122,12 +123,18 @@ DEFAULT_DEADLINE_MS = 250.0
 CAPACITY_CLIENTS = 8
 
 
+# What --merchandise adds to every request: a price sort, an in-stock boost and facet counts, so each one
+# ranks the whole candidate set (cartwise/merchandising.py) and counts it
+MERCHANDISE = {"sort": pb.SORT_PRICE_ASC, "in_stock_boost": 0.1, "facets": True}
+
+
 @contextmanager
-def _queries_file(retrieval: Retrieval, queries: list[dict]):
+def _queries_file(retrieval: Retrieval, queries: list[dict], extra: dict | None = None):
     work = Path(tempfile.mkdtemp(prefix="cartwise-bench-queries-"))
     try:
         path = work / "queries.json"
-        path.write_text(json.dumps([{**q, "retrieval": WIRE_OF_RETRIEVAL[retrieval]} for q in queries]))
+        path.write_text(json.dumps([{**q, "retrieval": WIRE_OF_RETRIEVAL[retrieval], **(extra or {})}
+                                    for q in queries]))
         yield path
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -153,13 +160,14 @@ async def _offer(port: int, queries: Path, seconds: float, qps: float = 0.0, *op
 
 async def run_search_bench(settings: Settings, qps: float, seconds: float, console,
                            retrieval: Retrieval = "hybrid", catalog: str = "rees46",
-                           repeat_rate: float = DEFAULT_REPEAT_RATE) -> dict:
+                           repeat_rate: float = DEFAULT_REPEAT_RATE, merchandise: bool = False) -> dict:
     """Load ``catalog`` (REES46 replayed whole, or :func:`homedepot_workload` with ``repeat_rate``), offer
     ``qps`` Search requests with ``retrieval`` from a separate load-generator process for ``seconds``, then
     measure the floor in this process (every query encoded: the floor never uses the query cache). Returns
     the figures (latencies in ms; ``target_qps`` is ``qps``, ``offered_qps`` the rate requests really
     started at; CPU in ms per request of the server process, and of the floor; the query cache's size and
-    hit rate over the load, ``settings.query_cache_size`` 0 for none)."""
+    hit rate over the load, ``settings.query_cache_size`` 0 for none). With ``merchandise`` every request
+    also asks for :data:`MERCHANDISE` (the floor stays the plain engine query)."""
     count = int(qps * seconds) + 1  # one request per slot: a recycled list would repeat queries by itself
     records, queries = (homedepot_workload(count, repeat_rate=repeat_rate) if catalog == "homedepot"
                         else (None, rees46_queries(count)))
@@ -167,7 +175,7 @@ async def run_search_bench(settings: Settings, qps: float, seconds: float, conso
         model, cache = service.active.current, service.query_cache
         products, hits, misses = service.index.count(model.products), cache.hits, cache.misses
         quantized_from = ModelRegistry(service.settings.models_dir).manifest(model.version).config.get("quantized_from")
-        with _queries_file(retrieval, queries) as path:
+        with _queries_file(retrieval, queries, MERCHANDISE if merchandise else None) as path:
             with console.status(f"offering {qps:.0f} Search/s for {seconds:.0f} s"):
                 load = await _offer(service.port, path, seconds, qps)
             hits, misses = cache.hits - hits, cache.misses - misses
@@ -177,10 +185,12 @@ async def run_search_bench(settings: Settings, qps: float, seconds: float, conso
             "retrieval": retrieval, "catalog": catalog, "products": products, "model_version": model.version,
             "quantized_from": quantized_from, "query_cache_size": settings.query_cache_size,
             "query_cache_hit_rate": hits / max(hits + misses, 1),
-            "repeat_rate": repeat_rate if catalog == "homedepot" else None, "machine": machine_info(),
+            "repeat_rate": repeat_rate if catalog == "homedepot" else None, "merchandise": merchandise,
+            "machine": machine_info(),
             "command": f"CARTWISE_QUERY_CACHE_SIZE={settings.query_cache_size} cartwise bench search --catalog "
                        f"{catalog} --qps {qps:g} --seconds {seconds:g} --retrieval {retrieval}"
-                       + (f" --repeat-rate {repeat_rate:g}" if catalog == "homedepot" else "") + " --json"}
+                       + (f" --repeat-rate {repeat_rate:g}" if catalog == "homedepot" else "")
+                       + (" --merchandise" if merchandise else "") + " --json"}
 
 
 async def run_overload_bench(settings: Settings, seconds: float, console, retrieval: Retrieval = "hybrid",
