@@ -40,7 +40,9 @@ class DualEncoder(nn.Module):
     def pretrained(cls, projection_dim: int | None = None) -> "DualEncoder":
         """The encoder on the packaged MiniLM-L6 weights, loaded offline."""
         from transformers import AutoModel
+        from transformers.utils import logging as transformers_logging
 
+        transformers_logging.disable_progress_bar()  # a bar over 103 local tensors loaded in milliseconds
         backbone = AutoModel.from_pretrained(str(pretrained_path()), local_files_only=True)
         return cls(backbone, projection_dim)
 

@@ -18,6 +18,9 @@ from cartwise.registry import MODEL_FILE, TOKENIZER_FILE, WEIGHTS_FILE, Manifest
 from cartwise.settings import Precision
 
 log = logging.getLogger(__name__)
+# quantize_dynamic warns on the root logger that the model was not pre-processed (shape inference and
+# graph optimisation for image models); the encoder's export already runs shape inference, so it is noise.
+PRE_PROCESSING_ADVICE = "Please consider to run pre-processing before quantization"
 QUANTIZATION = "int8 dynamic, per-channel MatMul weights (onnxruntime.quantization.quantize_dynamic)"
 
 
@@ -38,6 +41,8 @@ def publish_quantized(registry: ModelRegistry, version: str) -> Manifest:
 
     source, source_dir = registry.verify(version), registry.path(version)
     staging = registry.staging_dir()
+    advice = _DropMessage(PRE_PROCESSING_ADVICE)
+    logging.root.addFilter(advice)
     try:
         quantize_dynamic(str(source_dir / MODEL_FILE), str(staging / MODEL_FILE), weight_type=QuantType.QInt8,
                          per_channel=True, op_types_to_quantize=["MatMul"])
@@ -47,6 +52,18 @@ def publish_quantized(registry: ModelRegistry, version: str) -> Manifest:
         manifest = registry.publish(staging, dims=source.dims, base=source.base, max_tokens=source.max_tokens,
                                     config={**source.config, "quantized_from": version, "quantization": QUANTIZATION})
     finally:
+        logging.root.removeFilter(advice)
         shutil.rmtree(staging, ignore_errors=True)
     log.info("published %s: %s of %s", manifest.version, QUANTIZATION, version)
     return manifest
+
+
+class _DropMessage(logging.Filter):
+    """Drops records whose message starts with ``prefix``."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefix)
