@@ -7,6 +7,13 @@ an upsert no newer than the product's deletion (its tombstone: the stream worker
 event time in a changelog-backed Table, so a deleted product stays deleted when an older upsert arrives
 late, and a swap's backfill, which re-reads the catalog topic, does not bring it back).
 
+An upsert of a product whose indexed text is the same (payload text digest) keeps the stored dense vector
+instead of being embedded again. Besides the encode it saves (a redelivered batch after a restart, a price
+or stock change), this keeps user vectors exact: the int8 encoder quantizes activations per batch, so the
+same text embedded beside other texts comes out up to ~0.02 apart, and users built from the first vector
+no longer matched their products after a restart re-embedded them (``cartwise bench recovery``: 100-550
+of 2,000 users after three kills).
+
 On Qdrant Edge writes stay off the serving loop by size, not by thread (over a Qdrant server each chunk
 goes to the worker's index thread instead: streams/index_calls.py): the Qdrant Edge binding holds the GIL in
 ``EdgeShard.update`` (measured with a 1 ms ticker thread: 2 ticks during a 610 ms upsert of 30,000
@@ -18,14 +25,14 @@ and yields between chunks; a 256-event catalog batch written at once blocked the
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Mapping
 
 import numpy as np
 
-from cartwise.catalog import event_lexical_text, event_product_text, point_id, product_payload
+from cartwise.catalog import TEXT_DIGEST, event_lexical_text, event_product_text, point_id, product_payload, text_digest
 from cartwise.events import ProductDelete, ProductUpsert
-from cartwise.index import IndexPoint, SparseVector, VectorIndex
+from cartwise.index import IndexHit, IndexPoint, SparseVector, VectorIndex
 from cartwise.lexical import LexicalEncoder
 from encoders.bulk import BulkEncoder
 from encoders.runtime import OnnxEncoder, ServingModel
@@ -34,20 +41,27 @@ from streams.index_calls import IndexCalls
 
 @dataclass(frozen=True, slots=True)
 class CatalogPlan:
-    """What a batch will change: upserts to embed, product ids to delete, events skipped as stale."""
+    """What a batch will change: upserts to write, product ids to delete, events skipped as stale, and the
+    stored (D,) float32 dense vector of each upsert whose product text is already indexed (module doc)."""
 
     upserts: list[ProductUpsert]
     deletes: list[str]
     stale: int
+    known_vectors: dict[str, np.ndarray] = field(default_factory=dict)
 
 
-def _stored_times(index: VectorIndex, collection: str, product_ids) -> dict[str, float]:
-    """product_id -> the indexed ``updated_at`` (seconds) of those present in ``collection``."""
-    return {hit.payload["product_id"]: hit.payload.get("updated_at", 0.0)
-            for hit in index.retrieve(collection, [point_id(pid) for pid in product_ids], with_vectors=False)}
+def _stored(index: VectorIndex, collection: str, product_ids, with_vectors: bool = False) -> dict[str, IndexHit]:
+    """product_id -> the indexed point of those present in ``collection``."""
+    return {hit.payload["product_id"]: hit for hit in index.retrieve(
+        collection, [point_id(pid) for pid in product_ids], with_vectors=with_vectors)}
+
+
+def _updated_at(hit: IndexHit | None) -> float:
+    return float("-inf") if hit is None else hit.payload.get("updated_at", 0.0)
 
 
 NO_TOMBSTONES: Mapping[str, float] = {}
+NO_VECTORS: Mapping[str, np.ndarray] = {}
 
 
 def plan_batch(events: list[ProductUpsert | ProductDelete], index: VectorIndex, collection: str,
@@ -59,12 +73,23 @@ def plan_batch(events: list[ProductUpsert | ProductDelete], index: VectorIndex, 
         current = latest.get(event.product_id)
         if current is None or event.event_time >= current.event_time:
             latest[event.product_id] = event
-    stored = _stored_times(index, collection, latest)
-    fresh = [e for e in latest.values() if e.event_time.timestamp() >= stored.get(e.product_id, float("-inf"))
+    stored = _stored(index, collection, latest, with_vectors=True)
+    fresh = [e for e in latest.values() if e.event_time.timestamp() >= _updated_at(stored.get(e.product_id))
              and not (isinstance(e, ProductUpsert) and _deleted_since(e, deleted_at))]
-    return CatalogPlan(upserts=[e for e in fresh if isinstance(e, ProductUpsert)],
-                       deletes=[e.product_id for e in fresh if isinstance(e, ProductDelete)],
-                       stale=len(latest) - len(fresh) + (len(events) - len(latest)))
+    upserts = [e for e in fresh if isinstance(e, ProductUpsert)]
+    return CatalogPlan(upserts=upserts, deletes=[e.product_id for e in fresh if isinstance(e, ProductDelete)],
+                       stale=len(latest) - len(fresh) + (len(events) - len(latest)),
+                       known_vectors=_unchanged_text_vectors(upserts, stored))
+
+
+def _unchanged_text_vectors(upserts: list[ProductUpsert], stored: Mapping[str, IndexHit]) -> dict[str, np.ndarray]:
+    known = {}
+    for event in upserts:
+        hit = stored.get(event.product_id)
+        if hit is not None and hit.vector is not None and \
+                hit.payload.get(TEXT_DIGEST) == text_digest(event_product_text(event)):
+            known[event.product_id] = hit.vector
+    return known
 
 
 def _deleted_since(event: ProductUpsert, deleted_at: Mapping[str, float]) -> bool:
@@ -90,11 +115,17 @@ class Embedded:
 
 
 async def embed_upserts(bulk: BulkEncoder, encoder: OnnxEncoder, lexical: LexicalEncoder,
-                        upserts: list[ProductUpsert]) -> Embedded:
-    """Dense and BM25 vectors of the upserts' product text, computed on ``bulk``'s threads."""
-    dense, sparse = await asyncio.gather(bulk.encode(encoder, [event_product_text(e) for e in upserts]),
-                                         bulk.run(lexical.documents, [event_lexical_text(e) for e in upserts]))
-    return Embedded(dense, sparse)
+                        upserts: list[ProductUpsert], known: Mapping[str, np.ndarray] = NO_VECTORS) -> Embedded:
+    """Dense and BM25 vectors of the upserts' product text, computed on ``bulk``'s threads; the dense
+    vector of a product in ``known`` (product_id -> (D,) float32) is taken from there, not encoded."""
+    new = [e for e in upserts if e.product_id not in known]
+    encoded, sparse = await asyncio.gather(bulk.encode(encoder, [event_product_text(e) for e in new]),
+                                           bulk.run(lexical.documents, [event_lexical_text(e) for e in upserts]))
+    if not known:
+        return Embedded(encoded, sparse)
+    fresh = iter(encoded)
+    dense = np.stack([known[e.product_id] if e.product_id in known else next(fresh) for e in upserts])
+    return Embedded(dense.astype(np.float32, copy=False), sparse)
 
 
 WRITE_CHUNK = 16  # points written per event-loop turn (module doc)
@@ -120,10 +151,10 @@ def _upsert_fresh(upserts: list[ProductUpsert], dense: np.ndarray, lexical: list
                   collection: str) -> None:
     """Upsert those of ``upserts`` (with their (N, D) ``dense`` and N ``lexical`` vectors) no older than the
     indexed state of their product."""
-    stored = _stored_times(index, collection, [e.product_id for e in upserts])
+    stored = _stored(index, collection, [e.product_id for e in upserts])
     index.upsert(collection, [IndexPoint(point_id(e.product_id), vector, product_payload(e), sparse)
                               for e, vector, sparse in zip(upserts, dense, lexical)
-                              if e.event_time.timestamp() >= stored.get(e.product_id, float("-inf"))])
+                              if e.event_time.timestamp() >= _updated_at(stored.get(e.product_id))])
 
 
 async def write_catalog(events: list[ProductUpsert | ProductDelete], index: VectorIndex, calls: IndexCalls,
@@ -132,6 +163,6 @@ async def write_catalog(events: list[ProductUpsert | ProductDelete], index: Vect
     """Plan (with the tombstones ``deleted_at``), embed (on ``bulk``'s threads, off the event loop) and
     apply ``events`` to ``model``'s products; index calls through ``calls``."""
     plan = await calls.run(plan_batch, events, index, model.products, deleted_at)
-    vectors = await embed_upserts(bulk, model.encoder, lexical, plan.upserts)
+    vectors = await embed_upserts(bulk, model.encoder, lexical, plan.upserts, plan.known_vectors)
     await apply_plan(plan, vectors, index, calls, model.products)
     return plan

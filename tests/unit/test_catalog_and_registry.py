@@ -1,9 +1,11 @@
 """Catalog helpers, the model registry, and catalog batch planning."""
 
+import asyncio
 import hashlib
 import uuid
 from datetime import datetime, timedelta, timezone
 
+import numpy as np
 import pytest
 
 from cartwise.catalog import (
@@ -17,7 +19,7 @@ from cartwise.catalog import (
 from cartwise.events import ProductDelete, ProductUpsert
 from cartwise.index import IndexHit
 from cartwise.registry import ModelRegistry, RegistryError, version_number
-from streams.catalog import plan_batch, record_deletions
+from streams.catalog import embed_upserts, plan_batch, record_deletions
 
 T0 = datetime(2020, 1, 1, tzinfo=timezone.utc)
 
@@ -206,13 +208,15 @@ def test_path_rejects_non_version(tmp_path):
 class FakeIndex:
     """Holds payloads by point id; only what plan_batch reads."""
 
-    def __init__(self, payloads=()):
+    def __init__(self, payloads=(), vectors=None):
         self.points = {point_id(p["product_id"]): p for p in payloads}
+        self.vectors = {point_id(pid): v for pid, v in (vectors or {}).items()}
         self.calls = []
 
     def retrieve(self, name, ids, with_vectors=True):
         self.calls.append((name, list(ids), with_vectors))
-        return [IndexHit(i, 0.0, self.points[i]) for i in ids if i in self.points]
+        return [IndexHit(i, 0.0, self.points[i], self.vectors.get(i) if with_vectors else None)
+                for i in ids if i in self.points]
 
 
 def test_plan_latest_event_per_product_wins():
@@ -260,3 +264,22 @@ def test_a_deleted_product_stays_deleted_when_an_older_upsert_arrives_late():
     assert [e.product_id for e in plan.upserts] == ["c"] and plan.stale == 2
     newer = plan_batch([up("a", 31, title="re-listed")], FakeIndex(), "c", deleted_at)
     assert [e.title for e in newer.upserts] == ["re-listed"]
+
+
+def test_an_upsert_of_unchanged_text_keeps_the_stored_vector_and_a_changed_one_is_embedded_again():
+    stored = {"a": np.array([1.0, 0.0], np.float32), "b": np.array([0.0, 1.0], np.float32)}
+    index = FakeIndex([product_payload(up("a", 10)), product_payload(up("b", 10))], stored)
+    plan = plan_batch([up("a", 20, in_stock=False), up("b", 20, title="renamed"), up("c", 20)], index, "c")
+    assert list(plan.known_vectors) == ["a"] and plan.known_vectors["a"] is stored["a"]
+
+    class Bulk:  # encodes text n as the row [n + 10, n + 10]; runs everything inline
+        async def encode(self, encoder, texts):
+            return np.array([[n + 10.0] * 2 for n in range(len(texts))], np.float32).reshape(-1, 2)
+
+        async def run(self, fn, items):
+            return fn(items)
+
+    lexical = type("Lexical", (), {"documents": staticmethod(lambda texts: [len(t) for t in texts])})
+    vectors = asyncio.run(embed_upserts(Bulk(), None, lexical, plan.upserts, plan.known_vectors))
+    rows = {e.product_id: row.tolist() for e, row in zip(plan.upserts, vectors.dense)}
+    assert rows == {"a": [1.0, 0.0], "b": [10.0, 10.0], "c": [11.0, 11.0]} and len(vectors.lexical) == 3
