@@ -119,7 +119,7 @@ def tail_consumer(settings: Settings) -> AIOKafkaConsumer:
     """A group-less aiokafka consumer (not started) for following a topic, e.g. models.updates, from
     wherever the caller seeks; its fetch long-poll is bounded like the stream worker's."""
     return AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, group_id=None, enable_auto_commit=False,
-                            fetch_max_wait_ms=settings.consumer_fetch_max_wait_ms, **aiokafka_security(settings))
+                            fetch_max_wait_ms=settings.fetch_max_wait_ms, **aiokafka_security(settings))
 
 
 def async_producer(settings: Settings) -> AIOKafkaProducer:

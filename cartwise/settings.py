@@ -149,9 +149,10 @@ class Settings(BaseSettings):
     tls_client_key_file: Path | None = None
     app_id: str = "cartwise"
     partitions: int = Field(1, ge=1, description="partitions of each topic the service creates")
-    consumer_fetch_max_wait_ms: int = Field(
-        50, ge=1, description="fetch long-poll bound, ms (the embedded broker answers a fetch only once it has "
-                              "passed: streams/transport.py)")
+    consumer_fetch_max_wait_ms: int | None = Field(
+        None, ge=1, description="fetch long-poll bound, ms (default: 1000 on the embedded broker's disk store, "
+                                "each of whose reads lists every batch the partition stored; 50 otherwise: "
+                                "streams/transport.py)")
     consumer_session_timeout_s: float = Field(
         10.0, ge=6.0, description="consumer group session and rebalance timeout: how long a crashed worker's "
                                   "partitions wait before the group hands them to a live member (the embedded "
@@ -211,6 +212,13 @@ class Settings(BaseSettings):
     def event_limits(self) -> EventLimits:
         """What every consumed record must meet beyond its schema."""
         return EventLimits(self.max_event_bytes, self.max_event_ahead_s)
+
+    @property
+    def fetch_max_wait_ms(self) -> int:
+        """The consumers' fetch long-poll bound (``consumer_fetch_max_wait_ms`` or its storage-dependent default)."""
+        if self.consumer_fetch_max_wait_ms is not None:
+            return self.consumer_fetch_max_wait_ms
+        return 1000 if self.embedded_broker and self.embedded_kafka_storage == "disk" else 50
 
     @property
     def embedded_broker(self) -> bool:

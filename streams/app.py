@@ -103,7 +103,7 @@ class StreamWorker:
         self.app = FastPollApp(
             settings.app_id, broker=f"kafka://{settings.bootstrap}", store="memory://", web_enabled=False,
             datadir=settings.data_dir / "faust",  # faust's default is the working directory
-            topic_partitions=settings.partitions, fetch_max_wait_ms=settings.consumer_fetch_max_wait_ms,
+            topic_partitions=settings.partitions, fetch_max_wait_ms=settings.fetch_max_wait_ms,
             idempotent_producer=idempotent(settings), consumer_auto_offset_reset="earliest",
             producer_acks=-1 if not settings.embedded_broker else 1, stream_wait_empty=False,
             producer_linger=settings.producer_linger_ms / 1000,

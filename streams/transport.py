@@ -5,11 +5,12 @@ faust hard-codes ``fetch_max_wait_ms=1500``. Apache Kafka answers a fetch as soo
 embedded Tansu broker (0.6.0, tansu-storage/src/service/fetch.rs) reads its store once and then sleeps,
 data or not: the rest of the wait when under 250 ms, half of it otherwise. So a record waits out most of
 the bound before it is delivered, which with faust's bound would add over a second to freshness. Bounding
-the wait (``Settings.consumer_fetch_max_wait_ms``, 50 ms) costs one extra fetch per interval on an idle
-partition. On the disk store each read of a partition with new data lists every batch object the
-partition ever stored (Tansu keeps them all), so the fetch rate multiplies a cost that grows with the log
-(docs/benchmarks.md, issue #13 session 12: through the worker 50 ms beat 250 ms and 1 s; the broker alone
-falls behind at 50 ms once a partition holds a few thousand batches).
+the wait (``Settings.fetch_max_wait_ms``) costs one extra fetch per interval on an idle partition. On the
+disk store each read of a partition with new data lists every batch object the partition ever stored
+(Tansu keeps them all), so the fetch rate multiplies a cost that grows with the log; there the default
+stays 1 s (docs/benchmarks.md, issue #13 session 12: 50 ms gave better freshness in the benchmark, but the
+broker alone falls behind at 50 ms once a partition holds a few thousand batches, and a CI run of the
+scale-out test saw a rebalance with it).
 
 faust pauses partitions only in its own bookkeeping, so during a Table's recovery at start the aiokafka
 consumer still prefetches the stream partitions, and faust resumes them just before it seeks them back to

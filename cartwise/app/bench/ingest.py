@@ -90,7 +90,7 @@ async def raw_read(settings: Settings, topics: tuple[str, ...], events: int) -> 
     """Seconds a group-less aiokafka consumer takes to read ``events`` records of ``topics`` from the start
     (the floor: fetch and decode, nothing applied)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, enable_auto_commit=False, group_id=None,
-                                fetch_max_wait_ms=settings.consumer_fetch_max_wait_ms)
+                                fetch_max_wait_ms=settings.fetch_max_wait_ms)
     await consumer.start()
     try:
         partitions = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
