@@ -121,11 +121,10 @@ async def embed_upserts(bulk: BulkEncoder, encoder: OnnxEncoder, lexical: Lexica
     new = [e for e in upserts if e.product_id not in known]
     encoded, sparse = await asyncio.gather(bulk.encode(encoder, [event_product_text(e) for e in new]),
                                            bulk.run(lexical.documents, [event_lexical_text(e) for e in upserts]))
-    if not known:
-        return Embedded(encoded, sparse)
     fresh = iter(encoded)
-    dense = np.stack([known[e.product_id] if e.product_id in known else next(fresh) for e in upserts])
-    return Embedded(dense.astype(np.float32, copy=False), sparse)
+    dense = np.stack([known[e.product_id] if e.product_id in known else next(fresh) for e in upserts]) \
+        if known else encoded
+    return Embedded(dense, sparse)
 
 
 WRITE_CHUNK = 16  # points written per event-loop turn (module doc)

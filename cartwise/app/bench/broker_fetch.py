@@ -69,10 +69,11 @@ async def _run(settings: Settings, rate: float, seconds: float, fetch_wait_ms: i
         def cpu() -> float:
             return sum(sum(p.cpu_times()[:2]) for p in processes)
 
-        last_cpu = [cpu()]
+        last_cpu = [cpu()]  # at the start of the current window
 
         def window(latencies: np.ndarray, span_s: float) -> dict:
-            used, last_cpu[0] = cpu() - last_cpu[0], cpu()
+            now = cpu()
+            used, last_cpu[0] = now - last_cpu[0], now
             objects = sum(1 for _ in store.rglob("*._S3rver_object")) if store.is_dir() else 0
             return {"records": int(latencies.size), "p50_ms": float(np.percentile(latencies, 50)),
                     "p99_ms": float(np.percentile(latencies, 99)), "stored_objects": objects,
