@@ -174,7 +174,11 @@ class Settings(BaseSettings):
                                                            "after upserts (streams/indexing.py)")
     optimize_after_upserts: int = Field(20_000, ge=1, description="Qdrant Edge: or after this many upserts "
                                                                   "during a long catalog load")
-    backfill_batch: int = Field(128, ge=1, description="products embedded per backfill step during a model swap")
+    # A larger batch pads less (more texts sorted by length before the encoder's chunks): 1,024 re-embedded
+    # Home Depot at 392-397 products/s against 252/s at 128, but Search p99 during the swap rose from 62 ms to
+    # 206-658 ms (docs/benchmarks.md, issue #13 session 13), so the default stays 128
+    backfill_batch: int = Field(128, ge=1, description="products embedded per backfill step during a model swap "
+                                                       "(larger: a faster backfill, a slower Search meanwhile)")
     encoder_max_batch: int = 32
     encoder_threads: int = 1
     bulk_encode_threads: int = Field(2, ge=1, description="threads the catalog agent and a swap's backfill embed "

@@ -18,6 +18,8 @@ from cartwise.retrieval import RETRIEVALS
 from cartwise.settings import Settings
 
 console = Console()
+# benchmarks' progress lines go to stderr, so that `--json` leaves stdout one JSON document
+progress = Console(stderr=True)
 
 
 def _settings(ctx: click.Context) -> Settings:
@@ -649,10 +651,13 @@ def bench() -> None:
                    "no query log exists here). CARTWISE_QUERY_CACHE_SIZE=0 measures without the query cache.")
 @click.option("--merchandise", is_flag=True,
               help="Every request sorts by price, boosts in-stock products and counts facets (its candidate set).")
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the latency histogram (PNG), e.g. docs/img/search_latency_homedepot.png.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def bench_search(ctx: click.Context, qps: float | None, seconds: float, retrieval: str, catalog: str,
-                 overload: bool, deadline_ms: float, repeat_rate: float, merchandise: bool, as_json: bool) -> None:
+                 overload: bool, deadline_ms: float, repeat_rate: float, merchandise: bool, plot: Path | None,
+                 as_json: bool) -> None:
     """gRPC Search p50/p99 and QPS at a fixed offered load, next to the floor: query encode + the served
     hybrid engine query alone. With --overload: what Search serves and refuses at twice its capacity."""
     from cartwise.app.bench.search import run_overload_bench, run_search_bench
@@ -661,13 +666,13 @@ def bench_search(ctx: click.Context, qps: float | None, seconds: float, retrieva
         raise click.UsageError("--overload chooses its own load (2x the measured capacity); drop --qps")
     if overload and catalog != "rees46":
         raise click.UsageError("--overload runs on the REES46 catalog; drop --catalog")
-    if overload and merchandise:
-        raise click.UsageError("--merchandise measures a fixed load; drop --overload")
+    if overload and (merchandise or plot):
+        raise click.UsageError("--merchandise and --plot measure a fixed load; drop --overload")
     if overload:
-        _report(asyncio.run(run_overload_bench(_settings(ctx), seconds, console, retrieval, deadline_ms)), as_json)
+        _report(asyncio.run(run_overload_bench(_settings(ctx), seconds, progress, retrieval, deadline_ms)), as_json)
     else:
-        _report(asyncio.run(run_search_bench(_settings(ctx), qps or 200.0, seconds, console, retrieval, catalog,
-                                             repeat_rate, merchandise)), as_json)
+        _report(asyncio.run(run_search_bench(_settings(ctx), qps or 200.0, seconds, progress, retrieval, catalog,
+                                             repeat_rate, merchandise, plot)), as_json)
 
 
 @bench.command("freshness")
@@ -679,21 +684,23 @@ def bench_freshness(ctx: click.Context, events: int, background_rate: float, as_
     """Time from producing an event to it changing a Search answer, under background load."""
     from cartwise.app.bench.freshness import run_freshness_bench
 
-    _report(asyncio.run(run_freshness_bench(_settings(ctx), events, background_rate, console)), as_json)
+    _report(asyncio.run(run_freshness_bench(_settings(ctx), events, background_rate, progress)), as_json)
 
 
 @bench.command("ingest")
 @click.option("--events", default=50_000, show_default=True, help="Behavior events (REES46 shapes, many users).")
 @click.option("--broker", "broker_storage", type=click.Choice(["disk", "memory"]), default="disk", show_default=True,
               help="The embedded broker's storage: disk (the durable default) or memory.")
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the behavior phase's events/s over time (PNG), e.g. docs/img/ingest_throughput.png.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def bench_ingest(ctx: click.Context, events: int, broker_storage: str, as_json: bool) -> None:
+def bench_ingest(ctx: click.Context, events: int, broker_storage: str, plot: Path | None, as_json: bool) -> None:
     """Catalog upserts and behavior events through the real worker as fast as it takes them, next to a raw
     aiokafka read of the same topics (ratio), with CPU per event and a check against the slow path."""
     from cartwise.app.bench.ingest import run_ingest_bench
 
-    _report(asyncio.run(run_ingest_bench(_settings(ctx), events, broker_storage, console)), as_json)
+    _report(asyncio.run(run_ingest_bench(_settings(ctx), events, broker_storage, progress, plot=plot)), as_json)
 
 
 @bench.command("recovery")
@@ -707,7 +714,7 @@ def bench_recovery(ctx: click.Context, kills: int, limit: int | None, seed: int,
     kept with a rebuild from the source events (lost, double_applied, mismatched_*: all 0 is the goal)."""
     from cartwise.app.bench.recovery import run_recovery_bench
 
-    _report(run_recovery_bench(_settings(ctx), kills, limit, seed, console), as_json)
+    _report(run_recovery_bench(_settings(ctx), kills, limit, seed, progress), as_json)
 
 
 @bench.command("swap")
@@ -729,7 +736,7 @@ def bench_swap(ctx: click.Context, version: str | None, qps: float, before_s: fl
     from cartwise.registry import RegistryError
 
     try:
-        result = asyncio.run(run_swap_bench(_settings(ctx), version, qps, before_s, after_s, console, plot, catalog))
+        result = asyncio.run(run_swap_bench(_settings(ctx), version, qps, before_s, after_s, progress, plot, catalog))
     except RegistryError as err:
         raise click.ClickException(str(err)) from None
     _report(result, as_json)

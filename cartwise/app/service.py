@@ -6,6 +6,7 @@ and gRPC API. Role ``all`` (the embedded default) runs everything in one process
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from typing import Literal
@@ -137,6 +138,7 @@ class Service:
             await self._start_api(registry)
             if s.playground_port is not None:
                 await self._start_playground()
+        freeze_heap()
 
     async def _start_api(self, registry: ModelRegistry) -> None:
         s = self.settings
@@ -240,3 +242,14 @@ async def _until(condition, timeout_s: float, failure) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(failure())
         await asyncio.sleep(0.05)
+
+
+def freeze_heap() -> None:
+    """Move every object alive now out of the garbage collector's reach (``gc.freeze``), after a full
+    collection. Why: a full (generation 2) collection walks every tracked object, and with the Home Depot
+    catalog loaded one took 300-380 ms, every 15-35 s, with nothing to collect; the event loop and with it
+    every in-flight Search stood still for it (docs/benchmarks.md, issue #13 session 13). What is alive
+    once the service has started (modules, encoders, recovered state) stays alive, so no collection needs
+    to look at it again."""
+    gc.collect()
+    gc.freeze()

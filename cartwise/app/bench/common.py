@@ -14,7 +14,7 @@ import numpy as np
 from hdrh.histogram import HdrHistogram
 
 from cartwise.app.replay import replay
-from cartwise.app.service import Service
+from cartwise.app.service import Service, freeze_heap
 from cartwise.datasets import Record, rees46_records
 from cartwise.kafka_io import make_producer
 from cartwise.registry import ModelRegistry
@@ -108,6 +108,7 @@ async def loaded_service(settings: Settings, console, versions: list[str] | None
             await service.wait_until_consumed(sent, timeout_s=max(300.0, sent / MIN_LOAD_RATE))
         with console.status("building the products' HNSW graph"):
             await service.wait_until_indexed()
+        freeze_heap()  # the replayed records the caller still holds are no part of the service's own heap
         yield service
     finally:
         await service.stop()

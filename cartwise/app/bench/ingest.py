@@ -29,6 +29,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from cartwise.app.bench.common import copy_versions, free_port, publish_all, say, served_version
 from cartwise.app.bench.consistency import Expected, compare, stored_histories
+from cartwise.app.bench.plots import plot_throughput
 from cartwise.app.broker import EmbeddedBroker, embedded_broker
 from cartwise.app.service import Service
 from cartwise.datasets import Record, rees46_records
@@ -37,6 +38,8 @@ from cartwise.machine import machine_info
 from cartwise.settings import Settings
 
 SAMPLE_S = 0.01
+PROGRESS_S = 0.1  # how often the throughput-over-time samples are taken
+GOAL_EVENTS_PER_S = 5000.0  # issue #13, marked on the plot
 
 
 def behavior_load(events: int, rows: int | None = None) -> list[Record]:
@@ -55,12 +58,14 @@ def behavior_load(events: int, rows: int | None = None) -> list[Record]:
 
 @dataclass
 class Window:
-    """Wall seconds and CPU seconds of the service and broker processes over one consumption window."""
+    """Wall seconds and CPU seconds of the service and broker processes over one consumption window, and
+    ``samples``: (seconds since the window began, events consumed by then), every :data:`PROGRESS_S`."""
 
     events: int
     seconds: float
     cpu_s: float
     broker_cpu_s: float
+    samples: list[tuple[float, int]]
 
     def rates(self, plural: str, singular: str) -> dict:
         """``{plural}_per_s``, ``cpu_ms_per_{singular}`` and ``broker_cpu_ms_per_{singular}``."""
@@ -82,8 +87,20 @@ async def consume_window(service: Service, events: int, broker: EmbeddedBroker, 
     while service.worker.consumed == 0:
         await asyncio.sleep(SAMPLE_S)
     started, cpu, broker_cpu = time.perf_counter(), _cpu_s([me]), _cpu_s(children)
-    await service.wait_until_consumed(events, max(1.0, deadline - time.monotonic()))
-    return Window(events, time.perf_counter() - started, _cpu_s([me]) - cpu, _cpu_s(children) - broker_cpu)
+    samples: list[tuple[float, int]] = []
+    sampler = asyncio.create_task(_sample(service, started, samples))
+    try:
+        await service.wait_until_consumed(events, max(1.0, deadline - time.monotonic()))
+    finally:
+        sampler.cancel()
+    seconds = time.perf_counter() - started
+    return Window(events, seconds, _cpu_s([me]) - cpu, _cpu_s(children) - broker_cpu, [*samples, (seconds, events)])
+
+
+async def _sample(service: Service, started: float, samples: list[tuple[float, int]]) -> None:
+    while True:
+        samples.append((time.perf_counter() - started, service.worker.consumed))
+        await asyncio.sleep(PROGRESS_S)
 
 
 async def raw_read(settings: Settings, topics: tuple[str, ...], events: int) -> float:
@@ -106,12 +123,12 @@ async def raw_read(settings: Settings, topics: tuple[str, ...], events: int) -> 
 
 
 async def run_ingest_bench(settings: Settings, events: int = 50_000, broker_storage: str = "disk",
-                           console=None, rows: int | None = None) -> dict:
+                           console=None, rows: int | None = None, plot: Path | None = None) -> dict:
     """The two phases of the module doc on a scratch service, from the first ``rows`` REES46 rows (None:
     all); returns the keys of issue #13 (events_per_s, catalog_products_per_s, raw_events_per_s, ratio,
     cpu_ms_per_event, broker) with the per-product CPU, the broker's CPU, and the consistency check (lost,
     double_applied, mismatched_users, mismatched_products: all 0 when the fast path computes what the slow
-    path does)."""
+    path does). With ``plot``, the behavior phase's events/s over time is written there (PNG)."""
     scratch = Path(tempfile.mkdtemp(prefix="cartwise-ingest-"))
     version = served_version(settings.models_dir)
     copy_versions(settings.models_dir, [version] if version else [], scratch / "models")
@@ -144,7 +161,11 @@ async def run_ingest_bench(settings: Settings, events: int = 50_000, broker_stor
         broker.stop()
         shutil.rmtree(scratch, ignore_errors=True)
     raw_per_s = len(behavior) / raw_s
+    if plot:
+        plot_throughput(window.samples, raw_per_s, GOAL_EVENTS_PER_S,
+                        f"Stream worker ingest, {len(behavior):,} behavior events, {broker_storage} broker", plot)
     return {**window.rates("events", "event"), **products.rates("catalog_products", "catalog_product"),
             "raw_events_per_s": raw_per_s, "ratio": window.events / window.seconds / raw_per_s, "events": len(behavior),
             "catalog_products": len(catalog), "broker": broker_storage, **check, "machine": machine_info(),
-            "command": f"cartwise bench ingest --events {events} --broker {broker_storage} --json"}
+            "command": f"cartwise bench ingest --events {events} --broker {broker_storage}"
+                       + (f" --plot {plot}" if plot else "") + " --json"}

@@ -19,6 +19,7 @@ from cartwise.app.bench.common import (
     loaded_service,
     summarize_ms,
 )
+from cartwise.app.bench.plots import plot_latency_histogram
 from cartwise.datasets import Record, homedepot_records, rees46_records
 from cartwise.events import BehaviorEvent
 from cartwise.lexical import LexicalEncoder
@@ -37,6 +38,7 @@ EVENTS_PER_USER = 5
 
 
 DEFAULT_REPEAT_RATE = 0.5
+GOAL_P99_MS = 15.0  # issue #13 at 200 QPS, marked on the histogram
 FLOOR_QUERIES = 1000  # the floor is sequential: the first 1,000 requests' queries keep it to seconds
 
 
@@ -140,15 +142,17 @@ def _queries_file(retrieval: Retrieval, queries: list[dict], extra: dict | None 
         shutil.rmtree(work, ignore_errors=True)
 
 
-async def _offer(port: int, queries: Path, seconds: float, qps: float = 0.0, *options: str) -> dict:
+async def _offer(port: int, queries: Path, seconds: float, qps: float = 0.0, *options: str,
+                 records: Path | None = None) -> dict:
     """Run the load-generator process (cartwise.app.bench.loadgen, its docstring has the figures) against
     127.0.0.1:``port`` and return what it prints, plus ``server_cpu_ms_per_request`` (and
     ``server_cpu_ms_per_answer``, per OK answer, for comparing with the floor): this process's CPU
-    time (the embedded service) over the run, in ms per request sent."""
+    time (the embedded service) over the run, in ms per request sent. With ``records``, the load generator
+    also writes one JSON line per request there."""
     cpu = time.process_time()
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "cartwise.app.bench.loadgen", f"127.0.0.1:{port}", str(qps), str(seconds), str(queries),
-        *options, stdout=asyncio.subprocess.PIPE)
+        *([str(records)] if records else []), *options, stdout=asyncio.subprocess.PIPE)
     out, _ = await proc.communicate()
     cpu = time.process_time() - cpu
     if proc.returncode:
@@ -160,14 +164,16 @@ async def _offer(port: int, queries: Path, seconds: float, qps: float = 0.0, *op
 
 async def run_search_bench(settings: Settings, qps: float, seconds: float, console,
                            retrieval: Retrieval = "hybrid", catalog: str = "rees46",
-                           repeat_rate: float = DEFAULT_REPEAT_RATE, merchandise: bool = False) -> dict:
+                           repeat_rate: float = DEFAULT_REPEAT_RATE, merchandise: bool = False,
+                           plot: Path | None = None) -> dict:
     """Load ``catalog`` (REES46 replayed whole, or :func:`homedepot_workload` with ``repeat_rate``), offer
     ``qps`` Search requests with ``retrieval`` from a separate load-generator process for ``seconds``, then
     measure the floor in this process (every query encoded: the floor never uses the query cache). Returns
     the figures (latencies in ms; ``target_qps`` is ``qps``, ``offered_qps`` the rate requests really
     started at; CPU in ms per request of the server process, and of the floor; the query cache's size and
     hit rate over the load, ``settings.query_cache_size`` 0 for none). With ``merchandise`` every request
-    also asks for :data:`MERCHANDISE` (the floor stays the plain engine query)."""
+    also asks for :data:`MERCHANDISE` (the floor stays the plain engine query). With ``plot``, the latency
+    histogram of the OK answers is written there (PNG)."""
     count = int(qps * seconds) + 1  # one request per slot: a recycled list would repeat queries by itself
     records, queries = (homedepot_workload(count, repeat_rate=repeat_rate) if catalog == "homedepot"
                         else (None, rees46_queries(count)))
@@ -177,9 +183,14 @@ async def run_search_bench(settings: Settings, qps: float, seconds: float, conso
         quantized_from = ModelRegistry(service.settings.models_dir).manifest(model.version).config.get("quantized_from")
         with _queries_file(retrieval, queries, MERCHANDISE if merchandise else None) as path:
             with console.status(f"offering {qps:.0f} Search/s for {seconds:.0f} s"):
-                load = await _offer(service.port, path, seconds, qps)
+                load = await _offer(service.port, path, seconds, qps,
+                                    records=path.with_name("records.jsonl") if plot else None)
             hits, misses = cache.hits - hits, cache.misses - misses
             floor = await _floor(service, json.loads(path.read_text())[:FLOOR_QUERIES], retrieval)
+            if plot:
+                plot_latency_histogram(answered_latencies(path.with_name("records.jsonl")), floor["floor_p50_ms"],
+                                       GOAL_P99_MS, f"gRPC Search, {catalog}, {load['offered_qps']:.0f}/s offered "
+                                       f"({load['qps']:.0f}/s answered OK)", plot)
     return {**load, **floor, "overhead_ratio": load["p50_ms"] / floor["floor_p50_ms"],
             "cpu_ratio": load["server_cpu_ms_per_answer"] / floor["floor_cpu_ms_per_request"], "target_qps": qps,
             "retrieval": retrieval, "catalog": catalog, "products": products, "model_version": model.version,
@@ -190,7 +201,13 @@ async def run_search_bench(settings: Settings, qps: float, seconds: float, conso
             "command": f"CARTWISE_QUERY_CACHE_SIZE={settings.query_cache_size} cartwise bench search --catalog "
                        f"{catalog} --qps {qps:g} --seconds {seconds:g} --retrieval {retrieval}"
                        + (f" --repeat-rate {repeat_rate:g}" if catalog == "homedepot" else "")
-                       + (" --merchandise" if merchandise else "") + " --json"}
+                       + (" --merchandise" if merchandise else "") + (f" --plot {plot}" if plot else "") + " --json"}
+
+
+def answered_latencies(records: Path) -> list[float]:
+    """Latencies (ms) of the OK answers in a load generator's records file."""
+    rows = (json.loads(line) for line in records.read_text().splitlines())
+    return [row["latency_ms"] for row in rows if row["error"] is None]
 
 
 async def run_overload_bench(settings: Settings, seconds: float, console, retrieval: Retrieval = "hybrid",

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from cartwise.app.bench.common import loaded_service, percentiles_ms
+from cartwise.app.bench.plots import plot_timeline
 from cartwise.app.bench.search import homedepot_workload, rees46_queries
 from cartwise.machine import machine_info
 from cartwise.model_updates import SWAP_REQUESTED, ModelUpdate, publish_update
@@ -60,30 +61,6 @@ def summarize(records: list[dict], requested: float, switched: float) -> dict:
     return figures | {"answers_by_version": versions}
 
 
-def plot_timeline(records: list[dict], requested: float, switched: float, out: Path) -> None:
-    """Latency of every request against its start time, coloured by the version that answered."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    t0 = min(r["start"] for r in records)
-    fig, ax = plt.subplots(figsize=(9, 4))
-    for version in sorted({r["model_version"] for r in records if r["error"] is None}):
-        rows = [r for r in records if r["model_version"] == version]
-        ax.scatter([r["start"] - t0 for r in rows], [r["latency_ms"] for r in rows], s=2, label=f"answered by {version}")
-    for at, label in ((requested, "swap requested"), (switched, "switched")):
-        ax.axvline(at - t0, color="black", linestyle="--", linewidth=0.8)
-        ax.text(at - t0, ax.get_ylim()[1] * 0.95, f" {label}", fontsize=8, va="top")
-    ax.set(xlabel="seconds since the load started", ylabel="Search latency (ms)", yscale="log",
-           title="gRPC Search during a model swap (backfill between the dashed lines)")
-    ax.legend(loc="upper left", markerscale=4)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-
-
 async def run_swap_bench(settings: Settings, version: str | None, qps: float, before_s: float, after_s: float,
                          console, plot: Path | None = None, catalog: str = "rees46") -> dict:
     """Swap to ``version`` under ``qps`` Search/s (module docstring) on ``catalog`` (REES46 replayed whole,
@@ -120,8 +97,8 @@ async def run_swap_bench(settings: Settings, version: str | None, qps: float, be
             "backfill_products_s": stats["products_s"], "backfill_users": stats["users"],
             "backfill_users_s": stats["users_s"], "from": active, "to": candidate, "products": products,
             "offered_qps": qps, "catalog": catalog, "machine": machine_info(),
-            "command": f"cartwise bench swap --catalog {catalog} --qps {qps:g} --before {before_s:g} "
-                       f"--after {after_s:g} --json"}
+            "command": f"cartwise bench swap --catalog {catalog} --version {candidate} --qps {qps:g} "
+                       f"--before {before_s:g} --after {after_s:g}" + (f" --plot {plot}" if plot else "") + " --json"}
 
 
 async def _wait_for_switch(service, version: str) -> None:
