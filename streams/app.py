@@ -132,7 +132,7 @@ class StreamWorker:
         self.app.timer(1.0)(self._retry_pending)
         self.app.timer(1.0)(self._categorize_popular)
         self.indexing = ProductIndexing(index, settings.optimize_quiet_s, settings.optimize_after_upserts)
-        self.app.timer(1.0)(self.indexing.optimize_due)
+        self.app.timer(1.0)(self.indexing.tick)
         self.app.on_partitions_revoked.connect(self._on_partitions_revoked)
         self._follow: asyncio.Task | None = None
 

@@ -36,6 +36,7 @@ class ProductIndexing:
         self._running = False
         self._stopped = False
         self._build: asyncio.Future | None = None  # the optimization running in its thread
+        self._due: asyncio.Task | None = None  # the optimize_due a tick started
 
     @property
     def enabled(self) -> bool:
@@ -52,6 +53,14 @@ class ProductIndexing:
         if self.enabled and upserts:
             self._pending[collection] += upserts
             self._last_write = time.monotonic()
+
+    async def tick(self) -> None:
+        """The worker's timer: start :meth:`optimize_due` in a task of its own unless one still runs, and
+        return at once. A build takes seconds to minutes, and a timer that awaited it outlasted its interval
+        (faust logged "Timer ... is overlapping" through every catalog load)."""
+        if self._due is None or self._due.done():
+            self._due = asyncio.ensure_future(self.optimize_due())
+            self._due.add_done_callback(_log_failure)
 
     async def optimize_due(self) -> None:
         """Optimize, one at a time in a thread, the collections that are due (module doc)."""
@@ -79,5 +88,12 @@ class ProductIndexing:
     async def stop(self) -> None:
         """Start no more optimizations and wait for the running one: its thread must not outlive the index."""
         self._stopped = True
+        if self._due is not None:
+            self._due.cancel()  # the build itself is shielded: its thread runs on, waited for below
         if self._build is not None:
             await asyncio.wait([self._build])
+
+
+def _log_failure(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("optimizing the products collections failed", exc_info=task.exception())

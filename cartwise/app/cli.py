@@ -718,7 +718,8 @@ def bench_recovery(ctx: click.Context, kills: int, limit: int | None, seed: int,
 
 
 @bench.command("swap")
-@click.option("--version", default=None, help="Version to swap to (default: the newest one that is not active).")
+@click.option("--version", default=None, help="Version to swap to (default: the newest one that is not active; "
+                                            "with none, an int8 copy of the active one made for the bench).")
 @click.option("--qps", default=100.0, show_default=True, help="Offered Search load throughout.")
 @click.option("--before", "before_s", default=10.0, show_default=True, help="Seconds of load before the request.")
 @click.option("--after", "after_s", default=10.0, show_default=True, help="Seconds of load after the switch.")
@@ -731,7 +732,7 @@ def bench_recovery(ctx: click.Context, kills: int, limit: int | None, seed: int,
 def bench_swap(ctx: click.Context, version: str | None, qps: float, before_s: float, after_s: float,
                plot: Path | None, catalog: str, as_json: bool) -> None:
     """A model swap (backfill, dual-write, switch) under a fixed Search load: failed and mixed-version
-    answers, p99 before and during the swap, backfill products/s. Works on copies of two registry versions."""
+    answers, p99 before and during the swap, backfill products/s. Works on copies of registry versions; the user's registry is only read."""
     from cartwise.app.bench.swap import run_swap_bench
     from cartwise.registry import RegistryError
 

@@ -90,3 +90,25 @@ def test_a_failed_build_is_logged_and_the_next_upserts_make_it_due_again(caplog)
     indexing.wrote("products_v1", 1)
     asyncio.run(indexing.optimize_due())
     assert index.optimized == ["products_v2", "products_v1"]
+
+
+def test_a_tick_returns_at_once_and_stop_ends_the_builds_it_started():
+    class Slow(Index):
+        def optimize(self, name):
+            time.sleep(0.3)
+            super().optimize(name)
+
+    async def scenario():
+        index = Slow()
+        indexing = ProductIndexing(index, quiet_s=0.0, after_upserts=1)
+        indexing.wrote("products_v1", 1)
+        indexing.wrote("products_v2", 1)
+        started = time.perf_counter()
+        await indexing.tick()
+        assert time.perf_counter() - started < 0.1  # the timer is not held by the builds
+        await asyncio.sleep(0.05)
+        await indexing.stop()  # during the first build: it finishes, the second never starts
+        await asyncio.sleep(0.5)
+        return index.optimized
+
+    assert asyncio.run(scenario()) == ["products_v1"]

@@ -1,7 +1,8 @@
 """``cartwise bench swap``: a model swap under a fixed Search load.
 
 The embedded service is loaded with REES46 (or the Home Depot catalog) on scratch copies of the active version and the candidate
-(the real registry is never touched); a load-generator process offers a fixed rate of Search requests
+(the real registry is never touched; with no candidate there, the bench publishes an int8 copy of what is served in its scratch
+registry); a load-generator process offers a fixed rate of Search requests
 and records every answer's model and index version; after ``before_s`` seconds the swap is requested on
 models.updates, and the load keeps running through the backfill and ``after_s`` seconds past the switch."""
 
@@ -23,21 +24,34 @@ from cartwise.machine import machine_info
 from cartwise.model_updates import SWAP_REQUESTED, ModelUpdate, publish_update
 from cartwise.registry import ModelRegistry, RegistryError, collection_names
 from cartwise.settings import Settings
+from encoders.quantize import publish_quantized
 
 SWAP_TIMEOUT_S = 1800.0
 
 
-def swap_pair(models_dir: Path, candidate: str | None) -> tuple[str, str]:
+def swap_pair(models_dir: Path, candidate: str | None) -> tuple[str, str] | None:
     """(the user's active version, the candidate: ``candidate`` or the newest other version), read from
-    the registry at ``models_dir``. Raises RegistryError when there is no such pair."""
+    the registry at ``models_dir``; None when no ``candidate`` is named and the registry holds no such
+    pair (the bench then swaps to a copy it makes, :func:`fresh_copy`). Raises RegistryError for a named
+    ``candidate`` without an active version beside it, or equal to it."""
     registry = ModelRegistry(models_dir) if models_dir.is_dir() else None
     active = registry.active() if registry else None
     others = [v for v in registry.versions() if v != active] if registry else []
-    candidate = candidate or (others[-1] if others else None)
-    if active is None or candidate is None or candidate == active:
-        raise RegistryError("bench swap needs an active version and another one to swap to: "
-                            "train one first (cartwise train) or name it with --version")
+    if candidate is None and (active is None or not others):
+        return None
+    candidate = candidate or others[-1]
+    if active is None or candidate == active:
+        raise RegistryError(f"bench swap to {candidate} needs an active version other than it: "
+                            "activate one first, or leave out --version")
     return active, candidate
+
+
+def fresh_copy(models_dir: Path, active: str) -> str:
+    """Publish, in the (scratch) registry at ``models_dir``, another int8 copy of what ``active`` serves
+    (its source, or itself) and return its version: a swap to it re-embeds the whole catalog with an
+    equal encoder, so the bench measures the swap's cost and not a model change."""
+    registry = ModelRegistry(models_dir)
+    return publish_quantized(registry, registry.manifest(active).config.get("quantized_from") or active).version
 
 
 def _mixed(record: dict) -> bool:
@@ -63,14 +77,17 @@ def summarize(records: list[dict], requested: float, switched: float) -> dict:
 
 async def run_swap_bench(settings: Settings, version: str | None, qps: float, before_s: float, after_s: float,
                          console, plot: Path | None = None, catalog: str = "rees46") -> dict:
-    """Swap to ``version`` under ``qps`` Search/s (module docstring) on ``catalog`` (REES46 replayed whole,
-    or :func:`homedepot_workload`). Returns the figures (latencies in ms). Raises RegistryError when there
-    is nothing to swap to, TimeoutError if the swap takes too long."""
-    active, candidate = swap_pair(settings.models_dir, version)
+    """Swap to ``version`` (None: the pair :func:`swap_pair` finds, else a :func:`fresh_copy`) under ``qps``
+    Search/s (module docstring) on ``catalog`` (REES46 replayed whole, or :func:`homedepot_workload`).
+    Returns the figures (latencies in ms). Raises RegistryError for a ``version`` there is no swapping to,
+    TimeoutError if the swap takes too long."""
+    pair = swap_pair(settings.models_dir, version)
     records, queries = homedepot_workload() if catalog == "homedepot" else (None, rees46_queries())
     work = Path(tempfile.mkdtemp(prefix="cartwise-swap-load-"))
     try:
-        async with loaded_service(settings, console, [active, candidate], records=records) as service:
+        async with loaded_service(settings, console, list(pair) if pair else None, records=records) as service:
+            active = service.active.current.version
+            candidate = pair[1] if pair else await asyncio.to_thread(fresh_copy, service.settings.models_dir, active)
             (work / "queries.json").write_text(json.dumps(queries))
             load = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "cartwise.app.bench.loadgen", f"127.0.0.1:{service.port}", str(qps), "86400",
@@ -97,8 +114,9 @@ async def run_swap_bench(settings: Settings, version: str | None, qps: float, be
             "backfill_products_s": stats["products_s"], "backfill_users": stats["users"],
             "backfill_users_s": stats["users_s"], "from": active, "to": candidate, "products": products,
             "offered_qps": qps, "catalog": catalog, "machine": machine_info(),
-            "command": f"cartwise bench swap --catalog {catalog} --version {candidate} --qps {qps:g} "
-                       f"--before {before_s:g} --after {after_s:g}" + (f" --plot {plot}" if plot else "") + " --json"}
+            "command": f"cartwise bench swap --catalog {catalog}" + (f" --version {candidate}" if pair else "")
+                       + f" --qps {qps:g} --before {before_s:g} --after {after_s:g}"
+                       + (f" --plot {plot}" if plot else "") + " --json"}
 
 
 async def _wait_for_switch(service, version: str) -> None:
