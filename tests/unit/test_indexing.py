@@ -21,6 +21,14 @@ class Index:
         self.optimized.append(name)
 
 
+class SlowIndex(Index):
+    """An :class:`Index` whose builds take 0.3 s (in the build thread)."""
+
+    def optimize(self, name):
+        time.sleep(0.3)
+        super().optimize(name)
+
+
 def test_optimizes_once_quiet_or_after_many_upserts():
     index = Index()
     indexing = ProductIndexing(index, quiet_s=3600.0, after_upserts=100)
@@ -49,13 +57,8 @@ def test_a_dropped_collection_is_skipped_and_nothing_is_done_for_an_index_that_o
 
 
 def test_stop_waits_for_the_running_build_and_starts_no_more():
-    class Slow(Index):
-        def optimize(self, name):
-            time.sleep(0.2)
-            super().optimize(name)
-
     async def scenario():
-        index = Slow()
+        index = SlowIndex()
         indexing = ProductIndexing(index, quiet_s=0.0, after_upserts=1)
         indexing.wrote("products_v1", 1)
         timer = asyncio.create_task(indexing.optimize_due())
@@ -93,13 +96,8 @@ def test_a_failed_build_is_logged_and_the_next_upserts_make_it_due_again(caplog)
 
 
 def test_a_tick_returns_at_once_and_stop_ends_the_builds_it_started():
-    class Slow(Index):
-        def optimize(self, name):
-            time.sleep(0.3)
-            super().optimize(name)
-
     async def scenario():
-        index = Slow()
+        index = SlowIndex()
         indexing = ProductIndexing(index, quiet_s=0.0, after_upserts=1)
         indexing.wrote("products_v1", 1)
         indexing.wrote("products_v2", 1)
