@@ -732,7 +732,8 @@ def bench_recovery(ctx: click.Context, kills: int, limit: int | None, seed: int,
 def bench_swap(ctx: click.Context, version: str | None, qps: float, before_s: float, after_s: float,
                plot: Path | None, catalog: str, as_json: bool) -> None:
     """A model swap (backfill, dual-write, switch) under a fixed Search load: failed and mixed-version
-    answers, p99 before and during the swap, backfill products/s. Works on copies of registry versions; the user's registry is only read."""
+    answers, p99 before and during the swap, backfill products/s. Works on copies of registry versions; the
+    user's registry is only read."""
     from cartwise.app.bench.swap import run_swap_bench
     from cartwise.registry import RegistryError
 

@@ -26,7 +26,7 @@ import numpy as np
 import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from cartwise.app.bench.common import free_port
+from cartwise.app.bench.common import cpu_seconds, free_port
 from cartwise.app.broker import embedded_broker
 from cartwise.kafka_io import ensure_topics
 from cartwise.machine import machine_info
@@ -65,14 +65,10 @@ async def _run(settings: Settings, rate: float, seconds: float, fetch_wait_ms: i
         ensure_topics(settings)
         processes = [psutil.Process(pid) for pid in broker.pids()]
         store = settings.data_dir / "broker"
-
-        def cpu() -> float:
-            return sum(sum(p.cpu_times()[:2]) for p in processes)
-
-        last_cpu = [cpu()]  # at the start of the current window
+        last_cpu = [cpu_seconds(processes)]  # at the start of the current window
 
         def window(latencies: np.ndarray, span_s: float) -> dict:
-            now = cpu()
+            now = cpu_seconds(processes)
             used, last_cpu[0] = now - last_cpu[0], now
             objects = sum(1 for _ in store.rglob("*._S3rver_object")) if store.is_dir() else 0
             return {"records": int(latencies.size), "p50_ms": float(np.percentile(latencies, 50)),

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Iterable
 
 import numpy as np
+import psutil
 from hdrh.histogram import HdrHistogram
 
 from cartwise.app.replay import replay
@@ -30,6 +31,11 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def cpu_seconds(processes: Iterable[psutil.Process]) -> float:
+    """User + system CPU seconds the ``processes`` have used so far, summed."""
+    return sum(sum(p.cpu_times()[:2]) for p in processes)
 
 
 def say(console, text: str) -> None:

@@ -27,7 +27,7 @@ from pathlib import Path
 import psutil
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from cartwise.app.bench.common import copy_versions, free_port, publish_all, say, served_version
+from cartwise.app.bench.common import copy_versions, cpu_seconds, free_port, publish_all, say, served_version
 from cartwise.app.bench.consistency import Expected, compare, stored_histories
 from cartwise.app.bench.plots import plot_throughput
 from cartwise.app.broker import EmbeddedBroker, embedded_broker
@@ -74,10 +74,6 @@ class Window:
                 f"broker_cpu_ms_per_{singular}": 1000 * self.broker_cpu_s / self.events}
 
 
-def _cpu_s(processes: list[psutil.Process]) -> float:
-    return sum(sum(p.cpu_times()[:2]) for p in processes)
-
-
 async def consume_window(service: Service, events: int, broker: EmbeddedBroker, timeout_s: float = 600.0) -> Window:
     """Start ``service`` and time its worker through ``events`` backlogged events (module doc).
     Raises TimeoutError."""
@@ -86,7 +82,7 @@ async def consume_window(service: Service, events: int, broker: EmbeddedBroker, 
     deadline = time.monotonic() + timeout_s
     while service.worker.consumed == 0:
         await asyncio.sleep(SAMPLE_S)
-    started, cpu, broker_cpu = time.perf_counter(), _cpu_s([me]), _cpu_s(children)
+    started, cpu, broker_cpu = time.perf_counter(), cpu_seconds([me]), cpu_seconds(children)
     samples: list[tuple[float, int]] = []
     sampler = asyncio.create_task(_sample(service, started, samples))
     try:
@@ -94,7 +90,7 @@ async def consume_window(service: Service, events: int, broker: EmbeddedBroker, 
     finally:
         sampler.cancel()
     seconds = time.perf_counter() - started
-    return Window(events, seconds, _cpu_s([me]) - cpu, _cpu_s(children) - broker_cpu, [*samples, (seconds, events)])
+    return Window(events, seconds, cpu_seconds([me]) - cpu, cpu_seconds(children) - broker_cpu, [*samples, (seconds, events)])
 
 
 async def _sample(service: Service, started: float, samples: list[tuple[float, int]]) -> None:

@@ -22,6 +22,7 @@ import json
 import signal
 import time
 from collections import Counter, defaultdict
+from pathlib import Path
 
 import grpc
 from hdrh.histogram import HdrHistogram
@@ -129,6 +130,11 @@ async def run(target: str, qps: float, seconds: float, queries: list[dict], reco
     return {"requests": sent, "qps": outcomes.counts["OK"] / elapsed, "offered_qps": sent / window,
             **outcomes.summary(), **late, "loadgen_cpu_ms_per_request": 1000 * cpu / max(sent, 1),
             "elapsed_s": elapsed}
+
+
+def read_records(path: Path) -> list[dict]:
+    """The per-request records a run with RECORDS wrote (module docstring), in request order."""
+    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def _write_records(records: list[tuple], path: str) -> None:

@@ -19,6 +19,7 @@ from cartwise.app.bench.common import (
     loaded_service,
     summarize_ms,
 )
+from cartwise.app.bench.loadgen import read_records
 from cartwise.app.bench.plots import plot_latency_histogram
 from cartwise.datasets import Record, homedepot_records, rees46_records
 from cartwise.events import BehaviorEvent
@@ -182,13 +183,13 @@ async def run_search_bench(settings: Settings, qps: float, seconds: float, conso
         products, hits, misses = service.index.count(model.products), cache.hits, cache.misses
         quantized_from = ModelRegistry(service.settings.models_dir).manifest(model.version).config.get("quantized_from")
         with _queries_file(retrieval, queries, MERCHANDISE if merchandise else None) as path:
+            records_path = path.with_name("records.jsonl") if plot else None
             with console.status(f"offering {qps:.0f} Search/s for {seconds:.0f} s"):
-                load = await _offer(service.port, path, seconds, qps,
-                                    records=path.with_name("records.jsonl") if plot else None)
+                load = await _offer(service.port, path, seconds, qps, records=records_path)
             hits, misses = cache.hits - hits, cache.misses - misses
             floor = await _floor(service, json.loads(path.read_text())[:FLOOR_QUERIES], retrieval)
-            if plot:
-                plot_latency_histogram(answered_latencies(path.with_name("records.jsonl")), floor["floor_p50_ms"],
+            if records_path:
+                plot_latency_histogram(answered_latencies(records_path), floor["floor_p50_ms"],
                                        GOAL_P99_MS, f"gRPC Search, {catalog}, {load['offered_qps']:.0f}/s offered "
                                        f"({load['qps']:.0f}/s answered OK)", plot)
     return {**load, **floor, "overhead_ratio": load["p50_ms"] / floor["floor_p50_ms"],
@@ -206,8 +207,7 @@ async def run_search_bench(settings: Settings, qps: float, seconds: float, conso
 
 def answered_latencies(records: Path) -> list[float]:
     """Latencies (ms) of the OK answers in a load generator's records file."""
-    rows = (json.loads(line) for line in records.read_text().splitlines())
-    return [row["latency_ms"] for row in rows if row["error"] is None]
+    return [row["latency_ms"] for row in read_records(records) if row["error"] is None]
 
 
 async def run_overload_bench(settings: Settings, seconds: float, console, retrieval: Retrieval = "hybrid",

@@ -1,9 +1,9 @@
 """``cartwise bench swap``: a model swap under a fixed Search load.
 
-The embedded service is loaded with REES46 (or the Home Depot catalog) on scratch copies of the active version and the candidate
-(the real registry is never touched; with no candidate there, the bench publishes an int8 copy of what is served in its scratch
-registry); a load-generator process offers a fixed rate of Search requests
-and records every answer's model and index version; after ``before_s`` seconds the swap is requested on
+The embedded service is loaded with REES46 (or the Home Depot catalog) on scratch copies of the active
+version and the candidate (the real registry is never touched; with no candidate there, the bench publishes
+an int8 copy of what is served in its scratch registry); a load-generator process offers a fixed rate of
+Search requests and records every answer's model and index version; after ``before_s`` seconds the swap is requested on
 models.updates, and the load keeps running through the backfill and ``after_s`` seconds past the switch."""
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from cartwise.app.bench.common import loaded_service, percentiles_ms
+from cartwise.app.bench.loadgen import read_records
 from cartwise.app.bench.plots import plot_timeline
 from cartwise.app.bench.search import homedepot_workload, rees46_queries
 from cartwise.machine import machine_info
@@ -104,7 +105,7 @@ async def run_swap_bench(settings: Settings, version: str | None, qps: float, be
             await load.communicate()
             products = service.index.count(service.active.current.products)
             stats = dict(service.worker.swaps.stats)
-        records = [json.loads(line) for line in (work / "records.jsonl").read_text().splitlines()]
+        records = read_records(work / "records.jsonl")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if plot:
