@@ -114,6 +114,11 @@ class Settings(BaseSettings):
                             "across restarts; memory: everything is lost when the service stops")
     embedded_storage_port: int | None = Field(
         None, description="port of the embedded broker's on-disk store (default: the broker's port + 1)")
+    retention_s: float = Field(
+        7 * 86400.0, gt=0, description="the embedded broker keeps event topics (behavior, impressions, control, "
+                                       "dead-letter) this long, s, and never what the worker group has not "
+                                       "committed; compacted topics keep each key's last record (and a deleted "
+                                       "key's tombstone this long)")
     s3rver: Path = Field(NODE_MODULES / "s3rver" / "bin" / "s3rver.js",
                          description="s3rver's script (installed by `make install` from package-lock.json)")
     qdrant_url: str | None = Field(None, description="a Qdrant server (https://... for TLS); unset: Qdrant Edge")
