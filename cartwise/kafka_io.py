@@ -141,14 +141,15 @@ def swap_control_topic(settings: Settings) -> str:
 
 def ensure_topics(settings: Settings) -> None:
     """Create the service's topics (the user control and impressions topics co-partitioned with the behavior
-    topics), their dead-letter topics, models.updates and the swap control topic if missing (catalog and swap control
-    compacted). Raises kafka.errors.KafkaError when no broker answers."""
+    topics), their dead-letter topics, models.updates and the swap control topic if missing (catalog,
+    models.updates and swap control compacted). Raises kafka.errors.KafkaError when no broker answers."""
     topics = settings.topics
     wanted = [NewTopic(topics.catalog, settings.partitions, 1, topic_configs={"cleanup.policy": "compact"})]
     wanted += [NewTopic(t, settings.partitions, 1) for t in topics.user_keyed]
     wanted += [NewTopic(topics.dead_letter(t), 1, 1) for t in (topics.catalog, *topics.user_keyed)]
     wanted += [NewTopic(topics.impressions, settings.partitions, 1)]
-    wanted += [NewTopic(topics.models_updates, 1, 1)]  # one partition: every reader sees one order
+    # one partition: every reader sees one order; keyed by version, so compaction keeps each version's last word
+    wanted += [NewTopic(topics.models_updates, 1, 1, topic_configs={"cleanup.policy": "compact"})]
     # one partition: the journal's records are read in the order the leaders wrote them
     wanted += [NewTopic(swap_control_topic(settings), 1, 1, topic_configs={"cleanup.policy": "compact"})]
     admin = admin_client(settings, "cartwise-admin")

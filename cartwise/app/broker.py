@@ -26,6 +26,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -37,6 +38,7 @@ from cartwise.settings import Settings
 log = logging.getLogger(__name__)
 BUCKET = "cartwise"
 LOAD_TIMEOUT_S = 60.0  # for a restarted broker to answer a fetch from every stored partition
+MAINTENANCE_INTERVAL_S = 10.0  # at 1,000 events/s a partition gains a few hundred objects between passes
 S3RVER_CREDENTIALS = "S3RVER"  # s3rver's fixed access key and secret; it listens on loopback only
 
 
@@ -50,6 +52,7 @@ class ObjectStore:
     def __init__(self, directory: Path, port: int, s3rver: Path, log_path: Path | None = None) -> None:
         self.directory, self.port, self._s3rver, self._log_path = directory, port, s3rver, log_path
         self.fresh = False  # set by start(): True when the directory held nothing yet
+        self.maintenance_log = log_path.with_name("broker-maintenance.log") if log_path else None
         self._proc: subprocess.Popen | None = None
 
     def start(self, timeout_s: float = 20.0) -> "ObjectStore":
@@ -89,12 +92,15 @@ class EmbeddedBroker:
     """A Tansu broker subprocess on ``127.0.0.1:port``, in memory or on ``store``; use as a context manager
     or start()/stop(). ``fresh`` says whether it started with no data (always, in memory)."""
 
-    def __init__(self, port: int, log_path: Path | None = None, store: ObjectStore | None = None) -> None:
+    def __init__(self, port: int, log_path: Path | None = None, store: ObjectStore | None = None,
+                 maintenance: list[str] | None = None) -> None:
         self.port = port
         self.bootstrap = f"127.0.0.1:{port}"
         self._log_path = log_path
         self._store = store
+        self._maintenance_args = maintenance if store is not None else None
         self._proc: subprocess.Popen | None = None
+        self._maintenance: subprocess.Popen | None = None
         self._used = False
 
     @property
@@ -129,6 +135,10 @@ class EmbeddedBroker:
             raise
         if not self.fresh:
             load_partition_state(self.bootstrap, LOAD_TIMEOUT_S)
+        if self._maintenance_args is not None:
+            self._maintenance = _spawn([sys.executable, "-m", "cartwise.app.log_maintenance",
+                                        "--root", str(self._store.directory), "--port", str(self._store.port),
+                                        "--bucket", BUCKET, *self._maintenance_args], self._store.maintenance_log)
         log.info("embedded Kafka-compatible broker on %s (%s)", self.bootstrap,
                  f"on disk in {self._store.directory}" if self._store else "in memory")
         return self
@@ -136,10 +146,13 @@ class EmbeddedBroker:
     def pids(self) -> list[int]:
         """Process ids of the broker and its store (for their CPU time)."""
         store = self._store.pid if self._store else None
-        return [pid for pid in (self._proc.pid if self._proc else None, store) if pid is not None]
+        maintenance = self._maintenance.pid if self._maintenance else None
+        return [pid for pid in (self._proc.pid if self._proc else None, store, maintenance) if pid is not None]
 
     def stop(self) -> None:
-        """Terminate the broker, then its store (in memory, its data is lost)."""
+        """Terminate the log maintenance, the broker, then its store (in memory, its data is lost)."""
+        _terminate(self._maintenance)
+        self._maintenance = None
         _terminate(self._proc)
         self._proc = None
         if self._store is not None:
@@ -185,7 +198,17 @@ def embedded_broker(settings: Settings) -> EmbeddedBroker:
     if settings.embedded_kafka_storage == "disk":
         store = ObjectStore(settings.data_dir / "broker", settings.storage_port, settings.s3rver,
                             settings.data_dir / "broker-store.log")
-    return EmbeddedBroker(settings.embedded_kafka_port, settings.data_dir / "broker.log", store)
+    return EmbeddedBroker(settings.embedded_kafka_port, settings.data_dir / "broker.log", store,
+                          maintenance_args(settings))
+
+
+def maintenance_args(settings: Settings) -> list[str]:
+    """The log maintenance's arguments for ``settings`` (cartwise/app/log_maintenance.py): the worker group
+    and the topics it consumes hold retention back; the catalog's delete events are its tombstones."""
+    topics = settings.topics
+    held = [topics.catalog, *topics.user_keyed, topics.models_updates]
+    return ["--group", settings.app_id, "--catalog-topic", topics.catalog, "--retention-s", str(settings.retention_s),
+            "--interval-s", str(MAINTENANCE_INTERVAL_S), *(arg for t in held for arg in ("--held-topic", t))]
 
 
 def _spawn(command: list[str], log_path: Path | None, env: dict[str, str] | None = None) -> subprocess.Popen:

@@ -27,7 +27,8 @@ import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from cartwise.app.bench.common import cpu_seconds, free_port
-from cartwise.app.broker import embedded_broker
+from cartwise.app.broker import BUCKET, embedded_broker
+from cartwise.app.log_maintenance import StoreClient
 from cartwise.kafka_io import ensure_topics
 from cartwise.machine import machine_info
 from cartwise.settings import Settings
@@ -70,14 +71,15 @@ async def _run(settings: Settings, rate: float, seconds: float, fetch_wait_ms: i
         def window(latencies: np.ndarray, span_s: float) -> dict:
             now = cpu_seconds(processes)
             used, last_cpu[0] = now - last_cpu[0], now
-            objects = sum(1 for _ in store.rglob("*._S3rver_object")) if store.is_dir() else 0
+            objects = len(StoreClient(settings.storage_port, BUCKET).list_keys("clusters/")) if store.is_dir() else 0
             return {"records": int(latencies.size), "p50_ms": float(np.percentile(latencies, 50)),
                     "p99_ms": float(np.percentile(latencies, 99)), "stored_objects": objects,
                     "broker_cores": used / span_s}
 
         producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=5)
+        # in the worker's group, committing as it reads: what holds the log maintenance's retention back
         consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap, fetch_max_wait_ms=fetch_wait_ms,
-                                    enable_auto_commit=False)
+                                    group_id=settings.app_id, enable_auto_commit=True, auto_commit_interval_ms=1000)
         await producer.start()
         await consumer.start()
         try:
