@@ -99,6 +99,19 @@ def start_offsets(consumer: KafkaConsumer, topic: str, since: "Watermark | datet
     return {}
 
 
+def warn_if_expired(topic: str, starts: dict[int, int], records: list) -> None:
+    """Log a warning for each partition of ``topic`` whose first record read lies past where the watermark
+    said to start: retention (``CARTWISE_RETENTION_S``) removed events this cycle never trained on."""
+    first: dict[int, int] = {}
+    for record in records:
+        first.setdefault(record.partition, record.offset)
+    for partition, start in starts.items():
+        if first.get(partition, start) > start:
+            log.warning("%s[%d]: the watermark is at offset %d but the first kept record is %d: %d events expired "
+                        "before a cycle read them (retention: CARTWISE_RETENTION_S)", topic, partition, start,
+                        first[partition], first[partition] - start)
+
+
 @dataclass
 class EventLog:
     """The current catalog, the behavior events since the watermark, and the watermark after them."""
@@ -148,7 +161,10 @@ def read_event_log(settings: Settings, since: "Watermark | datetime | None") -> 
                 catalog.pop(event.product_id, None)
         behavior, watermark = [], Watermark()
         for topic, event_type in zip(topics.behavior, ("purchase", "cart", "view")):
-            records, end = read_topic(consumer, topic, start_offsets(consumer, topic, since))
+            starts = start_offsets(consumer, topic, since)
+            records, end = read_topic(consumer, topic, starts)
+            if isinstance(since, Watermark):
+                warn_if_expired(topic, starts, records)
             watermark.offsets[topic] = end
             for record in records:
                 try:

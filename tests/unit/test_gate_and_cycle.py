@@ -40,3 +40,17 @@ def test_trainer_cycle_without_a_broker_exits_non_zero_with_the_reason(tmp_path)
         "CARTWISE_DATA_DIR": str(tmp_path), "CARTWISE_KAFKA_BOOTSTRAP": f"127.0.0.1:{port}"})
     assert result.exit_code == 1
     assert f"no Kafka broker at 127.0.0.1:{port}" in result.output
+
+
+def test_a_cycle_warns_when_retention_removed_events_past_its_watermark(caplog):
+    from types import SimpleNamespace
+
+    from trainer.incremental import warn_if_expired
+
+    records = [SimpleNamespace(partition=0, offset=120), SimpleNamespace(partition=0, offset=121),
+               SimpleNamespace(partition=1, offset=7)]
+    with caplog.at_level("WARNING", logger="trainer.incremental"):
+        warn_if_expired("behavior.carts", {0: 100, 1: 7, 2: 3}, records)
+    assert [r.getMessage() for r in caplog.records] == [
+        "behavior.carts[0]: the watermark is at offset 100 but the first kept record is 120: 20 events expired "
+        "before a cycle read them (retention: CARTWISE_RETENTION_S)"]
