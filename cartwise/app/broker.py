@@ -53,6 +53,8 @@ class ObjectStore:
         self.directory, self.port, self._s3rver, self._log_path = directory, port, s3rver, log_path
         self.fresh = False  # set by start(): True when the directory held nothing yet
         self.maintenance_log = log_path.with_name("broker-maintenance.log") if log_path else None
+        # what producers wrote, per topic (objects, records), as the log maintenance counts it
+        self.produce_stats = directory.with_name("broker-produce-stats.json")
         self._proc: subprocess.Popen | None = None
 
     def start(self, timeout_s: float = 20.0) -> "ObjectStore":
@@ -138,7 +140,8 @@ class EmbeddedBroker:
         if self._maintenance_args is not None:
             self._maintenance = _spawn([sys.executable, "-m", "cartwise.app.log_maintenance",
                                         "--root", str(self._store.directory), "--port", str(self._store.port),
-                                        "--bucket", BUCKET, *self._maintenance_args], self._store.maintenance_log)
+                                        "--bucket", BUCKET, "--stats", str(self._store.produce_stats),
+                                        *self._maintenance_args], self._store.maintenance_log)
         log.info("embedded Kafka-compatible broker on %s (%s)", self.bootstrap,
                  f"on disk in {self._store.directory}" if self._store else "in memory")
         return self

@@ -717,6 +717,30 @@ def bench_recovery(ctx: click.Context, kills: int, limit: int | None, seed: int,
     _report(run_recovery_bench(_settings(ctx), kills, limit, seed, progress), as_json)
 
 
+@bench.command("soak")
+@click.option("--rate", default=1000.0, show_default=True,
+              help="Behavior events/s (REES46 shapes over its own users and products).")
+@click.option("--minutes", type=click.IntRange(min=1), default=60, show_default=True, help="Minutes of load.")
+@click.option("--catalog-rate", default=20.0, show_default=True,
+              help="Catalog upserts/s of existing products (price and stock changes).")
+@click.option("--qps", default=20.0, show_default=True, help="Offered Search/s (open loop).")
+@click.option("--retention-s", type=click.FloatRange(min=0.0, min_open=True), default=None,
+              help="CARTWISE_RETENTION_S of the scratch service (default: this environment's setting).")
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the per-minute series (PNG), e.g. docs/img/soak.png.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def bench_soak(ctx: click.Context, rate: float, minutes: int, catalog_rate: float, qps: float,
+               retention_s: float | None, plot: Path | None, as_json: bool) -> None:
+    """Behavior events, catalog upserts, Search and a freshness probe per second on one scratch `cartwise serve`
+    (durable broker) for --minutes: freshness, the broker's objects and bytes, CPU and memory per minute; then a
+    kill -9, the time to SERVING and to lag 0, and a comparison with a rebuild from the events."""
+    from cartwise.app.bench.soak import run_soak_bench
+
+    _report(asyncio.run(run_soak_bench(_settings(ctx), rate, minutes, catalog_rate, qps, retention_s, plot,
+                                       progress)), as_json)
+
+
 @bench.command("swap")
 @click.option("--version", default=None, help="Version to swap to (default: the newest one that is not active; "
                                             "with none, an int8 copy of the active one made for the bench).")

@@ -266,6 +266,8 @@ class LogMaintenance:
         self.merge_min_age_ms, self.min_dirty_bytes = int(merge_min_age_s * 1000), min_dirty_bytes
         self._files: dict[Path, PartitionFiles] = {}
         self._clean_end: dict[Path, int] = {}  # partition -> the last offset its last compaction covered
+        self._seen_end: dict[Path, int] = {}  # partition -> the last offset of the batches seen so far
+        self.produced: dict[str, dict[str, int]] = {}  # topic -> objects and records producers wrote since start
 
     def run_pass(self) -> dict[str, int]:
         """One pass over every partition. Returns counts: ``deleted`` and ``written`` objects."""
@@ -275,7 +277,7 @@ class LogMaintenance:
             topic, partition = records_dir.parent.parent.parent.name, int(records_dir.parent.name)
             policy = self._policy(topic, partition, topic in compacted)
             prefix = f"clusters/{CLUSTER}/topics/{topic}/partitions/{partition:010d}/records/"
-            plan = self._plan(records_dir, prefix, policy)
+            plan = self._plan(records_dir, prefix, policy, self.produced.setdefault(topic, {"objects": 0, "records": 0}))
             for key, value in self._apply(prefix, plan).items():
                 counts[key] += value
         return counts
@@ -288,9 +290,14 @@ class LogMaintenance:
         return Policy(compact, frontier, int(time.time() * 1000), self.retention_ms, self.merge_min_age_ms,
                       is_tombstone=is_tombstone)
 
-    def _plan(self, records_dir: Path, prefix: str, policy: Policy) -> Plan:
+    def _plan(self, records_dir: Path, prefix: str, policy: Policy, produced: dict[str, int]) -> Plan:
         files = self._files.setdefault(records_dir, PartitionFiles(records_dir, self.store, prefix))
         batches = files.batches()
+        new = [b for b in batches if b.base > self._seen_end.get(records_dir, -1)]
+        produced["objects"] += len(new)
+        produced["records"] += sum(b.header.record_count for b in new)
+        if batches:
+            self._seen_end[records_dir] = max(self._seen_end.get(records_dir, -1), batches[-1].end)
         gone = covered(batches)
         kept = [b for b in batches if b not in gone]
         older = kept[:-1]  # the newest is the active segment: never touched (module doc)
@@ -374,6 +381,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--catalog-topic", required=True)
     parser.add_argument("--retention-s", type=float, required=True)
     parser.add_argument("--interval-s", type=float, default=30.0)
+    parser.add_argument("--stats", type=Path, help="JSON file rewritten after each pass: topic -> objects and "
+                                                   "records the producers wrote since start")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.nice(10)
@@ -383,6 +392,9 @@ def main(argv: list[str] | None = None) -> None:
         started = time.monotonic()
         try:
             counts = maintenance.run_pass()
+            if args.stats:
+                args.stats.with_suffix(".tmp").write_text(json.dumps(maintenance.produced, sort_keys=True))
+                args.stats.with_suffix(".tmp").replace(args.stats)
             if any(counts.values()):
                 log.info("pass in %.2f s: %d objects written, %d deleted", time.monotonic() - started,
                          counts["written"], counts["deleted"])

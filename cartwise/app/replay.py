@@ -13,9 +13,11 @@ from cartwise.events import encode_event
 from cartwise.settings import Topics
 
 
-def publish(producer: KafkaProducer, topics: Topics, record: Record) -> None:
-    """Send one record to its topic, keyed (product_id for the catalog, user_id for behavior)."""
-    producer.send(getattr(topics, record.topic_field), key=record.key.encode(), value=encode_event(record.event))
+def publish(producer: KafkaProducer, topics: Topics, record: Record):
+    """Send one record to its topic, keyed (product_id for the catalog, user_id for behavior); returns the
+    send's future (kafka-python's FutureRecordMetadata)."""
+    return producer.send(getattr(topics, record.topic_field), key=record.key.encode(),
+                         value=encode_event(record.event))
 
 
 def replay(records: Iterable[Record], producer: KafkaProducer, topics: Topics, speed: float = 0.0,

@@ -6,24 +6,27 @@ import asyncio
 import shutil
 import socket
 import tempfile
+import time
 from contextlib import asynccontextmanager
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import psutil
 from hdrh.histogram import HdrHistogram
 
-from cartwise.app.replay import replay
+from cartwise.app.replay import publish, replay
 from cartwise.app.service import Service, freeze_heap
 from cartwise.datasets import Record, rees46_records
 from cartwise.kafka_io import make_producer
 from cartwise.registry import ModelRegistry
-from cartwise.settings import Settings
+from cartwise.settings import Settings, Topics
 from encoders.export import find_pretrained
 
 
 MIN_LOAD_RATE = 50.0  # events/s below which loading a benchmark's service counts as stuck
+PACE_TICK_S = 0.01  # a paced load sends what is due this often
 
 
 def free_port() -> int:
@@ -52,6 +55,51 @@ def publish_all(settings: Settings, records: Iterable[Record]) -> int:
         return replay(records, producer, settings.topics)
     finally:
         producer.close()
+
+
+def refreshed(record: Record, event_id: str, **changes) -> Record:
+    """``record`` as a new event: ``event_id``, event time now (UTC), and any other field ``changes``."""
+    event = record.event.model_copy(update={"event_id": event_id, "event_time": datetime.now(timezone.utc), **changes})
+    return Record(record.topic_field, record.key, event)
+
+
+def send_paced(producer, topics: Topics, streams: list[tuple[float, Iterator[Record]]], stop: Callable[[], bool],
+               on_send: Callable[[Record], None] | None = None, tick_s: float = PACE_TICK_S,
+               on_failure: Callable[[Exception], None] | None = None) -> list[int]:
+    """Publish each (rate in events/s, records) stream of ``streams`` at its rate through ``producer`` until
+    ``stop()`` says so (checked every tick), and flush; returns how many records of each stream were sent.
+
+    Paced by the wall clock, not by a sleep per event: every ``tick_s`` seconds each stream sends all the records
+    due since the start (rate x elapsed), so a tick that comes late sends more and the rate holds as long as this
+    thread gets the CPU to build and hand over the records. ``on_send`` sees each record once it is handed to the
+    producer (a stream is read lazily: build its events there, with their times, :func:`refreshed`);
+    ``on_failure`` is called (on the producer's thread) with the error of each record the broker never took."""
+    sent, started = [0] * len(streams), time.monotonic()
+    while not stop():
+        elapsed = time.monotonic() - started
+        for n, (rate, records) in enumerate(streams):
+            for _ in range(int(elapsed * rate) - sent[n]):
+                record = next(records)
+                future = publish(producer, topics, record)
+                if on_failure is not None:
+                    future.add_errback(on_failure)
+                sent[n] += 1
+                if on_send is not None:
+                    on_send(record)
+        time.sleep(max(0.0, started + (int(elapsed / tick_s) + 1) * tick_s - time.monotonic()))
+    producer.flush()
+    return sent
+
+
+def scratch_settings(settings: Settings, prefix: str, broker_storage: str = "disk") -> tuple[Path, Settings]:
+    """A new scratch directory (``prefix`` names it, under the temp dir) and ``settings`` for a service of its
+    own there: its DATA_DIR, the embedded broker on ``broker_storage`` and free ports, and a registry holding a
+    copy of :func:`served_version` (none: the scratch service exports its own). The caller removes the directory."""
+    scratch, version = Path(tempfile.mkdtemp(prefix=prefix)), served_version(settings.models_dir)
+    copy_versions(settings.models_dir, [version] if version else [], scratch / "models")
+    return scratch, settings.model_copy(update={
+        "data_dir": scratch, "kafka_bootstrap": None, "embedded_kafka_storage": broker_storage,
+        "embedded_kafka_port": free_port(), "embedded_storage_port": free_port(), "grpc_port": free_port()})
 
 
 def latency_histogram() -> HdrHistogram:

@@ -9,7 +9,8 @@ vectors (the slow path); each product the newest catalog upsert by event time (t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Iterable
 
 import numpy as np
 
@@ -29,23 +30,44 @@ VECTOR_TOLERANCE = 1e-4  # an incremental sum and a rebuild differ by float32 ro
 
 @dataclass
 class Expected:
-    """What the source events say the service must hold."""
+    """What the source events say the service must hold (histories of at most ``max_history`` interactions).
+    Built from a list (:meth:`of`) or one event at a time as a load sends them (:meth:`apply`), in memory
+    bounded by the users and products, not by the events."""
 
-    histories: dict[str, UserHistory]
-    products: dict[str, ProductUpsert]
+    max_history: int
+    histories: dict[str, UserHistory] = field(default_factory=dict)
+    products: dict[str, ProductUpsert] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, records: list[Record], max_history: int) -> "Expected":
+    def of(cls, records: Iterable[Record], max_history: int) -> "Expected":
         """Histories and newest products from ``records`` in order (module doc)."""
-        histories: dict[str, UserHistory] = {}
-        products: dict[str, ProductUpsert] = {}
+        expected = cls(max_history)
         for record in records:
-            event = record.event
-            if isinstance(event, BehaviorEvent):
-                histories.setdefault(event.user_id, UserHistory()).apply(event, max_history)
-            elif event.product_id not in products or event.event_time >= products[event.product_id].event_time:
-                products[event.product_id] = event
-        return cls(histories, products)
+            expected.apply(record)
+        return expected
+
+    def apply(self, record: Record) -> None:
+        """Fold in the next source event (module doc)."""
+        event = record.event
+        if isinstance(event, BehaviorEvent):
+            self.histories.setdefault(event.user_id, UserHistory()).apply(event, self.max_history)
+        else:
+            self._keep_newest(event)
+
+    def merge(self, other: "Expected") -> None:
+        """Fold in ``other``, built from events sent beside these (another producer): its users must be other
+        users (a history depends on the order of its events). Raises ValueError when they are not."""
+        shared = self.histories.keys() & other.histories.keys()
+        if shared:
+            raise ValueError(f"{len(shared)} users in both, e.g. {next(iter(shared))!r}: their order is unknown")
+        self.histories.update(other.histories)
+        for event in other.products.values():
+            self._keep_newest(event)
+
+    def _keep_newest(self, event: ProductUpsert) -> None:
+        kept = self.products.get(event.product_id)
+        if kept is None or event.event_time >= kept.event_time:
+            self.products[event.product_id] = event
 
 
 def caught_up(settings: Settings) -> bool:

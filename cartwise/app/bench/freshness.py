@@ -11,8 +11,11 @@ import itertools
 import threading
 import time
 from datetime import datetime, timezone
+from typing import Callable
 
-from cartwise.app.bench.common import loaded_service, percentiles_ms
+import grpc
+
+from cartwise.app.bench.common import loaded_service, percentiles_ms, refreshed, send_paced
 from cartwise.client import AsyncClient
 from cartwise.app.replay import publish
 from cartwise.datasets import Record, rees46_records
@@ -29,18 +32,12 @@ PROBE_WORDS = ("amber", "birch", "cobalt", "dune", "ember", "fjord", "garnet", "
 def _background(settings: Settings, rate: float, stop: threading.Event, sent: list[int]) -> None:
     """Replay REES46 views as fresh events at ``rate`` events/s until ``stop``."""
     views = [r for r in rees46_records() if r.topic_field == "views"]
-    producer, started, topics = make_producer(settings), time.monotonic(), settings.topics
-    for n, record in enumerate(itertools.cycle(views)):
-        if stop.is_set():
-            break
-        delay = started + n / rate - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-        event = record.event.model_copy(update={"event_id": f"bg-{n}", "event_time": datetime.now(timezone.utc)})
-        publish(producer, topics, Record("views", record.key, event))
-        sent[0] = n + 1
-    producer.flush()
-    producer.close()
+    fresh = (refreshed(record, f"bg-{n}") for n, record in enumerate(itertools.cycle(views)))
+    producer = make_producer(settings)
+    try:
+        sent[0] = send_paced(producer, settings.topics, [(rate, fresh)], stop.is_set)[0]
+    finally:
+        producer.close()
 
 
 def _send(producer, topics, record: Record) -> None:
@@ -48,8 +45,10 @@ def _send(producer, topics, record: Record) -> None:
     producer.flush()
 
 
-def _probe(k: int, product_ids: list[str]) -> tuple[Record, str, dict, callable]:
-    """Probe ``k``: the record to send, its kind, the Search to poll, and the test that it is visible."""
+def probe(k: int, product_ids: list[str]) -> tuple[Record, str, dict, Callable[[object], bool]]:
+    """Probe ``k``: the record to send (even ``k``: a cart event of a new user, on one of ``product_ids``;
+    odd: a catalog upsert of a new product), its kind (``cart`` or ``catalog``), the Search request fields
+    to poll, and the test that an answer shows it."""
     now = datetime.now(timezone.utc)
     if k % 2 == 0:
         user = f"fresh-user-{k}"
@@ -61,6 +60,43 @@ def _probe(k: int, product_ids: list[str]) -> tuple[Record, str, dict, callable]
     event = ProductUpsert(event_id=f"probe-{k}", event_time=now, product_id=pid, title=title, price=1.0)
     return Record("catalog", pid, event), "catalog", {"query": title, "limit": 5}, \
         lambda r: any(h.product_id == pid for h in r.hits)
+
+
+class PollBudget:
+    """Probes polling at once share one pace: at most one Search per ``interval_s`` seconds over all of them, so
+    probes that wait long (several outstanding) do not multiply the Search load on a slow service."""
+
+    def __init__(self, interval_s: float = POLL_S) -> None:
+        self.interval_s, self._next = interval_s, 0.0
+
+    async def wait(self) -> None:
+        """Sleep until this caller's turn to poll."""
+        now = time.monotonic()
+        slot = max(now, self._next)
+        self._next = slot + self.interval_s
+        await asyncio.sleep(slot - now)
+
+
+async def time_to_visible(client: AsyncClient, producer, topics, record: Record, query: dict,
+                          visible: Callable[[object], bool], timeout_s: float = PROBE_TIMEOUT_S,
+                          tolerate_errors: bool = False, budget: PollBudget | None = None) -> float | None:
+    """Send ``record`` (flushed) and poll Search with ``query`` every :data:`POLL_S` (with ``budget``: when it
+    gives this probe a turn) until ``visible`` says an answer shows it: the seconds from before the send to
+    that answer, or None when none did within ``timeout_s`` (a missed probe). With ``tolerate_errors`` a failed
+    Search counts as not visible yet; otherwise its grpc.RpcError is raised."""
+    started = time.perf_counter()
+    await asyncio.to_thread(_send, producer, topics, record)
+    while True:
+        try:
+            if visible(await client.search(**query)):
+                seconds = time.perf_counter() - started
+                return seconds if seconds <= timeout_s else None
+        except grpc.RpcError:
+            if not tolerate_errors:
+                raise
+        if time.perf_counter() - started > timeout_s:
+            return None
+        await (budget.wait() if budget is not None else asyncio.sleep(POLL_S))
 
 
 async def run_freshness_bench(settings: Settings, events: int, background_rate: float, console) -> dict:
@@ -78,16 +114,12 @@ async def run_freshness_bench(settings: Settings, events: int, background_rate: 
             await asyncio.sleep(2.0)  # let the background load reach its rate
             with console.status(f"{events} probes under {background_rate:.0f} background events/s"):
                 for k in range(events):
-                    record, kind, query, visible = _probe(k, product_ids)
-                    t0 = time.perf_counter()
-                    await asyncio.to_thread(_send, producer, service.settings.topics, record)
-                    while not visible(await client.search(**query)):
-                        if time.perf_counter() - t0 > PROBE_TIMEOUT_S:
-                            missed += 1
-                            break
-                        await asyncio.sleep(POLL_S)
+                    record, kind, query, visible = probe(k, product_ids)
+                    seconds = await time_to_visible(client, producer, service.settings.topics, record, query, visible)
+                    if seconds is None:
+                        missed += 1
                     else:
-                        latencies[kind].append(time.perf_counter() - t0)
+                        latencies[kind].append(seconds)
         elapsed = time.monotonic() - started
         stop.set()
         background.join()

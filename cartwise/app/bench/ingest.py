@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ from pathlib import Path
 import psutil
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from cartwise.app.bench.common import copy_versions, cpu_seconds, free_port, publish_all, say, served_version
+from cartwise.app.bench.common import cpu_seconds, publish_all, say, scratch_settings
 from cartwise.app.bench.consistency import Expected, compare, stored_histories
 from cartwise.app.bench.plots import plot_throughput
 from cartwise.app.broker import EmbeddedBroker, embedded_broker
@@ -125,12 +124,7 @@ async def run_ingest_bench(settings: Settings, events: int = 50_000, broker_stor
     cpu_ms_per_event, broker) with the per-product CPU, the broker's CPU, and the consistency check (lost,
     double_applied, mismatched_users, mismatched_products: all 0 when the fast path computes what the slow
     path does). With ``plot``, the behavior phase's events/s over time is written there (PNG)."""
-    scratch = Path(tempfile.mkdtemp(prefix="cartwise-ingest-"))
-    version = served_version(settings.models_dir)
-    copy_versions(settings.models_dir, [version] if version else [], scratch / "models")
-    settings = settings.model_copy(update={
-        "data_dir": scratch, "kafka_bootstrap": None, "embedded_kafka_storage": broker_storage,
-        "embedded_kafka_port": free_port(), "embedded_storage_port": free_port(), "grpc_port": free_port()})
+    scratch, settings = scratch_settings(settings, "cartwise-ingest-", broker_storage)
     catalog = [r for r in rees46_records(limit=rows) if r.topic_field == "catalog"]
     behavior = behavior_load(events, rows)
     broker = embedded_broker(settings).start()

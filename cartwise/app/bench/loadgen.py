@@ -20,9 +20,11 @@ import argparse
 import asyncio
 import json
 import signal
+import sys
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
+from typing import Callable
 
 import grpc
 from hdrh.histogram import HdrHistogram
@@ -130,6 +132,25 @@ async def run(target: str, qps: float, seconds: float, queries: list[dict], reco
     return {"requests": sent, "qps": outcomes.counts["OK"] / elapsed, "offered_qps": sent / window,
             **outcomes.summary(), **late, "loadgen_cpu_ms_per_request": 1000 * cpu / max(sent, 1),
             "elapsed_s": elapsed}
+
+
+async def offer(target: str, queries: Path, seconds: float, qps: float = 0.0, *options: str,
+                records: Path | None = None, started: Callable[[asyncio.subprocess.Process], None] | None = None
+                ) -> dict:
+    """Run this module as its own process against ``target`` (host:port) with the SearchRequest fields in the
+    JSON file ``queries``, ``qps`` requests/s for ``seconds`` s (``options``: its flags, e.g. ``--clients``),
+    and return what it prints (module docstring). With ``records``, it also writes one JSON line per request
+    there. ``started`` is handed the process once spawned (SIGTERM it to end the load early). Raises
+    RuntimeError when it fails."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "cartwise.app.bench.loadgen", target, str(qps), str(seconds), str(queries),
+        *([str(records)] if records else []), *options, stdout=asyncio.subprocess.PIPE)
+    if started is not None:
+        started(proc)
+    out, _ = await proc.communicate()
+    if proc.returncode:
+        raise RuntimeError(f"the load generator exited with status {proc.returncode}")
+    return json.loads(out)
 
 
 def read_records(path: Path) -> list[dict]:

@@ -1,5 +1,5 @@
 """The benchmarks' plots for docs/benchmarks.md (matplotlib, Agg): Search latency during a swap, the
-Search latency histogram, and ingest throughput over time."""
+Search latency histogram, ingest throughput over time, and the soak's per-minute series."""
 
 from __future__ import annotations
 
@@ -11,14 +11,15 @@ import numpy as np
 
 
 @contextmanager
-def _figure(out: Path, width: float = 9.0, height: float = 4.0) -> Iterator:
-    """One axes to draw on, saved as a PNG at ``out`` (its folder made) when the block ends."""
+def _figure(out: Path, width: float = 9.0, height: float = 4.0, rows: int = 1) -> Iterator:
+    """One axes to draw on (``rows`` > 1: that many, stacked, sharing the x axis), saved as a PNG at ``out``
+    (its folder made) when the block ends."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(width, height))
+    fig, ax = plt.subplots(rows, 1, figsize=(width, height), sharex=rows > 1, squeeze=True)
     try:
         yield ax
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -83,3 +84,31 @@ def plot_throughput(samples: list[tuple[float, int]], raw_per_s: float, goal_per
         ax.text(0.99, 0.97, f"raw aiokafka read of the same topics: {raw_per_s:,.0f}/s", transform=ax.transAxes,
                 ha="right", va="top", fontsize=8)
         ax.legend(loc="lower right")
+
+
+def plot_soak(series: list[dict], goal_ms: float, title: str, out: Path) -> None:
+    """The soak's per-minute ``series`` (cartwise.app.bench.soak) in four stacked panels against the minute:
+    freshness p50 and p99 (ms, log scale) with the ``goal_ms`` line, the broker's batch objects (all topics,
+    and the fullest partition's), the bytes under DATA_DIR/broker, and the CPU cores of the service and the
+    broker. A minute without a figure is a gap."""
+    def values(key: str) -> list[float]:
+        return [np.nan if row.get(key) is None else row[key] for row in series]
+
+    minutes = [row["minute"] for row in series]
+    with _figure(out, 9.0, 11.0, rows=4) as (fresh, objects, disk, cpu):
+        fresh.plot(minutes, values("freshness_p50_ms"), marker=".", label="p50")
+        fresh.plot(minutes, values("freshness_p99_ms"), marker=".", label="p99")
+        fresh.axhline(goal_ms, color="tab:green", linestyle="-.", label=f"goal {goal_ms:,.0f} ms")
+        fresh.set(yscale="log", ylabel="freshness (ms)", title=title)
+        objects.plot(minutes, values("objects"), marker=".", label="all topics")
+        if any(row.get("objects_per_partition_max") is not None for row in series):
+            objects.plot(minutes, values("objects_per_partition_max"), marker=".", label="fullest partition")
+        objects.set(ylabel="batch objects")
+        disk.plot(minutes, np.asarray(values("disk_bytes")) / 2**20, marker=".", color="tab:purple")
+        disk.set(ylabel="DATA_DIR/broker (MiB)")
+        cpu.plot(minutes, values("service_cpu_cores"), marker=".", label="service")
+        cpu.plot(minutes, values("broker_cpu_cores"), marker=".", label="broker (Tansu + s3rver)")
+        cpu.set(ylabel="CPU (cores)", xlabel="minute of load", ylim=(0, None))
+        cpu.xaxis.get_major_locator().set_params(integer=True)
+        for ax in (fresh, objects, cpu):
+            ax.legend(loc="upper left", fontsize=8)

@@ -20,13 +20,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from cartwise.app.bench.common import copy_versions, free_port, publish_all, say, served_version
+from cartwise.app.bench.common import publish_all, say, scratch_settings
 from cartwise.app.bench.consistency import Expected, caught_up, compare, stored_histories
 from cartwise.app.broker import port_open
 from cartwise.datasets import rees46_records
@@ -50,7 +49,8 @@ class ServeProcess:
         s = self.settings
         env = {**os.environ, "CARTWISE_DATA_DIR": str(s.data_dir), "CARTWISE_APP_ID": s.app_id,
                "CARTWISE_EMBEDDED_KAFKA_PORT": str(s.embedded_kafka_port),
-               "CARTWISE_EMBEDDED_STORAGE_PORT": str(s.storage_port), "CARTWISE_GRPC_PORT": str(s.grpc_port)}
+               "CARTWISE_EMBEDDED_STORAGE_PORT": str(s.storage_port), "CARTWISE_GRPC_PORT": str(s.grpc_port),
+               "CARTWISE_RETENTION_S": repr(s.retention_s)}
         env.pop("CARTWISE_KAFKA_BOOTSTRAP", None)
         started = time.perf_counter()
         command = [sys.executable, "-m", "cartwise.app.cli", "--log-level", self.log_level, "serve"]
@@ -86,6 +86,26 @@ class ServeProcess:
         return self.proc.wait(timeout=timeout_s)
 
 
+def wait_caught_up(serve: ServeProcess, timeout_s: float = CATCH_UP_TIMEOUT_S) -> float:
+    """Block until ``serve``'s worker group has no lag on the source topics (consistency.caught_up); returns
+    the seconds that took. Raises TimeoutError."""
+    started = time.perf_counter()
+    while not caught_up(serve.settings):
+        if time.perf_counter() - started > timeout_s:
+            raise TimeoutError(f"the worker did not catch up in {timeout_s} s (log: {serve.log})")
+        time.sleep(0.5)
+    return time.perf_counter() - started
+
+
+def check_against(serve: ServeProcess, expected: Expected) -> dict:
+    """Stop the caught-up ``serve`` cleanly and compare what it kept with ``expected`` (consistency.compare:
+    lost, double_applied, mismatched_users, mismatched_products). Its history Table is read from the
+    changelog first: the broker stops with the service."""
+    histories = stored_histories(serve.settings)
+    serve.stop()
+    return compare(serve.settings, expected, histories)
+
+
 def _serving(settings: Settings, target: str) -> bool:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -111,12 +131,7 @@ def run_recovery_bench(settings: Settings, kills: int = 5, limit: int | None = N
     (seconds from spawn to SERVING after a kill), and catch_up_s (from the last restart to caught up)."""
     rng = random.Random(seed)
     records = list(rees46_records(limit=limit))
-    scratch = Path(tempfile.mkdtemp(prefix="cartwise-recovery-"))
-    version = served_version(settings.models_dir)
-    copy_versions(settings.models_dir, [version] if version else [], scratch / "models")
-    settings = settings.model_copy(update={
-        "data_dir": scratch, "kafka_bootstrap": None, "embedded_kafka_storage": "disk",
-        "embedded_kafka_port": free_port(), "embedded_storage_port": free_port(), "grpc_port": free_port()})
+    scratch, settings = scratch_settings(settings, "cartwise-recovery-")
     serve = ServeProcess(settings, scratch / "serve.log")
     cuts = sorted(rng.sample(range(1, len(records)), kills)) + [len(records)]
     restarts, start = [], 0
@@ -130,15 +145,8 @@ def run_recovery_bench(settings: Settings, kills: int = 5, limit: int | None = N
                 serve.kill()
                 say(console, f"kill {n + 1}/{kills} after {cut} of {len(records)} events")
                 restarts.append(serve.start())
-        caught = time.perf_counter()
-        while not caught_up(settings):
-            if time.perf_counter() - caught > CATCH_UP_TIMEOUT_S:
-                raise TimeoutError(f"the worker did not catch up in {CATCH_UP_TIMEOUT_S} s (log: {serve.log})")
-            time.sleep(0.5)
-        catch_up_s = time.perf_counter() - caught
-        histories = stored_histories(settings)  # the broker stops with the service
-        serve.stop()
-        result = compare(settings, Expected.of(records, settings.personalization.max_history), histories)
+        catch_up_s = wait_caught_up(serve)
+        result = check_against(serve, Expected.of(records, settings.personalization.max_history))
     finally:
         serve.kill()
         shutil.rmtree(scratch, ignore_errors=True)

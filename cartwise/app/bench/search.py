@@ -3,11 +3,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import random
 import shutil
-import sys
 import tempfile
 import time
 from contextlib import contextmanager
@@ -19,7 +17,7 @@ from cartwise.app.bench.common import (
     loaded_service,
     summarize_ms,
 )
-from cartwise.app.bench.loadgen import read_records
+from cartwise.app.bench.loadgen import offer, read_records
 from cartwise.app.bench.plots import plot_latency_histogram
 from cartwise.datasets import Record, homedepot_records, rees46_records
 from cartwise.events import BehaviorEvent
@@ -151,14 +149,8 @@ async def _offer(port: int, queries: Path, seconds: float, qps: float = 0.0, *op
     time (the embedded service) over the run, in ms per request sent. With ``records``, the load generator
     also writes one JSON line per request there."""
     cpu = time.process_time()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "cartwise.app.bench.loadgen", f"127.0.0.1:{port}", str(qps), str(seconds), str(queries),
-        *([str(records)] if records else []), *options, stdout=asyncio.subprocess.PIPE)
-    out, _ = await proc.communicate()
+    load = await offer(f"127.0.0.1:{port}", queries, seconds, qps, *options, records=records)
     cpu = time.process_time() - cpu
-    if proc.returncode:
-        raise RuntimeError(f"the load generator exited with status {proc.returncode}")
-    load = json.loads(out)
     return load | {"server_cpu_ms_per_request": 1000 * cpu / max(load["requests"], 1),
                    "server_cpu_ms_per_answer": 1000 * cpu / max(load["status"].get("OK", 0), 1)}
 
