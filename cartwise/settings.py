@@ -255,6 +255,13 @@ class Settings(BaseSettings):
         return self.data_dir / "qdrant"
 
     @property
+    def tables_dir(self) -> Path | None:
+        """Where the stream worker keeps its Tables' state between restarts (streams/table_store.py), so a
+        restart reads only their changelogs' tail; None with the embedded in-memory broker, whose logs do not
+        outlive the process."""
+        return None if self.embedded_broker and self.embedded_kafka_storage == "memory" else self.data_dir / "tables"
+
+    @property
     def client_token(self) -> SecretStr | None:
         """The bearer token clients send: ``api_token``, else the first of ``api_tokens`` (a CLI beside the
         server it calls needs no second variable), else None."""

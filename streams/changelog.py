@@ -10,7 +10,8 @@ partitioned as the Table itself does (its key and value serializers, the produce
 is declared ``use_partitioner``), to be sent as one aiokafka record batch per partition, in write order.
 
 Crash safety is the Table's own: faust flushes the producer, these sends included, before it commits the
-source offsets, so an event whose offset is committed has its changelog record written."""
+source offsets, so an event whose offset is committed has its changelog record written. The Table's local
+mirror (streams/table_store.py) takes the records as the broker acknowledges them."""
 
 from __future__ import annotations
 
@@ -68,5 +69,5 @@ class TableBatch(MutableMapping):
                 value_bytes, _ = topic.prepare_value(value, table.value_serializer)
             records.setdefault(producer.key_partition(name, key_bytes).partition, []).append((key_bytes, value_bytes))
         if records:
-            producer.send_batches_soon(name, records)
+            producer.send_batches_soon(name, records, table.data.acknowledged)
         return len(writes)

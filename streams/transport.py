@@ -23,16 +23,24 @@ expects a recent fetch for every assigned partition, leaves the paused ones out.
 
 faust enables producer idempotence only inside transactions (exactly-once); against a configured
 broker the worker wants it for every send (changelog, dead letters) so a retried send is written once
-(cartwise/kafka_io.py says when)."""
+(cartwise/kafka_io.py says when).
+
+faust's Table manager sleeps a second before it registers the Tables, and the consumer joins the group only
+after that; every Table of streams/app.py exists before the app starts, so :class:`TableManager` does not
+sleep (a second off every start)."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Iterable
+from typing import Callable, Iterable
 
 import faust
 from aiokafka import TopicPartition
+from faust.tables import manager
 from faust.transport.drivers import aiokafka as driver
+
+# on_sent(partition, records, offset of the last): records a broker acknowledged (streams/table_store.py)
+Acknowledged = Callable[[int, list[tuple[bytes, bytes | None]], int], None]
 
 
 def _transport_class(fetch_max_wait_ms: int, idempotent_producer: bool) -> type[driver.Transport]:
@@ -77,11 +85,13 @@ def _transport_class(fetch_max_wait_ms: int, idempotent_producer: bool) -> type[
     class Producer(driver.Producer):
         _batch_sends: asyncio.Future | None = None  # the newest send_batches_soon; each waits for the one before
 
-        def send_batches_soon(self, topic: str, records: dict[int, list[tuple[bytes, bytes | None]]]) -> None:
+        def send_batches_soon(self, topic: str, records: dict[int, list[tuple[bytes, bytes | None]]],
+                              on_sent: Acknowledged) -> None:
             """Send ``records`` (partition -> (key, value) in order) to ``topic`` as aiokafka record batches, in
-            a task after the ones queued before it; ``flush`` (which faust runs before every offset commit)
+            a task after the ones queued before it, calling ``on_sent(partition, records, offset of the last)``
+            as the broker acknowledges each batch; ``flush`` (which faust runs before every offset commit)
             and ``stop`` wait for it and raise its error."""
-            self._batch_sends = asyncio.ensure_future(_send_batches(self, topic, records, self._batch_sends))
+            self._batch_sends = asyncio.ensure_future(_send_batches(self, topic, records, on_sent, self._batch_sends))
 
         async def flush(self) -> None:
             if self._batch_sends is not None:
@@ -106,20 +116,29 @@ def _transport_class(fetch_max_wait_ms: int, idempotent_producer: bool) -> type[
 
 
 async def _send_batches(producer: driver.Producer, topic: str, records: dict[int, list[tuple[bytes, bytes | None]]],
-                        previous: asyncio.Future | None) -> None:
+                        on_sent: Acknowledged, previous: asyncio.Future | None) -> None:
     """The body of ``send_batches_soon``: after ``previous`` (so two batches of one partition keep their order),
     each partition's records in as few aiokafka record batches as fit."""
     if previous is not None:
         await asyncio.gather(previous, return_exceptions=True)  # its error was raised to whoever flushed first
     kafka = producer._ensure_producer()  # faust's driver has no batch send of its own
+
+    async def send(batch, partition: int, sent: list) -> None:
+        def done(future: asyncio.Future) -> None:
+            if not future.cancelled() and future.exception() is None:  # a failure is raised by flush
+                on_sent(partition, sent, future.result().offset + len(sent) - 1)  # metadata: the base offset
+
+        (await kafka.send_batch(batch, topic, partition=partition)).add_done_callback(done)
+
     for partition, items in records.items():
-        batch = kafka.create_batch()
+        batch, sent = kafka.create_batch(), []
         for key, value in items:
             if batch.append(key=key, value=value, timestamp=None) is None:  # full: send it, start the next
-                await kafka.send_batch(batch, topic, partition=partition)
-                batch = kafka.create_batch()
+                await send(batch, partition, sent)
+                batch, sent = kafka.create_batch(), []
                 batch.append(key=key, value=value, timestamp=None)
-        await kafka.send_batch(batch, topic, partition=partition)
+            sent.append((key, value))
+        await send(batch, partition, sent)
 
 
 def _set_fetching(thread: driver.AIOKafkaConsumerThread, tps: list, paused: bool) -> None:
@@ -138,13 +157,23 @@ def _set_fetching(thread: driver.AIOKafkaConsumerThread, tps: list, paused: bool
     loop.call_soon_threadsafe(apply)
 
 
+class TableManager(manager.TableManager):
+    """faust's Table manager without the second it sleeps before it registers the Tables (which the consumer
+    waits for before it joins the group): every Table of streams/app.py is declared before the app starts, so
+    the sleep only delayed every start."""
+
+    async def on_start(self) -> None:
+        await self._update_channels()
+        await self.recovery.start()
+
+
 class FastPollApp(faust.App):
-    """faust.App with ``fetch_max_wait_ms`` (ms) bounding the consumer's fetch long-poll, and an
-    idempotent producer (acks=all) when ``idempotent_producer``."""
+    """faust.App with ``fetch_max_wait_ms`` (ms) bounding the consumer's fetch long-poll, an idempotent
+    producer (acks=all) when ``idempotent_producer``, and :class:`TableManager`."""
 
     def __init__(self, *args, fetch_max_wait_ms: int = 50, idempotent_producer: bool = False, **kwargs) -> None:
         self._fetch_max_wait_ms, self._idempotent_producer = fetch_max_wait_ms, idempotent_producer
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, TableManager=TableManager, **kwargs)
 
     def _new_transport(self):
         return _transport_class(self._fetch_max_wait_ms, self._idempotent_producer)(self.conf.broker_consumer, self)

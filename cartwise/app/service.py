@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import shutil
 import time
 from typing import Literal
 
@@ -192,10 +193,14 @@ class Service:
         """The embedded broker started empty (in memory, or a new store), so the events (the source of
         truth) and the user histories of any earlier run are gone; the index derived from them is dropped
         to stay consistent (the swap journal then abandons any backfill and rollback target whose
-        collections are gone)."""
+        collections are gone), and so is the Tables' local state (streams/table_store.py), which describes
+        changelogs that no longer exist."""
         for name in self.index.collections():
             log.info("embedded broker starts empty: dropping derived collection %s", name)
             self.index.drop_collection(name)
+        if self.settings.tables_dir is not None and self.settings.tables_dir.exists():
+            log.info("embedded broker starts empty: removing the Tables' local state in %s", self.settings.tables_dir)
+            shutil.rmtree(self.settings.tables_dir)
 
     async def wait_until_consumed(self, events: int, timeout_s: float = 120.0) -> None:
         """Wait until the worker has consumed ``events`` events since start (applied, stale or

@@ -142,7 +142,7 @@ async def test_serve_keeps_everything_across_kill_9(tmp_path, registry_dir):
         after = await until(lambda: personal_hit(settings, "dur-shoe", "dur-user"))
         assert after.personal_score == pytest.approx(before.personal_score, abs=1e-5)
         children = children_of(serve.proc.pid)
-        assert len(children) == 2  # the broker and its store
+        assert len(children) == 3  # the broker, its store and the log maintenance
         os.kill(serve.proc.pid, signal.SIGKILL)
         serve.proc.wait(timeout=10)
         assert gone(children), "the broker or its store outlived serve"

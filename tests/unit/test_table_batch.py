@@ -29,12 +29,14 @@ class _Producer:
     def key_partition(self, topic: str, key: bytes):
         return SimpleNamespace(partition=len(key) % 2)
 
-    def send_batches_soon(self, topic: str, records: dict) -> None:
+    def send_batches_soon(self, topic: str, records: dict, on_sent) -> None:
         self.sent.append((topic, records))
+        self.on_sent = on_sent
 
 
 class _Table(dict):
-    """A faust Table as TableBatch uses it: ``get``, ``data`` (the store), serializers, changelog topic, app."""
+    """A faust Table as TableBatch uses it: ``get``, ``data`` (the store, with ``acknowledged``: the local
+    mirror's, streams/table_store.py), serializers, changelog topic, app."""
 
     def __init__(self, **values) -> None:
         super().__init__(values)
@@ -42,6 +44,9 @@ class _Table(dict):
         self.key_serializer = self.value_serializer = "json"
         self.changelog_topic = _Topic()
         self.app = SimpleNamespace(producer=_Producer())
+
+    def acknowledged(self, partition: int, records: list, offset: int) -> None:
+        pass
 
 
 def test_reads_see_the_batch_and_the_table_is_written_only_at_the_flush():
@@ -70,6 +75,7 @@ def test_flush_sends_each_partition_its_records_in_write_order_with_tombstones()
     assert topic == "app-user_history-changelog"
     assert records == {1: [(b'"ann"', b'{"n": 1}'), (b'"bobby"', b'{"n": 2}'), (b'"bob"', None)],
                        0: [(b'"al"', b'{"n": 4}')]}
+    assert table.app.producer.on_sent == table.acknowledged  # the store's mirror takes what the broker acknowledges
 
 
 def test_an_empty_batch_sends_nothing():
