@@ -17,7 +17,7 @@ import time
 from typing import Callable, Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, Gauge, Histogram, start_http_server
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, InfoMetricFamily
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
@@ -38,10 +38,13 @@ CONSUMER_LAG = "cartwise_consumer_lag"
 BACKFILL_PROGRESS = "cartwise_backfill_progress"
 BACKFILL_PRODUCTS = "cartwise_backfill_products"
 SWAP_PHASE = "cartwise_swap_phase"
+EVENT_AGE_SECONDS = "cartwise_event_age_seconds"
 MODEL = "cartwise_model"
 
 # Search/Recommend answer in milliseconds warm; a cold encode or an overloaded replica in seconds.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# seconds from an event's producer to a stage of the worker (streams/event_ages.py); the goal is 1 s
+EVENT_AGE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 ENCODE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 EVENT_OUTCOMES = ("applied", "stale", "dead_lettered")
 SWAP_PHASES = ("idle", "products", "users")
@@ -134,7 +137,7 @@ class Metrics:
                                 1.0 if backfill.phase == "users" else current.swaps.backfill_progress)
             products = GaugeMetricFamily(BACKFILL_PRODUCTS, "catalog events the running backfill has re-embedded")
             products.add_metric([], backfill.products if backfill else 0)
-            yield from (events, consumed, removed, phase, progress, products)
+            yield from (events, consumed, removed, phase, progress, products, _event_ages(current.event_ages))
         self.registry.register(_Collect(collect))
 
     def watch_lag(self, lag: Callable[[], Mapping[str, int]]) -> None:
@@ -189,3 +192,21 @@ def serve_metrics(metrics: Metrics, host: str, port: int):
     server, thread = start_http_server(port, addr=host, registry=metrics.registry)
     log.info("metrics on http://%s:%d/metrics", host, server.server_port)
     return server, thread
+
+
+def _event_ages(ages) -> HistogramMetricFamily:
+    """The worker's event ages (``histograms``: (agent, stage) -> an HdrHistogram of ms) as
+    cartwise_event_age_seconds{agent, stage}."""
+    family = HistogramMetricFamily(EVENT_AGE_SECONDS, "seconds from an event's Kafka timestamp to a stage of the "
+                                   "stream worker: batched (its batch starts), applied (Search sees it)",
+                                   labels=["agent", "stage"])
+    for (agent, stage), histogram in sorted(ages.histograms.items()):
+        counts = [0] * len(EVENT_AGE_BUCKETS)
+        for item in histogram.get_recorded_iterator():
+            for i, bound in enumerate(EVENT_AGE_BUCKETS):
+                if item.value_iterated_to <= bound * 1000:
+                    counts[i] += item.count_added_in_this_iter_step
+        total = histogram.get_total_count()
+        buckets = [(str(bound), n) for bound, n in zip(EVENT_AGE_BUCKETS, counts)] + [("+Inf", total)]
+        family.add_metric([agent, stage], buckets, sum_value=histogram.get_mean_value() * total / 1000)
+    return family

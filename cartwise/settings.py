@@ -155,9 +155,9 @@ class Settings(BaseSettings):
     app_id: str = "cartwise"
     partitions: int = Field(1, ge=1, description="partitions of each topic the service creates")
     consumer_fetch_max_wait_ms: int | None = Field(
-        None, ge=1, description="fetch long-poll bound, ms (default: 1000 on the embedded broker's disk store, "
-                                "each of whose reads lists every batch the partition stored; 50 otherwise: "
-                                "streams/transport.py)")
+        None, ge=1, description="fetch long-poll bound, ms (default: 100 on the embedded broker's disk store, "
+                                "each of whose polls lists the partition's batches, few since the log maintenance "
+                                "merges them; 50 otherwise: streams/transport.py)")
     consumer_session_timeout_s: float = Field(
         10.0, ge=6.0, description="consumer group session and rebalance timeout: how long a crashed worker's "
                                   "partitions wait before the group hands them to a live member (the embedded "
@@ -227,7 +227,7 @@ class Settings(BaseSettings):
         """The consumers' fetch long-poll bound (``consumer_fetch_max_wait_ms`` or its storage-dependent default)."""
         if self.consumer_fetch_max_wait_ms is not None:
             return self.consumer_fetch_max_wait_ms
-        return 1000 if self.embedded_broker and self.embedded_kafka_storage == "disk" else 50
+        return 100 if self.embedded_broker and self.embedded_kafka_storage == "disk" else 50
 
     @property
     def embedded_broker(self) -> bool:

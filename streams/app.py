@@ -35,6 +35,7 @@ from streams.behavior import UserUpdate, rebuild_user_vectors, update_user_vecto
 from streams.catalog import record_deletions, write_catalog
 from streams.changelog import TableBatch
 from streams.erasure import StreamClock, delete_user_points, forget_histories
+from streams.event_ages import EventAges
 from streams.index_calls import IndexCalls
 from streams.indexing import ProductIndexing
 from streams.legacy_changelogs import migrate_changelogs
@@ -107,6 +108,7 @@ class StreamWorker:
         self.points = UserPoints(index, settings.user_cache_size)
         self.popularity = PopularityCounts(index, settings.personalization, settings.popularity_half_life_s)
         self.applied = self.dead_lettered = self.stale = self.forgotten = self.expired = 0
+        self.event_ages = EventAges()  # the freshness breakdown per stage (streams/event_ages.py)
         self.events_by_topic: Counter[tuple[str, str]] = Counter()
         self.clock = StreamClock(settings.user_ttl_s)
         self._pending_users: set[str] = set()
@@ -283,6 +285,8 @@ class StreamWorker:
 
     async def _catalog_agent(self, stream) -> None:
         async for batch in stream.take_events(self.settings.catalog_batch, within=self.settings.catalog_batch_window_s):
+            stamps = [event.message.timestamp for event in batch]
+            self.event_ages.observe("catalog", "batched", stamps)
             parsed = []
             for event in batch:
                 try:
@@ -291,6 +295,7 @@ class StreamWorker:
                     await self._dead_letter(event, err.reason)
             if parsed:
                 await self._apply_catalog(parsed)
+            self.event_ages.observe("catalog", "applied", stamps)
 
     async def _apply_catalog(self, events) -> None:
         backfill = self.swaps.running()
@@ -308,6 +313,8 @@ class StreamWorker:
 
     async def _behavior_agent(self, stream) -> None:
         async for batch in stream.take_events(self.settings.behavior_batch, within=self.settings.behavior_batch_window_s):
+            stamps = [event.message.timestamp for event in batch]
+            self.event_ages.observe("behavior", "batched", stamps)
             updates: dict[str, UserUpdate] = {}
             forgets: set[str] = set()
             for event in batch:
@@ -329,6 +336,7 @@ class StreamWorker:
                 self.events_by_topic[event.message.topic, outcome] += 1
             self.forgotten += await self._remove_users(list(forgets))
             await self._write_users(updates)
+            self.event_ages.observe("behavior", "applied", stamps)
             await self.calls.run(self.popularity.write, self.targets.models()[0].products)
             self.expired += await self._remove_users(self.clock.expired())
 

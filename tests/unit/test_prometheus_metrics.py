@@ -17,6 +17,7 @@ from cartwise.v1 import search_pb2 as pb
 from cartwise.v1 import search_pb2_grpc as pb_grpc
 from grpc_api.request_metrics import RequestMetrics
 from grpc_api.security import BearerTokenAuth
+from streams.event_ages import EventAges
 from streams.journal import Backfill
 
 
@@ -72,7 +73,8 @@ def test_the_collectors_export_what_the_parts_count():
     swaps = SimpleNamespace(running=lambda: Backfill(version="v2", products=40), backfill_progress=0.25)
     worker = SimpleNamespace(events_by_topic=Counter({("catalog", "applied"): 5, ("catalog", "stale"): 1,
                                                       ("views", "dead_lettered"): 2}),
-                             forgotten=3, expired=4, swaps=swaps)
+                             forgotten=3, expired=4, swaps=swaps, event_ages=EventAges())
+    worker.event_ages.observe("behavior", "applied", [100.0, 100.0, 99.7], now_s=100.3)  # ages 0.3, 0.3, 0.6 s
     servicer = SimpleNamespace(in_flight=2, rejected=7)
     cache = SimpleNamespace(hits=9, misses=1)
     lag_calls = []
@@ -94,6 +96,11 @@ def test_the_collectors_export_what_the_parts_count():
     assert sample(text, "cartwise_swap_phase", phase="products") == 1 and sample(text, "cartwise_swap_phase", phase="idle") == 0
     assert sample(text, "cartwise_backfill_progress") == 0.25 and sample(text, "cartwise_backfill_products") == 40
     assert sample(text, "cartwise_model_info", version="v1") == 1
+    assert sample(text, "cartwise_event_age_seconds_bucket", agent="behavior", stage="applied", le="0.25") == 0
+    assert sample(text, "cartwise_event_age_seconds_bucket", agent="behavior", stage="applied", le="0.5") == 2
+    assert sample(text, "cartwise_event_age_seconds_bucket", agent="behavior", stage="applied", le="0.75") == 3
+    assert sample(text, "cartwise_event_age_seconds_count", agent="behavior", stage="applied") == 3
+    assert sample(text, "cartwise_event_age_seconds_sum", agent="behavior", stage="applied") == pytest.approx(1.2, abs=0.01)
     names = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
     assert all(name.startswith("cartwise_") for name in names), sorted(names)
     generate_latest(metrics.registry)

@@ -23,6 +23,7 @@ from cartwise.events import BehaviorEvent, ProductUpsert
 from cartwise.kafka_io import make_producer
 from cartwise.machine import machine_info
 from cartwise.settings import Settings
+from streams.event_ages import STAGES, EventAges
 
 POLL_S = 0.02
 PROBE_TIMEOUT_S = 5.0
@@ -40,9 +41,12 @@ def _background(settings: Settings, rate: float, stop: threading.Event, sent: li
         producer.close()
 
 
-def _send(producer, topics, record: Record) -> None:
+def _send(producer, topics, record: Record) -> float:
+    """Publish ``record`` and wait for the broker's acknowledgment; returns the seconds that took."""
+    started = time.perf_counter()
     publish(producer, topics, record)
     producer.flush()
+    return time.perf_counter() - started
 
 
 def probe(k: int, product_ids: list[str]) -> tuple[Record, str, dict, Callable[[object], bool]]:
@@ -79,13 +83,17 @@ class PollBudget:
 
 async def time_to_visible(client: AsyncClient, producer, topics, record: Record, query: dict,
                           visible: Callable[[object], bool], timeout_s: float = PROBE_TIMEOUT_S,
-                          tolerate_errors: bool = False, budget: PollBudget | None = None) -> float | None:
+                          tolerate_errors: bool = False, budget: PollBudget | None = None,
+                          acks: list[float] | None = None) -> float | None:
     """Send ``record`` (flushed) and poll Search with ``query`` every :data:`POLL_S` (with ``budget``: when it
     gives this probe a turn) until ``visible`` says an answer shows it: the seconds from before the send to
-    that answer, or None when none did within ``timeout_s`` (a missed probe). With ``tolerate_errors`` a failed
-    Search counts as not visible yet; otherwise its grpc.RpcError is raised."""
+    that answer, or None when none did within ``timeout_s`` (a missed probe). The seconds the broker took to
+    acknowledge the send go to ``acks``. With ``tolerate_errors`` a failed Search counts as not visible yet;
+    otherwise its grpc.RpcError is raised."""
     started = time.perf_counter()
-    await asyncio.to_thread(_send, producer, topics, record)
+    acked = await asyncio.to_thread(_send, producer, topics, record)
+    if acks is not None:
+        acks.append(acked)
     while True:
         try:
             if visible(await client.search(**query)):
@@ -108,14 +116,16 @@ async def run_freshness_bench(settings: Settings, events: int, background_rate: 
         background = threading.Thread(target=_background, daemon=True, args=(
             service.settings, background_rate, stop, sent))
         background.start()
-        producer, latencies, missed = make_producer(service.settings), {"cart": [], "catalog": []}, 0
+        producer, latencies, missed, acks = make_producer(service.settings), {"cart": [], "catalog": []}, 0, []
         started = time.monotonic()
         async with AsyncClient(f"127.0.0.1:{service.port}") as client:
             await asyncio.sleep(2.0)  # let the background load reach its rate
+            service.worker.event_ages.reset()  # the stages of the measured load, not of the catalog's set-up
             with console.status(f"{events} probes under {background_rate:.0f} background events/s"):
                 for k in range(events):
                     record, kind, query, visible = probe(k, product_ids)
-                    seconds = await time_to_visible(client, producer, service.settings.topics, record, query, visible)
+                    seconds = await time_to_visible(client, producer, service.settings.topics, record, query, visible,
+                                                    acks=acks)
                     if seconds is None:
                         missed += 1
                     else:
@@ -124,9 +134,23 @@ async def run_freshness_bench(settings: Settings, events: int, background_rate: 
         stop.set()
         background.join()
         producer.close()
+        stages = stage_breakdown(service.worker.event_ages, acks)
     seen = latencies["cart"] + latencies["catalog"]
     return {**percentiles_ms(seen), "events": len(seen), "missed": missed,
             **{f"{kind}_{key}": value for kind in latencies for key, value in percentiles_ms(latencies[kind]).items()},
-            "background_events_per_s": sent[0] / elapsed, "poll_interval_ms": POLL_S * 1000,
+            "stages": stages, "background_events_per_s": sent[0] / elapsed, "poll_interval_ms": POLL_S * 1000,
             "machine": machine_info(), "command": f"cartwise bench freshness --events {events} "
                                                   f"--background-rate {background_rate:g} --json"}
+
+
+def stage_breakdown(ages: EventAges, acks: list[float]) -> dict:
+    """Where freshness goes: the probes' ``produce_ack`` (send to the broker's acknowledgment), then, for every
+    event the worker handled in the run (probes and background), its age when its agent's batch started
+    (``behavior_batched``, ``catalog_batched``: broker, fetch and batch window) and when its writes were done
+    (``*_applied``: what Search reads; the rest of a probe's time is the Search poll). Each is a dict of
+    ms figures (streams/event_ages.py)."""
+    stages = {"produce_ack": percentiles_ms(acks)}
+    for agent in ("behavior", "catalog"):
+        for stage in STAGES:
+            stages[f"{agent}_{stage}"] = ages.summary(agent, stage)
+    return stages
