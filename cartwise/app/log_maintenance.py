@@ -109,6 +109,17 @@ class Policy:
     is_tombstone: Callable[[Record], bool] = lambda record: record.value is None
 
 
+def readable(records: list[Record]) -> list[Record]:
+    """``records`` (in stored order) as a consumer reads them: an offset already read is skipped. Only a store
+    written before s3rver honoured conditional writes holds batches that overlap (patches/: putObjectIf)."""
+    kept, last = [], -1
+    for record in records:
+        if record.offset > last:
+            kept.append(record)
+            last = record.offset
+    return kept
+
+
 def covered(batches: list[StoredBatch]) -> list[StoredBatch]:
     """Batches (base-ascending) whose whole span lies inside an earlier batch's: a crashed rewrite's sources."""
     found, reach = [], -1
@@ -277,9 +288,13 @@ class LogMaintenance:
             topic, partition = records_dir.parent.parent.parent.name, int(records_dir.parent.name)
             policy = self._policy(topic, partition, topic in compacted)
             prefix = f"clusters/{CLUSTER}/topics/{topic}/partitions/{partition:010d}/records/"
-            plan = self._plan(records_dir, prefix, policy, self.produced.setdefault(topic, {"objects": 0, "records": 0}))
-            for key, value in self._apply(prefix, plan).items():
-                counts[key] += value
+            try:
+                plan = self._plan(records_dir, prefix, policy,
+                                  self.produced.setdefault(topic, {"objects": 0, "records": 0}))
+                for key, value in self._apply(prefix, plan).items():
+                    counts[key] += value
+            except (BatchError, ValueError) as exc:  # this partition waits for a later pass; the others go on
+                log.warning("%s[%d]: %s", topic, partition, exc)
         return counts
 
     def _policy(self, topic: str, partition: int, compact: bool) -> Policy:
@@ -313,7 +328,11 @@ class LogMaintenance:
         clean = sum(b.size for b in kept[:-1] if b.base <= clean_end)
         if len(kept) < 2 or dirty < max(clean, self.min_dirty_bytes) or not all(b.header.rewritable for b in kept):
             return []
-        contents = [(b, read_records(b.base, b.path.read_bytes())) for b in kept]
+        contents, last = [], -1
+        for batch in kept:
+            records = [r for r in read_records(batch.base, batch.path.read_bytes()) if r.offset > last]
+            last = max([last] + [r.offset for r in records])
+            contents.append((batch, records))
         latest = {r.key: r.offset for _, records in contents for r in records if r.key is not None}
         self._clean_end[records_dir] = kept[-2].end
         return compaction(contents[:-1], latest, policy)
@@ -327,7 +346,7 @@ class LogMaintenance:
             first = rewrite.sources[0]
             records = rewrite.survivors
             if records is None:
-                records = [r for b in rewrite.sources for r in read_records(b.base, b.path.read_bytes())]
+                records = readable([r for b in rewrite.sources for r in read_records(b.base, b.path.read_bytes())])
             if records:
                 self.store.put(f"{prefix}{first.base:020d}.batch", build_batch(first.base, list(records)),
                                 first.mtime_ms, max(b.written_ms for b in rewrite.sources))

@@ -135,3 +135,27 @@ def test_compaction_keeps_each_keys_last_value_and_readers_reach_the_end(disk_br
     maintenance(store, retention_s=0.001).run_pass()
     records = asyncio.run(read_from(broker.bootstrap, "table-changelog", 0))
     assert [(key, value) for _, key, value in records] == [(b"k0", b"last"), (b"k1", b"again"), (b"k2", b"again")]
+
+
+def test_concurrent_producers_of_one_partition_never_share_an_offset(disk_broker):
+    """Tansu updates a partition's high watermark with If-Match writes; s3rver as published ignored the
+    condition, and two producers took the same offsets (one's record then skipped by every consumer)."""
+    broker, _ = disk_broker
+    create(broker.bootstrap, "shared")
+
+    async def produce(name: str) -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=0, acks=1)
+        await producer.start()
+        try:
+            for i in range(150):
+                await (await producer.send("shared", f"{name}-{i}".encode(), key=name.encode()))
+        finally:
+            await producer.stop()
+
+    async def both() -> None:
+        await asyncio.gather(produce("a"), produce("b"), produce("c"))
+
+    asyncio.run(both())
+    records = asyncio.run(read_from(broker.bootstrap, "shared", 0))
+    assert [offset for offset, _, _ in records] == list(range(450))
+    assert sorted(value for _, _, value in records) == sorted(f"{n}-{i}".encode() for n in "abc" for i in range(150))
