@@ -216,7 +216,7 @@ def maintenance_args(settings: Settings) -> list[str]:
 
 def _spawn(command: list[str], log_path: Path | None, env: dict[str, str] | None = None) -> subprocess.Popen:
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL
-    return subprocess.Popen(command, stdout=out, stderr=out, env=env, preexec_fn=_die_with_parent)
+    return subprocess.Popen(command, stdout=out, stderr=out, env=env, preexec_fn=die_with_parent)
 
 
 def _wait_for_port(port: int, proc: subprocess.Popen, timeout_s: float, what: str) -> None:
@@ -237,8 +237,8 @@ def _terminate(proc: subprocess.Popen | None) -> None:
             proc.kill()
 
 
-def _die_with_parent() -> None:
-    """Linux: the broker gets SIGTERM when the process that started it dies, even by SIGKILL."""
+def die_with_parent() -> None:
+    """Linux (a Popen preexec_fn): the child gets SIGTERM when the thread that started it dies, even by SIGKILL."""
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
     except OSError:

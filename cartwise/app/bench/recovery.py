@@ -27,7 +27,7 @@ import numpy as np
 
 from cartwise.app.bench.common import publish_all, say, scratch_settings
 from cartwise.app.bench.consistency import Expected, caught_up, compare, stored_histories
-from cartwise.app.broker import port_open
+from cartwise.app.broker import die_with_parent, port_open
 from cartwise.datasets import rees46_records
 from cartwise.settings import Settings
 
@@ -54,8 +54,10 @@ class ServeProcess:
         env.pop("CARTWISE_KAFKA_BOOTSTRAP", None)
         started = time.perf_counter()
         command = [sys.executable, "-m", "cartwise.app.cli", "--log-level", self.log_level, "serve"]
+        # its own process group (killed whole), and SIGTERM when this process dies: an interrupted bench left
+        # services running that skewed every later measurement
         self.proc = subprocess.Popen(command, env=env, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+                                     start_new_session=True, preexec_fn=die_with_parent)
         while not _serving(s, f"127.0.0.1:{s.grpc_port}"):
             status = self.proc.poll()
             if status is not None or time.perf_counter() - started > timeout_s:
