@@ -45,6 +45,7 @@ import os
 import time
 import urllib.parse
 from xml.etree import ElementTree
+from xml.sax.saxutils import escape
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
@@ -226,6 +227,7 @@ class StoreClient:
 
     def __init__(self, port: int, bucket: str) -> None:
         self.port, self.bucket = port, bucket
+        self._connection: http.client.HTTPConnection | None = None
 
     def list_keys(self, prefix: str) -> list[str]:
         """Every batch key under ``prefix`` (ListObjectsV2, page by page). Raises OSError on failure."""
@@ -244,21 +246,30 @@ class StoreClient:
             "x-amz-meta-cartwise-mtime-ms": str(mtime_ms), "x-amz-meta-cartwise-written-ms": str(written_ms),
             "Content-Type": "binary/octet-stream"})
 
-    def delete(self, key: str) -> None:
-        """Delete ``key`` (readable for s3rver's grace). Raises OSError on failure."""
-        self._request("DELETE", "/" + urllib.parse.quote(key))
+    def delete(self, keys: list[str]) -> None:
+        """Delete ``keys`` (readable for s3rver's grace), a thousand per DeleteObjects request. Raises OSError."""
+        for start in range(0, len(keys), 1000):
+            objects = "".join(f"<Object><Key>{escape(key)}</Key></Object>" for key in keys[start:start + 1000])
+            self._request("POST", "?delete", f"<Delete>{objects}</Delete>".encode(), {"Content-Type": "application/xml"})
 
     def _request(self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None) -> bytes:
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        try:
-            connection.request(method, f"/{self.bucket}{path}", body=body, headers=headers or {})
-            response = connection.getresponse()
-            data = response.read()
-            if response.status >= 300:
-                raise OSError(f"s3rver {method} {path}: HTTP {response.status}")
-            return data
-        finally:
-            connection.close()
+        """One request on the kept-alive connection (opened again once when it was dropped)."""
+        for attempt in (1, 2):
+            if self._connection is None:
+                self._connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+            try:
+                self._connection.request(method, f"/{self.bucket}{path}", body=body, headers=headers or {})
+                response = self._connection.getresponse()
+                data = response.read()
+                break
+            except (http.client.HTTPException, ConnectionError):
+                self._connection.close()
+                self._connection = None
+                if attempt == 2:
+                    raise
+        if response.status >= 300:
+            raise OSError(f"s3rver {method} {path}: HTTP {response.status}")
+        return data
 
 
 class LogMaintenance:
@@ -338,10 +349,9 @@ class LogMaintenance:
         return compaction(contents[:-1], latest, policy)
 
     def _apply(self, prefix: str, plan: Plan) -> dict[str, int]:
-        deleted = written = 0
-        for batch in plan.deletes:
-            self.store.delete(f"{prefix}{batch.base:020d}.batch")
-            deleted += 1
+        """Write each rewrite under its first source's key, then delete in one request what goes: the plan's
+        deletes and every rewrite's other sources (all of them when nothing of a rewrite survives)."""
+        gone, written = list(plan.deletes), 0
         for rewrite in plan.rewrites:
             first = rewrite.sources[0]
             records = rewrite.survivors
@@ -349,12 +359,11 @@ class LogMaintenance:
                 records = readable([r for b in rewrite.sources for r in read_records(b.base, b.path.read_bytes())])
             if records:
                 self.store.put(f"{prefix}{first.base:020d}.batch", build_batch(first.base, list(records)),
-                                first.mtime_ms, max(b.written_ms for b in rewrite.sources))
+                               first.mtime_ms, max(b.written_ms for b in rewrite.sources))
                 written += 1
-            for batch in rewrite.sources[1:] if records else rewrite.sources:
-                self.store.delete(f"{prefix}{batch.base:020d}.batch")
-                deleted += 1
-        return {"deleted": deleted, "written": written}
+            gone += rewrite.sources[1:] if records else rewrite.sources
+        self.store.delete([f"{prefix}{batch.base:020d}.batch" for batch in gone])
+        return {"deleted": len(gone), "written": written}
 
     def _committed(self, topic: str, partition: int) -> int | None:
         path = (self.cluster_dir / "groups" / "consumers" / self.group / "offsets" / topic / "partitions"
