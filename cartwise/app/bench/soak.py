@@ -48,7 +48,7 @@ from kafka import KafkaProducer
 from cartwise.app.bench.common import cpu_seconds, percentiles_ms, publish_all, refreshed, say, scratch_settings, \
     send_paced
 from cartwise.app.bench.consistency import Expected
-from cartwise.app.bench.freshness import POLL_S, PROBE_TIMEOUT_S, PollBudget, probe, time_to_visible
+from cartwise.app.bench.freshness import PROBE_TIMEOUT_S, PollBudget, probe, time_to_visible
 from cartwise.app.bench.loadgen import offer
 from cartwise.app.bench.plots import plot_soak
 from cartwise.app.bench.recovery import ServeProcess, check_against, wait_caught_up
@@ -72,6 +72,11 @@ PRICE_CHANGE = 0.10  # a catalog upsert's price: REES46's, give or take this sha
 OUT_OF_STOCK = 0.1  # share of catalog upserts out of stock
 OBJECT_SUFFIX = ".batch._S3rver_object"  # s3rver's file of a Tansu batch object (beside .md5 and metadata)
 RECORDS_DIR = "records"  # .../topics/T/partitions/NNNNNNNNNN/records/: one partition's batch objects
+
+# the probes' Search polls, all outstanding probes together: every 20 ms (bench freshness's pace for its one
+# probe at a time) made 50 Search/s of its own once probes waited, on the event loop the worker shares,
+# which pushed a lagging worker further behind; a probe's time is then late by up to this much
+PROBE_POLL_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -365,9 +370,9 @@ class _LoadProcess:
 async def _probes(settings: Settings, product_ids: list[str], t0: float, seconds: float, expected: Expected,
                   out: list[Probe]) -> None:
     """One freshness probe per second from ``t0`` for ``seconds``, concurrently (each polls up to
-    PROBE_TIMEOUT_S, all of them together at most one Search per POLL_S: freshness.PollBudget); each probe's
+    PROBE_TIMEOUT_S, all of them together at most one Search per PROBE_POLL_S: freshness.PollBudget); each probe's
     event is folded into ``expected`` and its outcome appended to ``out``."""
-    producer, budget = make_producer(settings), PollBudget()
+    producer, budget = make_producer(settings), PollBudget(PROBE_POLL_S)
 
     async def one(client: AsyncClient, k: int) -> None:
         record, _, query, visible = probe(k, product_ids)
@@ -489,7 +494,7 @@ async def run_soak_bench(settings: Settings, rate: float = 1000.0, minutes: int 
             "catalog_upserts_sent": run["upserts"], "catalog_upserts_per_s": run["upserts"] / run["sent_s"],
             "searches_ok": search["status"].get("OK", 0), "searches_failed": search["errors"],
             "search_offered_qps": search["offered_qps"], "search_p99_ms": search["p99_ms"],
-            "search_status": search["status"], "probe_poll_ms": POLL_S * 1000,
+            "search_status": search["status"], "probe_poll_ms": PROBE_POLL_S * 1000,
             "load_linger_ms": LOAD_LINGER_MS, "series": series, "machine": machine_info(),
             "command": f"cartwise bench soak --rate {rate:g} --minutes {minutes} --catalog-rate {catalog_rate:g} "
                        f"--qps {qps:g}" + (f" --retention-s {retention_s:g}" if retention_s is not None else "")
