@@ -59,7 +59,13 @@ class ObjectStore:
 
     def start(self, timeout_s: float = 20.0) -> "ObjectStore":
         """Spawn s3rver with the bucket configured and wait until it accepts connections. Raises BrokerError
-        when s3rver or node is missing, or it does not come up."""
+        when s3rver or node is missing, or it does not come up.
+
+        Each consumer group's membership (Tansu's ``groups/consumers/<group>.json``; committed offsets live
+        apart, under ``<group>/offsets/``) is removed first: no member of a group can be alive when the
+        broker that served it starts, and since s3rver honours Tansu's conditional writes the old members
+        were kept, so a restarted worker waited out its dead predecessor's session (restart 10 -> 23 s in
+        ``cartwise bench recovery``)."""
         node = shutil.which("node")
         if node is None or not self._s3rver.is_file():
             raise BrokerError(f"the durable embedded broker needs node and s3rver ({self._s3rver}): run `make "
@@ -68,6 +74,8 @@ class ObjectStore:
         self.directory.mkdir(parents=True, exist_ok=True)
         for partial in self.directory.rglob("*.tmp"):  # writes a kill cut short (module doc)
             partial.unlink()
+        for state in self.directory.glob(f"{BUCKET}/clusters/*/groups/consumers/*.json._S3rver_*"):
+            state.unlink()  # group membership: none of it outlives the broker (docstring)
         self._proc = _spawn([node, str(self._s3rver), "-d", str(self.directory), "-a", "127.0.0.1",
                              "-p", str(self.port), "--silent", "--configure-bucket", BUCKET], self._log_path)
         _wait_for_port(self.port, self._proc, timeout_s, "s3rver")
