@@ -110,14 +110,15 @@ class Policy:
     is_tombstone: Callable[[Record], bool] = lambda record: record.value is None
 
 
-def readable(records: list[Record]) -> list[Record]:
-    """``records`` (in stored order) as a consumer reads them: an offset already read is skipped. Only a store
-    written before s3rver honoured conditional writes holds batches that overlap (patches/: putObjectIf)."""
-    kept, last = [], -1
+def readable(records: list[Record], after: int = -1) -> list[Record]:
+    """``records`` (in stored order) as a consumer that has read up to offset ``after`` reads them: an offset
+    already read is skipped. Only a store written before s3rver honoured conditional writes holds batches
+    that overlap (patches/: putObjectIf)."""
+    kept = []
     for record in records:
-        if record.offset > last:
+        if record.offset > after:
             kept.append(record)
-            last = record.offset
+            after = record.offset
     return kept
 
 
@@ -341,8 +342,8 @@ class LogMaintenance:
             return []
         contents, last = [], -1
         for batch in kept:
-            records = [r for r in read_records(batch.base, batch.path.read_bytes()) if r.offset > last]
-            last = max([last] + [r.offset for r in records])
+            records = readable(read_records(batch.base, batch.path.read_bytes()), last)
+            last = records[-1].offset if records else last
             contents.append((batch, records))
         latest = {r.key: r.offset for _, records in contents for r in records if r.key is not None}
         self._clean_end[records_dir] = kept[-2].end

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cartwise.app.log_maintenance import (Policy, StoredBatch, _catalog_tombstone, compaction, covered,
-                                          expired_prefix, merge_runs)
+                                          expired_prefix, merge_runs, readable)
 from cartwise.app.record_batches import BatchError, Record, build_batch, read_header, read_records
 
 NOW = 1_000_000_000
@@ -118,3 +118,11 @@ def test_a_catalog_delete_event_is_a_tombstone():
     assert _catalog_tombstone(Record(0, 0, b"p1", b'{"op": "delete", "product_id": "p1"}', ()))
     assert _catalog_tombstone(Record(0, 0, b"p1", None, ()))
     assert not _catalog_tombstone(Record(0, 0, b"p1", b'{"op": "upsert", "title": "delete key"}', ()))
+
+
+def test_overlapping_batches_read_as_a_consumer_reads_them():
+    """A store written before s3rver honoured conditional writes: a batch at 68 over the end of one at 67."""
+    first = [Record(67, 0, b"a", b"1", ()), Record(68, 0, b"a", b"2", ())]
+    second = [Record(68, 0, b"b", b"lost", ()), Record(69, 0, b"b", b"3", ())]
+    assert [r.value for r in readable(first + second)] == [b"1", b"2", b"3"]
+    assert [r.value for r in readable(second, after=68)] == [b"3"]
