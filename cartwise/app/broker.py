@@ -27,9 +27,11 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
+import psutil
 from kafka import KafkaConsumer
 
 from cartwise.kafka_io import fetched_highwaters, partitions_of
@@ -38,6 +40,7 @@ from cartwise.settings import Settings
 log = logging.getLogger(__name__)
 BUCKET = "cartwise"
 LOAD_TIMEOUT_S = 60.0  # for a restarted broker to answer a fetch from every stored partition
+RAM_DIR = Path("/dev/shm")
 MAINTENANCE_INTERVAL_S = 10.0  # at 1,000 events/s a partition gains a few hundred objects between passes
 S3RVER_CREDENTIALS = "S3RVER"  # s3rver's fixed access key and secret; it listens on loopback only
 
@@ -49,12 +52,14 @@ class BrokerError(RuntimeError):
 class ObjectStore:
     """s3rver keeping the broker's objects under ``directory``, on ``127.0.0.1:port``."""
 
-    def __init__(self, directory: Path, port: int, s3rver: Path, log_path: Path | None = None) -> None:
+    def __init__(self, directory: Path, port: int, s3rver: Path, log_path: Path | None = None,
+                 ephemeral: bool = False) -> None:
         self.directory, self.port, self._s3rver, self._log_path = directory, port, s3rver, log_path
+        self.ephemeral = ephemeral  # the directory is removed when the store stops (the memory mode)
         self.fresh = False  # set by start(): True when the directory held nothing yet
         self.maintenance_log = log_path.with_name("broker-maintenance.log") if log_path else None
         # what producers wrote, per topic (objects, records), as the log maintenance counts it
-        self.produce_stats = directory.with_name("broker-produce-stats.json")
+        self.produce_stats = log_path.with_name("broker-produce-stats.json") if log_path else None
         self._proc: subprocess.Popen | None = None
 
     def start(self, timeout_s: float = 20.0) -> "ObjectStore":
@@ -68,8 +73,8 @@ class ObjectStore:
         ``cartwise bench recovery``)."""
         node = shutil.which("node")
         if node is None or not self._s3rver.is_file():
-            raise BrokerError(f"the durable embedded broker needs node and s3rver ({self._s3rver}): run `make "
-                              "install`, or set CARTWISE_EMBEDDED_KAFKA_STORAGE=memory to keep nothing across restarts")
+            raise BrokerError(f"the embedded broker needs node and s3rver ({self._s3rver}): run `make "
+                              "install` (Node 20 and npm; the memory mode uses the same store in RAM)")
         self.fresh = not (self.directory / BUCKET).is_dir() or not any((self.directory / BUCKET).iterdir())
         self.directory.mkdir(parents=True, exist_ok=True)
         for partial in self.directory.rglob("*.tmp"):  # writes a kill cut short (module doc)
@@ -93,9 +98,11 @@ class ObjectStore:
                 "AWS_DEFAULT_REGION": "us-east-1"}
 
     def stop(self) -> None:
-        """Terminate s3rver (the objects stay on disk)."""
+        """Terminate s3rver (the objects stay on disk, but for an ephemeral store's)."""
         _terminate(self._proc)
         self._proc = None
+        if self.ephemeral:
+            shutil.rmtree(self.directory, ignore_errors=True)
 
 
 class EmbeddedBroker:
@@ -146,12 +153,13 @@ class EmbeddedBroker:
         if not self.fresh:
             load_partition_state(self.bootstrap, LOAD_TIMEOUT_S)
         if self._maintenance_args is not None:
+            stats = ["--stats", str(self._store.produce_stats)] if self._store.produce_stats else []
             self._maintenance = _spawn([sys.executable, "-m", "cartwise.app.log_maintenance",
                                         "--root", str(self._store.directory), "--port", str(self._store.port),
-                                        "--bucket", BUCKET, "--stats", str(self._store.produce_stats),
-                                        *self._maintenance_args], self._store.maintenance_log)
+                                        "--bucket", BUCKET, *stats, *self._maintenance_args],
+                                       self._store.maintenance_log)
         log.info("embedded Kafka-compatible broker on %s (%s)", self.bootstrap,
-                 f"on disk in {self._store.directory}" if self._store else "in memory")
+                 f"store in {self._store.directory}" if self._store else "in Tansu's memory")
         return self
 
     def pids(self) -> list[int]:
@@ -203,14 +211,29 @@ def load_partition_state(bootstrap: str, timeout_s: float) -> None:
 
 
 def embedded_broker(settings: Settings) -> EmbeddedBroker:
-    """The embedded broker ``settings`` ask for: on disk under DATA_DIR/broker (the default) or in memory."""
+    """The embedded broker ``settings`` ask for: on disk under DATA_DIR/broker (the default), or in memory:
+    the same store and log maintenance over a directory in RAM (:func:`memory_store_directory`), removed
+    when it stops. Tansu's own ``memory://`` engine is out of reach of any maintenance and grew with every
+    event (issue #28)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    store = None
+    log = settings.data_dir / "broker-store.log"
     if settings.embedded_kafka_storage == "disk":
-        store = ObjectStore(settings.data_dir / "broker", settings.storage_port, settings.s3rver,
-                            settings.data_dir / "broker-store.log")
+        store = ObjectStore(settings.data_dir / "broker", settings.storage_port, settings.s3rver, log)
+    else:
+        store = ObjectStore(memory_store_directory(), settings.storage_port, settings.s3rver, log, ephemeral=True)
     return EmbeddedBroker(settings.embedded_kafka_port, settings.data_dir / "broker.log", store,
                           maintenance_args(settings))
+
+
+def memory_store_directory() -> Path:
+    """A new directory for an in-memory store: in /dev/shm (RAM) when there is one, else the temp dir, named
+    after this process. Those of processes no longer running (a kill -9 skips the removal) go first."""
+    root = RAM_DIR if RAM_DIR.is_dir() else Path(tempfile.gettempdir())
+    for old in root.glob("cartwise-broker-*-*"):
+        pid = old.name.split("-")[2]
+        if pid.isdigit() and not psutil.pid_exists(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"cartwise-broker-{os.getpid()}-", dir=root))
 
 
 def maintenance_args(settings: Settings) -> list[str]:
