@@ -4,14 +4,17 @@ read back as Kafka clients expect (cartwise/app/log_maintenance.py)."""
 from __future__ import annotations
 
 import asyncio
+import os
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from cartwise.app.bench.common import free_port
-from cartwise.app.broker import BUCKET, EmbeddedBroker, ObjectStore
+from cartwise.app.broker import BUCKET, RAM_DIR, EmbeddedBroker, ObjectStore, embedded_broker
 from cartwise.app.log_maintenance import LogMaintenance, StoreClient
 from cartwise.kafka_io import log_consumer, read_topic
 from cartwise.settings import Settings
@@ -159,3 +162,14 @@ def test_concurrent_producers_of_one_partition_never_share_an_offset(disk_broker
     records = asyncio.run(read_from(broker.bootstrap, "shared", 0))
     assert [offset for offset, _, _ in records] == list(range(450))
     assert sorted(value for _, _, value in records) == sorted(f"{n}-{i}".encode() for n in "abc" for i in range(150))
+
+
+def test_the_memory_mode_is_the_maintained_store_in_ram_and_leaves_nothing(tmp_path):
+    settings = Settings(data_dir=tmp_path, kafka_bootstrap=None, embedded_kafka_storage="memory",
+                        embedded_kafka_port=free_port(), embedded_storage_port=free_port())
+    mine = f"cartwise-broker-{os.getpid()}-*"
+    with embedded_broker(settings) as broker:
+        [directory] = RAM_DIR.glob(mine) if RAM_DIR.is_dir() else Path(tempfile.gettempdir()).glob(mine)
+        assert broker.fresh and (directory / BUCKET).is_dir()
+        assert len(broker.pids()) == 3  # Tansu, s3rver and the log maintenance
+    assert not directory.exists()
