@@ -14,8 +14,9 @@ it keeps sorted in memory (Tansu lists a partition's stored batches on every rea
 walked and stat-ed the whole bucket: 0.9 s for 5,000 objects, 40 ms now). s3rver does not fsync, so what
 the kernel had not written back is lost on a power cut (not on a process crash).
 Tansu does not support idempotent producers, and kafka-python consumer groups receive nothing from it
-(manual ``assign`` works). Both children get SIGTERM when the process that started them dies, and share
-its process group, so killing serve's group leaves nothing running."""
+(manual ``assign`` works). The broker, its store and the store's log maintenance get SIGTERM when the
+process that started them dies, and share its process group, so killing serve's group leaves nothing
+running."""
 
 from __future__ import annotations
 
