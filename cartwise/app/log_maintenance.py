@@ -326,7 +326,8 @@ class LogMaintenance:
         if batches:
             self._seen_end[records_dir] = max(self._seen_end.get(records_dir, -1), batches[-1].end)
         gone = covered(batches)
-        kept = [b for b in batches if b not in gone]
+        gone_bases = {b.base for b in gone}  # a membership test on the batches themselves was quadratic
+        kept = [b for b in batches if b.base not in gone_bases]
         older = kept[:-1]  # the newest is the active segment: never touched (module doc)
         if policy.compact:
             rewrites = self._compaction(records_dir, kept, policy)
