@@ -12,9 +12,9 @@ Measuring Δt from the user's latest interaction instead of "now" multiplies eve
 factor, which the normalization removes, so the vector needs no refresh as wall-clock time passes.
 
 S is kept incrementally (:func:`accumulate`): each event costs one product vector, O(D), however long
-the history. Exponential decay does the forgetting, so S covers every interaction, while a full
-rebuild (:func:`user_vector`, e.g. for a new model version) covers the ``max_history`` kept ones; the
-two differ only by terms already decayed by 2^(-Δt/H) for many H."""
+the history, and so does each interaction a full history pushes out (its term is subtracted), so S
+always covers exactly the ``max_history`` kept interactions, as a full rebuild (:func:`user_vector`, e.g.
+for a new model version) does; the two differ by float rounding only."""
 
 from __future__ import annotations
 
@@ -114,8 +114,10 @@ class UserVector:
 
 
 def accumulate(previous: UserVector | None, added: list[tuple[Interaction, np.ndarray]], missing: int,
-               params: Personalization) -> UserVector | None:
-    """Fold interactions with their product vectors (D,) into S, in any order (see module doc).
+               params: Personalization, removed: list[tuple[Interaction, np.ndarray]] = ()) -> UserVector | None:
+    """Fold interactions with their product vectors (D,) into S, in any order, and take out the terms of
+    ``removed`` ones (interactions S holds that a full history pushed out: the oldest, so never the one
+    that sets t_ref) (see module doc).
 
     ``missing`` counts new interactions whose product has no vector yet. Returns None while S is zero."""
     if previous is None and not added:
@@ -126,12 +128,19 @@ def accumulate(previous: UserVector | None, added: list[tuple[Interaction, np.nd
         if item.ts > t_ref:
             total = total * 2.0 ** (-(item.ts - t_ref) / params.half_life_s)
             t_ref = item.ts
-        total = total + params.weight(item.event_type) * 2.0 ** (-(t_ref - item.ts) / params.half_life_s) * vector
+        total = total + _term(item, vector, t_ref, params)
+    for item, vector in removed:
+        total = total - _term(item, vector, t_ref, params)
     norm = float(np.linalg.norm(total))
     if norm == 0.0:
         return None
-    return UserVector((total / norm).astype(np.float32), norm, t_ref, (previous.n if previous else 0) + len(added),
-                      (previous.pending if previous else 0) + missing)
+    n = (previous.n if previous else 0) + len(added) - len(removed)
+    return UserVector((total / norm).astype(np.float32), norm, t_ref, n, (previous.pending if previous else 0) + missing)
+
+
+def _term(item: Interaction, vector: np.ndarray, t_ref: float, params: Personalization) -> np.ndarray:
+    """w(type_i) * 2^(-(t_ref - t_i) / H) * p̂_i, (D,)."""
+    return params.weight(item.event_type) * 2.0 ** (-(t_ref - item.ts) / params.half_life_s) * vector
 
 
 def user_vector(history: UserHistory, product_vectors: dict[str, np.ndarray],

@@ -350,9 +350,6 @@ class StreamWorker:
         self.clock.saw(event.user_id, event.event_time.timestamp())
         if update.history.apply(event, self.settings.personalization.max_history):
             self.applied += 1
-            kept = update.history.find(event.event_id)
-            if kept:
-                update.added.append(kept)
             return "applied"
         self.stale += 1
         return "stale"

@@ -8,7 +8,7 @@ whichever write the crash fell between, and the stored vector always equals a re
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -21,17 +21,28 @@ from streams.user_points import UserPoints
 
 @dataclass(slots=True)
 class UserUpdate:
-    """One user's share of a batch: the digest of the history before it, the history after it, and the
-    interactions it added (duplicates and events too old for a full history add none)."""
+    """One user's share of a batch: the digest of the history before it and its kept interactions
+    (``prior``), and the history after it (the batch's events are applied to ``history`` in place)."""
 
     before: str
     history: UserHistory
-    added: list[Interaction] = field(default_factory=list)
+    prior: tuple[Interaction, ...] = ()
 
     @classmethod
     def of(cls, history: UserHistory) -> "UserUpdate":
         """An update starting from ``history`` (which the batch's events are then applied to)."""
-        return cls(history.digest(), history)
+        return cls(history.digest(), history, tuple(history.interactions))
+
+    def added(self) -> list[Interaction]:
+        """Interactions the batch added that the history still keeps (duplicates, events too old for a full
+        history and those a later event of the batch pushed out are not)."""
+        prior = set(self.prior)
+        return [i for i in self.history.interactions if i not in prior]
+
+    def removed(self) -> list[Interaction]:
+        """Interactions kept before the batch that a full history pushed out."""
+        kept = set(self.history.interactions)
+        return [i for i in self.prior if i not in kept]
 
 
 def product_vectors(index: VectorIndex, collection: str, product_ids: list[str]) -> dict[str, np.ndarray]:
@@ -51,34 +62,43 @@ def _write(points: UserPoints, users: str, computed: dict[str, tuple[UserVector 
 EMPTY_HISTORY = UserHistory().digest()
 
 
-def _folds(stored: UserPoint | None, update: UserUpdate, params: Personalization) -> bool:
-    """Whether folding ``update.added`` into ``stored`` equals a rebuild: the point is the pre-batch history's
-    and the history is below its cap (at the cap, a new interaction may push out one the sum still holds)."""
-    matches = stored.history == update.before if stored is not None else update.before == EMPTY_HISTORY
-    return matches and len(update.history.interactions) < params.max_history
+def _folds(stored: UserPoint | None, update: UserUpdate) -> bool:
+    """Whether the batch can be folded into ``stored`` (added terms in, pushed-out terms out) and equal a
+    rebuild: the point is the pre-batch history's, with every interaction's term in its sum (none pending)."""
+    if stored is None:
+        return update.before == EMPTY_HISTORY
+    return stored.history == update.before and stored.state.pending == 0
 
 
 def update_user_vectors(updates: dict[str, UserUpdate], index: VectorIndex, points: UserPoints, products: str,
                         users: str, params: Personalization) -> set[str]:
     """Bring each touched user's point up to date with their history: nothing when the point already
-    carries the history's digest, the new interactions folded in (O(D) each) when it carries the pre-batch
-    digest, a rebuild from the whole history otherwise. One read of the points not cached in ``points``, one
-    of product vectors (from ``index``), one upsert per call.
+    carries the history's digest; when it carries the pre-batch digest, the new interactions folded in and
+    those a full history pushed out taken out (O(D) each; a returning shopper's history is full, so this is
+    the common case); a rebuild from the whole history otherwise (or when a pushed-out product has no vector
+    any more). One read of the points not cached in ``points``, one of product vectors (from ``index``; a
+    second only for such rebuilds), one upsert per call.
 
     Returns the ids of users with interactions whose product is not in the catalog yet (to rebuild later)."""
     stored = points.get(users, updates)
     current = {u for u, update in updates.items() if u in stored and stored[u].history == update.history.digest()}
-    folds = {u for u, update in updates.items() if u not in current and _folds(stored.get(u), update, params)}
+    folds = {u: (updates[u].added(), updates[u].removed()) for u, update in updates.items()
+             if u not in current and _folds(stored.get(u), update)}
     rebuilds = {u: updates[u].history for u in updates if u not in current and u not in folds}
-    wanted = [i.product_id for u in folds for i in updates[u].added]
-    wanted += [pid for history in rebuilds.values() for pid in history.product_ids()]
-    vectors = product_vectors(index, products, wanted)
-    computed = {u: (user_vector(history, vectors, params), history) for u, history in rebuilds.items()}
-    for u in folds:
-        added = updates[u].added
-        known = [(i, vectors[i.product_id]) for i in added if i.product_id in vectors]
-        previous = stored[u].state if u in stored else None
-        computed[u] = (accumulate(previous, known, len(added) - len(known), params), updates[u].history)
+    wanted = [i.product_id for added, removed in folds.values() for i in added + removed]
+    vectors = product_vectors(index, products, wanted + [pid for h in rebuilds.values() for pid in h.product_ids()])
+    late = {u: updates[u].history for u, (_, removed) in folds.items()
+            if any(i.product_id not in vectors for i in removed)}
+    if late:
+        vectors |= product_vectors(index, products, [pid for h in late.values() for pid in h.product_ids()])
+    computed = {u: (user_vector(history, vectors, params), history) for u, history in (rebuilds | late).items()}
+    for u, (added, removed) in folds.items():
+        if u not in late:
+            known = [(i, vectors[i.product_id]) for i in added if i.product_id in vectors]
+            previous = stored[u].state if u in stored else None
+            state = accumulate(previous, known, len(added) - len(known), params,
+                               [(i, vectors[i.product_id]) for i in removed])
+            computed[u] = (state, updates[u].history)
     return _write(points, users, computed) | {u for u in current if stored[u].state.pending}
 
 

@@ -38,11 +38,10 @@ def events(*specs) -> list[BehaviorEvent]:
 
 
 def apply(history: UserHistory, batch: list[BehaviorEvent]) -> UserUpdate:
-    """What the agent does with a batch for one user (UserHistory.apply, then the kept interactions)."""
+    """What the agent does with a batch for one user (UserHistory.apply of each event)."""
     update = UserUpdate.of(history)
     for event in batch:
-        if update.history.apply(event, PARAMS.max_history) and update.history.find(event.event_id):
-            update.added.append(update.history.find(event.event_id))
+        update.history.apply(event, PARAMS.max_history)
     return update
 
 
@@ -81,7 +80,7 @@ def test_redelivery_after_a_crash_between_the_history_and_the_vector_counts_once
     table = apply(UserHistory.from_json(first.history.to_json()), SECOND).history.to_json()  # Table written
     # crash before the vector write; the batch comes again: every event is a duplicate of the Table's
     redelivered = apply(UserHistory.from_json(table), SECOND)
-    assert redelivered.added == [] and redelivered.before == redelivered.history.digest()
+    assert redelivered.added() == [] and redelivered.before == redelivered.history.digest()
     write(index, redelivered)
     assert_is_rebuild(index, redelivered.history)
 
@@ -103,18 +102,65 @@ def test_vector_written_but_history_lost_counts_once(index):
     write(index, first)
     write(index, apply(UserHistory.from_json(first.history.to_json()), SECOND))
     again = apply(UserHistory.from_json(first.history.to_json()), SECOND)  # the Table still has FIRST only
-    assert len(again.added) == 2
+    assert len(again.added()) == 2
     write(index, again)
     assert_is_rebuild(index, again.history)
 
 
-def test_a_full_history_is_rebuilt_so_dropped_interactions_leave_the_vector(index):
+def test_interactions_a_full_history_pushes_out_leave_the_vector(index):
     history = UserHistory()
     for n in range(7):  # max_history 4: three interactions are pushed out
         update = apply(history, events((n, f"p{n}", "cart")))
+        assert [i.product_id for i in update.removed()] == ([f"p{n - 4}"] if n >= 4 else [])
         write(index, update)
         history = update.history
     assert len(history.interactions) == PARAMS.max_history
+    assert_is_rebuild(index, history)
+
+
+class CountingIndex:
+    """The index, counting the product vectors read (the fold's cost)."""
+
+    def __init__(self, index) -> None:
+        self.index, self.read = index, 0
+
+    def retrieve(self, name, ids, with_vectors=True, with_payload=True):
+        self.read += len(ids) if name == "products" else 0
+        return self.index.retrieve(name, ids, with_vectors, with_payload)
+
+
+def test_at_the_cap_a_batch_reads_the_vectors_of_what_it_adds_and_pushes_out_not_the_whole_history(index):
+    points = UserPoints(index, 100)
+    history = UserHistory()
+    for n in range(4):  # at minutes 0, 2, 4, 6: the history is full
+        update = apply(history, events((2 * n, f"p{n}", "view")))
+        write(index, update, points)
+        history = update.history
+    counting = CountingIndex(index)
+    # e1 (p4) is kept when it comes (it pushes out e0) and pushed out again by e7 in the same batch; e8 pushes
+    # out e2 (p1): the batch adds p5 and p6 and takes out p0 and p1
+    update = apply(history, events((1, "p4", "cart"), (7, "p5", "purchase"), (8, "p6", "view")))
+    assert [i.product_id for i in update.added()] == ["p5", "p6"]
+    assert [i.product_id for i in update.removed()] == ["p0", "p1"]
+    update_user_vectors({"u": update}, counting, points, "products", "users", PARAMS)
+    assert counting.read == 4
+    assert_is_rebuild(index, update.history)
+
+
+def test_a_long_run_of_full_history_batches_stays_a_rebuild(index):
+    rng = np.random.default_rng(1)
+    points, history, n = UserPoints(index, 100), UserHistory(), 0
+    for _ in range(300):
+        batch = []
+        for _ in range(int(rng.integers(1, 4))):
+            kind = str(rng.choice(["view", "cart", "purchase"]))
+            batch.append((n + int(rng.integers(-3, 2)), f"p{int(rng.integers(0, 8))}", kind))
+            n += 1
+        update = apply(history, [BehaviorEvent(event_id=f"e{k}-{m}", event_type=kind, user_id="u", product_id=pid,
+                                               event_time=T0 + timedelta(minutes=m))
+                                 for k, (m, pid, kind) in enumerate(batch, start=n)])
+        write(index, update, points)
+        history = update.history
     assert_is_rebuild(index, history)
 
 
