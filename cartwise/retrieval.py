@@ -5,6 +5,7 @@ evaluation measures what is served (docs/architecture.md, "Hybrid retrieval").""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal, Sequence
 
@@ -60,14 +61,17 @@ def applied_lexical_weight(request: RankRequest, params: Lexical) -> float:
 def rank(index: VectorIndex, collection: str, request: RankRequest, params: Lexical, limit: int,
          flt: SearchFilter | None = None, hnsw_ef: int | None = None, collapse: bool = True) -> list[RankedHit]:
     """The top ``limit`` products of ``collection`` for ``request``, best first; with ``collapse`` (the
-    API's default) only the best-ranked of products with identical text (cartwise/diversity.py). Raises
-    ValueError when neither a query nor a user vector is given, KeyError for a missing collection."""
+    API's default) only the best-ranked of products with identical text (cartwise/diversity.py). The engine
+    reads rank without vectors (a deeper read for a collapsed page would otherwise convert up to
+    MAX_FETCH vectors); one read by id then fetches the page's, for its score parts. Raises ValueError
+    when neither a query nor a user vector is given, KeyError for a missing collection."""
     for fetch in fetch_limits(limit, collapse):
         hits = _engine_call(index, collection, request, params, fetch, flt, hnsw_ef)
-        ranked = page(hits, request, limit, collapse)
-        if is_complete(len(ranked), limit, len(hits), fetch):
+        chosen = choose(hits, limit, collapse)
+        if is_complete(len(chosen), limit, len(hits), fetch):
             break
-    return ranked
+    vectors = index.retrieve(collection, [hit.id for hit in chosen], with_payload=False) if chosen else []
+    return _with_parts(chosen, vectors, request, params)
 
 
 async def rank_async(index: AsyncVectorIndex, collection: str, request: RankRequest, params: Lexical, limit: int,
@@ -77,23 +81,28 @@ async def rank_async(index: AsyncVectorIndex, collection: str, request: RankRequ
     products whose text digest is one of ``seen``; the same errors."""
     for fetch in fetch_limits(limit, collapse):
         hits = await _engine_call(index, collection, request, params, fetch, flt, hnsw_ef)
-        ranked = page(hits, request, limit, collapse, seen)
-        if is_complete(len(ranked), limit, len(hits), fetch):
+        chosen = choose(hits, limit, collapse, seen)
+        if is_complete(len(chosen), limit, len(hits), fetch):
             break
-    return ranked
+    vectors = await index.retrieve(collection, [hit.id for hit in chosen], with_payload=False) if chosen else []
+    return _with_parts(chosen, vectors, request, params)
 
 
-def page(hits: list[IndexHit], request: RankRequest, limit: int, collapse: bool,
-         seen: Sequence[str] = ()) -> list[RankedHit]:
-    """The first ``limit`` of ``hits`` (with their (D,) vectors) by score, equal scores in id order, as
-    :class:`RankedHit`; with ``collapse`` one per identical text (payload ``text_digest``), none of the
-    texts ``seen``."""
+def choose(hits: list[IndexHit], limit: int, collapse: bool, seen: Sequence[str] = ()) -> list[IndexHit]:
+    """The first ``limit`` of ``hits`` by score, equal scores in id order; with ``collapse`` one per identical
+    text (payload ``text_digest``), none of the texts ``seen``."""
     # identical texts tie exactly, and the engine orders ties differently for different limits: without a
     # fixed tie order a deeper ranking (the next page) would start with another copy than page 1 shows
     hits = sorted(hits, key=lambda hit: (-hit.score, hit.id))
     if collapse:
         hits = collapse_identical(hits, [hit.payload.get(TEXT_DIGEST) for hit in hits], limit, seen)
-    return ranked_hits(hits[:limit], request)
+    return hits[:limit]
+
+
+def page(hits: list[IndexHit], request: RankRequest, limit: int, collapse: bool,
+         seen: Sequence[str] = ()) -> list[RankedHit]:
+    """:func:`choose` over ``hits`` that carry their (D,) vectors, as :class:`RankedHit`."""
+    return ranked_hits(choose(hits, limit, collapse, seen), request)
 
 
 def collapsed(ranked: list[RankedHit], seen: Sequence[str] = ()) -> list[RankedHit]:
@@ -104,17 +113,35 @@ def collapsed(ranked: list[RankedHit], seen: Sequence[str] = ()) -> list[RankedH
 
 def _engine_call(index: VectorIndex | AsyncVectorIndex, collection: str, request: RankRequest, params: Lexical,
                  limit: int, flt: SearchFilter | None, hnsw_ef: int | None) -> Any:
-    """Call the index method of the retrieval that runs: its hits (each with its dense vector) from a
+    """Call the index method of the retrieval that runs, without vectors: its hits from a
     :class:`VectorIndex`, an awaitable of them from an :class:`AsyncVectorIndex`."""
     retrieval = served_retrieval(request)
     if retrieval == "lexical":
-        return index.lexical_search(collection, request.lexical, limit, flt, with_vectors=True)
+        return index.lexical_search(collection, request.lexical, limit, flt, with_vectors=False)
     if retrieval == "hybrid":
-        hybrid = HybridQuery(fused_query(request.query, request.user, request.alpha), request.lexical,
-                             applied_lexical_weight(request, params), params.scale, params.candidates)
-        return index.hybrid_search(collection, hybrid, limit, flt, hnsw_ef)
+        return index.hybrid_search(collection, _hybrid_query(request, params), limit, flt, hnsw_ef, with_vectors=False)
     return index.search(collection, fused_query(request.query, request.user, request.alpha), limit, flt,
-                        with_vectors=True, hnsw_ef=hnsw_ef)
+                        hnsw_ef=hnsw_ef)
+
+
+def _hybrid_query(request: RankRequest, params: Lexical) -> HybridQuery:
+    return HybridQuery(fused_query(request.query, request.user, request.alpha), request.lexical,
+                       applied_lexical_weight(request, params), params.scale, params.candidates)
+
+
+def _with_parts(hits: list[IndexHit], vectors: list[IndexHit], request: RankRequest,
+                params: Lexical) -> list[RankedHit]:
+    """``hits`` (in order, without vectors) with their (D,) vectors from ``vectors`` (a read by id) and score
+    parts; a hit whose product is gone since the ranking read (deleted in between) is left out."""
+    by_id = {hit.id: hit.vector for hit in vectors}
+    hybrid = _hybrid_query(request, params) if served_retrieval(request) == "hybrid" else None
+    completed = []
+    for hit in hits:
+        vector = by_id.get(hit.id)
+        if vector is not None:
+            lexical = hybrid.lexical_of(hit.score, vector) if hybrid else hit.lexical_score
+            completed.append(dataclasses.replace(hit, vector=vector, lexical_score=lexical))
+    return ranked_hits(completed, request)
 
 
 def ranked_hits(hits: list[IndexHit], request: RankRequest) -> list[RankedHit]:

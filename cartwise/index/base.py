@@ -115,8 +115,11 @@ def to_hit(point, with_vectors: bool, lexical_score: float = 0.0) -> IndexHit:
                     as_vector(point.vector) if with_vectors else None, lexical_score)
 
 
-def hybrid_hits(points, query: HybridQuery) -> list[IndexHit]:
-    """The hits of a hybrid query's scored points (fetched with their dense vectors), each with its BM25."""
+def hybrid_hits(points, query: HybridQuery, with_vectors: bool = True) -> list[IndexHit]:
+    """The hits of a hybrid query's scored points, each with its BM25 when fetched ``with_vectors`` (the
+    BM25 is recovered from the fused score and the vector: :meth:`HybridQuery.lexical_of`), else 0."""
+    if not with_vectors:
+        return [IndexHit(str(point.id), float(point.score), point.payload or {}) for point in points]
     hits = []
     for point in points:
         vector = as_vector(point.vector)
@@ -188,10 +191,11 @@ class VectorIndex(Protocol):
         ``name`` has no lexical vectors."""
 
     def hybrid_search(self, name: str, query: HybridQuery, limit: int, flt: SearchFilter | None = None,
-                      hnsw_ef: int | None = None) -> list[IndexHit]:
+                      hnsw_ef: int | None = None, with_vectors: bool = True) -> list[IndexHit]:
         """Top ``limit`` points by the fused score of ``query`` in one engine query (prefetches, a
-        rescoring of their union, a score formula); hits carry their dense vector and ``lexical_score``.
-        ``flt`` applies to both sides. Raises ValueError when ``name`` has no lexical vectors."""
+        rescoring of their union, a score formula); ``with_vectors``, hits carry their dense vector and
+        ``lexical_score`` (else neither: 0). ``flt`` applies to both sides. Raises ValueError when ``name``
+        has no lexical vectors."""
 
     def scroll(self, name: str, limit: int, flt: SearchFilter | None = None, order_by: str | None = None,
                with_vectors: bool = False) -> list[IndexHit]:
@@ -237,7 +241,7 @@ class AsyncVectorIndex(Protocol):
         """As :meth:`VectorIndex.lexical_search`."""
 
     async def hybrid_search(self, name: str, query: HybridQuery, limit: int, flt: SearchFilter | None = None,
-                            hnsw_ef: int | None = None) -> list[IndexHit]:
+                            hnsw_ef: int | None = None, with_vectors: bool = True) -> list[IndexHit]:
         """As :meth:`VectorIndex.hybrid_search`."""
 
     async def scroll(self, name: str, limit: int, flt: SearchFilter | None = None, order_by: str | None = None,

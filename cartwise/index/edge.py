@@ -55,7 +55,8 @@ def _vectors(point: IndexPoint) -> dict:
     return vectors
 
 
-def hybrid_request(query: HybridQuery, limit: int, flt: qe.Filter | None, hnsw_ef: int | None) -> qe.QueryRequest:
+def hybrid_request(query: HybridQuery, limit: int, flt: qe.Filter | None, hnsw_ef: int | None,
+                   with_vectors: bool = True) -> qe.QueryRequest:
     """The engine query of a :class:`HybridQuery`: the lexical and the dense top ``candidates`` (both
     filtered), their union rescored by each side, and the fused score as a formula over the two."""
     lexical = qe.Query.Nearest(qe.SparseVector(list(query.lexical.indices), list(query.lexical.values)),
@@ -73,7 +74,7 @@ def hybrid_request(query: HybridQuery, limit: int, flt: qe.Filter | None, hnsw_e
                       _E.Mult([_E.Constant(1.0 - w), _E.Variable("$score[1]")])])
     return qe.QueryRequest(limit=limit, prefetches=rescored,
                            query=qe.Formula(formula, defaults={"$score[0]": 0.0, "$score[1]": 0.0}),
-                           with_payload=True, with_vector=[DENSE])
+                           with_payload=True, with_vector=[DENSE] if with_vectors else False)
 
 
 def edge_filter(flt: SearchFilter | None) -> qe.Filter | None:
@@ -240,8 +241,9 @@ class EdgeIndex:
         return [to_hit(p, with_vectors, float(p.score)) for p in self._lexical_query(name, request)]
 
     def hybrid_search(self, name: str, query: HybridQuery, limit: int, flt: SearchFilter | None = None,
-                      hnsw_ef: int | None = None) -> list[IndexHit]:
-        return hybrid_hits(self._lexical_query(name, hybrid_request(query, limit, edge_filter(flt), hnsw_ef)), query)
+                      hnsw_ef: int | None = None, with_vectors: bool = True) -> list[IndexHit]:
+        request = hybrid_request(query, limit, edge_filter(flt), hnsw_ef, with_vectors)
+        return hybrid_hits(self._lexical_query(name, request), query, with_vectors)
 
     def _lexical_query(self, name: str, request: qe.QueryRequest) -> list:
         with self._reading(name) as shard:

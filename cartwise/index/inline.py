@@ -38,8 +38,8 @@ class InlineAsyncIndex:
         return self.index.lexical_search(name, query, limit, flt, with_vectors)
 
     async def hybrid_search(self, name: str, query: HybridQuery, limit: int, flt: SearchFilter | None = None,
-                            hnsw_ef: int | None = None) -> list[IndexHit]:
-        return self.index.hybrid_search(name, query, limit, flt, hnsw_ef)
+                            hnsw_ef: int | None = None, with_vectors: bool = True) -> list[IndexHit]:
+        return self.index.hybrid_search(name, query, limit, flt, hnsw_ef, with_vectors)
 
     async def scroll(self, name: str, limit: int, flt: SearchFilter | None = None, order_by: str | None = None,
                      with_vectors: bool = False) -> list[IndexHit]:

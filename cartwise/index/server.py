@@ -215,12 +215,13 @@ def lexical_call(query: SparseVector, limit: int, flt: SearchFilter | None, with
         lambda response: [to_hit(p, with_vectors, float(p.score)) for p in response.points])
 
 
-def hybrid_call(query: HybridQuery, limit: int, flt: SearchFilter | None, hnsw_ef: int | None) -> ClientCall:
+def hybrid_call(query: HybridQuery, limit: int, flt: SearchFilter | None, hnsw_ef: int | None,
+                with_vectors: bool = True) -> ClientCall:
     """Top ``limit`` by the fused score, as :meth:`cartwise.index.VectorIndex.hybrid_search`."""
     prefetch, formula = hybrid_prefetch(query, limit, server_filter(flt), hnsw_ef)
     return ClientCall("query_points", {"prefetch": prefetch, "query": formula, "limit": limit, "with_payload": True,
-                                       "with_vectors": [DENSE]},
-                      lambda response: hybrid_hits(response.points, query))
+                                       "with_vectors": _dense_vectors(with_vectors)},
+                      lambda response: hybrid_hits(response.points, query, with_vectors))
 
 
 def scroll_call(limit: int, flt: SearchFilter | None, order_by: str | None, with_vectors: bool) -> ClientCall:
@@ -301,9 +302,9 @@ class QdrantServerIndex:
         return self._run(name, lexical_call(query, limit, flt, with_vectors))
 
     def hybrid_search(self, name: str, query: HybridQuery, limit: int, flt: SearchFilter | None = None,
-                      hnsw_ef: int | None = None) -> list[IndexHit]:
+                      hnsw_ef: int | None = None, with_vectors: bool = True) -> list[IndexHit]:
         self._require_lexical(name)
-        return self._run(name, hybrid_call(query, limit, flt, hnsw_ef))
+        return self._run(name, hybrid_call(query, limit, flt, hnsw_ef, with_vectors))
 
     def _require_lexical(self, name: str) -> None:
         if name not in self._lexical:  # a collection's vectors never change: ask the server once per name
@@ -367,9 +368,9 @@ class AsyncQdrantServerIndex:
         return await self._run(name, lexical_call(query, limit, flt, with_vectors))
 
     async def hybrid_search(self, name: str, query: HybridQuery, limit: int, flt: SearchFilter | None = None,
-                            hnsw_ef: int | None = None) -> list[IndexHit]:
+                            hnsw_ef: int | None = None, with_vectors: bool = True) -> list[IndexHit]:
         await self._require_lexical(name)
-        return await self._run(name, hybrid_call(query, limit, flt, hnsw_ef))
+        return await self._run(name, hybrid_call(query, limit, flt, hnsw_ef, with_vectors))
 
     async def _require_lexical(self, name: str) -> None:
         if name not in self._lexical:
