@@ -220,7 +220,11 @@ def iter_chunks(consumer: KafkaConsumer, topic: str, starts: dict[int, int] | No
     lists the last batch's base offset as the end (a stale one on its disk store), so the listed end would
     drop the last batch; and a fetch from its disk store can come back empty before the end (when listing
     the stored batches outlasts the fetch wait), so an empty poll is no end either, unless no record has
-    come for END_GAP_S (a gap at the end, module doc)."""
+    come for END_GAP_S (a gap at the end, module doc).
+
+    Each record comes once: a fetch that raced a merge of the embedded broker's log maintenance carries the
+    merged batch and then its other sources (cartwise/app/log_maintenance.py), and kafka-python, unlike
+    aiokafka, passes on records below the position it has reached."""
     partitions = [tp for tp in partitions_of(consumer, topic) if only is None or tp.partition in only]
     if not partitions:
         return
@@ -228,11 +232,21 @@ def iter_chunks(consumer: KafkaConsumer, topic: str, starts: dict[int, int] | No
     for tp in partitions:
         consumer.seek(tp, (starts or {}).get(tp.partition, 0))
     progress = {tp: (consumer.position(tp), time.monotonic()) for tp in partitions}
+    expected = {tp: consumer.position(tp) for tp in partitions}  # the next offset each partition may yield
     while not all(_at_end(consumer, tp, progress) for tp in partitions):
         batches = consumer.poll(timeout_ms=500, max_records=max_records)
-        if any(batches.values()):
-            yield [r for batch in batches.values() for r in batch], {tp.partition: consumer.position(tp)
-                                                                       for tp in partitions}
+        chunk = [r for tp, batch in batches.items() for r in _once(batch, expected, tp)]
+        if chunk:
+            yield chunk, {tp.partition: consumer.position(tp) for tp in partitions}
+
+
+def _once(records: list[ConsumerRecord], expected: dict[TopicPartition, int], tp: TopicPartition
+          ) -> Iterator[ConsumerRecord]:
+    """``records`` of ``tp`` (offset order) at or above ``expected[tp]``, which advances past each."""
+    for record in records:
+        if record.offset >= expected[tp]:
+            expected[tp] = record.offset + 1
+            yield record
 
 
 def _at_end(consumer: KafkaConsumer, tp: TopicPartition, progress: dict[TopicPartition, tuple[int, float]]) -> bool:

@@ -14,8 +14,9 @@ small underneath it, the way Kafka's log retention and log cleaner do, every ``i
   since the last compaction weigh as much as the rest (Kafka's min.cleanable.dirty.ratio 0.5), only each
   key's last record is kept, and a tombstone (null value; on the catalog topic an ``op: delete`` event) only
   for ``retention_s``;
-- **merging**: runs of small batches become batches of about ``target_bytes`` (1 MB: aiokafka's partition
-  fetch size), so a partition holds few objects whatever the retention.
+- **merging**: runs of small batches at least ``merge_min_age_s`` old become batches of about
+  ``target_bytes`` (1 MB: aiokafka's partition fetch size), consumed or not, so a partition holds few
+  objects whatever the retention and however far the worker lags.
 
 Invariants relied on (Tansu 0.6.0 at 510f3e2, ``tansu-storage/src/dynostore.rs`` and ``service/fetch.rs``):
 an object is named by its batch's base offset and holds one RecordBatch v2 (cartwise/app/record_batches.py);
@@ -33,7 +34,10 @@ Crash safety: a rewrite is written whole under its first source's name (s3rver r
 its other sources are deleted, so a kill -9 leaves either the sources or the rewrite plus covered sources,
 which the next pass deletes; nothing is deleted whose records are not in a kept batch or let go by policy.
 Fetches never wait on this process: a deleted object leaves s3rver's listings at once but stays readable
-for 10 s (s3rver patch), so a fetch that listed it still reads it."""
+for 10 s (s3rver patch), so a fetch that listed it still reads it. Such a fetch, listing a merge's sources
+before the merge and reading the first after it, returns the merged batch and then the other sources:
+records it has already passed, which Kafka clients skip (aiokafka's PartitionRecords and kafka-python's
+fetcher drop records below the position they have reached)."""
 
 from __future__ import annotations
 
@@ -144,13 +148,14 @@ def expired_prefix(batches: list[StoredBatch], policy: Policy) -> list[StoredBat
 
 
 def merge_runs(batches: list[StoredBatch], policy: Policy) -> list[Rewrite]:
-    """Runs of consecutive small batches, each up to ``target_bytes``, that are old enough and below the
-    frontier; ``batches`` exclude the active one. A run of one is left alone."""
+    """Runs of consecutive small batches, each up to ``target_bytes``, that are old enough; ``batches``
+    exclude the active one. A run of one is left alone. Batches the group has not consumed yet are merged
+    too: a lagging worker's fetches list its partitions on every read, so they must stay small most of all
+    then (module doc: what a reader sees of a merge)."""
     runs, run, size = [], [], 0
     for batch in batches:
         ready = (batch.size < policy.target_bytes // 2 and batch.header.rewritable
-                 and batch.written_ms < policy.now_ms - policy.merge_min_age_ms
-                 and (policy.frontier is None or batch.end < policy.frontier))
+                 and batch.written_ms < policy.now_ms - policy.merge_min_age_ms)
         if run and (not ready or size + batch.size > policy.target_bytes):
             runs.append(run)
             run, size = [], 0

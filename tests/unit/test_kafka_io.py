@@ -62,3 +62,21 @@ def test_a_read_to_the_end_stops_at_a_gap_at_the_end_of_the_log(monkeypatch):
     monkeypatch.setattr(kafka_io, "END_GAP_S", 0.05)
     chunks = list(iter_chunks(GapConsumer(), "t"))
     assert [r.offset for chunk, _ in chunks for r in chunk] == [0, 1, 2] and chunks[-1][1] == {0: 3}
+
+
+class MergeRaceConsumer(GapConsumer):
+    """A fetch that raced a merge: the merged batch (offsets 0..2), then a source of it (1..2) again."""
+
+    def poll(self, timeout_ms, max_records):
+        if self._position >= 3:
+            return {}
+        self._position = 3
+        return {self.tp: [ConsumerRecord("t", 0, 0, o, 0, 0, b"k", b"v", [], None, 1, 1, 0) for o in (0, 1, 2, 1, 2)]}
+
+    def highwater(self, tp):
+        return 3
+
+
+def test_a_read_to_the_end_yields_each_record_once_when_a_fetch_repeats_records_it_passed():
+    chunks = list(iter_chunks(MergeRaceConsumer(), "t"))
+    assert [r.offset for chunk, _ in chunks for r in chunk] == [0, 1, 2]
