@@ -195,18 +195,11 @@ def serve_metrics(metrics: Metrics, host: str, port: int):
 
 
 def _event_ages(ages) -> HistogramMetricFamily:
-    """The worker's event ages (``histograms``: (agent, stage) -> an HdrHistogram of ms) as
-    cartwise_event_age_seconds{agent, stage}."""
+    """The worker's event ages (streams/event_ages.EventAges) as cartwise_event_age_seconds{agent, stage}."""
     family = HistogramMetricFamily(EVENT_AGE_SECONDS, "seconds from an event's Kafka timestamp to a stage of the "
                                    "stream worker: batched (its batch starts), applied (Search sees it)",
                                    labels=["agent", "stage"])
-    for (agent, stage), histogram in sorted(ages.histograms.items()):
-        counts = [0] * len(EVENT_AGE_BUCKETS)
-        for item in histogram.get_recorded_iterator():
-            for i, bound in enumerate(EVENT_AGE_BUCKETS):
-                if item.value_iterated_to <= bound * 1000:
-                    counts[i] += item.count_added_in_this_iter_step
-        total = histogram.get_total_count()
+    for (agent, stage), counts, total, sum_ms in ages.cumulative([bound * 1000 for bound in EVENT_AGE_BUCKETS]):
         buckets = [(str(bound), n) for bound, n in zip(EVENT_AGE_BUCKETS, counts)] + [("+Inf", total)]
-        family.add_metric([agent, stage], buckets, sum_value=histogram.get_mean_value() * total / 1000)
+        family.add_metric([agent, stage], buckets, sum_value=sum_ms / 1000)
     return family
