@@ -269,10 +269,11 @@ def _terminate(proc: subprocess.Popen | None) -> None:
             proc.kill()
 
 
-def die_with_parent() -> None:
-    """Linux (a Popen preexec_fn): the child gets SIGTERM when the thread that started it dies, even by SIGKILL."""
+def die_with_parent(sig: int = signal.SIGTERM) -> None:
+    """Linux (a Popen preexec_fn, or a partial of it): the child gets ``sig`` when the thread that started it
+    dies, even by SIGKILL."""
     try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, sig)  # 1 = PR_SET_PDEATHSIG
     except OSError:
         pass
 

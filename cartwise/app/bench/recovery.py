@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -54,10 +55,11 @@ class ServeProcess:
         env.pop("CARTWISE_KAFKA_BOOTSTRAP", None)
         started = time.perf_counter()
         command = [sys.executable, "-m", "cartwise.app.cli", "--log-level", self.log_level, "serve"]
-        # its own process group (killed whole), and SIGTERM when this process dies: an interrupted bench left
-        # services running that skewed every later measurement
+        # its own process group (killed whole), and SIGKILL when this process dies: an interrupted bench left
+        # services running that skewed every later measurement (a scratch service's graceful stop can hang
+        # under load; its broker and store still get their SIGTERM from it)
         self.proc = subprocess.Popen(command, env=env, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT,
-                                     start_new_session=True, preexec_fn=die_with_parent)
+                                     start_new_session=True, preexec_fn=partial(die_with_parent, signal.SIGKILL))
         while not _serving(s, f"127.0.0.1:{s.grpc_port}"):
             status = self.proc.poll()
             if status is not None or time.perf_counter() - started > timeout_s:
