@@ -53,6 +53,8 @@ HISTORY_TABLE = "user_histories"  # user_id -> history; changelog ``{app_id}-use
 TOMBSTONE_TABLE = "product_tombstones"  # product_id -> event time (s) of its newest deletion
 LEGACY_TABLES = {"user_history": HISTORY_TABLE, "catalog_tombstones": TOMBSTONE_TABLE}  # old name -> new
 _EVENT_TYPE_OF_TOPIC_FIELD = {"purchases": "purchase", "carts": "cart", "views": "view"}
+_NEVER = 2**62  # faust's broker_commit_every: commit by the timer only
+CHANGELOG_BATCH_BYTES = 512 * 1024  # under Kafka's and aiokafka's 1 MB request limit
 
 
 class RawKeyTable(faust.Table):
@@ -130,6 +132,15 @@ class StreamWorker:
             broker_session_timeout=settings.consumer_session_timeout_s,
             broker_rebalance_timeout=settings.consumer_session_timeout_s,
             broker_credentials=broker_credentials(settings),
+            # faust also commits every broker_commit_every events from inside its intake loop, and a commit first
+            # waits for every changelog send to be acknowledged: with full histories (kilobytes per user
+            # update) intake stopped for seconds every 10,000 events and the worker fell behind for good at
+            # 1,000 events/s (issue #28's soak). The commit timer (broker_commit_interval) commits from a task
+            # of its own, with the same flush first, while intake goes on.
+            broker_commit_every=_NEVER,
+            # a record batch of the changelog holds this much (aiokafka's default, 16 KB, held three full histories,
+            # and aiokafka sends a partition's batches one at a time: the changelog took 200 records/s)
+            producer_max_batch_size=CHANGELOG_BATCH_BYTES,
             # faust refuses a persisted offset beyond the changelog's listed end, which the embedded broker
             # lists stale; streams/table_recovery.py checks it against the true end instead
             recovery_consistency_check=False,

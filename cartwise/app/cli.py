@@ -723,7 +723,8 @@ def bench_recovery(ctx: click.Context, kills: int, limit: int | None, seed: int,
 @click.option("--minutes", type=click.IntRange(min=1), default=60, show_default=True, help="Minutes of load.")
 @click.option("--catalog-rate", default=20.0, show_default=True,
               help="Catalog upserts/s of existing products (price and stock changes).")
-@click.option("--qps", default=20.0, show_default=True, help="Offered Search/s (open loop).")
+@click.option("--qps", type=click.FloatRange(min=0.0, min_open=True), default=20.0, show_default=True,
+              help="Offered Search/s (open loop).")
 @click.option("--retention-s", type=click.FloatRange(min=0.0, min_open=True), default=None,
               help="CARTWISE_RETENTION_S of the scratch service (default: this environment's setting).")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None,
