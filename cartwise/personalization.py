@@ -91,7 +91,7 @@ class UserHistory:
     def to_json(self) -> dict:
         """JSON-ready dict (the table's value)."""
         return {"i": [[i.event_id, i.product_id, i.event_type, i.ts] for i in self.interactions],
-                "seen": self.seen, "purchased": self.purchased}
+                "seen": list(self.seen), "purchased": list(self.purchased)}  # copies: a later apply changes these
 
     @classmethod
     def from_json(cls, data: dict | None) -> "UserHistory":

@@ -200,8 +200,9 @@ class Settings(BaseSettings):
                                                               "one goes to the dead-letter topic")
     max_event_ahead_s: float = Field(3600.0, ge=0.0, description="how far an event_time may run ahead of the "
                                                                  "wall clock before it is dead-lettered")
-    user_cache_size: int = Field(50_000, ge=0, description="user points the stream worker keeps cached "
-                                                            "(write-through, about 2 KB each)")
+    user_cache_size: int = Field(50_000, ge=0, description="users the stream worker keeps cached: their points "
+                                                            "(write-through, about 2 KB each) and their decoded "
+                                                            "histories (about 10 KB each)")
     user_ttl_s: float = Field(90 * 86400.0, ge=0.0, description="a user with no event for this long in stream time "
                                                               "(the newest event time seen) is expired; 0: never")
     # An admitted request waits about max_in_flight / capacity: 8 keeps that near the 1x p99 at 2x load on two

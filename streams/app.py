@@ -31,7 +31,7 @@ from cartwise.model_updates import ModelUpdate
 from cartwise.personalization import UserHistory
 from cartwise.settings import Settings
 from encoders.bulk import BulkEncoder
-from streams.behavior import UserUpdate, rebuild_user_vectors, update_user_vectors
+from streams.behavior import DecodedHistories, UserUpdate, rebuild_user_vectors, update_user_vectors
 from streams.catalog import record_deletions, write_catalog
 from streams.changelog import TableBatch
 from streams.erasure import StreamClock, delete_user_points, forget_histories
@@ -108,6 +108,7 @@ class StreamWorker:
         self.settings, self.index, self.targets = settings, index, WriteTargets()
         self.calls = IndexCalls(index.remote)  # every index call of the worker goes through it
         self.points = UserPoints(index, settings.user_cache_size)
+        self.decoded = DecodedHistories(settings.user_cache_size)
         self.popularity = PopularityCounts(index, settings.personalization, settings.popularity_half_life_s)
         self.applied = self.dead_lettered = self.stale = self.forgotten = self.expired = 0
         self.event_ages = EventAges()  # the freshness breakdown per stage (streams/event_ages.py)
@@ -357,7 +358,7 @@ class StreamWorker:
         update = updates.get(event.user_id)
         if update is None:
             stored = None if event.user_id in forgets else self.histories.get(event.user_id)
-            update = updates[event.user_id] = UserUpdate.of(UserHistory.from_json(stored))
+            update = updates[event.user_id] = UserUpdate.of(self.decoded.take(event.user_id, stored))
         self.clock.saw(event.user_id, event.event_time.timestamp())
         if update.history.apply(event, self.settings.personalization.max_history):
             self.applied += 1
@@ -368,11 +369,13 @@ class StreamWorker:
     async def _write_users(self, updates: dict[str, UserUpdate]) -> None:
         # The Table first: a crash before the vectors are written leaves points whose digest lags the
         # history, which the redelivered batch repairs (streams/behavior.py).
-        histories = TableBatch(self.histories)
+        histories, written = TableBatch(self.histories), {}
         for user_id, update in updates.items():
             if update.history.digest() != update.before:
-                histories[user_id] = update.history.to_json()
+                histories[user_id] = written[user_id] = update.history.to_json()
         histories.flush()
+        for user_id, value in written.items():
+            self.decoded.put(user_id, value, updates[user_id].history)
         if updates:
             pending = await self.calls.run(self._update_vectors, updates, self.targets.models())
             self._track_pending(updates.keys(), pending)
@@ -389,6 +392,7 @@ class StreamWorker:
             histories = TableBatch(self.histories)
             forget_histories(user_ids, histories)
             histories.flush()
+            self.decoded.discard(user_ids)
             self.clock.forget(user_ids)
             self._pending_users.difference_update(user_ids)
             log.info("removed %d users (erasure or expiry)", len(user_ids))

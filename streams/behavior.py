@@ -8,6 +8,7 @@ whichever write the crash fell between, and the stored vector always equals a re
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,6 +44,39 @@ class UserUpdate:
         """Interactions kept before the batch that a full history pushed out."""
         kept = set(self.history.interactions)
         return [i for i in self.prior if i not in kept]
+
+
+class DecodedHistories:
+    """The behavior agent's decoded histories, user_id -> :class:`UserHistory`, at most ``capacity`` (least
+    recently used out; 0 keeps none). An entry is used only while the history Table still holds the very
+    value (the dict object) it was encoded to, so a Table recovered, changed elsewhere or erased is decoded
+    afresh; :meth:`take` removes the entry, so a batch that fails leaves none the Table does not hold.
+    Decoding and encoding a full history (50 interactions) for every user of every batch took a quarter of
+    the worker's event loop in issue #28's soak."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._entries: OrderedDict[str, tuple[dict, UserHistory]] = OrderedDict()
+
+    def take(self, user_id: str, stored: dict | None) -> UserHistory:
+        """``user_id``'s history for a batch: the cached one if the Table's value ``stored`` is the one it was
+        put with, else decoded from ``stored`` (None: empty)."""
+        entry = self._entries.pop(user_id, None)
+        if entry is not None and entry[0] is stored:
+            return entry[1]
+        return UserHistory.from_json(stored)
+
+    def put(self, user_id: str, value: dict, history: UserHistory) -> None:
+        """``history`` was written to the Table as ``value`` (its :meth:`UserHistory.to_json`)."""
+        if self.capacity:
+            self._entries[user_id] = (value, history)
+            if len(self._entries) > self.capacity:
+                self._entries.popitem(last=False)
+
+    def discard(self, user_ids) -> None:
+        """Drop the entries of erased or expired users."""
+        for user_id in user_ids:
+            self._entries.pop(user_id, None)
 
 
 def product_vectors(index: VectorIndex, collection: str, product_ids: list[str]) -> dict[str, np.ndarray]:

@@ -12,7 +12,7 @@ from cartwise.events import BehaviorEvent
 from cartwise.index import CollectionSchema, EdgeIndex, IndexPoint
 from cartwise.personalization import UserHistory, user_vector
 from cartwise.settings import Personalization
-from streams.behavior import UserUpdate, update_user_vectors
+from streams.behavior import DecodedHistories, UserUpdate, update_user_vectors
 from streams.user_points import UserPoints
 
 T0 = datetime(2019, 10, 1, tzinfo=timezone.utc)
@@ -184,3 +184,27 @@ def test_the_cache_keeps_the_most_recently_used_and_forgets_deleted_users(index)
     assert (points.hits - hits, points.misses - misses) == (1, 1)  # b was cached, a had been pushed out
     points.delete("users", ["a", "b"])
     assert points.get("users", ["a", "b"]) == {} and UserPoints(index, 1).get("users", ["a", "b"]) == {}
+
+
+def test_a_decoded_history_is_reused_only_while_the_table_holds_the_value_it_was_written_as():
+    decoded = DecodedHistories(capacity=1)
+    history = apply(UserHistory(), FIRST).history
+    value = history.to_json()
+    decoded.put("u", value, history)
+    assert decoded.take("u", value) is history
+    assert decoded.take("u", value) is not history  # taken for a batch: gone until written back
+    decoded.put("u", value, history)
+    assert decoded.take("u", dict(value)) is not history  # the Table holds another value (recovered, rewritten)
+    decoded.put("u", value, history)
+    decoded.put("v", value, history)  # capacity 1: u is pushed out
+    assert decoded.take("u", value) is not history
+    decoded.discard(["v"])
+    assert decoded.take("v", value) is not history
+    assert decoded.take("w", None).interactions == []
+
+
+def test_a_history_written_to_the_table_is_not_changed_by_later_events():
+    history = apply(UserHistory(), FIRST).history
+    value = history.to_json()
+    apply(history, SECOND)
+    assert value == apply(UserHistory(), FIRST).history.to_json()
