@@ -90,8 +90,10 @@ class UserHistory:
 
     def to_json(self) -> dict:
         """JSON-ready dict (the table's value)."""
-        return {"i": [[i.event_id, i.product_id, i.event_type, i.ts] for i in self.interactions],
-                "seen": list(self.seen), "purchased": list(self.purchased)}  # copies: a later apply changes these
+        # rows as tuples (JSON arrays all the same), which the garbage collector stops tracking, unlike lists;
+        # seen and purchased copied, since a later apply changes them
+        return {"i": [(i.event_id, i.product_id, i.event_type, i.ts) for i in self.interactions],
+                "seen": list(self.seen), "purchased": list(self.purchased)}
 
     @classmethod
     def from_json(cls, data: dict | None) -> "UserHistory":

@@ -54,6 +54,7 @@ TOMBSTONE_TABLE = "product_tombstones"  # product_id -> event time (s) of its ne
 LEGACY_TABLES = {"user_history": HISTORY_TABLE, "catalog_tombstones": TOMBSTONE_TABLE}  # old name -> new
 _EVENT_TYPE_OF_TOPIC_FIELD = {"purchases": "purchase", "carts": "cart", "views": "view"}
 _NEVER = 2**62  # faust's broker_commit_every: commit by the timer only
+INDEX_FLUSH_S = 15.0  # Qdrant Edge's write-ahead log is cut back to its flushed segments this often
 CHANGELOG_BATCH_BYTES = 512 * 1024  # under Kafka's and aiokafka's 1 MB request limit
 
 
@@ -168,6 +169,8 @@ class StreamWorker:
         self.app.timer(1.0)(self._categorize_popular)
         self.indexing = ProductIndexing(index, settings.optimize_quiet_s, settings.optimize_after_upserts)
         self.app.timer(1.0)(self.indexing.tick)
+        if hasattr(index, "flush"):  # Qdrant Edge (cartwise/index/edge.py); a Qdrant server flushes by itself
+            self.app.timer(INDEX_FLUSH_S)(self._flush_index)
         self.app.on_partitions_revoked.connect(self._on_partitions_revoked)
         self._follow: asyncio.Task | None = None
 
@@ -401,6 +404,9 @@ class StreamWorker:
     def _track_pending(self, users, pending: set[str]) -> None:
         self._pending_users.difference_update(set(users) - pending)
         self._pending_users.update(pending)
+
+    async def _flush_index(self) -> None:
+        await self.calls.run(self.index.flush)
 
     async def _categorize_popular(self) -> None:
         """Counts of products that arrived after their first purchase or cart get the product's category."""

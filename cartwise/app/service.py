@@ -34,6 +34,7 @@ from grpc_api.servicer import SearchServicer
 from streams.app import StreamWorker
 
 log = logging.getLogger(__name__)
+REFREEZE_S = 30.0  # keep_heap_frozen's interval
 Role = Literal["all", "worker", "api"]
 
 
@@ -98,6 +99,7 @@ class Service:
         # Prometheus metrics (cartwise/metrics.py) only with an endpoint to serve them
         self.metrics: Metrics | None = Metrics() if settings.metrics_port is not None else None
         self._metrics_server = None
+        self._refreezing: asyncio.Task | None = None
 
     @property
     def port(self) -> int:
@@ -140,6 +142,7 @@ class Service:
             if s.playground_port is not None:
                 await self._start_playground()
         freeze_heap()
+        self._refreezing = asyncio.ensure_future(keep_heap_frozen())
 
     async def _start_api(self, registry: ModelRegistry) -> None:
         s = self.settings
@@ -218,6 +221,8 @@ class Service:
     async def stop(self) -> None:
         """Stop the API (draining), the follower, the worker, the index and the embedded broker it started, in
         that order."""
+        if self._refreezing:
+            self._refreezing.cancel()
         if self.playground:
             await self.playground.stop()
         if self.api:
@@ -247,6 +252,20 @@ async def _until(condition, timeout_s: float, failure) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(failure())
         await asyncio.sleep(0.05)
+
+
+async def keep_heap_frozen(interval_s: float = REFREEZE_S) -> None:
+    """:func:`freeze_heap` again every ``interval_s`` seconds, without its full collection (a young-generation
+    one instead). Why: the worker's state keeps growing after the start (histories filling up to their cap),
+    and every history it writes replaces a value that then reaches the oldest generation, so full
+    collections came every few seconds and walked millions of objects with nothing to collect: the event loop
+    stalled for them and the worker fell behind at 1,000 events/s (issue #28's soak). Frozen objects are
+    still freed by reference counting when they die; only a reference cycle that reached the oldest
+    generation before a freeze is kept (none of the service's long-lived state forms cycles)."""
+    while True:
+        await asyncio.sleep(interval_s)
+        gc.collect(1)
+        gc.freeze()
 
 
 def freeze_heap() -> None:

@@ -338,6 +338,17 @@ class EdgeIndex:
         with self._reading(name) as shard:
             return shard.count(qe.CountRequest(exact=True))
 
+    def flush(self) -> None:
+        """Persist every collection's segments, which lets Edge drop its write-ahead log up to them (it keeps
+        one closed 32 MB segment). Edge flushes only when asked: the stream worker's user upserts (1.6 MB/s
+        at 1,000 events/s) grew the log by 6 GB an hour, all of it replayed at the next start."""
+        with self._lock:
+            slots = list(self._shards.items())
+        for name, slot in slots:
+            with slot.write_lock:
+                if self._shards.get(name) is slot:  # not dropped or switched meanwhile (that flushed it)
+                    slot.shard.flush()
+
     def close(self) -> None:
         with self._lock:
             for slot in self._shards.values():

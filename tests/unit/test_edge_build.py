@@ -146,3 +146,25 @@ def test_a_second_owner_of_the_root_is_refused(index, tmp_path):
     with pytest.raises(edge_module.IndexInUse):
         EdgeIndex(tmp_path / "index")
     index.upsert("products", [point(N, "the first owner writes on")])
+
+
+def test_a_flush_cuts_the_write_ahead_log_back_to_one_closed_segment(tmp_path):
+    """The log grows by a 32 MB segment per ~20,000 of these points until a flush; the worker flushes every
+    INDEX_FLUSH_S (streams/app.py), or its users' upserts grew the log by gigabytes an hour."""
+    index = EdgeIndex(tmp_path)
+    index.create_collection("users", DIM, CollectionSchema())
+    wal = tmp_path / "users" / "wal"
+    try:
+        for n in range(6):  # ~70 MB of upserts: two closed segments and more
+            index.upsert("users", [point(i, tag=f"round {n}") for i in range(N)])
+        assert len([f for f in wal.iterdir() if f.name.startswith("closed-")]) >= 2
+        index.flush()
+        assert len([f for f in wal.iterdir() if f.name.startswith("closed-")]) <= 1
+        assert index.retrieve("users", [pid(0)])[0].payload["tag"] == "round 5"
+    finally:
+        index.close()
+    reopened = EdgeIndex(tmp_path)
+    try:
+        assert reopened.count("users") == N and reopened.retrieve("users", [pid(N - 1)])[0].payload["tag"] == "round 5"
+    finally:
+        reopened.close()
