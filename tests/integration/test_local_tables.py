@@ -18,6 +18,7 @@ from cartwise.app.replay import replay
 from cartwise.datasets import rees46_records
 from cartwise.index import QdrantServerIndex
 from cartwise.kafka_io import ensure_topics, make_producer
+from cartwise.personalization import UserHistory
 from cartwise.registry import ModelRegistry
 from cartwise.settings import Settings, Topics
 from streams import table_recovery
@@ -51,7 +52,8 @@ def count_changelog_reads(monkeypatch) -> list[int]:
 
 async def run_worker(settings: Settings, send: int = 0) -> dict:
     """Start a worker on ``settings``, replay the first ``send`` REES46 rows and wait until they are consumed,
-    stop it. Returns its user histories once recovered."""
+    stop it. Returns its user histories once recovered, decoded (a value written holds tuples where one read
+    back from the changelog holds lists)."""
     worker = StreamWorker(settings, QdrantServerIndex(QdrantClient(":memory:")))
     await asyncio.to_thread(ensure_topics, settings)
     try:
@@ -67,7 +69,7 @@ async def run_worker(settings: Settings, send: int = 0) -> dict:
                 assert time.monotonic() < deadline, f"{worker.consumed} of {sent} events consumed"
                 await asyncio.sleep(0.1)
         await worker._table_recovered()
-        return dict(worker.histories.items())
+        return {user: UserHistory.from_json(value) for user, value in worker.histories.items()}
     finally:
         await worker.stop()
 

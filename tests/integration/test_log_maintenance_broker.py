@@ -103,14 +103,19 @@ def test_merged_batches_read_back_whole_from_any_offset_and_retention_keeps_what
 
     counts = maintenance(store, held=("events",)).run_pass()
     assert counts["written"] >= 1
-    assert listed(store, "events") == 1 + 10  # the 30 committed batches merged; 150.. untouched
+    assert listed(store, "events") == 2  # every batch but the active one merged, consumed or not
     assert asyncio.run(read_from(broker.bootstrap, "events", 0)) == before
     assert asyncio.run(read_from(broker.bootstrap, "events", 7)) == before[7:]  # inside a merged batch
+    assert asyncio.run(read_from(broker.bootstrap, "events", 160)) == before[160:]  # past the commit, inside it
 
     maintenance(store, retention_s=0.001, held=("events",)).run_pass()
-    assert listed(store, "events") == 10  # the merged, committed batch expired; the rest is not committed
-    assert asyncio.run(read_from(broker.bootstrap, "events", None)) == before[150:]  # EARLIEST moved on
-    assert asyncio.run(read_from(broker.bootstrap, "events", 0)) == before[150:]
+    assert listed(store, "events") == 2  # the merged batch holds offsets 150.., not committed: kept whole
+    assert asyncio.run(read_from(broker.bootstrap, "events", 0)) == before
+    asyncio.run(commit(broker.bootstrap, "events", 195))
+    maintenance(store, retention_s=0.001, held=("events",)).run_pass()
+    assert listed(store, "events") == 1  # committed through the merged batch: expired; the active one stays
+    assert asyncio.run(read_from(broker.bootstrap, "events", None)) == before[195:]  # EARLIEST moved on
+    assert asyncio.run(read_from(broker.bootstrap, "events", 0)) == before[195:]
 
 
 def test_compaction_keeps_each_keys_last_value_and_readers_reach_the_end(disk_broker):
