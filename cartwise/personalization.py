@@ -177,10 +177,9 @@ class UserPoint:
 
     @classmethod
     def from_payload(cls, payload: dict, vector: np.ndarray) -> "UserPoint":
-        """Decode a payload written by :meth:`to_payload` (or before issue #13, with the state's fields as
-        separate keys) with the point's (D,) float32 ``vector``. Raises KeyError for a payload that is not
-        a user point's."""
-        fields = orjson.loads(payload["state"]) if "state" in payload else payload
+        """Decode a payload written by :meth:`to_payload` with the point's (D,) float32 ``vector``. Raises
+        KeyError for a payload that is not a user point's."""
+        fields = orjson.loads(payload["state"])
         state = UserVector(vector, float(fields["norm"]), float(fields["t_ref"]), int(fields["n"]),
                            int(fields["pending"]))
         return cls(payload["user_id"], state, tuple(fields.get("purchased", ())), fields.get("history", ""))

@@ -42,8 +42,3 @@ class QueryCache:
 
     def __len__(self) -> int:
         return len(self._entries) if self._entries is not None else 0
-
-    @property
-    def hit_rate(self) -> float:
-        """hits / lookups (0.0 before any lookup)."""
-        return self.hits / max(self.hits + self.misses, 1)

@@ -23,7 +23,7 @@ import time
 import uuid
 from datetime import datetime, timezone
 from importlib import resources
-from typing import Callable
+from typing import Awaitable, Callable
 
 import grpc
 from aiohttp import web
@@ -79,7 +79,7 @@ def _response_dict(response: pb.SearchResponse) -> dict:
 
 
 class Playground:
-    """The playground's HTTP server (aiohttp) in front of the gRPC API at ``grpc_target``. ``users(limit)``
+    """The playground's HTTP server (aiohttp) in front of the gRPC API at ``grpc_target``. ``await users(limit)``
     returns ids of users with a history, for the user picker; ``stream_time()`` the worker's stream time (s
     since the epoch; 0 without a worker in the process), which stamps the events when it is behind the
     wall clock: after a replay of 2019 events, an event stamped now would move stream time on by years
@@ -87,7 +87,7 @@ class Playground:
     ``settings.playground_host:playground_port`` (0 picks a free port; read ``.port``), ``await stop()``.
     Raises SecurityConfigError (:func:`check_binding`) and OSError when the address cannot be bound."""
 
-    def __init__(self, settings: Settings, grpc_target: str, users: Callable[[int], list[str]],
+    def __init__(self, settings: Settings, grpc_target: str, users: Callable[[int], Awaitable[list[str]]],
                  stream_time: Callable[[], float] = lambda: 0.0) -> None:
         check_binding(settings)
         self.settings, self.grpc_target, self._users, self._stream_time = settings, grpc_target, users, stream_time
@@ -149,7 +149,7 @@ class Playground:
         return web.Response(text=(STATIC / "playground.html").read_text(), content_type="text/html")
 
     async def _info(self, request: web.Request) -> web.Response:
-        users = await asyncio.to_thread(self._users, 50)
+        users = await self._users(50)
         return web.json_response({"users": users, "auth": self._auth is not None})
 
     async def _search(self, request: web.Request) -> web.Response:

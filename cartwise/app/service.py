@@ -85,7 +85,9 @@ class Service:
         self.settings, self.role = settings, role
         self.broker: EmbeddedBroker | None = broker
         self._owns_broker = broker is None
-        self.index: VectorIndex | None = index
+        # the worker's writable index; an api-role process only reads (``reader``), as it does over a Qdrant server
+        self.index: VectorIndex | None = index if role != "api" else None
+        self._read_index = index
         self._owns_index = index is None
         self.reader: AsyncVectorIndex | None = None
         self.worker: StreamWorker | None = None
@@ -150,7 +152,7 @@ class Service:
         preloaded = self.worker.targets.get if self.worker else (lambda version: None)
         version = registry.active()
         self.active = ActiveModel(preloaded(version) or ServingModel.load(registry, version, s.encoder_threads))
-        self.reader = open_reader(s, self.index)
+        self.reader = open_reader(s, self.index or self._read_index)
         self.follower = ModelFollower(s, self.active, self.reader, preloaded)
         await self.follower.start()
         self._batcher = QueryBatcher(s.encoder_max_batch, s.encoder_threads, s.query_cache_size,
@@ -173,9 +175,10 @@ class Service:
                                      lambda: self.worker.clock.now if self.worker else 0.0)
         await self.playground.start()
 
-    def _user_ids(self, limit: int) -> list[str]:
-        """Up to ``limit`` ids of users with a vector in the served version (blocking)."""
-        return [hit.payload["user_id"] for hit in self.index.scroll(self.active.current.users, limit)]
+    async def _user_ids(self, limit: int) -> list[str]:
+        """Up to ``limit`` ids of users with a vector in the served version, read as Search reads (through
+        ``reader``: an api-role process has no writable index)."""
+        return [hit.payload["user_id"] for hit in await self.reader.scroll(self.active.current.users, limit)]
 
     def _start_metrics(self) -> None:
         """Serve /metrics on ``metrics_host:metrics_port`` with the collectors of this role's parts (each

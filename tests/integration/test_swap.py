@@ -16,6 +16,7 @@ import time
 import uuid
 from datetime import datetime, timezone
 
+import aiohttp
 import numpy as np
 import pytest
 import pytest_asyncio
@@ -279,11 +280,16 @@ async def test_separate_worker_and_api_coordinate_through_kafka_and_the_registry
     settings = settings_for(data_dir, broker)
     worker = Service(settings, role="worker")
     await worker.start()
-    api = Service(settings, role="api", index=worker.index)
+    api = Service(settings.model_copy(update={"playground_port": 0}), role="api", index=worker.index)
     try:
         await api.start()
         assert api.worker is None and worker.api is None
         await worker.wait_until_consumed(1)
+        # the playground's user picker reads through the API's reader, as Search does (an api-role process
+        # over a Qdrant server has no writable index)
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{api.playground.port}") as http:
+            async with http.get("/api/info") as info:
+                assert info.status == 200 and isinstance((await info.json())["users"], list)
         await asyncio.to_thread(request_swap, settings, "v2")
         await wait_for(lambda: api.active.current.version == "v2", what="api follows the swap")
         async with AsyncClient(f"127.0.0.1:{api.port}") as client:
