@@ -11,7 +11,7 @@ LINT_STAMP := compose/lint/node_modules/.installed-stamp
 # The playground's browser test (tests/integration/test_playground.py): Debian's chromium and its driver.
 BROWSER_STAMP := $(VENV)/.chromium-stamp
 
-.PHONY: install demo serve test protos bench clean
+.PHONY: install demo serve test test-fast protos bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,12 @@ serve: install
 test: install $(COMPOSE_STAMP) $(LINT_STAMP) $(BROWSER_STAMP)
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+# Everything but the tests marked slow (pyproject.toml), without the system tools `make test` installs: the
+# compose checks and the browser test skip when their tools are absent.
+test-fast: install
+	$(BIN)/lint-imports
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow"
 
 protos: install
 	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=. --grpc_python_out=. --pyi_out=. protos/cartwise/v1/search.proto protos/cartwise/v1/admin.proto

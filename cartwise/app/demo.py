@@ -32,7 +32,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from cartwise.app.bench.common import copy_versions, free_port
+from portpicker import pick_unused_port
+
+from cartwise.app.bench.common import copy_versions
 from cartwise.app.replay import publish, replay
 from cartwise.app.service import Service, ensure_active_model
 from cartwise.client import AsyncClient, Filter, Retrieval, SearchResult
@@ -281,8 +283,8 @@ def demo_settings(settings: Settings, scratch: Path, playground: bool) -> Settin
     playground when asked (on CARTWISE_PLAYGROUND_PORT, else a free port). It neither doubles the events of the
     user's `cartwise serve` nor finds its own held-back carts there next time."""
     return settings.model_copy(update={"data_dir": scratch, "kafka_bootstrap": None, "embedded_kafka_storage": "memory",
-                                       "embedded_kafka_port": free_port(), "embedded_storage_port": free_port(),
-                                       "grpc_port": free_port(), "optimize_quiet_s": NO_HNSW_S,
+                                       "embedded_kafka_port": pick_unused_port(), "embedded_storage_port": pick_unused_port(),
+                                       "grpc_port": pick_unused_port(), "optimize_quiet_s": NO_HNSW_S,
                                        "playground_port": (settings.playground_port or 0) if playground else None,
                                        "optimize_after_upserts": NO_HNSW_UPSERTS})
 

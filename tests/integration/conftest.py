@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pytest
+from portpicker import pick_unused_port
 
-from cartwise.app.bench.common import free_port
 from cartwise.app.broker import EmbeddedBroker
 
 HOMEDEPOT = Path(__file__).resolve().parents[3] / "shared" / "data" / "homedepot"
@@ -20,7 +20,7 @@ N_OTHER_PRODUCTS = 2000
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory):
     """An embedded broker for one test module, outliving its services (a restarted one finds its events)."""
-    with EmbeddedBroker(free_port(), tmp_path_factory.mktemp("broker") / "broker.log") as running:
+    with EmbeddedBroker(pick_unused_port(), tmp_path_factory.mktemp("broker") / "broker.log") as running:
         yield running
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import time
 import uuid
 from datetime import datetime, timezone
 
@@ -14,12 +13,10 @@ import grpc
 import pytest
 import pytest_asyncio
 
-from cartwise.app.bench.common import free_port
-from cartwise.app.service import Service
 from cartwise.client import AsyncClient, Client, Facets, Filter, Hit, PriceBand, Retrieval, SearchResult, Sort
 from cartwise.events import BehaviorEvent, ProductUpsert, encode_event
-from cartwise.kafka_io import make_producer
 from cartwise.settings import Settings
+from tests.support import eventually, running_service
 
 pytestmark = pytest.mark.integration
 TOKEN = "tok-client-test-0123456789"
@@ -39,25 +36,12 @@ def _upsert(pid: str) -> bytes:
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def service(tmp_path_factory, registry_dir):
     """The service with CARTWISE_API_TOKENS set, holding PRODUCTS and a user who carted the kettle."""
-    import shutil
-
-    data_dir = tmp_path_factory.mktemp("data")
-    shutil.copytree(registry_dir, data_dir / "models")
-    settings = Settings(data_dir=data_dir, embedded_kafka_port=free_port(), embedded_storage_port=free_port(),
-                        embedded_kafka_storage="memory", grpc_port=0, app_id=f"test-{uuid.uuid4().hex[:8]}",
-                        api_tokens=TOKEN)
-    svc = Service(settings)
-    await svc.start()
-    producer = make_producer(settings)
-    for pid in PRODUCTS:
-        producer.send(settings.topics.catalog, key=pid.encode(), value=_upsert(pid))
     cart = BehaviorEvent(event_id="cl-cart-1", event_time=NOW, event_type="cart", user_id=USER, product_id="cl-kettle")
-    producer.send(settings.topics.carts, key=USER.encode(), value=encode_event(cart))
-    producer.flush()
-    producer.close()
-    await svc.wait_until_consumed(len(PRODUCTS) + 1, timeout_s=60)
-    yield svc
-    await svc.stop()
+    messages = [("catalog", pid.encode(), _upsert(pid)) for pid in PRODUCTS] + [("carts", USER.encode(),
+                                                                                  encode_event(cart))]
+    async with running_service(tmp_path_factory.mktemp("data"), registry_dir, messages=messages,
+                               embedded_kafka_storage="memory", api_tokens=TOKEN) as svc:
+        yield svc
 
 
 @pytest.fixture(scope="module")
@@ -78,13 +62,12 @@ async def client(target, with_token):
 
 async def _until_user_known(client: AsyncClient) -> SearchResult:
     """Recommend for USER once the worker has written the user's vector (the popular products until then)."""
-    deadline = time.monotonic() + 30
-    while True:
+
+    async def personal():
         result = await client.recommend(USER, limit=3)
-        if result.strategy == "personal":
-            return result
-        assert time.monotonic() < deadline, "the user's vector was not written within 30 s"
-        await asyncio.sleep(0.05)
+        return result if result.strategy == "personal" else None
+
+    return await eventually(personal, what="the user's vector written")
 
 
 async def test_async_search_returns_typed_hits(client):

@@ -3,7 +3,6 @@ and started again keeps its events, offsets, index and users, and leaves no chil
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shutil
@@ -19,14 +18,15 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 import pytest
+from portpicker import pick_unused_port
 
-from cartwise.app.bench.common import free_port
 from cartwise.app.bench.recovery import ServeProcess, run_recovery_bench
 from cartwise.app.broker import BUCKET, ObjectStore, embedded_broker
 from cartwise.client import AsyncClient
 from cartwise.events import BehaviorEvent, ProductUpsert, encode_event
 from cartwise.kafka_io import ensure_topics, log_consumer, make_producer, read_topic
 from cartwise.settings import Settings
+from tests.support import eventually
 
 pytestmark = pytest.mark.integration
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -57,18 +57,8 @@ def children_of(pid: int) -> list[int]:
 
 
 async def until(check, timeout_s: float = 60.0):
-    """Poll the async ``check`` until it returns a truthy value; fail after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            result = await check()
-        except Exception:  # the service is still starting
-            result = None
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout_s} s")
-        await asyncio.sleep(0.2)
+    """:func:`tests.support.eventually`, any error counting as not yet: the service may still be starting."""
+    return await eventually(check, timeout_s, ignoring=(Exception,))
 
 
 async def personal_hit(settings: Settings, product: str, user: str):
@@ -117,8 +107,8 @@ async def test_serve_keeps_everything_across_kill_9(tmp_path, registry_dir):
         pytest.skip("s3rver is not installed: run `make install`")
     data_dir = tmp_path / "data"
     shutil.copytree(registry_dir, data_dir / "models")
-    settings = Settings(data_dir=data_dir, embedded_kafka_port=free_port(), embedded_storage_port=free_port(),
-                        grpc_port=free_port(), app_id=f"durable-{uuid.uuid4().hex[:8]}")
+    settings = Settings(data_dir=data_dir, embedded_kafka_port=pick_unused_port(), embedded_storage_port=pick_unused_port(),
+                        grpc_port=pick_unused_port(), app_id=f"durable-{uuid.uuid4().hex[:8]}")
     topics = settings.topics
     serve = ServeProcess(settings, tmp_path / "serve.log")
     serve.start()
@@ -198,7 +188,7 @@ def test_broker_restart_continues_offsets_and_keeps_acknowledged_records(tmp_pat
     again and overwrite them: cartwise/app/broker.py load_partition_state)."""
     if not Settings().s3rver.is_file():
         pytest.skip("s3rver is not installed: run `make install`")
-    settings = Settings(data_dir=tmp_path, embedded_kafka_port=free_port(), embedded_storage_port=free_port(),
+    settings = Settings(data_dir=tmp_path, embedded_kafka_port=pick_unused_port(), embedded_storage_port=pick_unused_port(),
                         embedded_kafka_storage="disk")
     broker = embedded_broker(settings).start()
     try:
@@ -232,7 +222,7 @@ def test_a_partition_stored_as_more_batches_than_one_listing_page_reads_back_who
     failed (patches/s3rver+3.7.1.patch)."""
     if not Settings().s3rver.is_file():
         pytest.skip("s3rver is not installed: run `make install`")
-    settings = Settings(data_dir=tmp_path, embedded_kafka_port=free_port(), embedded_storage_port=free_port(),
+    settings = Settings(data_dir=tmp_path, embedded_kafka_port=pick_unused_port(), embedded_storage_port=pick_unused_port(),
                         embedded_kafka_storage="disk")
     with embedded_broker(settings):
         ensure_topics(settings)
@@ -271,7 +261,7 @@ def test_store_listings_follow_every_write_and_delete_and_survive_a_restart(tmp_
     settings = Settings()
     if not settings.s3rver.is_file():
         pytest.skip("s3rver is not installed: run `make install`")
-    port = free_port()
+    port = pick_unused_port()
     store = ObjectStore(tmp_path, port, settings.s3rver).start()
     try:
         for i in range(1200):

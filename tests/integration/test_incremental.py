@@ -7,8 +7,8 @@ from __future__ import annotations
 import shutil
 
 import pytest
+from portpicker import pick_unused_port
 
-from cartwise.app.bench.common import free_port
 from cartwise.app.broker import EmbeddedBroker
 from cartwise.app.replay import replay
 from cartwise.datasets import rees46_records
@@ -28,7 +28,7 @@ CONFIG = TrainConfig(steps=4, batch_size=8, val_every=2, warmup_steps=1, patienc
 def settings(tmp_path_factory, registry_dir):
     data_dir = tmp_path_factory.mktemp("incremental")
     shutil.copytree(registry_dir, data_dir / "models")
-    port = free_port()
+    port = pick_unused_port()
     with EmbeddedBroker(port, data_dir / "broker.log"):
         settings = Settings(data_dir=data_dir, embedded_kafka_port=port)  # the broker this test started
         ensure_topics(settings)

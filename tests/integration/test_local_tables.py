@@ -6,24 +6,23 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import time
 import uuid
 
 import pytest
 from qdrant_client import QdrantClient
+from portpicker import pick_unused_port
 
-from cartwise.app.bench.common import free_port
 from cartwise.app.broker import EmbeddedBroker
-from cartwise.app.replay import replay
 from cartwise.datasets import rees46_records
 from cartwise.index import QdrantServerIndex
-from cartwise.kafka_io import ensure_topics, make_producer
+from cartwise.kafka_io import ensure_topics
 from cartwise.personalization import UserHistory
 from cartwise.registry import ModelRegistry
 from cartwise.settings import Settings, Topics
 from streams import table_recovery
 from streams.app import StreamWorker
 from streams.table_store import LocalStore
+from tests.support import eventually, send as send_events
 
 pytestmark = pytest.mark.integration
 RECORDS = 300  # REES46 rows replayed (with their catalog events)
@@ -59,15 +58,8 @@ async def run_worker(settings: Settings, send: int = 0) -> dict:
     try:
         await worker.start(ModelRegistry(settings.models_dir).active())
         if send:
-            producer = make_producer(settings)
-            try:
-                sent = await asyncio.to_thread(replay, list(rees46_records(limit=send)), producer, settings.topics)
-            finally:
-                producer.close()
-            deadline = time.monotonic() + 180
-            while worker.consumed < sent:
-                assert time.monotonic() < deadline, f"{worker.consumed} of {sent} events consumed"
-                await asyncio.sleep(0.1)
+            sent = await asyncio.to_thread(send_events, settings, records=rees46_records(limit=send))
+            await eventually(lambda: worker.consumed >= sent, 180, f"{sent} events consumed")
         await worker._table_recovered()
         return {user: UserHistory.from_json(value) for user, value in worker.histories.items()}
     finally:
@@ -88,5 +80,5 @@ async def test_a_restart_reads_only_the_tail_and_state_ahead_of_the_log_is_dropp
     assert await run_worker(settings) == before
     assert read == [0]  # the histories came from local disk, none from the changelog
 
-    with EmbeddedBroker(free_port(), tmp_path / "other-broker.log") as other:  # a log that ends before ours
+    with EmbeddedBroker(pick_unused_port(), tmp_path / "other-broker.log") as other:  # a log that ends before ours
         assert await run_worker(settings.model_copy(update={"kafka_bootstrap": other.bootstrap})) == {}

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
+from portpicker import pick_unused_port
 
-from cartwise.app.bench.common import free_port
 from cartwise.app.broker import BUCKET, RAM_DIR, EmbeddedBroker, ObjectStore, embedded_broker
 from cartwise.app.log_maintenance import LogMaintenance, StoreClient
 from cartwise.kafka_io import log_consumer, read_topic
@@ -26,8 +26,8 @@ GROUP = "cartwise"
 @pytest.fixture
 def disk_broker(tmp_path):
     """A durable embedded broker without its maintenance process: each test runs passes itself."""
-    store = ObjectStore(tmp_path / "broker", free_port(), Settings().s3rver)
-    with EmbeddedBroker(free_port(), tmp_path / "broker.log", store) as broker:
+    store = ObjectStore(tmp_path / "broker", pick_unused_port(), Settings().s3rver)
+    with EmbeddedBroker(pick_unused_port(), tmp_path / "broker.log", store) as broker:
         yield broker, store
 
 
@@ -171,7 +171,7 @@ def test_concurrent_producers_of_one_partition_never_share_an_offset(disk_broker
 
 def test_the_memory_mode_is_the_maintained_store_in_ram_and_leaves_nothing(tmp_path):
     settings = Settings(data_dir=tmp_path, kafka_bootstrap=None, embedded_kafka_storage="memory",
-                        embedded_kafka_port=free_port(), embedded_storage_port=free_port())
+                        embedded_kafka_port=pick_unused_port(), embedded_storage_port=pick_unused_port())
     mine = f"cartwise-broker-{os.getpid()}-*"
     with embedded_broker(settings) as broker:
         [directory] = RAM_DIR.glob(mine) if RAM_DIR.is_dir() else Path(tempfile.gettempdir()).glob(mine)

@@ -4,8 +4,6 @@ encoder): offset paging with collapsing, price sorts, the in-stock boost and fac
 from __future__ import annotations
 
 import asyncio
-import shutil
-import uuid
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 
@@ -14,15 +12,12 @@ import pytest
 import pytest_asyncio
 from click.testing import CliRunner
 
-from cartwise.app.bench.common import free_port
 from cartwise.app.cli import main
-from cartwise.app.service import Service
 from cartwise.events import ProductUpsert, encode_event
-from cartwise.kafka_io import make_producer
 from cartwise.merchandising import CANDIDATES, PRICE_EDGES
-from cartwise.settings import Settings
 from cartwise.v1 import search_pb2 as pb
 from cartwise.v1 import search_pb2_grpc as pb_grpc
+from tests.support import running_service
 
 pytestmark = pytest.mark.integration
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -45,22 +40,13 @@ STOCK = {row[0]: row[5] for row in CATALOG}
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def service(tmp_path_factory, registry_dir):
-    data_dir = tmp_path_factory.mktemp("data")
-    shutil.copytree(registry_dir, data_dir / "models")
-    settings = Settings(data_dir=data_dir, embedded_kafka_port=free_port(), embedded_storage_port=free_port(),
-                        embedded_kafka_storage="memory", grpc_port=0, app_id=f"test-{uuid.uuid4().hex[:8]}")
-    service = Service(settings)
-    await service.start()
-    producer = make_producer(settings)
-    for k, (pid, title, brand, path, price, in_stock) in enumerate(CATALOG):
-        event = ProductUpsert(event_id=f"{pid}-up", event_time=T0 + timedelta(seconds=k), product_id=pid,
-                              title=title, brand=brand, category_path=path, price=price, in_stock=in_stock)
-        producer.send(settings.topics.catalog, key=pid.encode(), value=encode_event(event))
-    producer.flush()
-    producer.close()
-    await service.wait_until_consumed(len(CATALOG))
-    yield service
-    await service.stop()
+    messages = [("catalog", pid.encode(), encode_event(ProductUpsert(
+        event_id=f"{pid}-up", event_time=T0 + timedelta(seconds=k), product_id=pid, title=title, brand=brand,
+        category_path=path, price=price, in_stock=in_stock)))
+        for k, (pid, title, brand, path, price, in_stock) in enumerate(CATALOG)]
+    async with running_service(tmp_path_factory.mktemp("data"), registry_dir, messages=messages,
+                               embedded_kafka_storage="memory") as service:
+        yield service
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")

@@ -14,13 +14,11 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from cartwise.app.bench.common import free_port
-from cartwise.app.replay import replay
 from cartwise.app.service import Service
 from cartwise.credentials import SecurityConfigError
 from cartwise.datasets import rees46_records
-from cartwise.kafka_io import make_producer
 from cartwise.settings import Settings
+from tests.support import running_service
 from trainer.incremental import read_event_log
 
 pytestmark = pytest.mark.integration
@@ -31,19 +29,9 @@ CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def service(tmp_path_factory, registry_dir):
-    data_dir = tmp_path_factory.mktemp("data")
-    shutil.copytree(registry_dir, data_dir / "models")
-    settings = Settings(data_dir=data_dir, embedded_kafka_port=free_port(), embedded_storage_port=free_port(),
-                        grpc_port=0, playground_port=0, app_id=f"test-{uuid.uuid4().hex[:8]}")
-    svc = Service(settings)
-    await svc.start()
-    records = list(rees46_records(limit=REES46_ROWS))
-    producer = make_producer(settings)
-    await asyncio.to_thread(replay, records, producer, settings.topics)
-    producer.close()
-    await svc.wait_until_consumed(len(records))
-    yield svc
-    await svc.stop()
+    async with running_service(tmp_path_factory.mktemp("data"), registry_dir,
+                               records=rees46_records(limit=REES46_ROWS), playground_port=0) as svc:
+        yield svc
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -113,13 +101,8 @@ async def test_an_invalid_event_is_a_400_naming_the_field(http, body, field):
 
 
 async def test_with_api_tokens_the_playground_needs_one(tmp_path, registry_dir):
-    shutil.copytree(registry_dir, tmp_path / "models")
-    settings = Settings(data_dir=tmp_path, embedded_kafka_port=free_port(), embedded_storage_port=free_port(),
-                        embedded_kafka_storage="memory", grpc_port=0, playground_port=0, api_tokens=TOKEN,
-                        app_id=f"test-{uuid.uuid4().hex[:8]}")
-    svc = Service(settings)
-    await svc.start()
-    try:
+    async with running_service(tmp_path, registry_dir, embedded_kafka_storage="memory", playground_port=0,
+                               api_tokens=TOKEN) as svc:
         async with aiohttp.ClientSession(f"http://127.0.0.1:{svc.playground.port}") as http:
             async with http.get("/") as page:
                 assert page.status == 200  # the page holds no data
@@ -131,8 +114,6 @@ async def test_with_api_tokens_the_playground_needs_one(tmp_path, registry_dir):
             async with http.post("/api/search", json={"query": "drill"},
                                  headers={"Authorization": f"Bearer {TOKEN}"}) as response:
                 assert response.status == 200, await response.text()
-    finally:
-        await svc.stop()
 
 
 def test_a_non_loopback_playground_without_tokens_is_refused(tmp_path):

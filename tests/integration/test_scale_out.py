@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import time
 import uuid
 from pathlib import Path
 
@@ -34,9 +33,11 @@ from cartwise.settings import Settings, Topics
 from streams.app import HISTORY_TABLE, StreamWorker
 from streams.journal import JOURNAL_KEY, SwapJournal, load_journal
 from tests.conftest import rotated_registry
+from tests.support import eventually
 
 pytestmark = pytest.mark.integration
 PARTITIONS = 4
+SETTLE_S = 240.0
 RECORDS = 1200  # REES46 behavior events replayed (with their catalog events)
 
 
@@ -92,12 +93,9 @@ class Group:
         return merged
 
 
-async def wait_for(check, timeout_s: float = 240.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} not met within {timeout_s} s")
-        await asyncio.sleep(0.1)
+async def wait_for(check, what: str):
+    """:func:`tests.support.eventually` with room for consumer-group rebalances and a whole swap."""
+    return await eventually(check, SETTLE_S, what)
 
 
 def send(settings: Settings, records) -> int:
@@ -241,7 +239,7 @@ async def test_another_worker_resumes_a_swap_whose_leader_stopped(tmp_path, brok
         await consume_all(group, sent)
         await asyncio.to_thread(request_swap, settings, "v2")
         await wait_for(lambda: (b := group.workers[0].swaps.running()) is not None and b.products > 0,
-                       what="backfill under way")
+                       "backfill under way")
         leader = next(w for w in group.workers if w._leads())
         follower = next(w for w in group.workers if w is not leader)
         group.workers.remove(leader)

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import pytest_asyncio
 from qdrant_client import AsyncQdrantClient
+from portpicker import pick_unused_port
 
-from cartwise.app.bench.common import free_port
 from cartwise.catalog import event_lexical_text, event_product_text, point_id, product_payload
 from cartwise.events import ProductUpsert
 from cartwise.index import (
@@ -172,7 +172,7 @@ async def test_a_missing_collection_answers_unavailable_naming_it(serving):
 async def test_a_qdrant_server_that_does_not_answer_is_unavailable(serving):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # qdrant-client cannot check the server's version
-        client = AsyncQdrantClient(url=f"http://127.0.0.1:{free_port()}", prefer_grpc=True, grpc_port=free_port())
+        client = AsyncQdrantClient(url=f"http://127.0.0.1:{pick_unused_port()}", prefer_grpc=True, grpc_port=pick_unused_port())
     async with api(serving, AsyncQdrantServerIndex(client)) as stub:
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stub.Search(pb.SearchRequest(query="kettle", user_id=USER))

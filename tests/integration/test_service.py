@@ -4,28 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import re
-import shutil
-import time
 import urllib.request
-import uuid
 from datetime import datetime, timedelta, timezone
 
 import grpc
 import pytest
 import pytest_asyncio
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from portpicker import pick_unused_port
 
-from cartwise.app.bench.common import free_port
 from cartwise.client import AsyncClient
 from cartwise.app.operations import fetch_status, request_forget, status_dict
-from cartwise.app.service import Service
 from cartwise.catalog import point_id
 from cartwise.events import BehaviorEvent, ProductDelete, ProductUpsert, encode_event
 from cartwise.kafka_io import log_consumer, make_producer, read_topic
 from cartwise.personalization import UserHistory
-from cartwise.settings import Settings
 from cartwise.v1 import search_pb2 as pb
 from streams.app import HISTORY_TABLE
+from tests.support import eventually, read_all, running_service
 from trainer.incremental import read_event_log
 
 pytestmark = pytest.mark.integration
@@ -34,14 +29,9 @@ T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def service(tmp_path_factory, registry_dir):
-    data_dir = tmp_path_factory.mktemp("data")
-    shutil.copytree(registry_dir, data_dir / "models")
-    settings = Settings(data_dir=data_dir, embedded_kafka_port=free_port(), embedded_storage_port=free_port(),
-                        grpc_port=0, app_id=f"test-{uuid.uuid4().hex[:8]}", metrics_port=free_port())
-    svc = Service(settings)
-    await svc.start()
-    yield svc
-    await svc.stop()
+    async with running_service(tmp_path_factory.mktemp("data"), registry_dir,
+                               metrics_port=pick_unused_port()) as svc:
+        yield svc
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -71,18 +61,6 @@ def upsert(pid: str, title: str, brand: str, seconds: float = 0.0, **extra) -> b
 def behavior(kind: str, user: str, pid: str, seconds: float) -> bytes:
     return encode_event(BehaviorEvent(event_id=f"{user}-{pid}-{kind}-{seconds}", event_type=kind, user_id=user,
                                       product_id=pid, event_time=T0 + timedelta(seconds=seconds)))
-
-
-async def eventually(check, timeout_s: float = 20.0):
-    """Poll the async ``check`` until it returns a truthy value; fail after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout_s} s")
-        await asyncio.sleep(0.05)
 
 
 def ids(response) -> list[str]:
@@ -232,8 +210,10 @@ async def test_malformed_event_goes_to_dead_letter_topic_and_worker_carries_on(s
 
 
 async def test_behavior_for_unknown_product_is_kept_until_the_product_arrives(service, client, producer):
+    written = service.worker.event_ages.summary("behavior", "applied")["count"]
     send(producer, service, "purchases", "it-user-2", behavior("purchase", "it-user-2", "it-late", 5))
-    await asyncio.sleep(0.5)
+    # positive evidence that the worker has written the batch holding the purchase (users and vectors)
+    await eventually(lambda: service.worker.event_ages.summary("behavior", "applied")["count"] > written)
     cold = await client.stub.Recommend(pb.RecommendRequest(user_id="it-user-2"))
     assert cold.strategy == "popular" and cold.user_interactions == 0  # no vector without the product
     send(producer, service, "catalog", "it-late", upsert("it-late", "Cast iron skillet 28 cm", "Ferro"))
@@ -278,15 +258,7 @@ async def test_undecodable_request_bytes_are_invalid_argument_and_the_server_car
 
 async def dead_letters(service, topic: str) -> list:
     """Every record on ``topic``'s dead-letter topic so far."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=service.settings.bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        partition = TopicPartition(service.settings.topics.dead_letter(topic), 0)
-        consumer.assign([partition])
-        await consumer.seek_to_beginning(partition)
-        return (await consumer.getmany(partition, timeout_ms=5000, max_records=1000)).get(partition, [])
-    finally:
-        await consumer.stop()
+    return await asyncio.to_thread(read_all, service.settings, service.settings.topics.dead_letter(topic))
 
 
 async def test_malformed_behavior_shapes_are_dead_lettered_with_reasons(service, client, producer):

@@ -4,23 +4,16 @@ Edge, ONNX encoder)."""
 
 from __future__ import annotations
 
-import asyncio
-import shutil
-import time
-import uuid
 from datetime import datetime, timedelta, timezone
 
 import grpc
 import pytest
 import pytest_asyncio
 
-from cartwise.app.bench.common import free_port
-from cartwise.app.service import Service
 from cartwise.events import BehaviorEvent, ProductUpsert, encode_event
-from cartwise.kafka_io import make_producer
-from cartwise.settings import Settings
 from cartwise.v1 import search_pb2 as pb
 from cartwise.v1 import search_pb2_grpc as pb_grpc
+from tests.support import eventually, running_service
 
 pytestmark = pytest.mark.integration
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -42,43 +35,34 @@ BEHAVIOR = [(USER, "cart", "kettle", 60),
             ("buyer-5", "purchase", "impact", 60 - 30 * 86400)]
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def stub(tmp_path_factory, registry_dir):
-    data_dir = tmp_path_factory.mktemp("data")
-    shutil.copytree(registry_dir, data_dir / "models")
-    settings = Settings(data_dir=data_dir, embedded_kafka_port=free_port(), embedded_storage_port=free_port(),
-                        embedded_kafka_storage="memory", grpc_port=0, app_id=f"test-{uuid.uuid4().hex[:8]}")
-    service = Service(settings)
-    await service.start()
-    producer = make_producer(settings)
-    for k, (pid, title, brand, path) in enumerate(CATALOG):
-        event = ProductUpsert(event_id=f"{pid}-up", event_time=T0 + timedelta(seconds=k), product_id=pid,
-                              title=title, brand=brand, category_path=path, price=20.0 + k)
-        producer.send(settings.topics.catalog, key=pid.encode(), value=encode_event(event))
+def catalog_and_behavior() -> list:
+    """CATALOG's upserts and BEHAVIOR's events as (topic field, key, value) messages."""
+    messages = [("catalog", pid.encode(), encode_event(ProductUpsert(
+        event_id=f"{pid}-up", event_time=T0 + timedelta(seconds=k), product_id=pid, title=title, brand=brand,
+        category_path=path, price=20.0 + k))) for k, (pid, title, brand, path) in enumerate(CATALOG)]
     for user, kind, pid, seconds in BEHAVIOR:
         event = BehaviorEvent(event_id=f"{user}-{pid}", event_type=kind, user_id=user, product_id=pid,
                               event_time=T0 + timedelta(seconds=seconds))
-        topic = settings.topics.purchases if kind == "purchase" else settings.topics.carts
-        producer.send(topic, key=user.encode(), value=encode_event(event))
-    producer.flush()
-    producer.close()
-    await service.wait_until_consumed(len(CATALOG) + len(BEHAVIOR))
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as channel:
-        stub = pb_grpc.SearchServiceStub(channel)
-        await _settled(stub)
-        yield stub
-    await service.stop()
+        messages.append(("purchases" if kind == "purchase" else "carts", user.encode(), encode_event(event)))
+    return messages
 
 
-async def _settled(stub, timeout_s: float = 30.0) -> None:
-    """Wait for the worker's 1 s timers: behavior that arrived before its product is applied (the user's
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def stub(tmp_path_factory, registry_dir):
+    async with running_service(tmp_path_factory.mktemp("data"), registry_dir, messages=catalog_and_behavior(),
+                               embedded_kafka_storage="memory") as service:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as channel:
+            stub = pb_grpc.SearchServiceStub(channel)
+            await eventually(lambda: _settled(stub), what="the worker's 1 s timers applied what waited on products")
+            yield stub
+
+
+async def _settled(stub) -> bool:
+    """Whether the worker's 1 s timers have applied behavior that arrived before its product (the user's
     vector, the counts' categories) once the product is indexed."""
-    deadline = time.monotonic() + timeout_s
     tools = pb.Filter(category_prefix=["tools"])
-    while not ((await stub.Recommend(pb.RecommendRequest(user_id=USER))).strategy == "personal"
-               and len((await stub.Recommend(pb.RecommendRequest(user_id="nobody", filter=tools))).hits) == 2):
-        assert time.monotonic() < deadline, f"the worker did not settle within {timeout_s} s"
-        await asyncio.sleep(0.1)
+    return ((await stub.Recommend(pb.RecommendRequest(user_id=USER))).strategy == "personal"
+            and len((await stub.Recommend(pb.RecommendRequest(user_id="nobody", filter=tools))).hits) == 2)
 
 
 def ids(response: pb.SearchResponse) -> list[str]:

@@ -20,8 +20,8 @@ import aiohttp
 import numpy as np
 import pytest
 import pytest_asyncio
+from portpicker import pick_unused_port
 
-from cartwise.app.bench.common import free_port
 from cartwise.client import AsyncClient
 from cartwise.app.replay import replay
 from cartwise.app.service import Service
@@ -238,7 +238,7 @@ async def test_crash_in_backfill_resumes_on_restart(service, broker, rotated, tm
     settings = settings_for(data_dir, broker, backfill_batch=8, consumer_session_timeout_s=10.0)
     env = {**os.environ, "CARTWISE_CONSUMER_SESSION_TIMEOUT_S": "10", "CARTWISE_DATA_DIR": str(data_dir), "CARTWISE_KAFKA_BOOTSTRAP": broker.bootstrap,
            "CARTWISE_KAFKA_IDEMPOTENCE": "false",
-           "CARTWISE_GRPC_PORT": str(free_port()), "CARTWISE_APP_ID": settings.app_id, "CARTWISE_BACKFILL_BATCH": "8",
+           "CARTWISE_GRPC_PORT": str(pick_unused_port()), "CARTWISE_APP_ID": settings.app_id, "CARTWISE_BACKFILL_BATCH": "8",
            "CARTWISE_TOPIC_MODELS_UPDATES": settings.topics.models_updates}
     with open(tmp_path / "serve.log", "wb") as log_file:
         proc = subprocess.Popen([sys.executable, "-m", "cartwise.app.cli", "--log-level", "INFO", "serve"], env=env,

@@ -8,22 +8,21 @@ from __future__ import annotations
 import asyncio
 import shutil
 import threading
-import time
 import uuid
 
 import numpy as np
 import pytest
 from qdrant_client import QdrantClient
 
-from cartwise.app.replay import replay
 from cartwise.catalog import point_id
 from cartwise.datasets import rees46_records
 from cartwise.index import QdrantServerIndex
-from cartwise.kafka_io import ensure_topics, make_producer
+from cartwise.kafka_io import ensure_topics
 from cartwise.personalization import UserHistory, user_vector
 from cartwise.registry import ModelRegistry, collection_names
 from cartwise.settings import Settings, Topics
 from streams.app import StreamWorker
+from tests.support import eventually, send
 
 pytestmark = pytest.mark.integration
 RECORDS = 400
@@ -61,16 +60,9 @@ async def test_the_worker_over_a_qdrant_server_calls_it_off_its_event_loop(tmp_p
     version = ModelRegistry(settings.models_dir).active()
     await worker.start(version)
     try:
-        producer = make_producer(settings)
-        try:
-            records = list(rees46_records(limit=RECORDS))
-            sent = await asyncio.to_thread(replay, records, producer, settings.topics)
-        finally:
-            producer.close()
-        deadline = time.monotonic() + 180
-        while worker.consumed < sent or worker._pending_users:
-            assert time.monotonic() < deadline, f"{worker.consumed} of {sent} events consumed"
-            await asyncio.sleep(0.1)
+        sent = await asyncio.to_thread(send, settings, records=rees46_records(limit=RECORDS))
+        await eventually(lambda: worker.consumed >= sent and not worker._pending_users, 180,
+                         f"{sent} events consumed and no user waiting for a product")
         assert index.threads and threading.get_ident() not in index.threads, "an index call ran on the loop"
 
         products, users = collection_names(version)

@@ -3,8 +3,8 @@
 import pytest
 from click.testing import CliRunner
 from filelock import FileLock
+from portpicker import pick_unused_port
 
-from cartwise.app.bench.common import free_port
 from cartwise.app.cli import main
 from cartwise.settings import Settings
 from trainer.config import TrainConfig
@@ -35,7 +35,7 @@ def test_a_second_cycle_refuses_while_one_holds_the_lock(tmp_path):
 
 
 def test_trainer_cycle_without_a_broker_exits_non_zero_with_the_reason(tmp_path):
-    port = free_port()  # nothing listens there
+    port = pick_unused_port()  # nothing listens there
     result = CliRunner().invoke(main, ["trainer", "cycle"], env={
         "CARTWISE_DATA_DIR": str(tmp_path), "CARTWISE_KAFKA_BOOTSTRAP": f"127.0.0.1:{port}"})
     assert result.exit_code == 1

@@ -26,7 +26,9 @@ import numpy as np
 import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from cartwise.app.bench.common import cpu_seconds, free_port
+from portpicker import pick_unused_port
+
+from cartwise.app.bench.common import cpu_seconds
 from cartwise.app.broker import BUCKET, embedded_broker
 from cartwise.app.log_maintenance import StoreClient
 from cartwise.kafka_io import ensure_topics
@@ -100,7 +102,7 @@ def run(rate: float = 1000.0, seconds: float = 60.0, fetch_wait_ms: int = 50, st
     machine. Raises cartwise.app.broker.BrokerError when the broker or its store cannot start."""
     scratch = Path(tempfile.mkdtemp(prefix="cartwise-broker-fetch-"))
     settings = Settings(data_dir=scratch, kafka_bootstrap=None, embedded_kafka_storage=storage, partitions=1,
-                        embedded_kafka_port=free_port(), embedded_storage_port=free_port())
+                        embedded_kafka_port=pick_unused_port(), embedded_storage_port=pick_unused_port())
     try:
         windows = asyncio.run(_run(settings, rate, seconds, fetch_wait_ms))
     finally:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 import tempfile
 import time
 from contextlib import asynccontextmanager
@@ -15,6 +14,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 import psutil
 from hdrh.histogram import HdrHistogram
+from portpicker import pick_unused_port
 
 from cartwise.app.replay import publish, replay
 from cartwise.app.service import Service, freeze_heap
@@ -27,13 +27,6 @@ from encoders.export import find_pretrained
 
 MIN_LOAD_RATE = 50.0  # events/s below which loading a benchmark's service counts as stuck
 PACE_TICK_S = 0.01  # a paced load sends what is due this often
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def cpu_seconds(processes: Iterable[psutil.Process]) -> float:
@@ -99,7 +92,7 @@ def scratch_settings(settings: Settings, prefix: str, broker_storage: str = "dis
     copy_versions(settings.models_dir, [version] if version else [], scratch / "models")
     return scratch, settings.model_copy(update={
         "data_dir": scratch, "kafka_bootstrap": None, "embedded_kafka_storage": broker_storage,
-        "embedded_kafka_port": free_port(), "embedded_storage_port": free_port(), "grpc_port": free_port()})
+        "embedded_kafka_port": pick_unused_port(), "embedded_storage_port": pick_unused_port(), "grpc_port": pick_unused_port()})
 
 
 def latency_histogram() -> HdrHistogram:
@@ -150,8 +143,8 @@ async def loaded_service(settings: Settings, console, versions: list[str] | None
     scratch, default = Path(tempfile.mkdtemp(prefix="cartwise-bench-")), served_version(settings.models_dir)
     copy_versions(settings.models_dir, versions or ([default] if default else []), scratch / "models")
     settings = settings.model_copy(update={"data_dir": scratch, "kafka_bootstrap": None,
-                                           "embedded_kafka_port": free_port(), "embedded_storage_port": free_port(),
-                                           "grpc_port": free_port()})
+                                           "embedded_kafka_port": pick_unused_port(), "embedded_storage_port": pick_unused_port(),
+                                           "grpc_port": pick_unused_port()})
     service = Service(settings)
     with console.status("starting the embedded service"):
         await service.start()
