@@ -1,0 +1,1 @@
+"""The ``cartwise`` command groups, one module each; ``cartwise.app.cli`` assembles them under its root group."""
