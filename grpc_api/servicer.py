@@ -66,7 +66,7 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         self.settings, self.index, self.active, self.batcher = settings, index, active, batcher
         self.impressions = impressions
         self.profile = RankingProfile.from_settings(settings.lexical)
-        self.lexical = LexicalEncoder(settings.lexical)
+        self.lexical = LexicalEncoder(self.profile)
         self.pages = Pages(index, self.profile, settings.hnsw_ef)
         self.in_flight, self.rejected = 0, 0
 
