@@ -72,8 +72,7 @@ class Personalization(BaseSettings):
 
 class Lexical(BaseSettings):
     """BM25 sparse vectors and their fusion with the dense side (cartwise/lexical.py; docs/architecture.md,
-    "Hybrid retrieval"): the service's ranking profile is built from these (cartwise.ranking.RankingProfile).
-    k1, b and avg_doc_len shape the indexed vectors: changing them needs a re-index."""
+    "Hybrid retrieval"). k1, b and avg_doc_len shape the indexed vectors: changing them needs a re-index."""
 
     model_config = SettingsConfigDict(env_prefix="CARTWISE_LEXICAL_")
 
