@@ -19,6 +19,8 @@ from cartwise.merchandising import FacetCounts, Merchandising, arrange, count_fa
 from cartwise.ranking import RankingProfile
 from cartwise.retrieval import RankedHit, RankRequest, collapsed, page, rank_async
 
+POPULAR = RankRequest(None, None, None, 0.0, "dense")  # the cold start's request: no query, no user, no score parts
+
 
 @dataclass(frozen=True, slots=True)
 class PageRequest:
@@ -101,5 +103,3 @@ class Pages:
     def _hnsw_ef(self, limit: int) -> int:
         return max(self.hnsw_ef, limit)
 
-
-POPULAR = RankRequest(None, None, None, 0.0, "dense")  # the cold start's: no query, no user, no score parts

@@ -65,8 +65,8 @@ def rank(index: VectorIndex, collection: str, request: RankRequest, profile: Ran
     API's default) only the best-ranked of products with identical text (cartwise/diversity.py), the engine
     read growing by ``profile.fetch`` until the page fills. The engine reads rank without vectors (a deeper
     read for a collapsed page would otherwise convert up to ``profile.fetch.most`` vectors); one read by id
-    then fetches the page's, for its score parts. Raises ValueError
-    when neither a query nor a user vector is given, KeyError for a missing collection."""
+    then fetches the page's, for its score parts. Raises ValueError when neither a query nor a user vector
+    is given, KeyError for a missing collection."""
     for fetch in profile.fetch.limits(limit, collapse):
         hits = _engine_call(index, collection, request, profile, fetch, flt, hnsw_ef)
         chosen = choose(hits, limit, collapse)
@@ -77,9 +77,8 @@ def rank(index: VectorIndex, collection: str, request: RankRequest, profile: Ran
 
 
 async def rank_async(index: AsyncVectorIndex, collection: str, request: RankRequest, profile: RankingProfile,
-                     limit: int,
-                     flt: SearchFilter | None = None, hnsw_ef: int | None = None, collapse: bool = True,
-                     seen: Sequence[str] = ()) -> list[RankedHit]:
+                     limit: int, flt: SearchFilter | None = None, hnsw_ef: int | None = None,
+                     collapse: bool = True, seen: Sequence[str] = ()) -> list[RankedHit]:
     """:func:`rank` over an :class:`AsyncVectorIndex` (the serving path), with ``collapse`` also leaving out
     products whose text digest is one of ``seen``; the same errors."""
     for fetch in profile.fetch.limits(limit, collapse):
