@@ -22,8 +22,8 @@ from cartwise.catalog import TEXT_DIGEST, lexical_text, point_id, product_text, 
 from cartwise.datasets import data_root
 from cartwise.index import PRODUCTS_SCHEMA, EdgeIndex, IndexPoint
 from cartwise.lexical import LexicalEncoder
-from cartwise.registry import ModelRegistry
 from cartwise.ranking import RankingProfile
+from cartwise.registry import ModelRegistry
 from cartwise.retrieval import RankRequest, Retrieval, rank
 from cartwise.settings import Lexical
 from encoders.runtime import OnnxEncoder

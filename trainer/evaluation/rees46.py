@@ -24,8 +24,8 @@ from cartwise.events import ProductUpsert
 from cartwise.index import PRODUCTS_SCHEMA, EdgeIndex, IndexPoint
 from cartwise.lexical import LexicalEncoder
 from cartwise.personalization import UserHistory, UserVector, accumulate, personalization_weight
-from cartwise.registry import ModelRegistry
 from cartwise.ranking import RankingProfile
+from cartwise.registry import ModelRegistry
 from cartwise.retrieval import RankRequest, Retrieval, rank
 from cartwise.settings import Lexical, Personalization
 from encoders.runtime import OnnxEncoder

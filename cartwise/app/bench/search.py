@@ -23,8 +23,8 @@ from cartwise.datasets import Record, homedepot_records, rees46_records
 from cartwise.events import BehaviorEvent
 from cartwise.lexical import LexicalEncoder
 from cartwise.machine import machine_info
-from cartwise.registry import ModelRegistry
 from cartwise.ranking import RankingProfile
+from cartwise.registry import ModelRegistry
 from cartwise.retrieval import RankRequest, Retrieval, rank
 from cartwise.settings import Settings
 from cartwise.v1 import search_pb2 as pb
