@@ -71,7 +71,7 @@ class HybridQuery:
     lexical: SparseVector
     lexical_weight: float
     lexical_scale: float
-    candidates: int = 100
+    candidates: int
 
     def depth(self, limit: int) -> int:
         """Results each side prefetches for ``limit`` fused hits (:func:`cartwise.ranking.prefetch_depth`)."""

@@ -335,7 +335,7 @@ def test_lexical_queries_of_a_missing_collection_raise_key_error(index):
     with pytest.raises(KeyError):
         index.lexical_search("nope", LEXICAL.query("phone"), 3)
     with pytest.raises(KeyError):
-        index.hybrid_search("nope", HybridQuery(VECTORS[0], LEXICAL.query("phone"), 0.5, 0.15), 3)
+        index.hybrid_search("nope", HybridQuery(VECTORS[0], LEXICAL.query("phone"), 0.5, 0.15, 100), 3)
 
 
 @pytest.mark.parametrize("error", [
@@ -467,7 +467,7 @@ def test_lexical_queries_need_lexical_vectors(index):
     with pytest.raises(ValueError, match="no lexical vectors"):
         index.lexical_search("users", LEXICAL.query("phone"), 3)
     with pytest.raises(ValueError, match="no lexical vectors"):
-        index.hybrid_search("users", HybridQuery(VECTORS[0], LEXICAL.query("phone"), 0.5, 0.15), 3)
+        index.hybrid_search("users", HybridQuery(VECTORS[0], LEXICAL.query("phone"), 0.5, 0.15, 100), 3)
 
 
 def test_both_backends_rank_hybrid_alike(tmp_path):
