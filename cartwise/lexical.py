@@ -14,13 +14,15 @@ from __future__ import annotations
 import qdrant_edge as qe
 
 from cartwise.index.base import SparseVector
+from cartwise.ranking import RankingProfile
 from cartwise.settings import Lexical
 
 
 class LexicalEncoder:
-    """Sparse BM25 vectors for the products collection's LEXICAL vector and for queries."""
+    """Sparse BM25 vectors for the products collection's LEXICAL vector and for queries, with the k1, b and
+    avg_doc_len of ``params`` (the ``Lexical`` settings, or the :class:`RankingProfile` built from them)."""
 
-    def __init__(self, params: Lexical) -> None:
+    def __init__(self, params: Lexical | RankingProfile) -> None:
         self._bm25 = qe.Bm25(qe.Bm25Config(k=params.k1, b=params.b, avg_len=params.avg_doc_len, language="english"))
 
     def document(self, text: str) -> SparseVector:

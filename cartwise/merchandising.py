@@ -5,13 +5,14 @@ offset, so page 2 continues page 1 (collapsing included: cartwise/diversity.py k
 each text in rank order, so a longer ranking starts with the shorter one).
 
 A plain relevance page needs the first ``offset + limit`` hits of the ranking. A price sort, an in-stock
-boost or facet counts work on the *candidate set* instead: the engine's :data:`CANDIDATES` best-ranked
+boost or facet counts work on the *candidate set* instead: the engine's ``candidate_set`` best-ranked
 products of the request by relevance, under its filter, then collapsed like the page (so at most that many;
 fewer where identical-text copies were among them). Why that set and not every product the
 filter matches: a semantic query has no cut-off (every product has an inner product with q̂), so a product
 "matches" a query by ranking high enough; sorting every filter match by price would open a "sofa" search on
 the cheapest product of the catalog. (The engine's ``order_by`` on scroll orders filter matches without a
-query, so it cannot order a query's candidates.) Why a fixed size: each page of a sorted or boosted request
+query, so it cannot order a query's candidates.) The size is the ranking profile's
+(cartwise.ranking.FetchDepths.candidate_set, 200). Why a fixed size: each page of a sorted or boosted request
 then slices the same reordered set. Why 200, and collapsed once rather than fetched until 200 distinct
 texts fill it: the cost is reading the hits with their vectors (for the score parts); measured on 10k ×
 384-d Edge points, 200 hits with vectors took 8-14 ms, 1000 took 40-53 ms, and on REES46 (where a query's
@@ -38,7 +39,6 @@ from cartwise.retrieval import RankedHit
 
 Sort = Literal["relevance", "price_asc", "price_desc"]
 SORTS: tuple[Sort, ...] = ("relevance", "price_asc", "price_desc")
-CANDIDATES = 200  # size of the candidate set that sorts, boosts and facets work on (module docstring)
 MAX_BOOST = 10.0
 PRICE_EDGES = (0.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0)  # band k is [edge k, edge k+1)
 FACET_VALUES = 20  # values per facet returned, most frequent first
@@ -59,9 +59,10 @@ class Merchandising:
         """Whether the page is cut from the reordered candidate set rather than the ranking itself."""
         return self.sort != "relevance" or self.in_stock_boost > 0.0 or self.facets
 
-    def depth(self, limit: int) -> int:
-        """How many ranked hits (collapsed) a page of ``limit`` needs: the candidate set, or offset + limit."""
-        return CANDIDATES if self.over_candidates() else self.offset + limit
+    def depth(self, limit: int, candidate_set: int) -> int:
+        """How many ranked hits (collapsed) a page of ``limit`` needs: the ``candidate_set`` (its size,
+        cartwise.ranking.FetchDepths), or offset + limit."""
+        return candidate_set if self.over_candidates() else self.offset + limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +86,7 @@ class FacetCounts:
 
 
 def arrange(ranked: Sequence[RankedHit], options: Merchandising, limit: int) -> list[RankedHit]:
-    """The page of ``options`` from ``ranked`` (best first, ``options.depth(limit)`` long): boosted, then
+    """The page of ``options`` from ``ranked`` (best first, :meth:`Merchandising.depth` long): boosted, then
     sorted by price (products without a price last; ties keep their relevance order), then sliced."""
     hits = list(ranked)
     if options.in_stock_boost > 0.0:

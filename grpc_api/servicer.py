@@ -1,4 +1,4 @@
-"""SearchService: thin handlers over validation, the serving model snapshot and ranking (cartwise.retrieval)."""
+"""SearchService: thin handlers over validation, the serving model snapshot and the page pipeline (cartwise.page)."""
 
 from __future__ import annotations
 
@@ -7,26 +7,19 @@ import dataclasses
 import logging
 import uuid
 from contextlib import asynccontextmanager
-from typing import AsyncIterator, Sequence
+from typing import AsyncIterator
 
 import grpc
 import numpy as np
 
 from cartwise.catalog import TEXT_DIGEST, ProductView, point_id
-from cartwise.index import AsyncVectorIndex, IndexUnavailable, SearchFilter
+from cartwise.index import AsyncVectorIndex, IndexUnavailable
 from cartwise.lexical import LexicalEncoder
+from cartwise.merchandising import FacetCounts
+from cartwise.page import POPULAR, Page, PageRequest, Pages
 from cartwise.personalization import UserPoint, personalization_weight
-from cartwise import popularity
-from cartwise.merchandising import FacetCounts, arrange, count_facets
-from cartwise.retrieval import (
-    RankedHit,
-    RankRequest,
-    applied_lexical_weight,
-    collapsed,
-    page,
-    rank_async,
-    served_retrieval,
-)
+from cartwise.ranking import RankingProfile
+from cartwise.retrieval import RankedHit, RankRequest, applied_lexical_weight, served_retrieval
 from cartwise.settings import Settings
 from cartwise.v1 import search_pb2 as pb
 from cartwise.v1 import search_pb2_grpc as pb_grpc
@@ -72,7 +65,9 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
                  batcher: QueryBatcher, impressions: ImpressionLog | None = None) -> None:
         self.settings, self.index, self.active, self.batcher = settings, index, active, batcher
         self.impressions = impressions
-        self.lexical = LexicalEncoder(settings.lexical)
+        self.profile = RankingProfile.from_settings(settings.lexical)
+        self.lexical = LexicalEncoder(self.profile)
+        self.pages = Pages(index, self.profile, settings.hnsw_ef)
         self.in_flight, self.rejected = 0, 0
 
     async def Search(self, request: pb.SearchRequest, context: grpc.aio.ServicerContext) -> pb.SearchResponse:
@@ -141,10 +136,10 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
             flt = dataclasses.replace(flt, exclude_ids=frozenset(point_id(p) for p in user.purchased))
         request = RankRequest(qvec, self.lexical.query(query.query) if qvec is not None else None, user.vector, alpha,
                               query.retrieval, query.lexical_weight)
+        spec = PageRequest(query.limit, flt, query.merchandising, query.collapse)
         async with _collection_of(model.products, context):
-            ranked = await self._rank(model.products, request, flt, query)
-            hits, facets = await self._page(ranked, query, model.products)
-        return self._response(hits, model, request, user, "search" if qvec is not None else "personal", facets)
+            found = await self.pages.ranked(model.products, request, spec)
+        return self._response(found, model, request, user, "search" if qvec is not None else "personal")
 
     async def _similar(self, query: SimilarQuery, model: ServingModel, context) -> pb.SearchResponse:
         """Nearest products to the product's own (D,) vector p̂, tilted by α·û: scores ⟨p̂ + α·û, p⟩ (dense
@@ -158,69 +153,26 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         user = await self._user(model, query.user_id, context)
         request = RankRequest(product, None, user.vector, self._alpha(user, query.personalization_weight), "dense")
         flt = dataclasses.replace(query.filter, exclude_ids=query.filter.exclude_ids | {found[0].id})
+        spec = PageRequest(query.limit, flt, query.merchandising, query.collapse,
+                           seen=tuple(filter(None, [found[0].payload.get(TEXT_DIGEST)])))
         async with _collection_of(model.products, context):
-            ranked = await self._rank(model.products, request, flt, query,
-                                      seen=tuple(filter(None, [found[0].payload.get(TEXT_DIGEST)])))
-        hits = arrange(ranked, query.merchandising, query.limit)
-        return self._response(hits, model, request, user, "similar")
+            similar = await self.pages.ranked(model.products, request, spec)
+        return self._response(similar, model, request, user, "similar")
 
     async def _popular(self, query: SearchQuery, model: ServingModel, context) -> pb.SearchResponse:
-        """The most popular products (cartwise/popularity.py) within the request's category, then its other
-        filters; each hit's score is its popularity relative to the first's."""
-        depth = query.merchandising.depth(query.limit)
-        try:
-            partials = await self.index.scroll(popularity.COLLECTION, depth * popularity.FANOUT,
-                                               SearchFilter(category_prefix=query.filter.category_prefix),
-                                               order_by=popularity.SCORE_FIELD)
-        except KeyError:  # no worker has created it yet: nothing is popular
-            partials = []
-        scores = dict(popularity.ranked(partials))
-        request = RankRequest(None, None, None, 0.0, "dense")
-        hits: list[RankedHit] = []
-        facets = FacetCounts([], [], [], 0) if query.merchandising.facets else None
-        if scores:
-            flt = dataclasses.replace(query.filter, ids=frozenset(point_id(p) for p in scores))
-            async with _collection_of(model.products, context):
-                found = await self.index.scroll(model.products, len(scores), flt, with_vectors=True)
-                best = max(scores[h.payload["product_id"]] for h in found) if found else 0.0
-                found = [dataclasses.replace(h, score=popularity.relative(scores[h.payload["product_id"]], best))
-                         for h in found]  # page() orders them
-                hits, facets = await self._page(page(found, request, depth, query.collapse), query, model.products)
-        return self._response(hits, model, request, _User(), "popular", facets)
+        """The most popular products within the request's filter (:meth:`cartwise.page.Pages.popular`)."""
+        spec = PageRequest(query.limit, query.filter, query.merchandising, query.collapse)
+        async with _collection_of(model.products, context):
+            popular = await self.pages.popular(model.products, spec)
+        return self._response(popular, model, POPULAR, _User(), "popular")
 
-    async def _rank(self, collection: str, request: RankRequest, flt: SearchFilter, query: SearchQuery | SimilarQuery,
-                    seen: Sequence[str] = ()) -> list[RankedHit]:
-        """The ranking the page of ``query`` is cut from: the first offset + limit hits, collapsed unless
-        ``keep_duplicates`` (the engine's fetch grows until they fill); or, for a sort, boost or facets, the
-        candidate set: the engine's CANDIDATES best, collapsed once, without growing the fetch, so that it
-        costs one engine read whatever the copies (cartwise/merchandising.py)."""
-        options = query.merchandising
-        depth = options.depth(query.limit)
-        if not options.over_candidates():
-            return await rank_async(self.index, collection, request, self.settings.lexical, depth, flt,
-                                    self._hnsw_ef(depth), query.collapse, seen)
-        ranked = await rank_async(self.index, collection, request, self.settings.lexical, depth, flt,
-                                  self._hnsw_ef(depth), collapse=False)
-        return collapsed(ranked, seen) if query.collapse else ranked
-
-    async def _page(self, ranked: list[RankedHit], query: SearchQuery,
-                    collection: str) -> tuple[list[RankedHit], FacetCounts | None]:
-        """The page of ``query`` cut from ``ranked`` (``query.merchandising.depth`` hits, best first), and the
-        facet counts over ``ranked`` when asked for (cartwise/merchandising.py)."""
-        facets = None
-        if query.merchandising.facets:
-            facets = await count_facets(self.index, collection, ranked, query.filter.category_prefix)
-        return arrange(ranked, query.merchandising, query.limit), facets
-
-    def _hnsw_ef(self, limit: int) -> int:
-        return max(self.settings.hnsw_ef, limit)
-
-    def _response(self, hits: list[RankedHit], model: ServingModel, request: RankRequest, user: _User,
-                  strategy: str, facets: FacetCounts | None = None) -> pb.SearchResponse:
-        return pb.SearchResponse(hits=[_hit(h) for h in hits], model_version=model.version,
+    def _response(self, page: Page, model: ServingModel, request: RankRequest, user: _User,
+                  strategy: str) -> pb.SearchResponse:
+        facets = page.facets
+        return pb.SearchResponse(hits=[_hit(h) for h in page.hits], model_version=model.version,
                                  index_version=model.products, personalization_weight=request.alpha,
                                  user_interactions=user.n, retrieval=WIRE_OF_RETRIEVAL[served_retrieval(request)],
-                                 lexical_weight=applied_lexical_weight(request, self.settings.lexical),
+                                 lexical_weight=applied_lexical_weight(request, self.profile),
                                  strategy=strategy, facets=_facets(facets) if facets is not None else None)
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from cartwise.diversity import MAX_FETCH
 from cartwise.index import SearchFilter
 from cartwise.merchandising import MAX_BOOST, Merchandising, Sort
+from cartwise.ranking import FETCH
 from cartwise.retrieval import Retrieval
 from cartwise.v1 import search_pb2 as pb
 
@@ -23,7 +23,7 @@ RETRIEVAL_OF_WIRE: dict[int, Retrieval] = {pb.RETRIEVAL_UNSPECIFIED: "hybrid",
                                            **{wire: name for name, wire in WIRE_OF_RETRIEVAL.items()}}
 SORT_OF_WIRE: dict[int, Sort] = {pb.SORT_UNSPECIFIED: "relevance", pb.SORT_RELEVANCE: "relevance",
                                  pb.SORT_PRICE_ASC: "price_asc", pb.SORT_PRICE_DESC: "price_desc"}
-MAX_DEPTH = MAX_FETCH  # offset + limit: the deepest ranking the engine is asked for
+MAX_DEPTH = FETCH.most  # offset + limit: the deepest ranking the engine is asked for
 
 
 class InvalidRequest(ValueError):

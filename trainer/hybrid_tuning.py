@@ -4,8 +4,8 @@ split, as served.
 The validation queries are halved by a second hash (trainer.data.tuning_half): every configuration is
 scored on both halves, the winner is the best nDCG@10 on the tune half, and the check half says whether
 the gain holds on queries it was not chosen on. Configurations: BM25 term weighting (k1, b, avgdl: these
-shape the indexed vectors), and for each the fusion weight w of s = (1 − w)·⟨q̂, p̂⟩ + w·κ·BM25, with
-lexical-only and dense-only retrieval as the two ends."""
+shape the indexed vectors), and for each the fusion weight w of the served fusion (cartwise.ranking.fuse),
+with lexical-only and dense-only retrieval as the two ends."""
 
 from __future__ import annotations
 

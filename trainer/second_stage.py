@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cartwise.ranking import fuse
 from cartwise.registry import ModelRegistry
 from cartwise.settings import Settings
 from encoders.runtime import OnnxEncoder
@@ -80,7 +81,7 @@ def candidate_lists(queries: list[LabeledQuery], qvecs: np.ndarray, vectors: np.
         part = queries[start:start + chunk]
         dense = qvecs[start:start + chunk] @ vectors.T
         bm25 = lexical.scores([q.text for q in part], everything)
-        fused = (1 - w) * dense + w * scale * bm25
+        fused = fuse(dense, bm25, w, scale)
         top = top_k_rows(fused, k)
         products.append(top)
         features.append(np.stack([_features(lexical, q.text, row, d[row], b[row], f[row])

@@ -5,8 +5,8 @@ between them on 2 cores, so in-training validation uses a fixed sample of valida
 corpus of their judged products plus random unjudged distractors. Final figures (docs/training.md)
 come from the whole validation split over the whole catalog.
 
-With lexical scores (:meth:`Validator.hybrid`) the ranking scored is the served hybrid one,
-(1 − w)·⟨q̂, p̂⟩ + w·κ·BM25, taken exactly over the corpus: the served query fuses only the union of
+With lexical scores (:meth:`Validator.hybrid`) the ranking scored is the served hybrid one
+(cartwise.ranking.fuse, the fusion the engine queries are built from), taken exactly over the corpus: the served query fuses only the union of
 each side's top candidates, which changes the top 10 only when a product outside both candidate lists
 would win on the fused score. The index-served figure comes from ``cartwise eval`` and the gate."""
 
@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from cartwise.ranking import fuse
 from trainer.data import LabeledQuery
 from trainer.encoding import TextEncoder
 from trainer.evaluation.metrics import evaluate_rankings, exact_top_k, scalar_metrics, top_k_rows
@@ -77,6 +78,6 @@ class Validator:
         w, scale = self.lexical.params.weight, self.lexical.params.scale
         out = np.zeros((len(qvecs), k), dtype=np.int64)
         for start in range(0, len(qvecs), chunk):
-            fused = (1 - w) * (qvecs[start:start + chunk] @ vectors.T) + w * scale * self._bm25[start:start + chunk]
+            fused = fuse(qvecs[start:start + chunk] @ vectors.T, self._bm25[start:start + chunk], w, scale)
             out[start:start + chunk] = top_k_rows(fused, k)
         return out

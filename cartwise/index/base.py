@@ -7,6 +7,8 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
+from cartwise.ranking import fusion_coefficients, lexical_part, prefetch_depth
+
 CATEGORY_SEPARATOR = " > "  # joins category levels in the indexed ``category_prefixes`` keywords
 DENSE, LEXICAL = "dense", "lexical"  # the named dense vector of every collection; products' sparse vector
 
@@ -61,21 +63,28 @@ class IndexHit:
 class HybridQuery:
     """One hybrid retrieval (docs/architecture.md, "Hybrid retrieval"): the union of the top
     ``candidates`` by BM25 (``lexical``) and by inner product with ``dense`` ((D,) float32, q̂ + α·û) is
-    scored by  s = (1 − w)·⟨dense, p̂⟩ + w·κ·BM25(q, p),  w = ``lexical_weight`` in [0, 1],
-    κ = ``lexical_scale`` (puts BM25 on the inner product's scale), so every candidate gets both terms."""
+    scored by the ranking profile's fusion (:func:`cartwise.ranking.fuse`) with w = ``lexical_weight`` in
+    [0, 1] and κ = ``lexical_scale``, so every candidate gets both terms. A backend translates it with
+    :meth:`depth` and :meth:`coefficients`."""
 
     dense: np.ndarray
     lexical: SparseVector
     lexical_weight: float
     lexical_scale: float
-    candidates: int = 100
+    candidates: int
+
+    def depth(self, limit: int) -> int:
+        """Results each side prefetches for ``limit`` fused hits (:func:`cartwise.ranking.prefetch_depth`)."""
+        return prefetch_depth(self.candidates, limit)
+
+    def coefficients(self) -> tuple[float, float]:
+        """(factor of BM25, factor of the inner product) of the fused score
+        (:func:`cartwise.ranking.fusion_coefficients`)."""
+        return fusion_coefficients(self.lexical_weight, self.lexical_scale)
 
     def lexical_of(self, score: float, vector: np.ndarray) -> float:
         """BM25(q, p) of a hit from its fused ``score`` and (D,) ``vector`` (0 when w = 0)."""
-        w = self.lexical_weight
-        if w == 0.0:
-            return 0.0
-        return max(0.0, (score - (1.0 - w) * float(self.dense @ vector)) / (w * self.lexical_scale))
+        return lexical_part(score, float(self.dense @ vector), self.lexical_weight, self.lexical_scale)
 
 
 @dataclass(frozen=True, slots=True)

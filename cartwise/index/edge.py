@@ -58,20 +58,21 @@ def _vectors(point: IndexPoint) -> dict:
 def hybrid_request(query: HybridQuery, limit: int, flt: qe.Filter | None, hnsw_ef: int | None,
                    with_vectors: bool = True) -> qe.QueryRequest:
     """The engine query of a :class:`HybridQuery`: the lexical and the dense top ``candidates`` (both
-    filtered), their union rescored by each side, and the fused score as a formula over the two."""
+    filtered), their union rescored by each side, and the fused score as the sum of the two rescored sides
+    times the query's :meth:`HybridQuery.coefficients` (the ranking profile's fusion, cartwise/ranking.py)."""
     lexical = qe.Query.Nearest(qe.SparseVector(list(query.lexical.indices), list(query.lexical.values)),
                                using=LEXICAL)
     dense = qe.Query.Nearest(np.asarray(query.dense, dtype=np.float32).tolist(), using=DENSE)
-    depth = max(query.candidates, limit)
+    depth = query.depth(limit)
     sides = [qe.Prefetch(limit=depth, query=lexical, filter=flt),
              qe.Prefetch(limit=depth, query=dense, filter=flt,
                          params=qe.SearchParams(hnsw_ef=max(hnsw_ef or 0, depth)))]
     union = qe.Prefetch(limit=2 * depth, prefetches=sides, query=qe.Fusion.Rrf(k=60))
     rescored = [qe.Prefetch(limit=2 * depth, prefetches=[union], query=lexical),
                 qe.Prefetch(limit=2 * depth, prefetches=[union], query=dense)]
-    w, scale = query.lexical_weight, query.lexical_scale
-    formula = _E.Sum([_E.Mult([_E.Constant(w * scale), _E.Variable("$score[0]")]),
-                      _E.Mult([_E.Constant(1.0 - w), _E.Variable("$score[1]")])])
+    lexical_factor, dense_factor = query.coefficients()
+    formula = _E.Sum([_E.Mult([_E.Constant(lexical_factor), _E.Variable("$score[0]")]),
+                      _E.Mult([_E.Constant(dense_factor), _E.Variable("$score[1]")])])
     return qe.QueryRequest(limit=limit, prefetches=rescored,
                            query=qe.Formula(formula, defaults={"$score[0]": 0.0, "$score[1]": 0.0}),
                            with_payload=True, with_vector=[DENSE] if with_vectors else False)

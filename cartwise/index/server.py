@@ -57,16 +57,17 @@ def hybrid_prefetch(query: HybridQuery, limit: int, flt: models.Filter | None,
                     hnsw_ef: int | None) -> tuple[list[models.Prefetch], models.FormulaQuery]:
     """The prefetches and fusion formula of a :class:`HybridQuery` (as ``edge.hybrid_request``)."""
     lexical, dense = _sparse(query.lexical), np.asarray(query.dense, dtype=np.float32).tolist()
-    depth = max(query.candidates, limit)
+    depth = query.depth(limit)
     sides = [models.Prefetch(query=lexical, using=LEXICAL, limit=depth, filter=flt),
              models.Prefetch(query=dense, using=DENSE, limit=depth, filter=flt,
                              params=models.SearchParams(hnsw_ef=max(hnsw_ef or 0, depth)))]
     union = models.Prefetch(prefetch=sides, query=models.FusionQuery(fusion=models.Fusion.RRF), limit=2 * depth)
     rescored = [models.Prefetch(prefetch=[union], query=lexical, using=LEXICAL, limit=2 * depth),
                 models.Prefetch(prefetch=[union], query=dense, using=DENSE, limit=2 * depth)]
-    w, scale = query.lexical_weight, query.lexical_scale
+    lexical_factor, dense_factor = query.coefficients()
     formula = models.FormulaQuery(formula=models.SumExpression(sum=[
-        models.MultExpression(mult=[w * scale, "$score[0]"]), models.MultExpression(mult=[1.0 - w, "$score[1]"])]),
+        models.MultExpression(mult=[lexical_factor, "$score[0]"]),
+        models.MultExpression(mult=[dense_factor, "$score[1]"])]),
         defaults={"$score[0]": 0.0, "$score[1]": 0.0})
     return rescored, formula
 
@@ -328,8 +329,8 @@ class QdrantServerIndex:
 
 class AsyncQdrantServerIndex:
     """:class:`cartwise.index.AsyncVectorIndex` over a Qdrant server through ``AsyncQdrantClient``: the
-    same requests as :class:`QdrantServerIndex`, awaited. ``create_collection`` and ``upsert`` load a
-    collection (tests; the stream worker writes through :class:`QdrantServerIndex`)."""
+    same requests as :class:`QdrantServerIndex`, awaited. ``create_collection`` makes a collection (tests;
+    the stream worker writes through :class:`QdrantServerIndex`, tests load points with :func:`upsert_call`)."""
 
     def __init__(self, client: AsyncQdrantClient) -> None:
         self._client = client
@@ -346,10 +347,6 @@ class AsyncQdrantServerIndex:
         if not await self._client.collection_exists(name):
             for call in create_calls(dim, schema):
                 await self._run(name, call)
-
-    async def upsert(self, name: str, points: Sequence[IndexPoint]) -> None:
-        """As :meth:`cartwise.index.VectorIndex.upsert`."""
-        await self._run(name, upsert_call(points))
 
     async def has_collection(self, name: str) -> bool:
         return await self._client.collection_exists(name)

@@ -14,7 +14,8 @@ from click.testing import CliRunner
 
 from cartwise.app.cli import main
 from cartwise.events import ProductUpsert, encode_event
-from cartwise.merchandising import CANDIDATES, PRICE_EDGES
+from cartwise.merchandising import PRICE_EDGES
+from cartwise.ranking import FETCH
 from cartwise.v1 import search_pb2 as pb
 from cartwise.v1 import search_pb2_grpc as pb_grpc
 from tests.support import running_service
@@ -60,8 +61,8 @@ def ids(response: pb.SearchResponse) -> list[str]:
 
 
 async def candidates(stub, **request) -> pb.SearchResponse:
-    """The candidate set of a request: its relevance ranking, CANDIDATES deep."""
-    return await stub.Search(pb.SearchRequest(limit=CANDIDATES, **request))
+    """The candidate set of a request: its relevance ranking, FETCH.candidate_set deep."""
+    return await stub.Search(pb.SearchRequest(limit=FETCH.candidate_set, **request))
 
 
 @pytest.mark.parametrize("keep_duplicates", [False, True])
@@ -115,7 +116,7 @@ async def test_in_stock_boost_moves_in_stock_products_ahead(stub):
 
 async def test_a_small_boost_only_reorders_close_scores(stub):
     plain = await candidates(stub, query="garden hose")
-    boosted = await stub.Search(pb.SearchRequest(query="garden hose", in_stock_boost=1e-6, limit=CANDIDATES))
+    boosted = await stub.Search(pb.SearchRequest(query="garden hose", in_stock_boost=1e-6, limit=FETCH.candidate_set))
     assert ids(boosted)[0] == ids(plain)[0] == "hose"
 
 

@@ -26,6 +26,7 @@ from cartwise.index import (
     IndexPoint,
     InlineAsyncIndex,
 )
+from cartwise.index.server import upsert_call
 from cartwise.lexical import LexicalEncoder
 from cartwise.personalization import UserPoint, UserVector
 from cartwise.registry import ModelRegistry
@@ -100,14 +101,15 @@ async def stubs(serving, tmp_path_factory):
     holding the same products and user."""
     model = serving.current
     points = products(model, Settings())
-    server_index = AsyncQdrantServerIndex(AsyncQdrantClient(":memory:"))
+    client = AsyncQdrantClient(":memory:")
+    server_index = AsyncQdrantServerIndex(client)
     edge = EdgeIndex(tmp_path_factory.mktemp("qdrant"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # local mode warns that it is not for production
         for name, schema, loaded in ((model.products, PRODUCTS_SCHEMA, points), (model.users, USERS_SCHEMA,
                                                                                   [user(points)])):
             await server_index.create_collection(name, model.encoder.dims, schema)
-            await server_index.upsert(name, loaded)
+            await client.upsert(name, **upsert_call(loaded).kwargs)  # the reader only reads
             edge.create_collection(name, model.encoder.dims, schema)
             edge.upsert(name, loaded)
     async with api(serving, server_index) as server, api(serving, InlineAsyncIndex(edge)) as embedded:

@@ -4,7 +4,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cartwise.catalog import text_digest
-from cartwise.diversity import MAX_FETCH, OVERFETCH, collapse_identical, fetch_limits, is_complete
+from cartwise.diversity import collapse_identical
 
 
 def test_keeps_the_best_ranked_of_each_text_in_order():
@@ -22,18 +22,6 @@ def test_seen_texts_are_left_out():
 
 def test_the_digest_is_of_the_exact_text():
     assert text_digest("Apple smartphone") == text_digest("Apple smartphone") != text_digest("Apple smartphone ")
-
-
-def test_fetch_limits_overfetch_and_grow_only_when_collapsing():
-    assert list(fetch_limits(10, collapse=False)) == [10]
-    assert list(fetch_limits(10, collapse=True)) == [10 * OVERFETCH, 120, 480, MAX_FETCH]
-    assert list(fetch_limits(900, collapse=True)) == [MAX_FETCH]
-
-
-def test_a_page_is_complete_when_full_or_when_the_engine_ran_out():
-    assert is_complete(10, 10, 30, 30)
-    assert not is_complete(4, 10, 30, 30)
-    assert is_complete(4, 10, 12, 30)
 
 
 @given(st.lists(st.integers(0, 5), max_size=40), st.integers(1, 20))

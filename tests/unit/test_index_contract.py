@@ -26,7 +26,7 @@ from cartwise.index import (
     SearchFilter,
 )
 from cartwise.index.base import stock_keyword
-from cartwise.index.server import engine_errors
+from cartwise.index.server import engine_errors, upsert_call
 from cartwise.lexical import LexicalEncoder
 from cartwise.settings import Lexical
 
@@ -72,9 +72,8 @@ READS = ("has_collection", "retrieve", "search", "lexical_search", "hybrid_searc
 
 class Awaited:
     """The contract's (blocking) face of an AsyncVectorIndex: its reads, and its other coroutine methods,
-    run to completion on a private event loop; any other method is ``loader``'s, the blocking index that
-    holds the same collections (None: the reader loads its collections itself and has no such method,
-    so a test that needs one is skipped)."""
+    run to completion on a private event loop; any other method is ``loader``'s, the blocking writer of the
+    same collections (a test that needs a method neither has is skipped)."""
 
     def __init__(self, reader, loader) -> None:
         self.reader, self.loader, self.loop = reader, loader, asyncio.new_event_loop()
@@ -83,15 +82,34 @@ class Awaited:
         method = getattr(self.reader, name, None)
         if asyncio.iscoroutinefunction(method):
             return lambda *args, **kwargs: self.loop.run_until_complete(method(*args, **kwargs))
-        if self.loader is None:
+        loaded = getattr(self.loader, name, None)
+        if loaded is None:
             pytest.skip(f"{type(self.reader).__name__} has no {name}")
-        return getattr(self.loader, name)
+        return loaded
 
     def close(self) -> None:
         self.loop.run_until_complete(self.reader.close())
         if self.loader is not None:
             self.loader.close()
         self.loop.close()
+
+
+class AsyncClientLoader:
+    """Writes points into the collections of an ``AsyncQdrantClient`` (local mode keeps them in that client)
+    with the server backend's own request (:func:`upsert_call`) and error mapping: the async reader only
+    reads. ``loop`` is the one the reader's calls run on."""
+
+    def __init__(self, client: AsyncQdrantClient, loop: asyncio.AbstractEventLoop) -> None:
+        self.client, self.loop = client, loop
+
+    def upsert(self, name, points) -> None:
+        call = upsert_call(points)
+        if call.method is not None:
+            with engine_errors(name):
+                self.loop.run_until_complete(getattr(self.client, call.method)(name, **call.kwargs))
+
+    def close(self) -> None:
+        return None
 
 
 def test_the_async_readers_have_every_read():
@@ -111,7 +129,9 @@ def index(request, tmp_path):
             edge = EdgeIndex(tmp_path / "qdrant")
             idx = Awaited(InlineAsyncIndex(edge), edge)
         else:
-            idx = Awaited(AsyncQdrantServerIndex(AsyncQdrantClient(":memory:")), None)
+            client = AsyncQdrantClient(":memory:")
+            idx = Awaited(AsyncQdrantServerIndex(client), None)
+            idx.loader = AsyncClientLoader(client, idx.loop)
     yield idx
     idx.close()
 
@@ -315,7 +335,7 @@ def test_lexical_queries_of_a_missing_collection_raise_key_error(index):
     with pytest.raises(KeyError):
         index.lexical_search("nope", LEXICAL.query("phone"), 3)
     with pytest.raises(KeyError):
-        index.hybrid_search("nope", HybridQuery(VECTORS[0], LEXICAL.query("phone"), 0.5, 0.15), 3)
+        index.hybrid_search("nope", HybridQuery(VECTORS[0], LEXICAL.query("phone"), 0.5, 0.15, 100), 3)
 
 
 @pytest.mark.parametrize("error", [
@@ -447,7 +467,7 @@ def test_lexical_queries_need_lexical_vectors(index):
     with pytest.raises(ValueError, match="no lexical vectors"):
         index.lexical_search("users", LEXICAL.query("phone"), 3)
     with pytest.raises(ValueError, match="no lexical vectors"):
-        index.hybrid_search("users", HybridQuery(VECTORS[0], LEXICAL.query("phone"), 0.5, 0.15), 3)
+        index.hybrid_search("users", HybridQuery(VECTORS[0], LEXICAL.query("phone"), 0.5, 0.15, 100), 3)
 
 
 def test_both_backends_rank_hybrid_alike(tmp_path):

@@ -5,13 +5,13 @@ import pytest
 
 from cartwise.index import IndexHit
 from cartwise.merchandising import (
-    CANDIDATES,
     Merchandising,
     PriceBand,
     arrange,
     next_level,
     price_bands,
 )
+from cartwise.ranking import FETCH
 from cartwise.retrieval import RankedHit, collapsed
 from cartwise.v1 import search_pb2 as pb
 from grpc_api.validation import InvalidRequest, validate_recommend, validate_search, validate_similar
@@ -58,9 +58,9 @@ def test_unknown_sort_is_invalid():
 
 
 def test_depth_is_the_candidate_set_only_for_merchandised_pages():
-    assert Merchandising(offset=30).depth(10) == 40
+    assert Merchandising(offset=30).depth(10, FETCH.candidate_set) == 40
     for options in (Merchandising(sort="price_asc"), Merchandising(in_stock_boost=0.1), Merchandising(facets=True)):
-        assert options.depth(10) == CANDIDATES
+        assert options.depth(10, FETCH.candidate_set) == FETCH.candidate_set == 200
 
 
 def hit(pid: str, score: float, price: float | None = None, in_stock: bool = True) -> RankedHit:

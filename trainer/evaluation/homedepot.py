@@ -22,6 +22,7 @@ from cartwise.catalog import TEXT_DIGEST, lexical_text, point_id, product_text, 
 from cartwise.datasets import data_root
 from cartwise.index import PRODUCTS_SCHEMA, EdgeIndex, IndexPoint
 from cartwise.lexical import LexicalEncoder
+from cartwise.ranking import RankingProfile
 from cartwise.registry import ModelRegistry
 from cartwise.retrieval import RankRequest, Retrieval, rank
 from cartwise.settings import Lexical
@@ -148,7 +149,7 @@ class ServedCatalog:
             task = progress.add_task(f"searching ({retrieval})", total=len(self.queries))
             for query, qvec in zip(self.queries, self.qvecs):
                 hits = rank(self.index, "eval", RankRequest(qvec, self.bm25.query(query), None, 0.0, retrieval),
-                            lexical, k, hnsw_ef=hnsw_ef, collapse=collapse)
+                            RankingProfile.from_settings(lexical), k, hnsw_ef=hnsw_ef, collapse=collapse)
                 ranked[query] = [h.hit.payload["product_id"] for h in hits]
                 progress.advance(task)
         return ranked

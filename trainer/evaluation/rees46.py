@@ -24,6 +24,7 @@ from cartwise.events import ProductUpsert
 from cartwise.index import PRODUCTS_SCHEMA, EdgeIndex, IndexPoint
 from cartwise.lexical import LexicalEncoder
 from cartwise.personalization import UserHistory, UserVector, accumulate, personalization_weight
+from cartwise.ranking import RankingProfile
 from cartwise.registry import ModelRegistry
 from cartwise.retrieval import RankRequest, Retrieval, rank
 from cartwise.settings import Lexical, Personalization
@@ -110,7 +111,7 @@ def evaluate_rees46_grid(registry: ModelRegistry, version: str, grid: list[Perso
     vector_of = dict(zip(ids, vectors))
     encoder = OnnxEncoder(registry.path(version), registry.manifest(version).max_tokens)
     lexical = lexical or Lexical()
-    bm25 = LexicalEncoder(lexical)
+    bm25, profile = LexicalEncoder(lexical), RankingProfile.from_settings(lexical)
     queries: dict[str, tuple] = {}
     histories: dict[str, UserHistory] = {}
     seen: dict[str, set[str]] = {}  # every product each user interacted with (the history keeps the latest)
@@ -128,7 +129,7 @@ def evaluate_rees46_grid(registry: ModelRegistry, version: str, grid: list[Perso
         def score(means: tuple[MetricMeans, MetricMeans], request: RankRequest, event, novel: bool) -> None:
             # every product, as keep_duplicates serves it: a target is one product among its identical-text
             # copies (REES46 titles are brand + category), and collapsing would keep an arbitrary one of them
-            ranked = [h.hit.payload["product_id"] for h in rank(index, "eval", request, lexical, K, collapse=False)]
+            ranked = [h.hit.payload["product_id"] for h in rank(index, "eval", request, profile, K, collapse=False)]
             for m, counts in zip(means, _targets(event.event_type, novel)):
                 if counts:
                     m.add("hit@10", hit_at(ranked, event.product_id, K))
