@@ -104,7 +104,3 @@ def read_control(settings: Settings) -> tuple[ControlState, int]:
         state.apply(record.key, record.value)
     return state, ends.get(0, 0)
 
-
-def load_journal(settings: Settings) -> SwapJournal:
-    """The current swap journal of ``settings``' consumer group (empty before the first one). Blocking."""
-    return read_control(settings)[0].journal

@@ -27,12 +27,12 @@ from cartwise.app.replay import replay
 from cartwise.datasets import rees46_records
 from cartwise.index import EdgeIndex
 from cartwise.kafka_io import consumer_lag, ensure_topics, log_consumer, make_producer, read_topic, swap_control_topic
-from cartwise.model_updates import SWAP_REQUESTED, ModelUpdate, publish_update
+from cartwise.lifecycle import SWAP_REQUESTED, ModelUpdate, publish_update
 from cartwise.personalization import UserHistory, user_vector
 from cartwise.registry import ModelRegistry
 from cartwise.settings import Settings, Topics
 from streams.app import HISTORY_TABLE, StreamWorker
-from streams.journal import JOURNAL_KEY, SwapJournal, load_journal
+from streams.journal import JOURNAL_KEY, SwapJournal, read_control
 from tests.conftest import rotated_registry
 
 pytestmark = pytest.mark.integration
@@ -224,7 +224,8 @@ async def test_two_workers_apply_every_event_once_and_swap_every_user(group, rot
     done = {int(k.rsplit(b"/", 1)[1]): i for i, (k, v) in enumerate(log)
             if v is not None and k.startswith(f"users-done/{started.attempt}/".encode())}
     assert set(done) == set(range(PARTITIONS)) and max(done.values()) < switched
-    assert load_journal(settings).live == ["v2", "v1"] and load_journal(settings).backfill is None
+    journal = read_control(settings)[0].journal
+    assert journal.live == ["v2", "v1"] and journal.backfill is None
 
 
 @pytest.mark.timeout(900)
@@ -246,7 +247,7 @@ async def test_another_worker_resumes_a_swap_whose_leader_stopped(tmp_path, brok
         follower = next(w for w in group.workers if w is not leader)
         group.workers.remove(leader)
         await leader.stop()
-        halted = load_journal(settings).backfill
+        halted = read_control(settings)[0].journal.backfill
         assert halted is not None and halted.phase == "products" and halted.products > 0
         assert ModelRegistry(settings.models_dir).active() == "v1"
 

@@ -18,7 +18,8 @@ from cartwise.catalog import (
 )
 from cartwise.events import ProductDelete, ProductUpsert
 from cartwise.index import IndexHit
-from cartwise.registry import ModelRegistry, RegistryError, version_number
+from cartwise.lifecycle import version_number
+from cartwise.registry import ModelRegistry, RegistryError
 from streams.catalog import embed_upserts, plan_batch, record_deletions
 
 T0 = datetime(2020, 1, 1, tzinfo=timezone.utc)

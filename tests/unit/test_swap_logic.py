@@ -5,8 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from cartwise.app.bench.swap import summarize
-from cartwise.model_updates import ACTIVATED, ModelUpdate
-from cartwise.registry import collection_names
+from cartwise.lifecycle import ACTIVATED, ModelUpdate, collection_names
 from streams.journal import JOURNAL_KEY, Backfill, ControlState, SwapJournal, users_done_key
 from streams.targets import WriteTargets
 

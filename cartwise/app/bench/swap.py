@@ -21,9 +21,9 @@ from cartwise.app.bench.common import loaded_service, percentiles_ms
 from cartwise.app.bench.loadgen import read_records
 from cartwise.app.bench.plots import plot_timeline
 from cartwise.app.bench.search import homedepot_workload, rees46_queries
+from cartwise.lifecycle import SWAP_REQUESTED, ModelUpdate, collection_names, publish_update
 from cartwise.machine import machine_info
-from cartwise.model_updates import SWAP_REQUESTED, ModelUpdate, publish_update
-from cartwise.registry import ModelRegistry, RegistryError, collection_names
+from cartwise.registry import ModelRegistry, RegistryError
 from cartwise.settings import Settings
 from encoders.quantize import publish_quantized
 
