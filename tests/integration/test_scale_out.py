@@ -27,7 +27,7 @@ from cartwise.app.replay import replay
 from cartwise.datasets import rees46_records
 from cartwise.index import EdgeIndex
 from cartwise.kafka_io import consumer_lag, ensure_topics, log_consumer, make_producer, read_topic, swap_control_topic
-from cartwise.lifecycle import SWAP_REQUESTED, ModelUpdate, publish_update
+from cartwise.lifecycle import request_swap
 from cartwise.personalization import UserHistory, user_vector
 from cartwise.registry import ModelRegistry
 from cartwise.settings import Settings, Topics
@@ -170,10 +170,6 @@ async def group(tmp_path, broker, rotated):
     await running.stop()
 
 
-def request_swap(settings: Settings, version: str) -> None:
-    publish_update(settings, ModelUpdate(kind=SWAP_REQUESTED, version=version, reason="test"))
-
-
 def control_records(settings: Settings) -> list[tuple[bytes, bytes | None]]:
     """Every record of the swap control topic, in log order (the embedded broker does not compact)."""
     consumer = log_consumer(settings)
@@ -201,7 +197,7 @@ async def test_two_workers_apply_every_event_once_and_swap_every_user(group, rot
     products_v1 = collection(group.index, "products_v1")
     assert_users_rebuilt(group, "users_v1", products_v1)
 
-    await asyncio.to_thread(request_swap, settings, "v2")
+    await asyncio.to_thread(request_swap, settings, "v2", "test")
     await wait_for(lambda: all(w.targets.get("v2") for w in group.workers), what="both workers dual-write")
     more = await asyncio.to_thread(send, settings, records[RECORDS // 2:])  # live events during the swap
     await wait_for(lambda: ModelRegistry(settings.models_dir).active() == "v2", what="switch to v2")
@@ -240,7 +236,7 @@ async def test_another_worker_resumes_a_swap_whose_leader_stopped(tmp_path, brok
         settings = group.settings0
         sent = await asyncio.to_thread(send, settings, rees46_records(limit=RECORDS))
         await consume_all(group, sent)
-        await asyncio.to_thread(request_swap, settings, "v2")
+        await asyncio.to_thread(request_swap, settings, "v2", "test")
         await wait_for(lambda: (b := group.workers[0].swaps.running()) is not None and b.products > 0,
                        what="backfill under way")
         leader = next(w for w in group.workers if w._leads())
