@@ -104,4 +104,3 @@ def read_control(settings: Settings) -> tuple[ControlState, int]:
     for record in records:
         state.apply(record.key, record.value)
     return state, ends.get(0, 0)
-

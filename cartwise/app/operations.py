@@ -65,4 +65,3 @@ def request_forget(settings: Settings, user_id: str, timeout_s: float = 10.0) ->
     finally:
         producer.close()
     return request
-
