@@ -10,7 +10,8 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from cartwise.registry import MODEL_FILE, TOKENIZER_FILE, ModelRegistry, collection_names
+from cartwise.lifecycle import collection_names
+from cartwise.registry import MODEL_FILE, TOKENIZER_FILE, ModelRegistry
 
 
 def available_providers() -> list[str]:
@@ -99,10 +100,17 @@ class ServingModel:
         encoder = OnnxEncoder(registry.path(version), manifest.max_tokens, threads)
         return cls(version, manifest.number, encoder)
 
+    def warm_up(self) -> None:
+        """Encode one text: the first run of a session allocates, and that should not be a request's."""
+        self.encoder.encode(["warm up"])
+
 
 class ActiveModel:
     """Holder of the serving :class:`ServingModel`. A request reads ``current`` once and uses that
-    snapshot throughout, so a swap (one reference assignment) never mixes versions in an answer."""
+    snapshot throughout, so a swap (one reference assignment) never mixes versions in an answer.
+
+    A cache of the registry's active version (the one record of it, cartwise/lifecycle.py), kept current
+    by cartwise.lifecycle.ModelFollower."""
 
     def __init__(self, model: ServingModel) -> None:
         self._current = model

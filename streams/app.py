@@ -27,7 +27,7 @@ from cartwise.events import (
 from cartwise.index import VectorIndex
 from cartwise.kafka_io import idempotent, kafka_ssl_context
 from cartwise.lexical import LexicalEncoder
-from cartwise.model_updates import ModelUpdate
+from cartwise.lifecycle import ModelUpdate
 from cartwise.personalization import UserHistory
 from cartwise.settings import Settings
 from encoders.bulk import BulkEncoder

@@ -41,7 +41,8 @@ class Backfill(BaseModel):
 
 class SwapJournal(BaseModel):
     """``live``: versions whose products and users collections are complete and written by every event;
-    ``backfill``: the version being built, if any."""
+    ``backfill``: the version being built, if any. Not the record of the active version: that is the
+    registry's ACTIVE (cartwise/lifecycle.py), which ``live`` is rebuilt from at every start."""
 
     live: list[str] = Field(default_factory=list)
     backfill: Backfill | None = None
@@ -103,8 +104,3 @@ def read_control(settings: Settings) -> tuple[ControlState, int]:
     for record in records:
         state.apply(record.key, record.value)
     return state, ends.get(0, 0)
-
-
-def load_journal(settings: Settings) -> SwapJournal:
-    """The current swap journal of ``settings``' consumer group (empty before the first one). Blocking."""
-    return read_control(settings)[0].journal

@@ -7,7 +7,7 @@ commits a message only after its agent has handled it, so when the leader stops 
 is redelivered to the next owner). Every step of the swap is recorded in the swap journal on the swap
 control topic (streams/journal.py), which every worker follows (:meth:`SwapCoordinator.follow`).
 
-On ``swap_requested`` for version N+1 (cartwise.model_updates):
+On ``swap_requested`` for version N+1 (cartwise.lifecycle):
 1. the leader creates ``products_vN+1`` and ``users_vN+1`` and journals the backfill; every worker that
    reads the journal adds N+1 to its write targets, so every live event it processes from then on is
    written into both versions (dual-write);
@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Mapping
@@ -51,9 +50,10 @@ from cartwise.events import InvalidEvent, parse_catalog_event, parse_record
 from cartwise.index import PRODUCTS_SCHEMA, USERS_SCHEMA, VectorIndex
 from cartwise.kafka_io import iter_chunks, log_consumer, make_producer, swap_control_topic, tail_consumer
 from cartwise.lexical import LexicalEncoder
-from cartwise.model_updates import ACTIVATED, REPAIR_REQUESTED, SWAP_ABANDONED, SWAP_REQUESTED, ModelUpdate
+from cartwise.lifecycle import (ACTIVATED, REPAIR_REQUESTED, SWAP_ABANDONED, SWAP_REQUESTED, ModelUpdate,
+                                collection_names, is_version_collection)
 from cartwise.personalization import UserHistory
-from cartwise.registry import ModelRegistry, RegistryError, collection_names
+from cartwise.registry import ModelRegistry, RegistryError
 from cartwise.settings import Settings
 from encoders.bulk import BulkEncoder
 from encoders.runtime import ServingModel
@@ -66,7 +66,6 @@ from streams.targets import WriteTargets
 from streams.user_points import UserPoints
 
 log = logging.getLogger(__name__)
-_COLLECTION_RE = re.compile(r"^(products|users)_v\d+$")  # the collections of some version
 USERS_PER_STEP = 32
 USERS_PAUSE_S = 0.005  # between steps: one loop turn is not enough for an in-flight Search to finish
 PROGRESS_EVERY_S = 2.0
@@ -454,7 +453,7 @@ class SwapCoordinator:
         versions = journal.live + ([journal.backfill.version] if journal.backfill else [])
         keep = {name for version in versions for name in collection_names(version)}
         for name in await self.calls.run(self.index.collections):
-            if _COLLECTION_RE.match(name) and name not in keep:
+            if is_version_collection(name) and name not in keep:
                 log.info("dropping %s (version no longer live)", name)
                 await self.calls.run(self.index.drop_collection, name)
 

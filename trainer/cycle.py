@@ -16,7 +16,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from cartwise.model_updates import HELD, SWAP_REQUESTED, ModelUpdate, publish_update
+from cartwise.lifecycle import HELD, ModelUpdate, publish_update, request_swap
 from cartwise.registry import ModelRegistry
 from cartwise.settings import Settings
 from encoders.quantize import served_copy
@@ -64,10 +64,11 @@ def run_cycle(settings: Settings, config: TrainConfig, margin: float = 0.01, jud
         active = registry.active()
         verdict = quality_gate(gate_metrics(settings, candidate, judgments, products),
                                gate_metrics(settings, active, judgments, products) if active else None, margin)
-        if not verdict.passed:
+        if verdict.passed:
+            request_swap(settings, candidate, verdict.reason, previous=active)
+        else:
             registry.hold(candidate, verdict.reason)
-        kind = SWAP_REQUESTED if verdict.passed else HELD
-        publish_update(settings, ModelUpdate(kind=kind, version=candidate, previous=active, reason=verdict.reason))
+            publish_update(settings, ModelUpdate(kind=HELD, version=candidate, previous=active, reason=verdict.reason))
         log.info("cycle: %s %s (%s)", candidate, "swap requested" if verdict.passed else "held", verdict.reason)
         return CycleResult(candidate, verdict, verdict.passed)
     finally:

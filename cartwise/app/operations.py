@@ -1,5 +1,5 @@
 """What an operator does to a running service: ask its status (AdminService), erase a user (an event on
-the user control topic), request a repair of the index (models.updates)."""
+the user control topic). A repair of the index is requested with cartwise.lifecycle.request_repair."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from rich.table import Table
 from cartwise.client import open_channel
 from cartwise.events import UserForget, encode_event
 from cartwise.kafka_io import make_producer
-from cartwise.model_updates import REPAIR_REQUESTED, ModelUpdate, publish_update
 from cartwise.settings import Settings
 from cartwise.v1 import admin_pb2 as pb
 from cartwise.v1 import admin_pb2_grpc as pb_grpc
@@ -66,8 +65,3 @@ def request_forget(settings: Settings, user_id: str, timeout_s: float = 10.0) ->
     finally:
         producer.close()
     return request
-
-
-def request_repair(settings: Settings, active_version: str) -> None:
-    """Ask the worker to rebuild the active version's collections from Kafka. Raises kafka.errors.KafkaError."""
-    publish_update(settings, ModelUpdate(kind=REPAIR_REQUESTED, version=active_version, reason="operator: cartwise repair"))

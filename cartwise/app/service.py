@@ -17,6 +17,7 @@ from cartwise.app.playground import Playground
 from cartwise.app.playground import check_binding as check_playground_binding
 from cartwise.index import AsyncVectorIndex, VectorIndex, open_index, open_reader
 from cartwise.kafka_io import ensure_topics
+from cartwise.lifecycle import ModelFollower, ensure_active
 from cartwise.metrics import Metrics, serve_metrics
 from cartwise.registry import ModelRegistry
 from cartwise.settings import Precision, Settings
@@ -24,7 +25,6 @@ from encoders.batching import QueryBatcher
 from encoders.query_cache import QueryCache
 from encoders.export import pretrained_version
 from encoders.quantize import served_copy
-from encoders.reload import ModelFollower
 from encoders.runtime import ActiveModel, ServingModel
 from grpc_api.admin import AdminServicer, group_lag
 from grpc_api.security import ServerSecurity
@@ -45,13 +45,12 @@ class RoleError(ValueError):
 def ensure_active_model(registry: ModelRegistry, precision: Precision = "int8") -> str:
     """The active version; on first start (none active) the registry's pretrained encoder is activated,
     exported to ONNX first only if the registry does not hold it yet, and with ``precision`` "int8" its
-    int8 copy (encoders/quantize.py), published once."""
-    active = registry.active()
-    if active is None:
+    int8 copy (encoders/quantize.py), published once (cartwise.lifecycle.ensure_active)."""
+    def pretrained() -> str:
         log.info("no active model: activating the pretrained MiniLM-L6 (%s; exported to ONNX once)", precision)
-        active = served_copy(registry, pretrained_version(registry), precision)
-        registry.activate(active)
-    return active
+        return served_copy(registry, pretrained_version(registry), precision)
+
+    return ensure_active(registry, pretrained)
 
 
 def check_role(settings: Settings, role: Role, index_given: bool = False) -> None:
@@ -153,7 +152,8 @@ class Service:
         version = registry.active()
         self.active = ActiveModel(preloaded(version) or ServingModel.load(registry, version, s.encoder_threads))
         self.reader = open_reader(s, self.index or self._read_index)
-        self.follower = ModelFollower(s, self.active, self.reader, preloaded)
+        self.follower = ModelFollower(s, registry, self.active, self.reader,
+                                      lambda v: ServingModel.load(registry, v, s.encoder_threads), preloaded)
         await self.follower.start()
         self._batcher = QueryBatcher(s.encoder_max_batch, s.encoder_threads, s.query_cache_size,
                                      self.metrics.query_encode_seconds.observe if self.metrics else None)

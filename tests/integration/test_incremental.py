@@ -13,7 +13,7 @@ from cartwise.app.broker import EmbeddedBroker
 from cartwise.app.replay import replay
 from cartwise.datasets import rees46_records
 from cartwise.kafka_io import ensure_topics, log_consumer, make_producer, read_topic
-from cartwise.model_updates import HELD, SWAP_REQUESTED, ModelUpdate
+from cartwise.lifecycle import HELD, SWAP_REQUESTED, ModelUpdate
 from cartwise.registry import ModelRegistry
 from cartwise.settings import Settings
 from trainer.config import TrainConfig

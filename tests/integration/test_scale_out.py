@@ -26,12 +26,12 @@ from cartwise.app.replay import replay
 from cartwise.datasets import rees46_records
 from cartwise.index import EdgeIndex
 from cartwise.kafka_io import consumer_lag, ensure_topics, log_consumer, make_producer, read_topic, swap_control_topic
-from cartwise.model_updates import SWAP_REQUESTED, ModelUpdate, publish_update
+from cartwise.lifecycle import request_swap
 from cartwise.personalization import UserHistory, user_vector
 from cartwise.registry import ModelRegistry
 from cartwise.settings import Settings, Topics
 from streams.app import HISTORY_TABLE, StreamWorker
-from streams.journal import JOURNAL_KEY, SwapJournal, load_journal
+from streams.journal import JOURNAL_KEY, SwapJournal, read_control
 from tests.conftest import rotated_registry
 from tests.support import eventually
 
@@ -168,10 +168,6 @@ async def group(tmp_path, broker, rotated):
     await running.stop()
 
 
-def request_swap(settings: Settings, version: str) -> None:
-    publish_update(settings, ModelUpdate(kind=SWAP_REQUESTED, version=version, reason="test"))
-
-
 def control_records(settings: Settings) -> list[tuple[bytes, bytes | None]]:
     """Every record of the swap control topic, in log order (the embedded broker does not compact)."""
     consumer = log_consumer(settings)
@@ -199,7 +195,7 @@ async def test_two_workers_apply_every_event_once_and_swap_every_user(group, rot
     products_v1 = collection(group.index, "products_v1")
     assert_users_rebuilt(group, "users_v1", products_v1)
 
-    await asyncio.to_thread(request_swap, settings, "v2")
+    await asyncio.to_thread(request_swap, settings, "v2", "test")
     await wait_for(lambda: all(w.targets.get("v2") for w in group.workers), what="both workers dual-write")
     more = await asyncio.to_thread(send, settings, records[RECORDS // 2:])  # live events during the swap
     await wait_for(lambda: ModelRegistry(settings.models_dir).active() == "v2", what="switch to v2")
@@ -222,7 +218,8 @@ async def test_two_workers_apply_every_event_once_and_swap_every_user(group, rot
     done = {int(k.rsplit(b"/", 1)[1]): i for i, (k, v) in enumerate(log)
             if v is not None and k.startswith(f"users-done/{started.attempt}/".encode())}
     assert set(done) == set(range(PARTITIONS)) and max(done.values()) < switched
-    assert load_journal(settings).live == ["v2", "v1"] and load_journal(settings).backfill is None
+    journal = read_control(settings)[0].journal
+    assert journal.live == ["v2", "v1"] and journal.backfill is None
 
 
 @pytest.mark.timeout(900)
@@ -237,14 +234,14 @@ async def test_another_worker_resumes_a_swap_whose_leader_stopped(tmp_path, brok
         settings = group.settings0
         sent = await asyncio.to_thread(send, settings, rees46_records(limit=RECORDS))
         await consume_all(group, sent)
-        await asyncio.to_thread(request_swap, settings, "v2")
+        await asyncio.to_thread(request_swap, settings, "v2", "test")
         await wait_for(lambda: (b := group.workers[0].swaps.running()) is not None and b.products > 0,
                        "backfill under way")
         leader = next(w for w in group.workers if w._leads())
         follower = next(w for w in group.workers if w is not leader)
         group.workers.remove(leader)
         await leader.stop()
-        halted = load_journal(settings).backfill
+        halted = read_control(settings)[0].journal.backfill
         assert halted is not None and halted.phase == "products" and halted.products > 0
         assert ModelRegistry(settings.models_dir).active() == "v1"
 

@@ -29,11 +29,11 @@ from cartwise.catalog import point_id
 from cartwise.datasets import rees46_records
 from cartwise.events import ProductUpsert, encode_event
 from cartwise.kafka_io import make_producer
-from cartwise.model_updates import HELD, SWAP_REQUESTED, ModelUpdate, publish_update
+from cartwise.lifecycle import HELD, SWAP_REQUESTED, ModelUpdate, publish_update
 from cartwise.personalization import UserHistory, user_vector
 from cartwise.registry import ModelRegistry
 from cartwise.settings import Settings, Topics
-from streams.journal import load_journal
+from streams.journal import read_control
 from tests.conftest import rotated_registry
 
 pytestmark = pytest.mark.integration
@@ -146,7 +146,7 @@ async def test_swap_under_load(service, rotated, broker):
     async with Load(service.port, load_queries()) as load:
         await asyncio.sleep(1.0)
         await asyncio.to_thread(request_swap, settings, "v2")
-        await wait_for(lambda: load_journal(settings).backfill is not None, what="backfill started")
+        await wait_for(lambda: read_control(settings)[0].journal.backfill is not None, what="backfill started")
         live = ProductUpsert(event_id="swap-live", event_time=datetime.now(timezone.utc), product_id="swap-live",
                              title="Cordless hedge trimmer 20 V", brand="Greenline", category_path=["garden"])
         producer.send(settings.topics.catalog, key=b"swap-live", value=encode_event(live))
@@ -190,7 +190,7 @@ async def test_swap_under_load(service, rotated, broker):
 
     registry = ModelRegistry(settings.models_dir)
     assert registry.active() == "v2" and registry.state("v1")[0] == "retired"
-    assert load_journal(settings).live == ["v2", "v1"]
+    assert read_control(settings)[0].journal.live == ["v2", "v1"]
     assert service.worker.swaps.stats["products"] >= index.count("products_v1") - 1
 
 
@@ -244,14 +244,14 @@ async def test_crash_in_backfill_resumes_on_restart(service, broker, rotated, tm
         proc = subprocess.Popen([sys.executable, "-m", "cartwise.app.cli", "--log-level", "INFO", "serve"], env=env,
                                 stdout=log_file, stderr=subprocess.STDOUT)
     try:
-        await wait_for(lambda: load_journal(settings).live == ["v1"], what="start")
+        await wait_for(lambda: read_control(settings)[0].journal.live == ["v1"], what="start")
         await asyncio.to_thread(request_swap, settings, "v2")
-        await wait_for(lambda: (b := load_journal(settings).backfill) is not None and b.products > 0,
+        await wait_for(lambda: (b := read_control(settings)[0].journal.backfill) is not None and b.products > 0,
                        what="backfill under way")
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    crashed = load_journal(settings)  # the journal in Kafka, where the killed worker left it
+    crashed = read_control(settings)[0].journal  # the journal in Kafka, where the killed worker left it
     catalog_events = sum(r.topic_field == "catalog" for r in rees46_records(limit=RECORDS))
     assert ModelRegistry(settings.models_dir).active() == "v1"  # nothing half-switched
     assert crashed.backfill.version == "v2" and crashed.backfill.phase == "products"
@@ -267,7 +267,7 @@ async def test_crash_in_backfill_resumes_on_restart(service, broker, rotated, tm
         products = {r.key for r in rees46_records(limit=RECORDS) if r.topic_field == "catalog"}
         assert restarted.index.count("products_v2") >= len(products)
         assert restarted.index.count("users_v2") == len(list(restarted.worker.histories.keys())) > 0
-        assert load_journal(settings).backfill is None
+        assert read_control(settings)[0].journal.backfill is None
     finally:
         await restarted.stop()
 

@@ -18,8 +18,9 @@ from cartwise.catalog import point_id
 from cartwise.datasets import rees46_records
 from cartwise.index import QdrantServerIndex
 from cartwise.kafka_io import ensure_topics
+from cartwise.lifecycle import collection_names
 from cartwise.personalization import UserHistory, user_vector
-from cartwise.registry import ModelRegistry, collection_names
+from cartwise.registry import ModelRegistry
 from cartwise.settings import Settings, Topics
 from streams.app import StreamWorker
 from tests.support import eventually, send

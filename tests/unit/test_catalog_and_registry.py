@@ -18,7 +18,8 @@ from cartwise.catalog import (
 )
 from cartwise.events import ProductDelete, ProductUpsert
 from cartwise.index import IndexHit
-from cartwise.registry import ModelRegistry, RegistryError, version_number
+from cartwise.lifecycle import ensure_active, version_number
+from cartwise.registry import ModelRegistry, RegistryError
 from streams.catalog import embed_upserts, plan_batch, record_deletions
 
 T0 = datetime(2020, 1, 1, tzinfo=timezone.utc)
@@ -176,6 +177,19 @@ def test_garbage_collection_keeps_active_candidates_and_the_rollback_target(tmp_
     reg.activate(reg.rollback_target())
     assert reg.active() == "v3"
     assert reg.collect_garbage(keep_retired=1) == []
+
+
+def test_ensure_active_activates_what_first_makes_only_when_none_is_active(tmp_path):
+    reg = ModelRegistry(tmp_path)
+    made = []
+
+    def first():
+        made.append(reg.publish(stage(reg), dims=8, base="t", max_tokens=8).version)
+        return made[-1]
+
+    assert ensure_active(reg, first) == "v1" == reg.active()
+    assert ensure_active(reg, first) == "v1" and made == ["v1"]  # an active version: nothing made
+    assert reg.state("v1")[0] == "active"
 
 
 def test_incomplete_version_dir_is_skipped_but_numbered_past(tmp_path):

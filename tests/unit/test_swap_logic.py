@@ -5,8 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from cartwise.app.bench.swap import summarize
-from cartwise.model_updates import ACTIVATED, ModelUpdate
-from cartwise.registry import collection_names
+from cartwise.lifecycle import ACTIVATED, ModelFollower, ModelUpdate, collection_names, is_version_collection
 from streams.journal import JOURNAL_KEY, Backfill, ControlState, SwapJournal, users_done_key
 from streams.targets import WriteTargets
 
@@ -64,6 +63,67 @@ def test_model_update_round_trip_and_rejects_garbage():
 
 def test_collection_names():
     assert collection_names("v12") == ("products_v12", "users_v12")
+    assert all(map(is_version_collection, collection_names("v12")))
+    assert not any(map(is_version_collection, ["products", "users_v", "products_v1_old", "orders_v1"]))
+
+
+class FakeModel:
+    def __init__(self, version):
+        self.version, self.warmed = version, 0
+
+    def warm_up(self):
+        self.warmed += 1
+
+
+class FakeHolder:
+    def __init__(self, model):
+        self.current = model
+
+    def swap(self, model):
+        previous, self.current = self.current, model
+        return previous
+
+
+class FakeIndex:
+    def __init__(self, names):
+        self.names = set(names)
+
+    async def has_collection(self, name):
+        return name in self.names
+
+
+def follower(active, index, preloaded=lambda version: None):
+    """A ModelFollower over fakes (its Kafka consumer is never started) and the list of versions it loads."""
+    registry, loads = SimpleNamespace(active=lambda: active[0]), []
+    holder = FakeHolder(FakeModel("v1"))
+
+    def load(version):
+        loads.append(version)
+        return FakeModel(version)
+
+    return ModelFollower(SimpleNamespace(), registry, holder, index, load, preloaded), holder, loads
+
+
+async def test_follower_switches_to_the_registrys_active_version_and_keeps_the_previous_loaded():
+    active = ["v2"]
+    model_follower, holder, loads = follower(active, FakeIndex(collection_names("v1") + collection_names("v2")))
+    v1 = holder.current
+    await model_follower.sync()
+    assert holder.current.version == "v2" and holder.current.warmed == 1 and loads == ["v2"]
+    active[0] = "v1"  # a rollback: the previous version switches back without loading
+    await model_follower.sync()
+    assert holder.current is v1 and loads == ["v2"]
+
+
+async def test_follower_stays_without_the_versions_collections_and_uses_a_preloaded_model():
+    active, preloaded = ["v2"], FakeModel("v2")
+    model_follower, holder, loads = follower(active, FakeIndex(collection_names("v1")),
+                                             lambda version: preloaded if version == "v2" else None)
+    await model_follower.sync()
+    assert holder.current.version == "v1" and loads == []
+    model_follower.index.names.update(collection_names("v2"))
+    await model_follower.sync()
+    assert holder.current is preloaded and preloaded.warmed == 0 and loads == []
 
 
 def record(start, version, index=None, error=None, latency=1.0):

@@ -19,8 +19,9 @@ from cartwise.datasets import Record
 from cartwise.events import BehaviorEvent, ProductUpsert
 from cartwise.index import EdgeIndex
 from cartwise.kafka_io import consumer_lag, log_consumer, partitions_of
+from cartwise.lifecycle import collection_names
 from cartwise.personalization import UserHistory, UserPoint, user_vector
-from cartwise.registry import ModelRegistry, collection_names
+from cartwise.registry import ModelRegistry
 from cartwise.settings import Settings
 from streams.app import HISTORY_TABLE
 from streams.table_recovery import changelog_values

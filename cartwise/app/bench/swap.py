@@ -21,9 +21,9 @@ from cartwise.app.bench.common import loaded_service, percentiles_ms
 from cartwise.app.bench.loadgen import read_records
 from cartwise.app.bench.plots import plot_timeline
 from cartwise.app.bench.search import homedepot_workload, rees46_queries
+from cartwise.lifecycle import collection_names, request_swap
 from cartwise.machine import machine_info
-from cartwise.model_updates import SWAP_REQUESTED, ModelUpdate, publish_update
-from cartwise.registry import ModelRegistry, RegistryError, collection_names
+from cartwise.registry import ModelRegistry, RegistryError
 from cartwise.settings import Settings
 from encoders.quantize import publish_quantized
 
@@ -95,8 +95,7 @@ async def run_swap_bench(settings: Settings, version: str | None, qps: float, be
                 str(work / "queries.json"), str(work / "records.jsonl"), stdout=asyncio.subprocess.PIPE)
             await asyncio.sleep(before_s)
             requested = time.time()
-            await asyncio.to_thread(publish_update, service.settings,
-                                    ModelUpdate(kind=SWAP_REQUESTED, version=candidate, reason="bench swap"))
+            await asyncio.to_thread(request_swap, service.settings, candidate, "bench swap")
             with console.status(f"swapping {active} -> {candidate} under {qps:.0f} Search/s"):
                 await _wait_for_switch(service, candidate)
             switched = time.time()

@@ -73,10 +73,10 @@ def models_rollback(ctx: click.Context) -> None:
 def _request_swap(settings: Settings, version: str, reason: str) -> None:
     from kafka.errors import KafkaError
 
-    from cartwise.model_updates import SWAP_REQUESTED, ModelUpdate, publish_update
+    from cartwise.lifecycle import request_swap
 
     try:
-        publish_update(settings, ModelUpdate(kind=SWAP_REQUESTED, version=version, reason=reason))
+        request_swap(settings, version, reason)
     except KafkaError as err:
         raise click.ClickException(no_broker(settings, err)) from None
     click.echo(f"swap to {version} requested on {settings.topics.models_updates}; "

@@ -105,7 +105,7 @@ def repair(ctx: click.Context) -> None:
     the user-history changelog), in place while it serves; `cartwise status` shows it running."""
     from kafka.errors import KafkaError
 
-    from cartwise.app.operations import request_repair
+    from cartwise.lifecycle import request_repair
     from cartwise.registry import ModelRegistry
 
     settings = settings_of(ctx)
