@@ -13,8 +13,8 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from datetime import datetime, timezone
+from typing import NamedTuple
 
 import aiohttp
 import numpy as np
@@ -23,18 +23,18 @@ import pytest_asyncio
 from portpicker import pick_unused_port
 
 from cartwise.client import AsyncClient
-from cartwise.app.replay import replay
 from cartwise.app.service import Service
 from cartwise.catalog import point_id
 from cartwise.datasets import rees46_records
 from cartwise.events import ProductUpsert, encode_event
 from cartwise.kafka_io import make_producer
-from cartwise.lifecycle import HELD, SWAP_REQUESTED, ModelUpdate, publish_update
+from cartwise.lifecycle import HELD, SWAP_ABANDONED, SWAP_REQUESTED, ModelUpdate, publish_update
 from cartwise.personalization import UserHistory, user_vector
 from cartwise.registry import ModelRegistry
-from cartwise.settings import Settings, Topics
+from cartwise.settings import Settings
 from streams.journal import read_control
 from tests.conftest import rotated_registry
+from tests.support import eventually, read_all, running_service, service_settings
 
 pytestmark = pytest.mark.integration
 RECORDS = 1500  # REES46 behavior events replayed (with their catalog events)
@@ -46,39 +46,20 @@ def rotated(tmp_path_factory, registry_dir):
     return rotated_registry(tmp_path_factory, registry_dir, seed=1)
 
 
-def settings_for(data_dir, broker, **extra) -> Settings:
-    """Settings of one service on the shared broker: its own consumer group and its own models.updates
-    topic (services of different tests must not act on each other's swap requests)."""
-    name = f"swap-{uuid.uuid4().hex[:8]}"
-    return Settings(data_dir=data_dir, kafka_bootstrap=broker.bootstrap, kafka_idempotence=False, grpc_port=0,
-                    app_id=name,
-                    topics=Topics(models_updates=f"models.updates.{name}"), **extra)
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def service(tmp_path_factory, broker, rotated):
-    data_dir = tmp_path_factory.mktemp("swap")
-    shutil.copytree(rotated[0], data_dir / "models")
-    svc = Service(settings_for(data_dir, broker, backfill_batch=64))
-    await svc.start()
-    producer = make_producer(svc.settings)
-    sent = await asyncio.to_thread(replay, rees46_records(limit=RECORDS), producer, svc.settings.topics)
-    producer.close()
-    await svc.wait_until_consumed(sent)
-    yield svc
-    await svc.stop()
+    async with running_service(tmp_path_factory.mktemp("swap"), rotated[0], broker,
+                               records=rees46_records(limit=RECORDS), backfill_batch=64) as svc:
+        yield svc
 
 
 def request_swap(settings: Settings, version: str, kind: str = SWAP_REQUESTED) -> None:
     publish_update(settings, ModelUpdate(kind=kind, version=version, reason="test"))
 
 
-async def wait_for(check, timeout_s: float = 180.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} not met within {timeout_s} s")
-        await asyncio.sleep(0.05)
+async def wait_for(check, what: str, timeout_s: float = 180.0):
+    """:func:`tests.support.eventually` with room for a whole backfill."""
+    return await eventually(check, timeout_s, what)
 
 
 def vectors(index, collection: str, ids: list[str]) -> dict[str, np.ndarray]:
@@ -137,25 +118,39 @@ def check_consistent(service: Service, response, fields: dict) -> None:
         assert hit.semantic_score == pytest.approx(float(q @ stored[point_id(hit.product_id)]), abs=1e-3)
 
 
-async def test_swap_under_load(service, rotated, broker):
-    """No failed request, no response mixing versions; v2's products and users are W times v1's; a live
-    catalog event produced during the backfill reaches both versions; answers after the switch are v2's."""
-    _, rotation = rotated
+class Swapped(NamedTuple):
+    """What the swap under load left: the load's responses and errors, when v2 answered first (monotonic s)."""
+
+    load: Load
+    switched: float
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def swapped(service) -> Swapped:
+    """v1 -> v2 under closed-loop Search load, with a live catalog event produced during the backfill."""
     settings = service.settings
     producer = make_producer(settings)
     async with Load(service.port, load_queries()) as load:
         await asyncio.sleep(1.0)
         await asyncio.to_thread(request_swap, settings, "v2")
-        await wait_for(lambda: read_control(settings)[0].journal.backfill is not None, what="backfill started")
+        await wait_for(lambda: read_control(settings)[0].journal.backfill is not None, "backfill started")
         live = ProductUpsert(event_id="swap-live", event_time=datetime.now(timezone.utc), product_id="swap-live",
                              title="Cordless hedge trimmer 20 V", brand="Greenline", category_path=["garden"])
         producer.send(settings.topics.catalog, key=b"swap-live", value=encode_event(live))
         producer.flush()
-        await wait_for(lambda: service.active.current.version == "v2", what="switch to v2")
+        await wait_for(lambda: service.active.current.version == "v2", "switch to v2")
         switched = time.monotonic()
         await asyncio.sleep(1.0)
     producer.close()
+    return Swapped(load, switched)
 
+
+async def test_swap_under_load(service, swapped, rotated):
+    """No failed request, no response mixing versions; v2's products and users are W times v1's; a live
+    catalog event produced during the backfill reaches both versions; answers after the switch are v2's."""
+    _, rotation = rotated
+    settings = service.settings
+    load, switched = swapped
     assert load.errors == []
     assert len(load.responses) > 50
     versions = {(r.model_version, r.index_version) for _, _, r in load.responses}
@@ -194,8 +189,8 @@ async def test_swap_under_load(service, rotated, broker):
     assert service.worker.swaps.stats["products"] >= index.count("products_v1") - 1
 
 
-async def test_rollback_is_instant_and_fresh(service, broker):
-    """After test_swap_under_load: v1 stayed live, so rolling back switches without a backfill, and a
+async def test_rollback_is_instant_and_fresh(service, swapped):
+    """After the swap to v2: v1 stayed live, so rolling back switches without a backfill, and a
     product added while v2 served is in v1's answers."""
     settings = service.settings
     before = dict(service.worker.swaps.stats)
@@ -223,7 +218,12 @@ async def test_messages_other_than_requests_change_nothing(service):
     before = (service.active.current.version, service.index.collections())
     await asyncio.to_thread(request_swap, settings, "v2", HELD)
     await asyncio.to_thread(request_swap, settings, "v9")
-    await asyncio.sleep(2.0)
+
+    def abandoned() -> bool:  # the worker answers the request for v9 after the held message (one partition)
+        updates = [ModelUpdate.decode(r.value) for r in read_all(settings, settings.topics.models_updates)]
+        return any(u and u.kind == SWAP_ABANDONED and u.version == "v9" for u in updates)
+
+    await wait_for(lambda: asyncio.to_thread(abandoned), "the request for v9 abandoned", timeout_s=60)
     assert (service.active.current.version, service.index.collections()) == before
     assert ModelRegistry(settings.models_dir).active() == before[0]
 
@@ -235,7 +235,7 @@ async def test_crash_in_backfill_resumes_on_restart(service, broker, rotated, tm
     then switches."""
     data_dir = tmp_path / "crash"
     shutil.copytree(rotated[0], data_dir / "models")
-    settings = settings_for(data_dir, broker, backfill_batch=8, consumer_session_timeout_s=10.0)
+    settings = service_settings(data_dir, broker, backfill_batch=8, consumer_session_timeout_s=10.0)
     env = {**os.environ, "CARTWISE_CONSUMER_SESSION_TIMEOUT_S": "10", "CARTWISE_DATA_DIR": str(data_dir), "CARTWISE_KAFKA_BOOTSTRAP": broker.bootstrap,
            "CARTWISE_KAFKA_IDEMPOTENCE": "false",
            "CARTWISE_GRPC_PORT": str(pick_unused_port()), "CARTWISE_APP_ID": settings.app_id, "CARTWISE_BACKFILL_BATCH": "8",
@@ -277,7 +277,7 @@ async def test_separate_worker_and_api_coordinate_through_kafka_and_the_registry
     the registry and the broker: the api side follows the worker's swap from models.updates."""
     data_dir = tmp_path / "roles"
     shutil.copytree(rotated[0], data_dir / "models")
-    settings = settings_for(data_dir, broker)
+    settings = service_settings(data_dir, broker)
     worker = Service(settings, role="worker")
     await worker.start()
     api = Service(settings.model_copy(update={"playground_port": 0}), role="api", index=worker.index)
