@@ -15,7 +15,7 @@ from cartwise.app.demo import run_demo
 from cartwise.datasets import data_root
 from cartwise.settings import Settings
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 async def test_the_demo_tells_both_acts_without_log_noise(tmp_path, registry_dir, caplog):

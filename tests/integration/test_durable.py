@@ -28,7 +28,7 @@ from cartwise.kafka_io import ensure_topics, log_consumer, make_producer, read_t
 from cartwise.settings import Settings
 from tests.support import eventually
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 

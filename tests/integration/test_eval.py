@@ -26,7 +26,7 @@ from trainer.evaluation.homedepot import (
 from trainer.evaluation.metrics import evaluate_rankings
 from trainer.evaluation.run import PRETRAINED, resolve_model
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 REES46 = Path(__file__).resolve().parents[3] / "shared" / "data" / "rees46" / "events-2019-10-01.csv"
 
 SCALARS = ("recall@10", "recall@100", "ndcg@10", "mrr@10")

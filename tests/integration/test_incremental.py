@@ -19,7 +19,7 @@ from cartwise.settings import Settings
 from trainer.config import TrainConfig
 from trainer.incremental import NothingToTrain, Watermark, train_from_kafka
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 FIRST, SECOND = 3000, 4500
 CONFIG = TrainConfig(steps=4, batch_size=8, val_every=2, warmup_steps=1, patience=10)
 

@@ -10,6 +10,8 @@ import pytest
 from cartwise.app.bench.ingest import behavior_load, run_ingest_bench
 from cartwise.settings import Settings
 
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
 
 def test_behavior_load_renames_users_and_events_per_repetition():
     records = behavior_load(events=500, rows=200)

@@ -24,7 +24,7 @@ from streams.app import StreamWorker
 from streams.table_store import LocalStore
 from tests.support import eventually, send as send_events
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 RECORDS = 300  # REES46 rows replayed (with their catalog events)
 
 

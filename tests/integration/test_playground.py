@@ -21,7 +21,7 @@ from cartwise.settings import Settings
 from tests.support import running_service
 from trainer.incremental import read_event_log
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 REES46_ROWS = 1500
 TOKEN = "playground-test-token"
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")

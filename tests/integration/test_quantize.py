@@ -11,6 +11,7 @@ from cartwise.registry import WEIGHTS_FILE, ModelRegistry, RegistryError
 from encoders.quantize import publish_quantized
 from encoders.runtime import ServingModel
 
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 TEXTS = ["cordless drill with two batteries", "Samsung smartphone. brand: samsung. category: electronics > smartphone",
          "sofa", "stainless steel kitchen sink, undermount, 32 inch", "LED light bulb 60W equivalent soft white"]
 

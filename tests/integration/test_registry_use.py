@@ -12,7 +12,7 @@ from cartwise.app.service import ensure_active_model
 from cartwise.registry import ModelRegistry
 from cartwise.settings import Settings
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def snapshot(root) -> dict:

@@ -35,7 +35,7 @@ from streams.journal import JOURNAL_KEY, SwapJournal, read_control
 from tests.conftest import rotated_registry
 from tests.support import eventually
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 PARTITIONS = 4
 SETTLE_S = 240.0
 RECORDS = 1200  # REES46 behavior events replayed (with their catalog events)

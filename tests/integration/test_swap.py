@@ -36,7 +36,7 @@ from streams.journal import read_control
 from tests.conftest import rotated_registry
 from tests.support import eventually, read_all, running_service, service_settings
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 RECORDS = 1500  # REES46 behavior events replayed (with their catalog events)
 
 

@@ -28,7 +28,7 @@ from trainer.taxonomy.assign import (
     write_assignments,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 TINY = dict(steps=6, batch_size=8, val_every=2, val_queries=10, val_distractors=200, warmup_steps=1,
             curriculum_steps=4, patience=10)
 

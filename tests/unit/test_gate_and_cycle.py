@@ -34,6 +34,7 @@ def test_a_second_cycle_refuses_while_one_holds_the_lock(tmp_path):
             run_cycle(settings, TrainConfig())
 
 
+@pytest.mark.slow  # kafka-python gives up on an absent broker after its own timeouts: 15-30 s
 def test_trainer_cycle_without_a_broker_exits_non_zero_with_the_reason(tmp_path):
     port = pick_unused_port()  # nothing listens there
     result = CliRunner().invoke(main, ["trainer", "cycle"], env={
