@@ -68,7 +68,7 @@ async def test_the_worker_over_a_qdrant_server_calls_it_off_its_event_loop(tmp_p
         finally:
             producer.close()
         deadline = time.monotonic() + 180
-        while worker.consumed < sent or worker._pending_users:
+        while worker.consumed < sent or worker.behavior.pending:
             assert time.monotonic() < deadline, f"{worker.consumed} of {sent} events consumed"
             await asyncio.sleep(0.1)
         assert index.threads and threading.get_ident() not in index.threads, "an index call ran on the loop"
