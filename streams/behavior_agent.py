@@ -66,7 +66,8 @@ class BehaviorAgent:
 
     async def run(self, stream: faust.StreamT) -> None:
         """The agent: batches of ``behavior_batch`` events or ``behavior_batch_window_s`` seconds."""
-        async for batch in stream.take_events(self.settings.behavior_batch, within=self.settings.behavior_batch_window_s):
+        settings = self.settings
+        async for batch in stream.take_events(settings.behavior_batch, within=settings.behavior_batch_window_s):
             stamps = [event.message.timestamp for event in batch]
             self.event_ages.observe("behavior", "batched", stamps)
             updates: dict[str, UserUpdate] = {}
