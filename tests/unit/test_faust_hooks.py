@@ -278,3 +278,12 @@ def test_15_faust_drops_keys_by_their_recorded_partition():
     store.key_partitions.update(alice=0, bob=1)
     asyncio.run(store.on_recovery_completed({TP(CHANGELOG, 0)}, set()))
     assert dict(store.data) == {"alice": {"n": 1}} and store.key_partitions == {"alice": 0}
+
+
+def test_the_public_store_methods_the_mirror_overrides_keep_their_signatures():
+    """Not private, but streams/table_store.py's LocalStore overrides them as faust calls them: a changed
+    signature would make faust's call fail or pass something else."""
+    assert params(memory.Store.on_rebalance) == ["self", "assigned", "revoked", "newly_assigned", "generation_id"]
+    assert params(memory.Store.apply_changelog_batch) == ["self", "batch", "to_key", "to_value"]
+    assert params(memory.Store.persisted_offset) == ["self", "tp"]
+    assert "table.persisted_offset(tp)" in inspect.getsource(faust.tables.recovery.Recovery)
