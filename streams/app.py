@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 
 import faust
 
@@ -120,7 +121,7 @@ class StreamWorker:
         return self.counts.dead_lettered
 
     @property
-    def events_by_topic(self):
+    def events_by_topic(self) -> Counter[tuple[str, str]]:
         """(topic, outcome) -> events since start, outcome applied, stale or dead_lettered."""
         return self.counts.by_topic
 
