@@ -14,7 +14,7 @@ consumer groups, and no reader should join the stream worker's group.
 
 Security (SASL and/or TLS, ``CARTWISE_KAFKA_SECURITY_PROTOCOL`` and friends) applies to a configured broker:
 every kafka-python client gets :func:`kafka_python_security`, every aiokafka client (and faust's, through
-``streams/app.py``) the same as :func:`aiokafka_security`. The embedded broker is plaintext on loopback.
+``streams/faust_config.py``) the same as :func:`aiokafka_security`. The embedded broker is plaintext on loopback.
 
 A read to the end ends at the high watermark the fetch responses report, or where no record has come for
 ``END_GAP_S`` below it: Tansu on its disk store reserves a produce's offsets before it stores the batch,

@@ -157,7 +157,7 @@ class Settings(BaseSettings):
     consumer_fetch_max_wait_ms: int | None = Field(
         None, ge=1, description="fetch long-poll bound, ms (default: 100 on the embedded broker's disk store, "
                                 "each of whose polls lists the partition's batches, few since the log maintenance "
-                                "merges them; 50 otherwise: streams/transport.py)")
+                                "merges them; 50 otherwise: streams/faust_hooks.py)")
     consumer_session_timeout_s: float = Field(
         10.0, ge=6.0, description="consumer group session and rebalance timeout: how long a crashed worker's "
                                   "partitions wait before the group hands them to a live member (the embedded "

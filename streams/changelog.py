@@ -52,7 +52,7 @@ class TableBatch(MutableMapping):
 
     def flush(self) -> int:
         """Apply the batch to the Table's store and queue its changelog records, serialized and partitioned
-        as the Table does, for one send per partition (``send_batches_soon`` of streams/transport.py's
+        as the Table does, for one send per partition (``send_batches_soon`` of streams/faust_hooks.py's
         producer); returns how many keys were written. Nothing here awaits, so a stop cannot cut a batch
         between the store and its changelog."""
         writes, self._writes = self._writes, {}

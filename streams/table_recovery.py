@@ -102,7 +102,7 @@ def complete_recovery_of(table, settings: Settings, then: Callable[[], Awaitable
         changed = 0
         for partition, tail in tails.items():
             for key, value in tail.newest.items():
-                key, value = store._decode_key(key), None if value is None else store._decode_value(value)
+                key, value = store.decode_key(key), None if value is None else store.decode_value(value)
                 if store.data.get(key) != value:
                     changed += 1
                     if value is None:

@@ -1,11 +1,12 @@
 """Table state kept on local disk between restarts, so that a restart reads only the changelog's tail.
 
-A Table of streams/app.py keeps its working state in faust's in-memory store (reads and
-streams/changelog.py's batch writes stay dict operations) and, with a ``directory``, mirrors on disk
-(RocksDB through rocksdict, one database per changelog partition) the changelog records the broker has
-acknowledged, with the offset of the newest one, in one atomic write per acknowledged batch. When a
-partition becomes this worker's to serve (active), its mirror is loaded into memory and its offset becomes
-faust's persisted offset, from which faust's recovery (and streams/table_recovery.py's completion) reads on.
+A Table of streams/app.py (streams/faust_hooks.py's ``RawKeyTable``) keeps its working state in faust's
+in-memory store (reads and streams/changelog.py's batch writes stay dict operations) and, with a
+``directory``, mirrors on disk (RocksDB through rocksdict, one database per changelog partition) the changelog
+records the broker has acknowledged, with the offset of the newest one, in one atomic write per acknowledged
+batch. When a partition becomes this worker's to serve (active), its mirror is loaded into memory and its
+offset becomes faust's persisted offset, from which faust's recovery (and streams/table_recovery.py's
+completion) reads on.
 
 Why the mirror follows acknowledgments rather than the writes themselves (what faust's own RocksDB store
 does): the worker writes a history into the store before its changelog record is acknowledged, and a
@@ -23,8 +24,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from faust.stores import memory
 from rocksdict import Options, Rdict, WriteBatch
+
+from streams.faust_hooks import MemoryStore
 
 OFFSET_KEY = b"o"  # the offset of the newest mirrored record; every record's key is stored as b"k" + key
 KEY_PREFIX = b"k"
@@ -45,13 +47,20 @@ def collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-class LocalStore(memory.Store):
+class LocalStore(MemoryStore):
     """faust's in-memory Table store, mirrored under ``directory`` (module doc); None: memory only."""
 
     def __init__(self, *args, directory: Path | None = None, **kwargs) -> None:
         self.directory = directory
         self._dbs: dict[int, Rdict] = {}
         super().__init__(*args, **kwargs)
+
+    @classmethod
+    def of(cls, table, directory: Path | None) -> "LocalStore":
+        """The store of ``table`` (a faust Table: streams/faust_hooks.py's ``RawKeyTable`` builds it with this)."""
+        return cls("memory://", table.app, table, table_name=table.name, key_type=table.key_type,
+                   key_serializer=table.key_serializer, value_serializer=table.value_serializer,
+                   value_type=table.value_type, loop=table.loop, options=table.options, directory=directory)
 
     def _path(self, partition: int) -> Path:
         return self.directory / f"{self.table.changelog_topic.get_topic_name()}-{partition}"
@@ -85,15 +94,15 @@ class LocalStore(memory.Store):
             for key, value in db.items(from_key=KEY_PREFIX):
                 if not key.startswith(KEY_PREFIX):
                     break
-                decoded = self._decode_key(key[len(KEY_PREFIX):])
-                self.data[decoded] = self._decode_value(value)
-                self._key_partition[decoded] = partition
+                decoded = self.decode_key(key[len(KEY_PREFIX):])
+                self.data[decoded] = self.decode_value(value)
+                self.key_partitions[decoded] = partition
 
     def wipe(self, partition: int) -> None:
         """Forget ``partition``'s state, in memory and on disk (its mirror describes another log)."""
-        for key in [k for k, p in self._key_partition.items() if p == partition]:
+        for key in [k for k, p in self.key_partitions.items() if p == partition]:
             self.data.pop(key, None)
-            self._key_partition.pop(key, None)
+            self.key_partitions.pop(key, None)
         db = self._dbs.pop(partition, None)
         if db is not None:
             db.close()

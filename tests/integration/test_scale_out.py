@@ -113,12 +113,12 @@ async def consume_all(group: Group, sent: int) -> None:
     topics = [group.settings0.topics.catalog, *group.settings0.topics.user_keyed]
     await wait_for(lambda: sum(w.consumed for w in group.workers) >= sent, what=f"{sent} events consumed")
     await wait_for(lambda: not any(consumer_lag(group.settings0, topics).values()), what="no consumer lag")
-    await wait_for(lambda: not any(w._pending_users for w in group.workers), what="no user waiting for a product")
+    await wait_for(lambda: not any(w.behavior.pending for w in group.workers), what="no user waiting for a product")
 
 
 def assert_changelog_beside_sources(settings: Settings) -> None:
     """Every user's history changelog record is in the partition of the user's source events: the changelog
-    partition faust restores to the worker that owns them (streams/legacy_changelogs.py)."""
+    partition faust restores to the worker that owns them (streams/faust_hooks.py, RawKeyTable)."""
     consumer = log_consumer(settings)
     try:
         sources = {r.key: r.partition for topic in settings.topics.user_keyed for r in read_topic(consumer, topic)[0]}

@@ -62,7 +62,7 @@ async def test_the_worker_over_a_qdrant_server_calls_it_off_its_event_loop(tmp_p
     await worker.start(version)
     try:
         sent = await asyncio.to_thread(send, settings, records=rees46_records(limit=RECORDS))
-        await eventually(lambda: worker.consumed >= sent and not worker._pending_users, 180,
+        await eventually(lambda: worker.consumed >= sent and not worker.behavior.pending, 180,
                          f"{sent} events consumed and no user waiting for a product")
         assert index.threads and threading.get_ident() not in index.threads, "an index call ran on the loop"
 

@@ -17,7 +17,7 @@ from cartwise.index.server import qdrant_client_options
 from cartwise.kafka_io import aiokafka_security, kafka_python_security, producer_config, tail_consumer
 from cartwise.settings import Settings
 from grpc_api.security import BearerTokenAuth, SecurityConfigError, ServerSecurity, is_loopback
-from streams.app import broker_credentials
+from streams.faust_config import broker_credentials
 
 SASL = {"kafka_bootstrap": "kafka-1:9093", "kafka_security_protocol": "SASL_SSL", "kafka_sasl_mechanism": "SCRAM-SHA-512",
         "kafka_sasl_username": "cartwise", "kafka_sasl_password": "kafka-secret-pw"}

@@ -8,7 +8,8 @@ import asyncio
 import faust
 from faust.types import TP
 
-from streams.app import RawKeyTable
+from streams.faust_hooks import RawKeyTable
+from streams.table_store import LocalStore
 
 TOPIC = "mirror-histories-changelog"
 
@@ -17,7 +18,7 @@ def table(directory) -> RawKeyTable:
     """A Table of a fresh app over ``directory`` (no broker needed: nothing here is sent)."""
     app = faust.App("mirror", store="memory://")
     return RawKeyTable(app, name="histories", default=None, partitions=1, use_partitioner=True, key_type=str,
-                       directory=directory)
+                       store=lambda t: LocalStore.of(t, directory))
 
 
 def assigned(directory) -> RawKeyTable:

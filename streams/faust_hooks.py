@@ -1,14 +1,44 @@
-"""A faust App whose Kafka consumer polls with a short fetch long-poll bound and whose producer can be
-idempotent.
+"""Every override of, and every reach into, faust-streaming's and aiokafka's private API, in one place.
 
-faust hard-codes ``fetch_max_wait_ms=1500``. Apache Kafka answers a fetch as soon as data arrives; the
-embedded Tansu broker (0.6.0, tansu-storage/src/service/fetch.rs) reads its store once and then sleeps,
-data or not: the rest of the wait when under 250 ms, half of it otherwise. So a record waits out most of
-the bound before it is delivered, which with faust's bound would add over a second to freshness. Bounding
-the wait (``Settings.fetch_max_wait_ms``) costs one extra fetch per interval on an idle partition. On the
-disk store each read of a partition with new data lists the partition's batch objects, which the log
-maintenance keeps few (cartwise/app/log_maintenance.py); there the default is 100 ms (issue #28: p99
-freshness 365 ms at 1,000 events/s, 4.7 s with the 1 s it was while the store grew without bound).
+Written against faust-streaming 0.15.3 and aiokafka 0.14.0 (constraints.txt); tests/unit/test_faust_hooks.py
+has one test per hook below that fails when the installed faust or aiokafka no longer behaves as the hook
+assumes (the private method or attribute is gone, its signature changed, or the override no longer takes
+effect). Each hook, what it overrides and what it assumes:
+
+1. ``AIOKafkaConsumerThread._create_worker_consumer(transport)``: returns the group's ``AIOKafkaConsumer``
+   unstarted; the override sets its private ``_fetch_max_wait_ms``, which ``AIOKafkaConsumer.start()``
+   hands to its Fetcher (below: the fetch long-poll bound).
+2. ``Consumer._new_consumer_thread()``: the only place faust builds its consumer thread.
+3. ``Consumer._thread``, with the thread's ``_consumer`` (the ``AIOKafkaConsumer``) and ``thread_loop``: the
+   aiokafka consumer whose fetching :func:`_set_fetching` pauses and resumes, on the loop it runs on.
+4. ``Consumer._paused_partitions``: the TPs faust paused (updated by ``pause_partitions`` /
+   ``resume_partitions``), read by the ``perform_seek`` and ``verify_event_path`` overrides.
+5. ``Consumer._new_offset(tp)`` over ``Consumer._acked`` (TP -> list of acked offsets): the offset faust may
+   commit is the end of the first consecutive run of ``_acked[tp]``; an offset acked twice broke the run.
+6. ``Producer._settings_extra()``: a mapping merged last into the ``AIOKafkaProducer`` keyword arguments.
+7. ``Producer._ensure_producer()``: the started ``AIOKafkaProducer`` (its ``create_batch`` / ``send_batch``).
+8. ``TableManager.on_start`` and its ``_update_channels()``: faust's ``on_start`` is a 1 s sleep, then
+   ``_update_channels()`` and ``recovery.start()``; the override leaves out the sleep.
+9. ``App._new_transport()``: builds ``app.transport`` (whose ``Consumer`` / ``Producer`` classes faust uses).
+10. ``Table._serializer_from_type(typ)``: the key (and value) serializer of a Table by its declared type.
+11. ``Table._new_store()``: builds the Table's store (``table.data``), once, when first needed.
+12. ``Table._on_changelog_sent(fut)``: the callback of each changelog record faust sends itself
+    (``table[key] = value``), with ``fut.result()`` the broker's RecordMetadata and ``fut.message`` the record.
+13. ``App._consumer``: the consumer if one was built (the ``consumer`` property would build one).
+14. ``Store._decode_key(raw)`` / ``Store._decode_value(raw)``: a record's key and value decoded as the
+    Table's serializers say.
+15. ``memory.Store._key_partition`` (key -> changelog partition): what faust's memory store drops a
+    partition's keys by when the partition is revoked or a standby's recovery completes.
+
+What the transport's hooks are for. faust hard-codes ``fetch_max_wait_ms=1500``. Apache Kafka answers a
+fetch as soon as data arrives; the embedded Tansu broker (0.6.0, tansu-storage/src/service/fetch.rs) reads
+its store once and then sleeps, data or not: the rest of the wait when under 250 ms, half of it otherwise.
+So a record waits out most of the bound before it is delivered, which with faust's bound would add over a
+second to freshness. Bounding the wait (``Settings.fetch_max_wait_ms``) costs one extra fetch per interval
+on an idle partition. On the disk store each read of a partition with new data lists the partition's
+batch objects, which the log maintenance keeps few (cartwise/app/log_maintenance.py); there the default
+is 100 ms (issue #28: p99 freshness 365 ms at 1,000 events/s, 4.7 s with the 1 s it was while the store
+grew without bound).
 
 faust pauses partitions only in its own bookkeeping, so during a Table's recovery at start the aiokafka
 consumer still prefetches the stream partitions, and faust resumes them just before it seeks them back to
@@ -30,10 +60,11 @@ sleep (a second off every start)."""
 from __future__ import annotations
 
 import asyncio
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 import faust
 from aiokafka import TopicPartition
+from faust.stores import memory
 from faust.tables import manager
 from faust.transport.drivers import aiokafka as driver
 
@@ -175,3 +206,53 @@ class FastPollApp(faust.App):
 
     def _new_transport(self):
         return _transport_class(self._fetch_max_wait_ms, self._idempotent_producer)(self.conf.broker_consumer, self)
+
+
+class RawKeyTable(faust.Table):
+    """A faust Table whose str keys are written as their UTF-8 bytes, as the source topics' keys are: the
+    producer's partitioner then puts a key's changelog record in the partition of its source events, the
+    changelog partition faust restores to the worker that owns them. faust's own choice for str keys is
+    JSON (``"123"``, quotes included), which hashes to another partition.
+
+    ``store(table)`` builds its store (streams/table_store.py's), which must have ``acknowledged(partition,
+    records, offset)``: changelog records faust itself sends (``table[key] = value``) reach it once
+    acknowledged."""
+
+    def __init__(self, *args, store: Callable[[faust.Table], Any], **kwargs) -> None:
+        self._store_factory = store
+        super().__init__(*args, **kwargs)
+
+    def _serializer_from_type(self, typ):
+        return "raw" if typ is str else super()._serializer_from_type(typ)
+
+    def _new_store(self):
+        return self._store_factory(self)
+
+    def _on_changelog_sent(self, fut) -> None:
+        sent = fut.result()
+        self.data.acknowledged(sent.partition, [(fut.message.key, fut.message.value)], sent.offset)
+
+
+class MemoryStore(memory.Store):
+    """faust's in-memory Table store with its private decoding and key placement made public (hooks 14, 15)."""
+
+    def decode_key(self, raw: bytes | None):
+        """``raw`` (a changelog record's key) decoded as the Table's key serializer says."""
+        return self._decode_key(raw)
+
+    def decode_value(self, raw: bytes | None):
+        """``raw`` (a changelog record's value) decoded as the Table's value serializer says."""
+        return self._decode_value(raw)
+
+    @property
+    def key_partitions(self) -> dict:
+        """key -> its changelog partition, which faust keeps for each key it restored; the caller keeps it so
+        for the keys it puts into the store itself."""
+        return self._key_partition
+
+
+def assigned_partitions(app: faust.App) -> set:
+    """The topic partitions assigned to ``app``'s consumer; none before the consumer has joined the group,
+    and no consumer is built to find out (hook 13)."""
+    consumer = app._consumer
+    return set(consumer.assignment()) if consumer is not None and consumer.started else set()
