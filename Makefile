@@ -47,15 +47,21 @@ demo: install
 serve: install
 	$(BIN)/cartwise serve
 
+# Two pytest workers, each taking whole modules (their fixtures start a broker or a service once): most of a
+# test's time is waiting for the worker, the broker or a consumer group, so two share two cores well
+# (the suite in 8 min instead of 13 on two cores). TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= 2
+PYTEST := $(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile
+
 test: install $(COMPOSE_STAMP) $(LINT_STAMP) $(BROWSER_STAMP)
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(PYTEST)
 
 # Everything but the tests marked slow (pyproject.toml), without the system tools `make test` installs: the
 # compose checks and the browser test skip when their tools are absent.
 test-fast: install
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow"
+	$(PYTEST) -m "not slow"
 
 protos: install
 	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=. --grpc_python_out=. --pyi_out=. protos/cartwise/v1/search.proto protos/cartwise/v1/admin.proto
