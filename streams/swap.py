@@ -405,7 +405,7 @@ class SwapCoordinator:
         await self.hooks.ready()
         await self.hooks.flush()  # every history this worker has written is in the changelog it reads now
         started = time.perf_counter()
-        # a user's changelog record is in the user's source partition (streams/app.py, RawKeyTable)
+        # a user's changelog record is in the user's source partition (streams/faust_hooks.py, RawKeyTable)
         newest = await asyncio.to_thread(changelog_values, self.settings, self.hooks.changelog, dict.fromkeys(todo, 0))
         user_ids = [user_id for user_id, value in newest.items() if value is not None]
         for i in range(0, len(user_ids), USERS_PER_STEP):
