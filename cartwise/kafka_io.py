@@ -34,7 +34,7 @@ from aiokafka.helpers import create_ssl_context
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.consumer.fetcher import ConsumerRecord
-from kafka.errors import TopicAlreadyExistsError
+from kafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
 from cartwise.settings import Settings
 
@@ -172,20 +172,35 @@ def consumer_lag(settings: Settings, topics: list[str], timeout_s: float = 5.0) 
     partitions; 0 when caught up. Blocking (a few broker round trips and one fetch per partition).
 
     Raises kafka.errors.KafkaError when no broker answers, TimeoutError when it does not answer in time."""
-    admin = admin_client(settings, "cartwise-status")
+    committed = committed_offsets(settings)
     consumer = log_consumer(settings)
     try:
-        committed = {tp: meta.offset for tp, meta in admin.list_group_offsets(settings.app_id)[settings.app_id].items()
-                     if meta.offset >= 0}
         partitions = [tp for topic in topics for tp in partitions_of(consumer, topic)]
         ends = fetched_highwaters(consumer, {tp: committed.get(tp, 0) for tp in partitions}, timeout_s)
     finally:
         consumer.close()
-        admin.close()
     lag = dict.fromkeys(topics, 0)
     for tp in partitions:
         lag[tp.topic] += max(0, ends[tp] - committed.get(tp, 0))
     return lag
+
+
+def committed_offsets(settings: Settings) -> dict[TopicPartition, int]:
+    """The committed offsets of the stream worker's group (``settings.app_id``), partitions without one left
+    out. A connection dropped mid-request is tried once more on a new one: right after a restart the
+    embedded broker has closed a client's connection in the middle of this request (seen in a fresh-clone CI
+    run), and the next connection was answered. Raises kafka.errors.KafkaError."""
+    for attempt in range(2):
+        admin = admin_client(settings, "cartwise-status")
+        try:
+            offsets = admin.list_group_offsets(settings.app_id)[settings.app_id]
+            return {tp: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
+        except KafkaConnectionError:
+            if attempt:
+                raise
+            log.warning("the broker dropped the connection of a group-offsets request; asking again")
+        finally:
+            admin.close()
 
 
 def fetched_highwaters(consumer: KafkaConsumer, starts: dict[TopicPartition, int],

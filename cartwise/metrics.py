@@ -102,16 +102,16 @@ class Metrics:
         self.registry.register(_Collect(collect))
 
     def watch_worker(self, worker: Callable[[], object | None]) -> None:
-        """Export the stream worker's counters: ``events_by_topic`` ((topic, outcome) -> events since
+        """Export the stream worker's counters: ``counts.by_topic`` ((topic, outcome) -> events since
         start) as cartwise_events_total{topic, outcome} and cartwise_events_consumed_total{topic};
-        ``forgotten`` / ``expired`` as cartwise_users_removed_total{reason}; and its swap coordinator
+        ``behavior.forgotten`` / ``behavior.expired`` as cartwise_users_removed_total{reason}; and its swap coordinator
         (``swaps``): the backfill's phase (idle, products, users), its ``backfill_progress`` (the fraction of
         the catalog re-embedded, 0..1) and the catalog events it has re-embedded."""
         def collect():
             current = worker()
             if current is None:
                 return
-            by_topic: Mapping[tuple[str, str], int] = dict(current.events_by_topic)
+            by_topic: Mapping[tuple[str, str], int] = dict(current.counts.by_topic)
             events = CounterMetricFamily(EVENTS, "events consumed by the stream worker, by topic and outcome",
                                          labels=["topic", "outcome"])
             consumed = CounterMetricFamily(EVENTS_CONSUMED, "events consumed by the stream worker, by topic",
@@ -124,8 +124,8 @@ class Metrics:
                 consumed.add_metric([topic], n)
             removed = CounterMetricFamily(USERS_REMOVED, "users removed: erasure requests and TTL expiry",
                                           labels=["reason"])
-            removed.add_metric(["forgotten"], current.forgotten)
-            removed.add_metric(["expired"], current.expired)
+            removed.add_metric(["forgotten"], current.behavior.forgotten)
+            removed.add_metric(["expired"], current.behavior.expired)
             backfill = current.swaps.running()
             phase = GaugeMetricFamily(SWAP_PHASE, "1 for the swap coordinator's phase (idle: no backfill)",
                                       labels=["phase"])

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
 
 import faust
 
@@ -47,10 +46,9 @@ class StreamWorker:
     wires them together; writes into the collections of every write target. ``await worker.start(active)``
     with the registry's active version, ``await worker.stop()``.
 
-    Counters (events since start, counted once whatever the number of targets: streams/event_counts.py):
-    ``applied`` (erasure requests included), ``dead_lettered``, ``stale``; users ``forgotten`` (erasure
-    requests applied) and ``expired`` (by the TTL in stream time, ``clock``); ``events_by_topic``: (topic,
-    outcome) -> events, outcome applied, stale or dead_lettered (the metrics, cartwise/metrics.py)."""
+    Counters since start: ``counts`` (events by outcome and topic, counted once whatever the number of
+    targets: streams/event_counts.py) and ``consumed``, their total; ``behavior.forgotten`` (erasure
+    requests applied) and ``behavior.expired`` (users removed by the TTL in stream time, ``clock``)."""
 
     def __init__(self, settings: Settings, index: VectorIndex) -> None:
         self.settings, self.index, self.targets = settings, index, WriteTargets()
@@ -106,46 +104,17 @@ class StreamWorker:
         return self.app.tables.add(table)
 
     @property
-    def applied(self) -> int:
-        """Events applied since start (erasure requests included)."""
-        return self.counts.applied
-
-    @property
-    def stale(self) -> int:
-        """Events skipped since start as older than what is stored, or duplicates."""
-        return self.counts.stale
-
-    @property
-    def dead_lettered(self) -> int:
-        """Invalid events sent to their dead-letter topic since start."""
-        return self.counts.dead_lettered
-
-    @property
-    def events_by_topic(self) -> Counter[tuple[str, str]]:
-        """(topic, outcome) -> events since start, outcome applied, stale or dead_lettered."""
-        return self.counts.by_topic
-
-    @property
     def consumed(self) -> int:
         """Events consumed since start: applied + stale + dead-lettered."""
         return self.counts.consumed
-
-    @property
-    def forgotten(self) -> int:
-        """Users removed by an erasure request since start."""
-        return self.behavior.forgotten
-
-    @property
-    def expired(self) -> int:
-        """Users removed by the TTL in stream time since start."""
-        return self.behavior.expired
 
     def status(self) -> dict:
         """The counters since start, stream time (s since the epoch), and the backfill under way: the
         version being built by a swap or a repair (empty when none) and whether it is a repair."""
         backfill = self.swaps.running()
-        return {"applied": self.applied, "dead_lettered": self.dead_lettered, "stale": self.stale,
-                "forgotten": self.forgotten, "expired": self.expired, "stream_time": self.clock.now,
+        counts, behavior = self.counts, self.behavior
+        return {"applied": counts.applied, "dead_lettered": counts.dead_lettered, "stale": counts.stale,
+                "forgotten": behavior.forgotten, "expired": behavior.expired, "stream_time": self.clock.now,
                 "backfill_version": backfill.version if backfill else "",
                 "repair_running": bool(backfill and backfill.reason == REPAIR_REASON)}
 

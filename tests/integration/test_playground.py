@@ -87,7 +87,7 @@ async def test_an_event_is_sent_through_kafka_marked_and_its_effect_timed(http, 
     assert answer["response"]["hits"][0]["personal_score"] > 0
     log = await asyncio.to_thread(read_event_log, service.settings, None)
     assert not any(e.event_id == answer["event_id"] for e in log.behavior), "the trainer must leave it out"
-    assert service.worker.clock.now == replayed_until and service.worker.expired == 0
+    assert service.worker.clock.now == replayed_until and service.worker.behavior.expired == 0
 
 
 @pytest.mark.parametrize("body, field", [

@@ -306,7 +306,7 @@ async def test_status_reports_the_running_service(service, client):
     assert status["active_version"] == model.version and status["role"] == "all" and status["runs_worker"]
     assert status["products"] == service.index.count(model.products) > 0
     assert status["users"] == service.index.count(model.users) > 0
-    assert status["applied"] == service.worker.applied > 0 and status["dead_lettered"] >= 2
+    assert status["applied"] == service.worker.counts.applied > 0 and status["dead_lettered"] >= 2
     assert set(status["lag_by_topic"]) == {service.settings.topics.catalog, *service.settings.topics.user_keyed,
                                            service.settings.topics.models_updates}
     assert status["stream_time"] >= T0.timestamp() and not status["repair_running"]
@@ -327,11 +327,11 @@ async def test_forget_erases_history_vector_and_purchases_everywhere(service, cl
         return response if response.strategy == "personal" else None
 
     assert ids(await eventually(recommended))[0] == "it-fg-p"
-    forgotten_before = service.worker.forgotten
+    forgotten_before = service.worker.behavior.forgotten
     await asyncio.to_thread(request_forget, service.settings, "it-fg")
 
     async def erased():
-        return service.worker.forgotten > forgotten_before and await remains_of(service, "it-fg") == {"history": None}
+        return service.worker.behavior.forgotten > forgotten_before and await remains_of(service, "it-fg") == {"history": None}
 
     await eventually(erased)
     after = await client.stub.Recommend(pb.RecommendRequest(user_id="it-fg"))
@@ -360,13 +360,13 @@ async def test_users_inactive_beyond_the_ttl_expire_in_stream_time(service, clie
         return len(await remains_of(service, "it-ttl-old")) == 1 + len(service.worker.targets.models())
 
     await eventually(kept)  # older than the TTL, but stream time has not moved past a sweep yet
-    expired_before = service.worker.expired
+    expired_before = service.worker.behavior.expired
     send(producer, service, "carts", "it-ttl-new", encode_event(BehaviorEvent(
         event_id="it-ttl-new-1", event_type="cart", user_id="it-ttl-new", product_id="it-ttl-p",
         event_time=T0 + timedelta(days=2))))  # moves stream time past the next sweep
 
     async def expired():
-        return service.worker.expired > expired_before and await remains_of(service, "it-ttl-old") == {"history": None}
+        return service.worker.behavior.expired > expired_before and await remains_of(service, "it-ttl-old") == {"history": None}
 
     await eventually(expired)
     assert service.worker.histories.get("it-ttl-new") is not None

@@ -71,9 +71,10 @@ async def test_the_interceptor_times_search_by_method_and_status_after_authentic
 def test_the_collectors_export_what_the_parts_count():
     metrics = Metrics()
     swaps = SimpleNamespace(running=lambda: Backfill(version="v2", products=40), backfill_progress=0.25)
-    worker = SimpleNamespace(events_by_topic=Counter({("catalog", "applied"): 5, ("catalog", "stale"): 1,
-                                                      ("views", "dead_lettered"): 2}),
-                             forgotten=3, expired=4, swaps=swaps, event_ages=EventAges())
+    counts = SimpleNamespace(by_topic=Counter({("catalog", "applied"): 5, ("catalog", "stale"): 1,
+                                               ("views", "dead_lettered"): 2}))
+    worker = SimpleNamespace(counts=counts, behavior=SimpleNamespace(forgotten=3, expired=4), swaps=swaps,
+                             event_ages=EventAges())
     worker.event_ages.observe("behavior", "applied", [100.0, 100.0, 99.7], now_s=100.3)  # ages 0.3, 0.3, 0.6 s
     servicer = SimpleNamespace(in_flight=2, rejected=7)
     cache = SimpleNamespace(hits=9, misses=1)

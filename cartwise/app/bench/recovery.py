@@ -25,7 +25,6 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-from kafka.errors import KafkaConnectionError
 
 from cartwise.app.bench.common import publish_all, say, scratch_settings
 from cartwise.app.bench.consistency import Expected, caught_up, compare, stored_histories
@@ -33,7 +32,6 @@ from cartwise.app.broker import die_with_parent, port_open
 from cartwise.datasets import rees46_records
 from cartwise.settings import Settings
 
-log = logging.getLogger(__name__)
 CATCH_UP_TIMEOUT_S = 600.0
 
 
@@ -96,22 +94,11 @@ def wait_caught_up(serve: ServeProcess, timeout_s: float = CATCH_UP_TIMEOUT_S) -
     """Block until ``serve``'s worker group has no lag on the source topics (consistency.caught_up); returns
     the seconds that took. Raises TimeoutError."""
     started = time.perf_counter()
-    while not _caught_up_now(serve.settings):
+    while not caught_up(serve.settings):
         if time.perf_counter() - started > timeout_s:
             raise TimeoutError(f"the worker did not catch up in {timeout_s} s (log: {serve.log})")
         time.sleep(0.5)
     return time.perf_counter() - started
-
-
-def _caught_up_now(settings: Settings) -> bool:
-    """consistency.caught_up, a dropped connection counting as not yet: right after a restart the embedded
-    broker has closed a client's connection in the middle of a group-offsets request (seen once, in a
-    fresh-clone CI run), and the next poll a moment later is answered."""
-    try:
-        return caught_up(settings)
-    except KafkaConnectionError:
-        log.warning("the broker dropped the connection of a lag check; checking again")
-        return False
 
 
 def check_against(serve: ServeProcess, expected: Expected) -> dict:
