@@ -83,14 +83,14 @@ async def running_service(data_dir: Path, models: Path, broker=None, messages: I
                           **overrides) -> AsyncIterator[Service]:
     """The service (role ``all``) over a copy of the registry ``models``, started, with ``messages`` and
     ``records`` sent and consumed (applied, stale or dead-lettered) before it is yielded; stopped after.
-    ``broker`` and ``overrides`` as :func:`service_settings`. Fails the test when the events are not
+    ``broker`` and ``overrides`` as :func:`service_settings`. Raises TimeoutError when the events are not
     consumed within ``consumed_timeout_s``."""
     shutil.copytree(models, data_dir / "models")
     service = Service(service_settings(data_dir, broker, **overrides))
     await service.start()
     try:
         sent = await asyncio.to_thread(send, service.settings, list(messages), list(records))
-        await eventually(lambda: service.worker.consumed >= sent, consumed_timeout_s, f"{sent} events consumed")
+        await service.wait_until_consumed(sent, consumed_timeout_s)
         yield service
     finally:
         await service.stop()

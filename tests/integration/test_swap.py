@@ -28,10 +28,9 @@ from cartwise.catalog import point_id
 from cartwise.datasets import rees46_records
 from cartwise.events import ProductUpsert, encode_event
 from cartwise.kafka_io import make_producer
-from cartwise.lifecycle import HELD, SWAP_ABANDONED, SWAP_REQUESTED, ModelUpdate, publish_update
+from cartwise.lifecycle import HELD, SWAP_ABANDONED, ModelUpdate, publish_update, request_swap
 from cartwise.personalization import UserHistory, user_vector
 from cartwise.registry import ModelRegistry
-from cartwise.settings import Settings
 from streams.journal import read_control
 from tests.conftest import rotated_registry
 from tests.support import eventually, read_all, running_service, service_settings
@@ -51,10 +50,6 @@ async def service(tmp_path_factory, broker, rotated):
     async with running_service(tmp_path_factory.mktemp("swap"), rotated[0], broker,
                                records=rees46_records(limit=RECORDS), backfill_batch=64) as svc:
         yield svc
-
-
-def request_swap(settings: Settings, version: str, kind: str = SWAP_REQUESTED) -> None:
-    publish_update(settings, ModelUpdate(kind=kind, version=version, reason="test"))
 
 
 async def wait_for(check, what: str, timeout_s: float = 180.0):
@@ -132,7 +127,7 @@ async def swapped(service) -> Swapped:
     producer = make_producer(settings)
     async with Load(service.port, load_queries()) as load:
         await asyncio.sleep(1.0)
-        await asyncio.to_thread(request_swap, settings, "v2")
+        await asyncio.to_thread(request_swap, settings, "v2", "test")
         await wait_for(lambda: read_control(settings)[0].journal.backfill is not None, "backfill started")
         live = ProductUpsert(event_id="swap-live", event_time=datetime.now(timezone.utc), product_id="swap-live",
                              title="Cordless hedge trimmer 20 V", brand="Greenline", category_path=["garden"])
@@ -203,7 +198,7 @@ async def test_rollback_is_instant_and_fresh(service, swapped):
     await wait_for(lambda: bool(service.index.retrieve("products_v1", [point_id("rb-1")])), what="dual-write")
     target = ModelRegistry(settings.models_dir).rollback_target()
     assert target == "v1"
-    await asyncio.to_thread(request_swap, settings, target)
+    await asyncio.to_thread(request_swap, settings, target, "test")
     await wait_for(lambda: service.active.current.version == "v1", timeout_s=30, what="rollback")
     assert service.worker.swaps.stats == before  # no backfill ran
     async with AsyncClient(f"127.0.0.1:{service.port}") as client:
@@ -216,8 +211,8 @@ async def test_messages_other_than_requests_change_nothing(service):
     """A gate's ``held`` message and a request for a missing version leave the service as it was."""
     settings = service.settings
     before = (service.active.current.version, service.index.collections())
-    await asyncio.to_thread(request_swap, settings, "v2", HELD)
-    await asyncio.to_thread(request_swap, settings, "v9")
+    await asyncio.to_thread(publish_update, settings, ModelUpdate(kind=HELD, version="v2", reason="test"))
+    await asyncio.to_thread(request_swap, settings, "v9", "test")
 
     def abandoned() -> bool:  # the worker answers the request for v9 after the held message (one partition)
         updates = [ModelUpdate.decode(r.value) for r in read_all(settings, settings.topics.models_updates)]
@@ -245,7 +240,7 @@ async def test_crash_in_backfill_resumes_on_restart(service, broker, rotated, tm
                                 stdout=log_file, stderr=subprocess.STDOUT)
     try:
         await wait_for(lambda: read_control(settings)[0].journal.live == ["v1"], what="start")
-        await asyncio.to_thread(request_swap, settings, "v2")
+        await asyncio.to_thread(request_swap, settings, "v2", "test")
         await wait_for(lambda: (b := read_control(settings)[0].journal.backfill) is not None and b.products > 0,
                        what="backfill under way")
     finally:
@@ -290,7 +285,7 @@ async def test_separate_worker_and_api_coordinate_through_kafka_and_the_registry
         async with aiohttp.ClientSession(f"http://127.0.0.1:{api.playground.port}") as http:
             async with http.get("/api/info") as info:
                 assert info.status == 200 and isinstance((await info.json())["users"], list)
-        await asyncio.to_thread(request_swap, settings, "v2")
+        await asyncio.to_thread(request_swap, settings, "v2", "test")
         await wait_for(lambda: api.active.current.version == "v2", what="api follows the swap")
         async with AsyncClient(f"127.0.0.1:{api.port}") as client:
             response = await client.search("smartphone", limit=3)
