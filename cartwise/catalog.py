@@ -8,10 +8,9 @@ import uuid
 from dataclasses import dataclass
 
 from cartwise.events import ProductUpsert
-from cartwise.index.base import CATEGORY_SEPARATOR, stock_keyword
+from cartwise.index.base import CATEGORY_SEPARATOR, TEXT_DIGEST, stock_keyword
 
 _POINT_NAMESPACE = uuid.UUID("6f1c1d2e-8a53-4f4e-9d0b-2f6d7c3a9b10")
-TEXT_DIGEST = "text_digest"  # the payload key of :func:`text_digest` (cartwise/diversity.py)
 
 
 @functools.lru_cache(maxsize=1 << 18)  # the stream worker maps the same users and products again and again

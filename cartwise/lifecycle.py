@@ -39,7 +39,7 @@ import tempfile
 from abc import ABC, abstractmethod
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Literal, Protocol
+from typing import Any, Callable, Literal, NamedTuple, Protocol
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import BaseModel, Field, ValidationError
@@ -51,7 +51,7 @@ from cartwise.settings import Settings
 log = logging.getLogger(__name__)
 
 VERSION_RE = re.compile(r"^v(\d+)$")
-_COLLECTION_RE = re.compile(r"^(products|users)_v\d+$")
+_COLLECTION_RE = re.compile(r"^(products|users|groups)_v\d+$")
 ACTIVE_FILE = "ACTIVE"
 LIFECYCLE_FILE = "lifecycle.json"
 CANDIDATE, ACTIVE, RETIRED = "candidate", "active", "retired"
@@ -71,11 +71,20 @@ def version_number(version: str) -> int:
     return int(match.group(1))
 
 
-def collection_names(version: str) -> tuple[str, str]:
-    """The (products, users) index collections embedded by ``version``: ``products_vN``, ``users_vN``.
-    Raises RegistryError for a name that is not ``vN``."""
+class VersionCollections(NamedTuple):
+    """The index collections embedded by one version: ``products_vN`` (one point per product), ``users_vN``
+    (one per shopper) and ``groups_vN`` (one per product text, derived from the products: cartwise/groups.py,
+    what a page ranks)."""
+
+    products: str
+    users: str
+    groups: str
+
+
+def collection_names(version: str) -> VersionCollections:
+    """The collections embedded by ``version``. Raises RegistryError for a name that is not ``vN``."""
     number = version_number(version)
-    return f"products_v{number}", f"users_v{number}"
+    return VersionCollections(f"products_v{number}", f"users_v{number}", f"groups_v{number}")
 
 
 def is_version_collection(name: str) -> bool:

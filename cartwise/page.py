@@ -17,7 +17,8 @@ from cartwise.catalog import point_id
 from cartwise.index import AsyncVectorIndex, SearchFilter
 from cartwise.merchandising import FacetCounts, Merchandising, arrange, count_facets
 from cartwise.ranking import RankingProfile
-from cartwise.retrieval import RankedHit, RankRequest, collapsed, page, rank_async
+from cartwise.lifecycle import VersionCollections
+from cartwise.retrieval import RankedHit, RankRequest, page, rank_async
 
 POPULAR = RankRequest(None, None, None, 0.0, "dense")  # the cold start's request: no query, no user, no score parts
 
@@ -25,14 +26,12 @@ POPULAR = RankRequest(None, None, None, 0.0, "dense")  # the cold start's reques
 @dataclass(frozen=True, slots=True)
 class PageRequest:
     """What a page shows: ``limit`` hits of the products matching ``flt``, after the ``merchandising`` options
-    (offset, sort, boost, facets); with ``collapse`` one product per identical text and none of the texts
-    ``seen`` (text digests, e.g. the product SimilarProducts starts from)."""
+    (offset, sort, boost, facets); with ``collapse`` one product per identical text."""
 
     limit: int
     flt: SearchFilter
     merchandising: Merchandising = Merchandising()
     collapse: bool = True
-    seen: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,28 +51,21 @@ class Pages:
     def __init__(self, index: AsyncVectorIndex, profile: RankingProfile, hnsw_ef: int) -> None:
         self.index, self.profile, self.hnsw_ef = index, profile, hnsw_ef
 
-    async def ranked(self, collection: str, request: RankRequest, spec: PageRequest) -> Page:
-        """The page of ``request`` over ``collection``: the first offset + limit hits of the ranking, collapsed
-        unless ``spec.collapse`` is off (the engine's fetch grows until they fill); or, for a sort, boost or
-        facets, the candidate set: the ``profile.fetch.candidate_set`` best, collapsed once, without growing
-        the fetch, so that it costs one engine read whatever the copies (cartwise/merchandising.py). Reads:
-        one ranking read per fetch depth tried, one read of the page's vectors by id, and two facet reads
-        when facets are asked. Raises ValueError when ``request`` has neither a query nor a user vector."""
-        options = spec.merchandising
-        depth = options.depth(spec.limit, self.profile.fetch.candidate_set)
-        if options.over_candidates():
-            ranked = await rank_async(self.index, collection, request, self.profile, depth, spec.flt,
-                                      self._hnsw_ef(depth), collapse=False)
-            ranked = collapsed(ranked, spec.seen) if spec.collapse else ranked
-        else:
-            ranked = await rank_async(self.index, collection, request, self.profile, depth, spec.flt,
-                                      self._hnsw_ef(depth), spec.collapse, spec.seen)
-        return await self._arranged(ranked, collection, spec)
+    async def ranked(self, collections: VersionCollections, request: RankRequest, spec: PageRequest) -> Page:
+        """The page of ``request`` over a version's ``collections``: the first offset + limit products of the
+        ranking, one per text unless ``spec.collapse`` is off; or, for a sort, boost or facets, the candidate
+        set: the ``profile.fetch.candidate_set`` best (cartwise/merchandising.py). Reads: one ranking read of
+        the text groups (cartwise/groups.py), and two facet reads of the products when facets are asked.
+        Raises ValueError when ``request`` has neither a query nor a user vector."""
+        depth = spec.merchandising.depth(spec.limit, self.profile.fetch.candidate_set)
+        ranked = await rank_async(self.index, collections.groups, request, self.profile, depth, spec.flt,
+                                  self._hnsw_ef(depth), spec.collapse)
+        return await self._arranged(ranked, collections.products, spec)
 
-    async def popular(self, collection: str, spec: PageRequest) -> Page:
+    async def popular(self, collections: VersionCollections, spec: PageRequest) -> Page:
         """The most popular products (cartwise/popularity.py) within ``spec.flt``'s category, then its other
-        filters, over ``collection``; each hit's score is its popularity relative to the first's, its score
-        parts 0. Reads: the popularity counts, the products they name (with vectors), and two facet reads
+        filters, over the version's products; each hit's score is its popularity relative to the first's, its
+        score parts 0. Reads: the popularity counts, the products they name, and two facet reads
         when facets are asked; nothing is popular while no worker has created the counts' collection."""
         depth = spec.merchandising.depth(spec.limit, self.profile.fetch.candidate_set)
         try:
@@ -86,11 +78,11 @@ class Pages:
         if not scores:
             return Page([], FacetCounts([], [], [], 0) if spec.merchandising.facets else None)
         flt = dataclasses.replace(spec.flt, ids=frozenset(point_id(p) for p in scores))
-        found = await self.index.scroll(collection, len(scores), flt, with_vectors=True)
+        found = await self.index.scroll(collections.products, len(scores), flt)
         best = max(scores[h.payload["product_id"]] for h in found) if found else 0.0
         found = [dataclasses.replace(h, score=popularity.relative(scores[h.payload["product_id"]], best))
                  for h in found]  # page() orders them
-        return await self._arranged(page(found, POPULAR, depth, spec.collapse), collection, spec)
+        return await self._arranged(page(found, POPULAR, depth, spec.collapse), collections.products, spec)
 
     async def _arranged(self, ranked: Sequence[RankedHit], collection: str, spec: PageRequest) -> Page:
         """The page of ``spec`` cut from ``ranked`` (:meth:`Merchandising.depth` hits, best first), and the facet

@@ -18,7 +18,7 @@ the engine backends (cartwise/index/edge.py, server.py) translate into their sco
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator, TypeVar
+from typing import TypeVar
 
 from cartwise.settings import Lexical
 
@@ -27,26 +27,12 @@ A = TypeVar("A")  # a float or an ndarray of them: the formula is elementwise
 
 @dataclass(frozen=True, slots=True)
 class FetchDepths:
-    """How many engine results a page reads. Collapsing identical texts (cartwise/diversity.py) asks for
-    ``overfetch`` results per hit shown, then ``growth`` times more while the page comes out short and the
-    engine had more, up to ``most`` (REES46: a query like "smartphone" has a handful of distinct texts in
-    its top 30). ``most`` also bounds offset + limit of a request. A sorted, boosted or faceted page works on
-    a candidate set of the ``candidate_set`` most relevant products, read once (cartwise/merchandising.py)."""
+    """How many engine results a page reads: offset + limit text groups, one read (cartwise/groups.py), at
+    most ``most`` (which bounds offset + limit of a request). A sorted, boosted or faceted page works on a
+    candidate set of the ``candidate_set`` most relevant products, read once (cartwise/merchandising.py)."""
 
-    overfetch: int = 3
-    growth: int = 4
     most: int = 1000
     candidate_set: int = 200
-
-    def limits(self, limit: int, collapse: bool) -> Iterator[int]:
-        """How many results to ask the engine for, read after read, to show ``limit`` hits: ``limit`` once when
-        not collapsing; else ``overfetch`` × ``limit``, then ``growth`` times more, up to ``most``. The caller
-        stops at the first page that :func:`is_complete` says is."""
-        fetch = min(self.most, limit * self.overfetch) if collapse else limit
-        yield fetch
-        while collapse and fetch < self.most:
-            fetch = min(self.most, fetch * self.growth)
-            yield fetch
 
 
 FETCH = FetchDepths()  # the service's fetch depths
@@ -99,9 +85,3 @@ def prefetch_depth(candidates: int, limit: int) -> int:
     ``limit`` when more. Their union (at most twice that) is rescored whole, so every candidate gets both
     sides' scores."""
     return max(candidates, limit)
-
-
-def is_complete(shown: int, limit: int, returned: int, fetched: int) -> bool:
-    """Whether a page of ``shown`` hits from ``returned`` engine results (of ``fetched`` asked) is final: full,
-    or the engine had no more to give."""
-    return shown >= limit or returned < fetched

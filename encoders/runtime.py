@@ -10,7 +10,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from cartwise.lifecycle import collection_names
+from cartwise.lifecycle import VersionCollections, collection_names
 from cartwise.registry import MODEL_FILE, TOKENIZER_FILE, ModelRegistry
 
 
@@ -77,21 +77,31 @@ class OnnxEncoder:
 class ServingModel:
     """One encoder version and the collections embedded with it; swapped only as a whole.
 
-    ``number`` N pairs the encoder ``vN`` with ``products_vN`` and ``users_vN``."""
+    ``number`` N pairs the encoder ``vN`` with ``products_vN``, ``users_vN`` and ``groups_vN``."""
 
     version: str
     number: int
     encoder: OnnxEncoder
 
     @property
+    def collections(self) -> VersionCollections:
+        """The collections embedded by this encoder."""
+        return collection_names(self.version)
+
+    @property
     def products(self) -> str:
         """Products collection embedded by this encoder."""
-        return collection_names(self.version)[0]
+        return self.collections.products
 
     @property
     def users(self) -> str:
         """Users collection embedded by this encoder."""
-        return collection_names(self.version)[1]
+        return self.collections.users
+
+    @property
+    def groups(self) -> str:
+        """Text-groups collection embedded by this encoder (cartwise/groups.py)."""
+        return self.collections.groups
 
     @classmethod
     def load(cls, registry: ModelRegistry, version: str, threads: int = 1) -> "ServingModel":

@@ -137,8 +137,8 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         request = RankRequest(qvec, self.lexical.query(query.query) if qvec is not None else None, user.vector, alpha,
                               query.retrieval, query.lexical_weight)
         spec = PageRequest(query.limit, flt, query.merchandising, query.collapse)
-        async with _collection_of(model.products, context):
-            found = await self.pages.ranked(model.products, request, spec)
+        async with _collection_of(model.groups, context):
+            found = await self.pages.ranked(model.collections, request, spec)
         return self._response(found, model, request, user, "search" if qvec is not None else "personal")
 
     async def _similar(self, query: SimilarQuery, model: ServingModel, context) -> pb.SearchResponse:
@@ -152,18 +152,19 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         product = found[0].vector
         user = await self._user(model, query.user_id, context)
         request = RankRequest(product, None, user.vector, self._alpha(user, query.personalization_weight), "dense")
-        flt = dataclasses.replace(query.filter, exclude_ids=query.filter.exclude_ids | {found[0].id})
-        spec = PageRequest(query.limit, flt, query.merchandising, query.collapse,
-                           seen=tuple(filter(None, [found[0].payload.get(TEXT_DIGEST)])))
-        async with _collection_of(model.products, context):
-            similar = await self.pages.ranked(model.products, request, spec)
+        own_text = {found[0].payload[TEXT_DIGEST]} if query.collapse and TEXT_DIGEST in found[0].payload else set()
+        flt = dataclasses.replace(query.filter, exclude_ids=query.filter.exclude_ids | {found[0].id},
+                                  exclude_texts=query.filter.exclude_texts | own_text)
+        spec = PageRequest(query.limit, flt, query.merchandising, query.collapse)
+        async with _collection_of(model.groups, context):
+            similar = await self.pages.ranked(model.collections, request, spec)
         return self._response(similar, model, request, user, "similar")
 
     async def _popular(self, query: SearchQuery, model: ServingModel, context) -> pb.SearchResponse:
         """The most popular products within the request's filter (:meth:`cartwise.page.Pages.popular`)."""
         spec = PageRequest(query.limit, query.filter, query.merchandising, query.collapse)
         async with _collection_of(model.products, context):
-            popular = await self.pages.popular(model.products, spec)
+            popular = await self.pages.popular(model.collections, spec)
         return self._response(popular, model, POPULAR, _User(), "popular")
 
     def _response(self, page: Page, model: ServingModel, request: RankRequest, user: _User,

@@ -128,8 +128,9 @@ class StreamWorker:
         await self.swaps.recover(active, sources_kept)
         await self.calls.run(self.popularity.ensure_collection)
         for model in self.targets.models():  # written before a restart, maybe never optimized (a no-op if done)
-            if await self.calls.run(self.index.has_collection, model.products):
-                self.indexing.wrote(model.products, 1)
+            for collection in (model.groups, model.products):
+                if await self.calls.run(self.index.has_collection, collection):
+                    self.indexing.wrote(collection, 1)
         self._follow = asyncio.create_task(self.swaps.follow())
         await self.app.start()
 

@@ -1,5 +1,5 @@
-"""Applying catalog events to the products collection: embed product text (dense and BM25), upsert or
-delete.
+"""Applying catalog events to a version's products collection and its text groups (cartwise/groups.py):
+embed product text (dense and BM25), upsert or delete, regroup.
 
 Idempotent and order-safe: within a batch the latest event (by event time) per product wins, an event
 older than what the index already holds for that product (payload ``updated_at``) is skipped, and so is
@@ -19,8 +19,9 @@ goes to the worker's index thread instead: streams/index_calls.py): the Qdrant E
 ``EdgeShard.update`` (measured with a 1 ms ticker thread: 2 ticks during a 610 ms upsert of 30,000
 points), and so does building its points from ours, so a thread would stall the loop all the same. A
 products-shaped point (384-d, BM25 sparse vector, payload) costs about 0.2 ms to write (0.14 of them in
-the conversion), so :func:`apply_plan` writes ``WRITE_CHUNK`` points per event-loop turn (about 3.5 ms)
-and yields between chunks; a 256-event catalog batch written at once blocked the loop for 50 ms."""
+the conversion), so :func:`apply_plan` writes ``WRITE_CHUNK`` points per event-loop turn (about 3.5 ms,
+plus their text groups' read and write) and yields between chunks; a 256-event catalog batch written at
+once blocked the loop for 50 ms."""
 
 from __future__ import annotations
 
@@ -32,8 +33,10 @@ import numpy as np
 
 from cartwise.catalog import TEXT_DIGEST, event_lexical_text, event_product_text, point_id, product_payload, text_digest
 from cartwise.events import ProductDelete, ProductUpsert
+from cartwise.groups import delete_products, upsert_products
 from cartwise.index import IndexHit, IndexPoint, SparseVector, VectorIndex
 from cartwise.lexical import LexicalEncoder
+from cartwise.lifecycle import VersionCollections
 from encoders.bulk import BulkEncoder
 from encoders.runtime import OnnxEncoder, ServingModel
 from streams.index_calls import IndexCalls
@@ -131,37 +134,42 @@ WRITE_CHUNK = 16  # points written per event-loop turn (module doc)
 
 
 async def apply_plan(plan: CatalogPlan, vectors: Embedded, index: VectorIndex, calls: IndexCalls,
-                     collection: str) -> None:
-    """Write a planned batch: upsert points with their ``vectors``, delete the deleted ids, ``WRITE_CHUNK``
-    points per event-loop turn (module doc), each chunk through ``calls`` (streams/index_calls.py).
+                     collections: VersionCollections) -> None:
+    """Write a planned batch into a version's products and their text groups (cartwise/groups.py): upsert
+    points with their ``vectors``, delete the deleted ids, ``WRITE_CHUNK`` points per event-loop turn (module
+    doc), each chunk and its groups through ``calls`` (streams/index_calls.py).
 
     Upserts are checked against the index once more first: during a model swap two writers (the catalog
     agent and the backfill) share a collection, and the other may have written a newer event while these
-    vectors were computed. Each chunk's check and write run without yielding to the event loop."""
+    vectors were computed. Each chunk's check, write and regroup run without yielding to the event loop."""
     for start in range(0, len(plan.upserts), WRITE_CHUNK):
         end = start + WRITE_CHUNK
         await calls.run(_upsert_fresh, plan.upserts[start:end], vectors.dense[start:end], vectors.lexical[start:end],
-                        index, collection)
+                        index, collections)
     for start in range(0, len(plan.deletes), WRITE_CHUNK):
-        await calls.run(index.delete, collection, [point_id(pid) for pid in plan.deletes[start:start + WRITE_CHUNK]])
+        await calls.run(delete_products, index, collections.products, collections.groups,
+                        [point_id(pid) for pid in plan.deletes[start:start + WRITE_CHUNK]])
 
 
 def _upsert_fresh(upserts: list[ProductUpsert], dense: np.ndarray, lexical: list[SparseVector], index: VectorIndex,
-                  collection: str) -> None:
+                  collections: VersionCollections) -> None:
     """Upsert those of ``upserts`` (with their (N, D) ``dense`` and N ``lexical`` vectors) no older than the
-    indexed state of their product."""
-    stored = _stored(index, collection, [e.product_id for e in upserts])
-    index.upsert(collection, [IndexPoint(point_id(e.product_id), vector, product_payload(e), sparse)
-                              for e, vector, sparse in zip(upserts, dense, lexical)
-                              if e.event_time.timestamp() >= _updated_at(stored.get(e.product_id))])
+    indexed state of their product, and regroup their old and new texts."""
+    stored = _stored(index, collections.products, [e.product_id for e in upserts])
+    fresh = [IndexPoint(point_id(e.product_id), vector, product_payload(e), sparse)
+             for e, vector, sparse in zip(upserts, dense, lexical)
+             if e.event_time.timestamp() >= _updated_at(stored.get(e.product_id))]
+    written = {point.payload["product_id"] for point in fresh}
+    replaced = [hit.payload[TEXT_DIGEST] for pid, hit in stored.items() if pid in written and TEXT_DIGEST in hit.payload]
+    upsert_products(index, collections.products, collections.groups, fresh, replaced)
 
 
 async def write_catalog(events: list[ProductUpsert | ProductDelete], index: VectorIndex, calls: IndexCalls,
                         model: ServingModel, lexical: LexicalEncoder, bulk: BulkEncoder,
                         deleted_at: Mapping[str, float] = NO_TOMBSTONES) -> CatalogPlan:
     """Plan (with the tombstones ``deleted_at``), embed (on ``bulk``'s threads, off the event loop) and
-    apply ``events`` to ``model``'s products; index calls through ``calls``."""
+    apply ``events`` to ``model``'s products and text groups; index calls through ``calls``."""
     plan = await calls.run(plan_batch, events, index, model.products, deleted_at)
     vectors = await embed_upserts(bulk, model.encoder, lexical, plan.upserts, plan.known_vectors)
-    await apply_plan(plan, vectors, index, calls, model.products)
+    await apply_plan(plan, vectors, index, calls, model.collections)
     return plan

@@ -59,6 +59,7 @@ class CatalogAgent:
         for model in self.targets.models():
             plan = await write_catalog(events, self.index, self.calls, model, self.lexical, self.bulk, self.tombstones)
             if not (backfill and backfill.version == model.version):
+                self.indexing.wrote(model.groups, len(plan.upserts))
                 self.indexing.wrote(model.products, len(plan.upserts))
         record_deletions(events, self.tombstones)
         # applied + stale = len(events) in every target's plan: count the events once

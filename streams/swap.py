@@ -47,7 +47,7 @@ from typing import Awaitable, Callable, Mapping
 from aiokafka import TopicPartition
 
 from cartwise.events import InvalidEvent, parse_catalog_event, parse_record
-from cartwise.index import PRODUCTS_SCHEMA, USERS_SCHEMA, VectorIndex
+from cartwise.index import GROUPS_SCHEMA, PRODUCTS_SCHEMA, USERS_SCHEMA, VectorIndex
 from cartwise.kafka_io import iter_chunks, log_consumer, make_producer, swap_control_topic, tail_consumer
 from cartwise.lexical import LexicalEncoder
 from cartwise.lifecycle import (ACTIVATED, REPAIR_REQUESTED, SWAP_ABANDONED, SWAP_REQUESTED, ModelUpdate,
@@ -100,9 +100,10 @@ class WorkerHooks:
 
 
 def ensure_collections(index: VectorIndex, model: ServingModel) -> None:
-    """Create the products and users collections of ``model``'s version if missing."""
+    """Create the products, users and text-groups collections of ``model``'s version if missing."""
     index.create_collection(model.products, model.encoder.dims, PRODUCTS_SCHEMA)
     index.create_collection(model.users, model.encoder.dims, USERS_SCHEMA)
+    index.create_collection(model.groups, model.encoder.dims, GROUPS_SCHEMA)
 
 
 class SwapCoordinator:
@@ -271,7 +272,8 @@ class SwapCoordinator:
         await self._await_users(journal.backfill)
         await self._backfill_products(journal, model)  # the catalog events since the first pass (module doc, 4)
         if hasattr(self.index, "optimize"):  # Qdrant Edge: build the HNSW graph before serving from it
-            await asyncio.to_thread(self.index.optimize, model.products)
+            for collection in (model.groups, model.products):
+                await asyncio.to_thread(self.index.optimize, collection)
         seconds = self.stats.get("products_s", 0.0)
         self.stats["products_per_s"] = self.stats.get("products", 0) / seconds if seconds else 0.0
 

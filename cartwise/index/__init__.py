@@ -8,6 +8,8 @@ The serving path reads through :class:`AsyncVectorIndex` (:func:`open_reader`): 
 """
 
 from cartwise.index.base import (
+    MEMBERS,
+    TEXT_DIGEST,
     AsyncVectorIndex,
     CollectionSchema,
     HybridQuery,
@@ -22,7 +24,11 @@ from cartwise.index.edge import EdgeIndex
 from cartwise.index.inline import InlineAsyncIndex
 from cartwise.index.server import AsyncQdrantServerIndex, QdrantServerIndex, qdrant_client_options
 
-PRODUCTS_SCHEMA = CollectionSchema(keyword=("category_prefixes", "brand", "stock"), float=("price",), lexical=True)
+PRODUCTS_SCHEMA = CollectionSchema(keyword=("category_prefixes", "brand", "stock", TEXT_DIGEST), float=("price",),
+                                   lexical=True)
+# one point per product text (cartwise/groups.py): the fields its products share on the point, theirs nested
+GROUPS_SCHEMA = CollectionSchema(keyword=("category_prefixes", "brand", TEXT_DIGEST, f"{MEMBERS}[].stock",
+                                          f"{MEMBERS}[].id"), float=(f"{MEMBERS}[].price",), lexical=True)
 USERS_SCHEMA = CollectionSchema()
 
 
@@ -50,6 +56,6 @@ def open_reader(settings, index: VectorIndex | None) -> AsyncVectorIndex:
 
 __all__ = [
     "AsyncQdrantServerIndex", "AsyncVectorIndex", "CollectionSchema", "EdgeIndex", "HybridQuery", "IndexHit",
-    "IndexPoint", "IndexUnavailable", "InlineAsyncIndex", "PRODUCTS_SCHEMA", "QdrantServerIndex", "SearchFilter",
+    "IndexPoint", "IndexUnavailable", "GROUPS_SCHEMA", "MEMBERS", "TEXT_DIGEST", "InlineAsyncIndex", "PRODUCTS_SCHEMA", "QdrantServerIndex", "SearchFilter",
     "SparseVector", "USERS_SCHEMA", "VectorIndex", "open_index", "open_reader",
 ]

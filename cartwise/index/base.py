@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol, Sequence
 
 import numpy as np
@@ -11,6 +11,8 @@ from cartwise.ranking import fusion_coefficients, lexical_part, prefetch_depth
 
 CATEGORY_SEPARATOR = " > "  # joins category levels in the indexed ``category_prefixes`` keywords
 DENSE, LEXICAL = "dense", "lexical"  # the named dense vector of every collection; products' sparse vector
+TEXT_DIGEST = "text_digest"  # the payload key of a product's text digest (cartwise.catalog.text_digest)
+MEMBERS = "members"  # a text group's products, each an object in this payload array (cartwise/groups.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,8 +95,14 @@ class SearchFilter:
 
     ``category_prefix`` is a path from the root; ``brands`` match any (lower-cased);
     ``price_min``/``price_max`` are inclusive; ``in_stock`` None means either (matched on the payload's
-    ``stock`` keyword, "in" or "out"); ``ids`` non-empty keeps only those point ids, ``exclude_ids`` drops
-    those."""
+    ``stock`` keyword, "in" or "out"); ``ids`` non-empty keeps only those product point ids, ``exclude_ids``
+    drops those; ``texts`` non-empty keeps only the products whose text digest is one of them,
+    ``exclude_texts`` drops those.
+
+    ``grouped``: the filter is applied to a text-groups collection (cartwise/groups.py), where a point is one
+    text and its products are the objects of its ``members`` array: the fields a text's products share
+    (category, brand, text) are matched on the point, the others (price, stock, ids) by a nested condition,
+    so a group matches when at least one of its products matches them all."""
 
     category_prefix: tuple[str, ...] = ()
     brands: tuple[str, ...] = ()
@@ -103,10 +111,23 @@ class SearchFilter:
     in_stock: bool | None = None
     exclude_ids: frozenset[str] = field(default_factory=frozenset)
     ids: frozenset[str] = field(default_factory=frozenset)
+    texts: frozenset[str] = field(default_factory=frozenset)
+    exclude_texts: frozenset[str] = field(default_factory=frozenset)
+    grouped: bool = False
 
     def is_empty(self) -> bool:
         """True when the filter restricts nothing."""
-        return self == SearchFilter()
+        return replace(self, grouped=False) == SearchFilter()
+
+    def of_groups(self) -> "SearchFilter":
+        """This filter applied to a text-groups collection (``grouped``)."""
+        return replace(self, grouped=True)
+
+    def restricts_products(self) -> bool:
+        """Whether a condition on a product's own fields (price, stock, ids) is set: the nested part of a
+        ``grouped`` filter."""
+        return (self.price_min is not None or self.price_max is not None or self.in_stock is not None
+                or bool(self.ids) or bool(self.exclude_ids))
 
 
 def as_vector(raw) -> np.ndarray | None:
@@ -182,6 +203,10 @@ class VectorIndex(Protocol):
 
     def delete(self, name: str, ids: Sequence[str]) -> None:
         """Delete points by id; missing ids are ignored."""
+
+    def set_payload(self, name: str, point: str, payload: dict) -> None:
+        """Replace the keys of ``payload`` in the payload of point ``point`` (its other keys and its vectors
+        are kept); a missing point is ignored."""
 
     def retrieve(self, name: str, ids: Sequence[str], with_vectors: bool = True,
                  with_payload: bool = True) -> list[IndexHit]:

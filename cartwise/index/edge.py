@@ -26,6 +26,8 @@ from cartwise.index.base import (
     CATEGORY_SEPARATOR,
     DENSE,
     LEXICAL,
+    MEMBERS,
+    TEXT_DIGEST,
     CollectionSchema,
     HybridQuery,
     IndexHit,
@@ -79,7 +81,8 @@ def hybrid_request(query: HybridQuery, limit: int, flt: qe.Filter | None, hnsw_e
 
 
 def edge_filter(flt: SearchFilter | None) -> qe.Filter | None:
-    """Translate a :class:`SearchFilter` to a Qdrant Edge filter (None when it restricts nothing)."""
+    """Translate a :class:`SearchFilter` to a Qdrant Edge filter (None when it restricts nothing); a
+    ``grouped`` one matches a product's own fields by a nested condition on the group's members."""
     if flt is None or flt.is_empty():
         return None
     must: list = []
@@ -88,14 +91,33 @@ def edge_filter(flt: SearchFilter | None) -> qe.Filter | None:
                                       match=qe.MatchValue(CATEGORY_SEPARATOR.join(flt.category_prefix))))
     if flt.brands:
         must.append(qe.FieldCondition("brand", match=qe.MatchAny([b.lower() for b in flt.brands])))
+    if flt.texts:
+        must.append(qe.FieldCondition(TEXT_DIGEST, match=qe.MatchAny(sorted(flt.texts))))
+    must_not = [qe.FieldCondition(TEXT_DIGEST, match=qe.MatchAny(sorted(flt.exclude_texts)))] \
+        if flt.exclude_texts else []
+    if flt.grouped:
+        if flt.restricts_products():
+            must.append(qe.NestedCondition(MEMBERS, qe.Filter(**_product_conditions(flt, "id"))))
+    else:
+        product = _product_conditions(flt, None)
+        must += product["must"] or []
+        must_not += product["must_not"] or []
+    return qe.Filter(must=must or None, must_not=must_not or None)
+
+
+def _product_conditions(flt: SearchFilter, id_key: str | None) -> dict:
+    """The ``must`` and ``must_not`` conditions on a product's own fields; ids matched as point ids, or as the
+    keyword ``id_key`` (a group member's)."""
+    must: list = []
     if flt.price_min is not None or flt.price_max is not None:
         must.append(qe.FieldCondition("price", range=qe.RangeFloat(gte=flt.price_min, lte=flt.price_max)))
     if flt.in_stock is not None:
         must.append(qe.FieldCondition("stock", match=qe.MatchValue(stock_keyword(flt.in_stock))))
+    ids = lambda values: qe.HasIdCondition(set(values)) if id_key is None else \
+        qe.FieldCondition(id_key, match=qe.MatchAny(sorted(values)))
     if flt.ids:
-        must.append(qe.HasIdCondition(set(flt.ids)))
-    must_not = [qe.HasIdCondition(set(flt.exclude_ids))] if flt.exclude_ids else None
-    return qe.Filter(must=must or None, must_not=must_not)
+        must.append(ids(flt.ids))
+    return {"must": must or None, "must_not": [ids(flt.exclude_ids)] if flt.exclude_ids else None}
 
 
 class _Slot:
@@ -212,6 +234,9 @@ class EdgeIndex:
         slot = self._slot(name)
         if ids:
             slot.write(qe.UpdateOperation.delete_points(list(ids)))
+
+    def set_payload(self, name: str, point: str, payload: dict) -> None:
+        self._slot(name).write(qe.UpdateOperation.set_payload([point], payload))
 
     def retrieve(self, name: str, ids: Sequence[str], with_vectors: bool = True,
                  with_payload: bool = True) -> list[IndexHit]:

@@ -25,6 +25,8 @@ from cartwise.index.base import (
     CATEGORY_SEPARATOR,
     DENSE,
     LEXICAL,
+    MEMBERS,
+    TEXT_DIGEST,
     CollectionSchema,
     HybridQuery,
     IndexHit,
@@ -87,7 +89,8 @@ def qdrant_client_options(settings) -> dict:
 
 
 def server_filter(flt: SearchFilter | None) -> models.Filter | None:
-    """Translate a :class:`SearchFilter` to a qdrant-client filter (None when it restricts nothing)."""
+    """Translate a :class:`SearchFilter` to a qdrant-client filter (None when it restricts nothing); a
+    ``grouped`` one matches a product's own fields by a nested condition on the group's members."""
     if flt is None or flt.is_empty():
         return None
     must: list = []
@@ -96,14 +99,34 @@ def server_filter(flt: SearchFilter | None) -> models.Filter | None:
             key="category_prefixes", match=models.MatchValue(value=CATEGORY_SEPARATOR.join(flt.category_prefix))))
     if flt.brands:
         must.append(models.FieldCondition(key="brand", match=models.MatchAny(any=[b.lower() for b in flt.brands])))
+    if flt.texts:
+        must.append(models.FieldCondition(key=TEXT_DIGEST, match=models.MatchAny(any=sorted(flt.texts))))
+    must_not = [models.FieldCondition(key=TEXT_DIGEST, match=models.MatchAny(any=sorted(flt.exclude_texts)))] \
+        if flt.exclude_texts else []
+    if flt.grouped:
+        if flt.restricts_products():
+            must.append(models.NestedCondition(nested=models.Nested(
+                key=MEMBERS, filter=models.Filter(**_product_conditions(flt, "id")))))
+    else:
+        product = _product_conditions(flt, None)
+        must += product["must"] or []
+        must_not += product["must_not"] or []
+    return models.Filter(must=must or None, must_not=must_not or None)
+
+
+def _product_conditions(flt: SearchFilter, id_key: str | None) -> dict:
+    """The ``must`` and ``must_not`` conditions on a product's own fields; ids matched as point ids, or as the
+    keyword ``id_key`` (a group member's)."""
+    must: list = []
     if flt.price_min is not None or flt.price_max is not None:
         must.append(models.FieldCondition(key="price", range=models.Range(gte=flt.price_min, lte=flt.price_max)))
     if flt.in_stock is not None:
         must.append(models.FieldCondition(key="stock", match=models.MatchValue(value=stock_keyword(flt.in_stock))))
+    ids = lambda values: models.HasIdCondition(has_id=sorted(values)) if id_key is None else \
+        models.FieldCondition(key=id_key, match=models.MatchAny(any=sorted(values)))
     if flt.ids:
-        must.append(models.HasIdCondition(has_id=sorted(flt.ids)))
-    must_not = [models.HasIdCondition(has_id=sorted(flt.exclude_ids))] if flt.exclude_ids else None
-    return models.Filter(must=must or None, must_not=must_not)
+        must.append(ids(flt.ids))
+    return {"must": must or None, "must_not": [ids(flt.exclude_ids)] if flt.exclude_ids else None}
 
 
 @contextmanager
@@ -186,6 +209,11 @@ def delete_call(ids: Sequence[str]) -> ClientCall:
     if not ids:
         return NOTHING
     return ClientCall("delete", {"points_selector": models.PointIdsList(points=list(ids))})
+
+
+def set_payload_call(point: str, payload: dict) -> ClientCall:
+    """Replace the keys of ``payload`` in point ``point``'s payload."""
+    return ClientCall("set_payload", {"payload": payload, "points": [point]})
 
 
 def retrieve_call(ids: Sequence[str], with_vectors: bool, with_payload: bool) -> ClientCall:
@@ -288,6 +316,9 @@ class QdrantServerIndex:
 
     def delete(self, name: str, ids: Sequence[str]) -> None:
         self._run(name, delete_call(ids))
+
+    def set_payload(self, name: str, point: str, payload: dict) -> None:
+        self._run(name, set_payload_call(point, payload))
 
     def retrieve(self, name: str, ids: Sequence[str], with_vectors: bool = True,
                  with_payload: bool = True) -> list[IndexHit]:

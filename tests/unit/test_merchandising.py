@@ -12,7 +12,7 @@ from cartwise.merchandising import (
     price_bands,
 )
 from cartwise.ranking import FETCH
-from cartwise.retrieval import RankedHit, collapsed
+from cartwise.retrieval import RankedHit
 from cartwise.v1 import search_pb2 as pb
 from grpc_api.validation import InvalidRequest, validate_recommend, validate_search, validate_similar
 
@@ -108,11 +108,3 @@ def test_price_bands_are_half_open_and_leave_out_empty_bands_and_missing_prices(
     assert price_bands([5.0, 10.0, 9.99, None, 1000.0, 25_000.0, 0.0]) == [
         PriceBand(0.0, 10.0, 3), PriceBand(10.0, 25.0, 1), PriceBand(1000.0, None, 2)]
     assert price_bands([None]) == []
-
-
-def test_collapsed_keeps_the_first_of_each_text_and_none_seen():
-    texts = {"a": "t1", "b": "t1", "c": "t2", "d": "t3", "e": None}
-    ranked = [RankedHit(IndexHit(pid, 1.0 - k / 10, {"product_id": pid, **({"text_digest": t} if t else {})}),
-                        0.0, 0.0, 0.0) for k, (pid, t) in enumerate(texts.items())]
-    assert pids(collapsed(ranked)) == ["a", "c", "d", "e"]
-    assert pids(collapsed(ranked, seen=("t2",))) == ["a", "d", "e"]

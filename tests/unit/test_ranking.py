@@ -9,32 +9,17 @@ from cartwise.index import HybridQuery, SparseVector
 from cartwise.index.server import hybrid_prefetch
 from cartwise.ranking import (
     FETCH,
-    FetchDepths,
     RankingProfile,
     fuse,
     fusion_coefficients,
-    is_complete,
     lexical_part,
     prefetch_depth,
 )
 from cartwise.settings import Lexical
 
 
-def test_fetch_limits_overfetch_and_grow_only_when_collapsing():
-    assert list(FETCH.limits(10, collapse=False)) == [10]
-    assert list(FETCH.limits(10, collapse=True)) == [10 * FETCH.overfetch, 120, 480, FETCH.most]
-    assert list(FETCH.limits(900, collapse=True)) == [FETCH.most]
-    assert (FETCH.overfetch, FETCH.growth, FETCH.most, FETCH.candidate_set) == (3, 4, 1000, 200)
-
-
-def test_other_fetch_depths_change_the_reads():
-    assert list(FetchDepths(overfetch=2, growth=10, most=500).limits(10, collapse=True)) == [20, 200, 500]
-
-
-def test_a_page_is_complete_when_full_or_when_the_engine_ran_out():
-    assert is_complete(10, 10, 30, 30)
-    assert not is_complete(4, 10, 30, 30)
-    assert is_complete(4, 10, 12, 30)
+def test_the_fetch_depths():
+    assert (FETCH.most, FETCH.candidate_set) == (1000, 200)
 
 
 def test_the_profile_is_the_settings():

@@ -62,7 +62,8 @@ def test_model_update_round_trip_and_rejects_garbage():
 
 
 def test_collection_names():
-    assert collection_names("v12") == ("products_v12", "users_v12")
+    assert collection_names("v12") == ("products_v12", "users_v12", "groups_v12")
+    assert collection_names("v12").groups == "groups_v12"
     assert all(map(is_version_collection, collection_names("v12")))
     assert not any(map(is_version_collection, ["products", "users_v", "products_v1_old", "orders_v1"]))
 

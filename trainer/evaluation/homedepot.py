@@ -20,8 +20,10 @@ from rich.progress import Progress
 
 from cartwise.catalog import TEXT_DIGEST, lexical_text, point_id, product_text, text_digest
 from cartwise.datasets import data_root
-from cartwise.index import PRODUCTS_SCHEMA, EdgeIndex, IndexPoint
+from cartwise.groups import upsert_products
+from cartwise.index import GROUPS_SCHEMA, PRODUCTS_SCHEMA, EdgeIndex, IndexPoint
 from cartwise.lexical import LexicalEncoder
+from cartwise.lifecycle import VersionCollections
 from cartwise.ranking import RankingProfile
 from cartwise.registry import ModelRegistry
 from cartwise.retrieval import RankRequest, Retrieval, rank
@@ -31,6 +33,8 @@ from trainer.evaluation.metrics import exact_top_k
 
 TOP_K = 100
 PROGRESS_CONSOLE = Console(stderr=True)  # stdout stays clean for --json
+
+EVAL = VersionCollections("eval_products", "eval_users", "eval_groups")  # an evaluation's temporary index
 
 
 @dataclass(frozen=True)
@@ -148,7 +152,7 @@ class ServedCatalog:
         with Progress(console=PROGRESS_CONSOLE, transient=True) as progress:
             task = progress.add_task(f"searching ({retrieval})", total=len(self.queries))
             for query, qvec in zip(self.queries, self.qvecs):
-                hits = rank(self.index, "eval", RankRequest(qvec, self.bm25.query(query), None, 0.0, retrieval),
+                hits = rank(self.index, EVAL.groups, RankRequest(qvec, self.bm25.query(query), None, 0.0, retrieval),
                             RankingProfile.from_settings(lexical), k, hnsw_ef=hnsw_ef, collapse=collapse)
                 ranked[query] = [h.hit.payload["product_id"] for h in hits]
                 progress.advance(task)
@@ -174,14 +178,15 @@ def served_catalog(data: HomeDepot, registry: ModelRegistry, version: str, cache
     bm25 = LexicalEncoder(lexical)
     with tempfile.TemporaryDirectory(prefix="cartwise-eval-") as tmp:
         index = EdgeIndex(Path(tmp))
-        index.create_collection("eval", vectors.shape[1], PRODUCTS_SCHEMA)
+        index.create_collection(EVAL.products, vectors.shape[1], PRODUCTS_SCHEMA)
+        index.create_collection(EVAL.groups, vectors.shape[1], GROUPS_SCHEMA)
         for start in range(0, len(ids), 2048):
             rows = range(start, min(start + 2048, len(ids)))
             sparse = bm25.documents(lexical_texts(data, [ids[n] for n in rows]))
-            index.upsert("eval", [IndexPoint(point_id(ids[n]), vectors[n],
-                                             {"product_id": ids[n], TEXT_DIGEST: text_digest(texts[n])}, s)
-                                  for n, s in zip(rows, sparse)])
-        index.optimize("eval")
+            upsert_products(index, EVAL.products, EVAL.groups, [
+                IndexPoint(point_id(ids[n]), vectors[n], {"product_id": ids[n], TEXT_DIGEST: text_digest(texts[n])}, s)
+                for n, s in zip(rows, sparse)])
+        index.optimize(EVAL.groups)
         try:
             yield ServedCatalog(index, ids, vectors, queries, qvecs, bm25)
         finally:

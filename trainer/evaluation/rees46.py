@@ -21,7 +21,8 @@ from typing import Callable
 from cartwise.catalog import TEXT_DIGEST, event_lexical_text, event_product_text, point_id, text_digest
 from cartwise.datasets import Record, rees46_records
 from cartwise.events import ProductUpsert
-from cartwise.index import PRODUCTS_SCHEMA, EdgeIndex, IndexPoint
+from cartwise.groups import upsert_products
+from cartwise.index import GROUPS_SCHEMA, PRODUCTS_SCHEMA, EdgeIndex, IndexPoint
 from cartwise.lexical import LexicalEncoder
 from cartwise.personalization import UserHistory, UserVector, accumulate, personalization_weight
 from cartwise.ranking import RankingProfile
@@ -29,7 +30,7 @@ from cartwise.registry import ModelRegistry
 from cartwise.retrieval import RankRequest, Retrieval, rank
 from cartwise.settings import Lexical, Personalization
 from encoders.runtime import OnnxEncoder
-from trainer.evaluation.homedepot import bm25_index, bm25_top_k, cached_catalog_vectors
+from trainer.evaluation.homedepot import EVAL, bm25_index, bm25_top_k, cached_catalog_vectors
 from trainer.evaluation.metrics import MetricMeans, hit_at, reciprocal_rank_at
 
 K = 10
@@ -120,16 +121,17 @@ def evaluate_rees46_grid(registry: ModelRegistry, version: str, grid: list[Perso
     plain, personalized = (MetricMeans(), MetricMeans()), [(MetricMeans(), MetricMeans()) for _ in grid]
     with tempfile.TemporaryDirectory(prefix="cartwise-eval-") as tmp:
         index = EdgeIndex(Path(tmp))
-        index.create_collection("eval", vectors.shape[1], PRODUCTS_SCHEMA)
-        index.upsert("eval", [IndexPoint(point_id(p), vector_of[p],
-                                         {"product_id": p, TEXT_DIGEST: text_digest(event_product_text(catalog[p]))},
-                                         bm25.document(event_lexical_text(catalog[p]))) for p in ids])
-        index.optimize("eval")
+        index.create_collection(EVAL.products, vectors.shape[1], PRODUCTS_SCHEMA)
+        index.create_collection(EVAL.groups, vectors.shape[1], GROUPS_SCHEMA)
+        upsert_products(index, EVAL.products, EVAL.groups, [
+            IndexPoint(point_id(p), vector_of[p], {"product_id": p, TEXT_DIGEST: text_digest(event_product_text(catalog[p]))},
+                       bm25.document(event_lexical_text(catalog[p]))) for p in ids])
+        index.optimize(EVAL.groups)
 
         def score(means: tuple[MetricMeans, MetricMeans], request: RankRequest, event, novel: bool) -> None:
             # every product, as keep_duplicates serves it: a target is one product among its identical-text
             # copies (REES46 titles are brand + category), and collapsing would keep an arbitrary one of them
-            ranked = [h.hit.payload["product_id"] for h in rank(index, "eval", request, profile, K, collapse=False)]
+            ranked = [h.hit.payload["product_id"] for h in rank(index, EVAL.groups, request, profile, K, collapse=False)]
             for m, counts in zip(means, _targets(event.event_type, novel)):
                 if counts:
                     m.add("hit@10", hit_at(ranked, event.product_id, K))

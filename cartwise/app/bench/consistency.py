@@ -93,7 +93,7 @@ def compare(settings: Settings, expected: Expected, histories: dict[str, UserHis
     ``histories`` (its history Table, read from the changelog while its broker ran) against ``expected``
     (module doc)."""
     version = ModelRegistry(settings.models_dir).active()
-    products, users = collection_names(version)
+    products, users, _ = collection_names(version)
     index = EdgeIndex(settings.index_dir)
     try:
         hits = index.retrieve(products, [point_id(p) for p in expected.products], with_vectors=True)

@@ -111,7 +111,7 @@ async def _floor(service, queries: list[dict], retrieval: Retrieval) -> dict:
         request = RankRequest(model.encoder.encode([fields["query"]])[0], lexical.query(fields["query"]), None, 0.0,
                               retrieval)
         encode_cpu += time.process_time() - encode_started
-        rank(service.index, model.products, request, RankingProfile.from_settings(settings.lexical), fields["limit"], hnsw_ef=settings.hnsw_ef)
+        rank(service.index, model.groups, request, RankingProfile.from_settings(settings.lexical), fields["limit"], hnsw_ef=settings.hnsw_ef)
         histogram.record_value(max(1, int((time.perf_counter() - started) * 1e6)))
     per_query = 1000 / max(len(queries), 1)
     return {**summarize_ms(histogram, "floor_"), "floor_cpu_ms_per_request": (time.process_time() - cpu) * per_query,

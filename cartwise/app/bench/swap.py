@@ -56,7 +56,7 @@ def fresh_copy(models_dir: Path, active: str) -> str:
 
 
 def _mixed(record: dict) -> bool:
-    return record["index_version"] != collection_names(record["model_version"])[0]
+    return record["index_version"] != collection_names(record["model_version"]).products
 
 
 def summarize(records: list[dict], requested: float, switched: float) -> dict:
