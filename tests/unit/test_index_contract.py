@@ -12,9 +12,13 @@ import pytest
 from qdrant_client import AsyncQdrantClient, QdrantClient
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-from cartwise.catalog import category_prefixes, point_id
+from cartwise.catalog import category_prefixes, point_id, text_digest
+from cartwise.groups import delete_products, group_id, products_of, upsert_products
 from cartwise.index import (
+    GROUPS_SCHEMA,
+    MEMBERS,
     PRODUCTS_SCHEMA,
+    TEXT_DIGEST,
     USERS_SCHEMA,
     AsyncQdrantServerIndex,
     EdgeIndex,
@@ -26,7 +30,7 @@ from cartwise.index import (
     SearchFilter,
 )
 from cartwise.index.base import stock_keyword
-from cartwise.index.server import engine_errors, upsert_call
+from cartwise.index.server import delete_call, engine_errors, set_payload_call, upsert_call
 from cartwise.lexical import LexicalEncoder
 from cartwise.settings import Lexical
 
@@ -95,15 +99,23 @@ class Awaited:
 
 
 class AsyncClientLoader:
-    """Writes points into the collections of an ``AsyncQdrantClient`` (local mode keeps them in that client)
-    with the server backend's own request (:func:`upsert_call`) and error mapping: the async reader only
-    reads. ``loop`` is the one the reader's calls run on."""
+    """Writes into the collections of an ``AsyncQdrantClient`` (local mode keeps them in that client) with the
+    server backend's own requests (:func:`upsert_call`, :func:`delete_call`, :func:`set_payload_call`) and
+    error mapping: the async reader only reads. ``loop`` is the one the reader's calls run on."""
 
     def __init__(self, client: AsyncQdrantClient, loop: asyncio.AbstractEventLoop) -> None:
         self.client, self.loop = client, loop
 
     def upsert(self, name, points) -> None:
-        call = upsert_call(points)
+        self._write(name, upsert_call(points))
+
+    def delete(self, name, ids) -> None:
+        self._write(name, delete_call(ids))
+
+    def set_payload(self, name, point, payload) -> None:
+        self._write(name, set_payload_call(point, payload))
+
+    def _write(self, name, call) -> None:
         if call.method is not None:
             with engine_errors(name):
                 self.loop.run_until_complete(getattr(self.client, call.method)(name, **call.kwargs))
@@ -486,3 +498,65 @@ def test_both_backends_rank_hybrid_alike(tmp_path):
     finally:
         for backend in backends:
             backend.close()
+
+
+# --- text groups (cartwise/groups.py): one point per product text, its products' fields nested --------------
+
+GROUPS = "groups_v1"
+TEXT_ROWS = [("a1", "drill", 10.0, True), ("a2", "drill", 20.0, False), ("a3", "drill", 30.0, True),
+             ("b1", "saw", 25.0, False)]
+
+
+def text_point(pid: str, text: str, price: float, in_stock: bool) -> IndexPoint:
+    body = {**payload(pid, ["tools"], "Acme", price, in_stock), "title": text, TEXT_DIGEST: text_digest(text)}
+    return IndexPoint(point_id(pid), unit_vectors(1, seed=len(text))[0], body)
+
+
+@pytest.fixture
+def grouped(index):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        index.create_collection(NAME, DIM, PRODUCTS_SCHEMA)
+        index.create_collection(GROUPS, DIM, GROUPS_SCHEMA)
+    upsert_products(index, NAME, GROUPS, [text_point(*row) for row in TEXT_ROWS])
+    return index
+
+
+def shown(index, flt: SearchFilter, every: bool = False) -> list[str]:
+    """Product ids a page shows for ``flt``: the groups' matching products, best group first."""
+    hits = index.search(GROUPS, unit_vectors(1, seed=len("drill"))[0], 10, flt.of_groups(), exact=True)
+    return [p.payload["product_id"] for hit in hits for p in products_of(hit, flt.of_groups(), every)]
+
+
+def test_a_text_is_one_group_of_its_products_in_point_id_order(grouped):
+    assert grouped.count(GROUPS) == 2 and grouped.count(NAME) == 4
+    drills = sorted(["a1", "a2", "a3"], key=point_id)
+    assert shown(grouped, SearchFilter(), every=True) == [*drills, "b1"]
+    assert shown(grouped, SearchFilter()) == [drills[0], "b1"]
+
+
+@pytest.mark.parametrize("flt, expected", [
+    (SearchFilter(price_min=25.0), {"a3", "b1"}),
+    (SearchFilter(in_stock=False), {"a2", "b1"}),
+    (SearchFilter(price_min=25.0, in_stock=False), {"b1"}),  # one product must match both: a2 is cheaper
+    (SearchFilter(price_max=15.0, in_stock=True), {"a1"}),
+    (SearchFilter(exclude_ids=frozenset({point_id("a1"), point_id("a3")})), {"a2", "b1"}),
+    (SearchFilter(ids=frozenset({point_id("a2")})), {"a2"}),
+    (SearchFilter(exclude_texts=frozenset({text_digest("drill")})), {"b1"}),
+    (SearchFilter(texts=frozenset({text_digest("drill")}), in_stock=True), {"a1", "a3"}),
+])
+def test_a_grouped_filter_matches_the_products_own_fields_on_one_product(grouped, flt, expected):
+    assert set(shown(grouped, flt, every=True)) == expected
+    groups_shown = shown(grouped, flt)
+    assert len(groups_shown) == len({pid[0] for pid in expected}) and set(groups_shown) <= expected
+
+
+def test_regrouping_follows_writes_text_changes_and_deletes(grouped):
+    if not hasattr(grouped, "set_payload"):
+        pytest.skip("a reader cannot write")
+    drill = group_id(text_digest("drill"))
+    upsert_products(grouped, NAME, GROUPS, [text_point("a2", "saw", 21.0, True)], replaced=[text_digest("drill")])
+    members = lambda group: sorted(m["product_id"] for m in grouped.retrieve(GROUPS, [group], False)[0].payload[MEMBERS])  # noqa: E731
+    assert members(drill) == ["a1", "a3"] and members(group_id(text_digest("saw"))) == ["a2", "b1"]
+    delete_products(grouped, NAME, GROUPS, [point_id("a1"), point_id("a3")])
+    assert grouped.retrieve(GROUPS, [drill], False) == [] and grouped.count(GROUPS) == 1
