@@ -42,15 +42,24 @@ def group_id(digest: str) -> str:
     return point_id(f"text:{digest}")
 
 
-def group_payload(products: Sequence[IndexHit]) -> dict:
-    """The payload of the group of ``products`` (hits of one text digest with their product payloads, at
-    least one): the first's fields but :data:`MEMBER_FIELDS`, and ``members``, one object per product
+def group_payload(products: Sequence[IndexHit | IndexPoint]) -> dict:
+    """The payload of the group of ``products`` (hits or points of one text digest with their product
+    payloads, at least one): the first's fields but :data:`MEMBER_FIELDS`, and ``members``, one object per product
     (its point id and those fields) in point-id order."""
     ordered = sorted(products, key=lambda hit: hit.id)
     shared = {key: value for key, value in ordered[0].payload.items() if key not in MEMBER_FIELDS}
     members = [{MEMBER_ID: hit.id, **{key: hit.payload[key] for key in MEMBER_FIELDS if key in hit.payload}}
                for hit in ordered]
     return {**shared, MEMBERS: members}
+
+
+def group_points(products: Sequence[IndexPoint]) -> list[IndexPoint]:
+    """The groups of product points ``products`` taken alone (a whole catalog at once): one per text digest,
+    with the dense and BM25 vectors of its first product in ``products``."""
+    by_text: dict[str, list[IndexPoint]] = defaultdict(list)
+    for point in products:
+        by_text[point.payload[TEXT_DIGEST]].append(point)
+    return [IndexPoint(group_id(d), texts[0].vector, group_payload(texts), texts[0].lexical) for d, texts in by_text.items()]
 
 
 def regroup(index: VectorIndex, products: str, groups: str, digests: Iterable[str],

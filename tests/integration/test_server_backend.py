@@ -18,7 +18,9 @@ from portpicker import pick_unused_port
 
 from cartwise.catalog import event_lexical_text, event_product_text, point_id, product_payload
 from cartwise.events import ProductUpsert
+from cartwise.groups import group_points
 from cartwise.index import (
+    GROUPS_SCHEMA,
     PRODUCTS_SCHEMA,
     USERS_SCHEMA,
     AsyncQdrantServerIndex,
@@ -106,8 +108,9 @@ async def stubs(serving, tmp_path_factory):
     edge = EdgeIndex(tmp_path_factory.mktemp("qdrant"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # local mode warns that it is not for production
-        for name, schema, loaded in ((model.products, PRODUCTS_SCHEMA, points), (model.users, USERS_SCHEMA,
-                                                                                  [user(points)])):
+        for name, schema, loaded in ((model.products, PRODUCTS_SCHEMA, points),
+                                     (model.groups, GROUPS_SCHEMA, group_points(points)),
+                                     (model.users, USERS_SCHEMA, [user(points)])):
             await server_index.create_collection(name, model.encoder.dims, schema)
             await client.upsert(name, **upsert_call(loaded).kwargs)  # the reader only reads
             edge.create_collection(name, model.encoder.dims, schema)
@@ -160,10 +163,10 @@ async def test_an_unknown_user_gets_the_popular_answer(stubs):
 
 async def test_a_missing_collection_answers_unavailable_naming_it(serving):
     """The served version's collections do not exist on the server (dropped, or never built): the user's
-    is read first, the products' when the request names no user."""
+    is read first, the text groups' when the request names no user."""
     model = serving.current
     async with api(serving, AsyncQdrantServerIndex(AsyncQdrantClient(":memory:"))) as stub:
-        for request, missing in ((pb.SearchRequest(query="kettle"), model.products),
+        for request, missing in ((pb.SearchRequest(query="kettle"), model.groups),
                                  (pb.SearchRequest(query="kettle", user_id=USER), model.users)):
             with pytest.raises(grpc.aio.AioRpcError) as err:
                 await stub.Search(request)

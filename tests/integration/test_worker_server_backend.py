@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from qdrant_client import QdrantClient
 
-from cartwise.catalog import point_id
+from cartwise.catalog import TEXT_DIGEST, point_id
 from cartwise.datasets import rees46_records
 from cartwise.index import QdrantServerIndex
 from cartwise.kafka_io import ensure_topics
@@ -66,7 +66,7 @@ async def test_the_worker_over_a_qdrant_server_calls_it_off_its_event_loop(tmp_p
                          f"{sent} events consumed and no user waiting for a product")
         assert index.threads and threading.get_ident() not in index.threads, "an index call ran on the loop"
 
-        products, users = collection_names(version)
+        products, users, groups = collection_names(version)
         histories = {u: UserHistory.from_json(h) for u, h in worker.histories.items()}
         stored = index.retrieve(users, [point_id(u) for u in histories], with_vectors=True)
         assert len(stored) == len(histories) > 0
@@ -76,5 +76,7 @@ async def test_the_worker_over_a_qdrant_server_calls_it_off_its_event_loop(tmp_p
         for hit in stored:
             expected = user_vector(histories[hit.payload["user_id"]], vectors, settings.personalization)
             assert np.abs(expected.vector - hit.vector).max() < 1e-3, hit.payload["user_id"]
+        texts = {hit.payload[TEXT_DIGEST] for hit in index.scroll(products, 100_000)}
+        assert index.count(groups) == len(texts) > 0  # one text group per distinct product text
     finally:
         await worker.stop()
