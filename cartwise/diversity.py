@@ -5,8 +5,8 @@ the same vector and BM25 score, and a query like "electronics" answered ten iden
 best-ranked product of each text. Products are identical when their payloads' ``text_digest``
 (cartwise.catalog.text_digest of the encoder text) are equal: their vectors cannot say it, since one text
 embedded in two batches of different padded lengths differs in the last bits (and int8 quantizes each batch
-on its own scale). How deep a collapsed page reads the engine is the ranking profile's
-(cartwise.ranking.FetchDepths); the page pipeline (cartwise/page.py) reads and collapses."""
+on its own scale). A ranked page collapses in the engine read itself, by reading the text groups
+(cartwise/groups.py); the popular page, which reads products by id, collapses here (cartwise/page.py)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The page pipeline: what one answer of the API shows, assembled in one place.
 
-A page is ranking (cartwise/retrieval.py, as the :class:`cartwise.ranking.RankingProfile` says), collapsing of
-identical texts (cartwise/diversity.py), merchandising (offset, sort, in-stock boost: cartwise/merchandising.py)
+A page is ranking (cartwise/retrieval.py, as the :class:`cartwise.ranking.RankingProfile` says) of the text
+groups (cartwise/groups.py: one product per identical text, in one engine read), merchandising (offset, sort, in-stock boost: cartwise/merchandising.py)
 and, when asked, facet counts over the candidate set. The servicer calls :meth:`Pages.ranked` (Search,
 Recommend, SimilarProducts) or :meth:`Pages.popular` (the cold start) once per request; every engine read of a
 page is made here (docs/architecture.md, "Merchandising and paging" counts them)."""

@@ -143,7 +143,7 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
 
     async def _similar(self, query: SimilarQuery, model: ServingModel, context) -> pb.SearchResponse:
         """Nearest products to the product's own (D,) vector p̂, tilted by α·û: scores ⟨p̂ + α·û, p⟩ (dense
-        retrieval over the same collection); the product itself, and with ``collapse`` its identical-text
+        retrieval over the same text groups); the product itself, and with ``collapse`` its identical-text
         copies, left out."""
         async with _collection_of(model.products, context):
             found = await self.index.retrieve(model.products, [point_id(query.product_id)], with_vectors=True)
