@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tqdm import tqdm
 
 from encoders.model import DualEncoder
-from trainer.encoding import load_tokenizer, pad
+from trainer.encoding import pad
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +192,7 @@ def query_cpu_ms(encoders: dict, queries: list[str], warm_up: int = 20) -> dict[
             cpu[name].append(time.thread_time() - started_cpu)
             wall[name].append(time.perf_counter() - started)
     return {name: {"cpu_ms_median": round(1e3 * float(np.median(cpu[name])), 3),
-                   "wall_ms_median": round(1e3 * float(np.median(wall[name])), 3), "queries": len(queries)}
+                   "wall_ms_median": round(1e3 * float(np.median(wall[name])), 3), "timed_queries": len(queries)}
             for name in encoders}
 
 

@@ -11,24 +11,17 @@ from __future__ import annotations
 
 import logging
 import platform
-import time
 from dataclasses import replace
-
-import numpy as np
 
 from cartwise.registry import ModelRegistry
 from cartwise.settings import Settings
-from encoders.model import DualEncoder
 from encoders.quantize import served_copy
 from encoders.runtime import OnnxEncoder
-from trainer.assembly import tokenizer_path
-from trainer.data import labeled_queries, split_of, split_queries
-from trainer.distill import (DistillConfig, DistillData, embed_texts, export_student, make_student,
-                             query_cpu_ms, train_student, training_texts)
-from trainer.encoding import load_tokenizer
-from trainer.evaluation.homedepot import (catalog_texts, cached_catalog_vectors, embed, load_homedepot,
-                                          served_catalog)
+from trainer.data import split_of
+from trainer.distill import DistillConfig, query_cpu_ms
+from trainer.evaluation.homedepot import embed, load_homedepot, served_catalog
 from trainer.evaluation.metrics import evaluate_rankings, scalar_metrics
+from trainer.query_tower import distill_student
 
 log = logging.getLogger(__name__)
 TOLERANCE = 0.005  # the largest nDCG@10 or Recall@100 loss issue #31 accepts
@@ -42,25 +35,12 @@ def run_distill(settings: Settings, version: str, config: DistillConfig, timing_
     registry = ModelRegistry(settings.models_dir)
     served = served_copy(registry, version, "int8")
     manifest, cache = registry.verify(served), settings.data_dir / "eval_cache"
+    student = distill_student(settings, registry, served, config, settings.data_dir / "experiments" / f"distill-L{config.layers}")
+
     data = load_homedepot()
-    ids, texts = catalog_texts(data)
-    train, _ = split_queries(labeled_queries(data.qrels, {pid: i for i, pid in enumerate(ids)}))
-    products = cached_catalog_vectors(registry, served, texts, cache)
-
-    started = time.perf_counter()
-    teacher = DualEncoder.from_registry(registry, served)
-    tokenizer = load_tokenizer(tokenizer_path(), config.max_query_tokens)
-    train_texts, positives = training_texts(train, texts, config)
-    distill_data = DistillData(train_texts, embed_texts(teacher, tokenizer, train_texts), positives)
-    student = make_student(teacher, config.layers, config.init)
-    losses = train_student(student, tokenizer, distill_data, products, config)
-    out = settings.data_dir / "experiments" / f"distill-L{config.layers}"
-    student_dir, export_diff = export_student(student, tokenizer_path(), out, manifest.max_tokens)
-    train_seconds = time.perf_counter() - started
-
     val = replace(data, qrels={q: j for q, j in data.qrels.items() if split_of(q) == "val"})
     served_encoder = OnnxEncoder(registry.path(served), manifest.max_tokens, threads=1)
-    student_encoder = OnnxEncoder(student_dir, manifest.max_tokens, threads=1)
+    student_encoder = OnnxEncoder(student.int8, manifest.max_tokens, threads=1)
     with served_catalog(val, registry, served, cache, settings.lexical) as catalog:
         teacher_rankings = catalog.rankings("hybrid", settings.lexical)
         student_catalog = replace(catalog, qvecs=embed(student_encoder, catalog.queries, "embedding queries (student)"))
@@ -73,9 +53,10 @@ def run_distill(settings: Settings, version: str, config: DistillConfig, timing_
             "served": {**teacher_metrics, **timing["served"]}, "student": {**student_metrics, **timing["student"]},
             "delta": delta, "tolerance": TOLERANCE, "adopt": all(d >= -TOLERANCE for d in delta.values()),
             "cpu_ratio": round(timing["student"]["cpu_ms_median"] / timing["served"]["cpu_ms_median"], 3),
-            "train_texts": len(train_texts), "train_queries": len(train), "final_loss": float(np.mean(losses[-50:])),
-            "train_seconds": round(train_seconds, 1), "export_max_abs_diff": export_diff,
-            "student_dir": str(student_dir), "machine": f"{platform.processor() or platform.machine()}, "
+            "train_texts": student.train_texts, "train_queries": student.train_queries,
+            "final_loss": student.final_loss, "train_seconds": round(student.seconds, 1),
+            "export_max_abs_diff": student.export_max_abs_diff,
+            "student_dir": str(student.int8), "machine": f"{platform.processor() or platform.machine()}, "
                                                          f"{_cores()} cores (shared)"}
 
 
