@@ -10,9 +10,9 @@ both metrics stay within :data:`TOLERANCE` of the served encoder's (issue #31 it
 from __future__ import annotations
 
 import logging
-import platform
 from dataclasses import replace
 
+from cartwise.machine import machine_info
 from cartwise.registry import ModelRegistry
 from cartwise.settings import Settings
 from encoders.quantize import served_copy
@@ -56,11 +56,40 @@ def run_distill(settings: Settings, version: str, config: DistillConfig, timing_
             "train_texts": student.train_texts, "train_queries": student.train_queries,
             "final_loss": student.final_loss, "train_seconds": round(student.seconds, 1),
             "export_max_abs_diff": student.export_max_abs_diff,
-            "student_dir": str(student.int8), "machine": f"{platform.processor() or platform.machine()}, "
-                                                         f"{_cores()} cores (shared)"}
+            "student_dir": str(student.int8), "machine": machine_info()}
 
 
-def _cores() -> int:
-    import os
+def distill_section(results: list[dict]) -> str:
+    """Markdown for docs/training.md from ``cartwise experiments distill`` results (one per student size;
+    empty when none was run)."""
+    from trainer.evaluation.report import markdown_table
 
-    return os.cpu_count() or 0
+    if not results:
+        return ""
+    first = results[0]
+    header = ["query tower", "nDCG@10", "Recall@100", "Δ nDCG@10", "Δ Recall@100", "query CPU ms (1 thread)",
+              "CPU vs served", "adopt (within 0.005)"]
+    rows = [[f"served int8 {first['served_version']} (6 layers)", first["served"]["ndcg@10"],
+             first["served"]["recall@100"], "-", "-", first["served"]["cpu_ms_median"], "1.00", "-"]]
+    for r in results:
+        rows.append([f"student int8, {r['config']['layers']} layers", r["student"]["ndcg@10"],
+                     r["student"]["recall@100"], f"{r['delta']['ndcg@10']:+.4f}", f"{r['delta']['recall@100']:+.4f}",
+                     r["student"]["cpu_ms_median"], f"{r['cpu_ratio']:.2f}", "yes" if r["adopt"] else "no"])
+    machine = first["machine"]
+    return f"""## Distilled query tower (issue #31, `cartwise experiments distill --layers N`)
+
+A 2-3 layer student of the served int8 encoder embeds queries; products keep the served 6-layer
+embeddings (trainer/distill.py). Served hybrid validation ranking (as `cartwise eval --dataset homedepot`:
+Qdrant Edge, one product per identical text, the {first['served'].get('queries', 'all')} validation queries),
+and the CPU time of embedding one query on one thread (median over {first['served']['timed_queries']}
+validation queries; the served and student encoders take turns query by query in the same run).
+
+{markdown_table(header, rows)}
+
+Training: {first['train_queries']} train-split queries plus {first['train_texts'] - first['train_queries']}
+catalog-title prefixes (1-{first['config']['max_words']} words), {first['config']['steps']} steps of
+{first['config']['batch_size']}, 1 - cos to the teacher + {first['config']['contrastive_weight']} × InfoNCE against the
+frozen product vectors; student layers initialised from the teacher's ({first['config']['init']}).
+Machine: {machine['cpu']}, {machine['cores']} cores shared with other work while it ran, so the ms are
+indicative; rerun on a quiet machine with `nice -n 10 cartwise experiments distill --layers 3 --json`.
+"""
