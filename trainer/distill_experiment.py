@@ -92,4 +92,12 @@ catalog-title prefixes (1-{first['config']['max_words']} words), {first['config'
 frozen product vectors; student layers initialised from the teacher's ({first['config']['init']}).
 Machine: {machine['cpu']}, {machine['cores']} cores shared with other work while it ran, so the ms are
 indicative; rerun on a quiet machine with `nice -n 10 cartwise experiments distill --layers 3 --json`.
+The served index's HNSW build is not bit-identical from run to run, so the served figures can move by a
+few 1e-4 between runs.
+
+Serving it: `cartwise models distill vN --layers 3` publishes vN's product tower (the same model.onnx) with
+the student as query.onnx as a new candidate; `cartwise eval --model <it>` scores it as served and
+`cartwise models activate` swaps both towers together. A first start still serves the full int8 encoder,
+and `trainer cycle` distills its candidate only with `CARTWISE_QUERY_TOWER_LAYERS` > 0 (else its output
+says the candidate serves queries with the full encoder).
 """

@@ -71,3 +71,16 @@ def test_a_manifest_written_before_towers_were_named_has_one_tower_for_both():
     assert manifest.towers[PRODUCT] == manifest.towers[QUERY]
     assert manifest.towers[QUERY].file == "model.onnx" and manifest.towers[QUERY].sha256 == "ab" * 32
     assert not manifest.distilled
+
+
+def test_a_distilled_version_is_not_distilled_again(tmp_path):
+    from cartwise.settings import Settings
+    from trainer.distill import DistillConfig
+    from trainer.query_tower import publish_distilled
+
+    settings = Settings(data_dir=tmp_path)
+    reg = ModelRegistry(settings.models_dir)
+    reg.publish(stage(reg, b"six", query=b"three"), dims=8, base="t", max_tokens=8)
+    with pytest.raises(ValueError, match="distilled query tower already"):
+        publish_distilled(settings, "v1", DistillConfig())
+    assert reg.versions() == ["v1"]
