@@ -59,7 +59,8 @@ class Manifest(BaseModel):
     metrics: dict[str, Any] = Field(default_factory=dict)  # name -> value, or a dataset -> {metric: value}
     config: dict = Field(default_factory=dict)
     towers: dict[str, Tower] = Field(default_factory=dict, description="product and query: the ONNX graph "
-                                     "embedding each; a manifest written before towers were named uses model.onnx for both")
+                                     "embedding each; a manifest written before towers were named uses "
+                                     "model.onnx for both")
 
     @model_validator(mode="after")
     def _name_both_towers(self) -> "Manifest":

@@ -24,7 +24,8 @@ class QueryBatcher:
     encode batch took on its worker thread (the query-encode metric).
 
     ``await batcher.encode(model, text)`` returns a (D,) float32 unit vector by the model's query tower
-    (read-only: it may be shared with other requests). Requests for different models (during a swap) are batched separately."""
+    (read-only: it may be shared with other requests). Requests for different models (during a swap) are
+    batched separately."""
 
     def __init__(self, max_batch: int = 32, threads: int = 1, cache_size: int = 0,
                  observe_encode: Callable[[float], None] | None = None) -> None:
@@ -37,7 +38,7 @@ class QueryBatcher:
         self._observe_encode = observe_encode
 
     async def encode(self, model: ServingModel, text: str) -> np.ndarray:
-        """The unit embedding (D,) float32 of ``text`` by ``model``'s encoder; raises what the encoder raises."""
+        """The unit embedding (D,) float32 of ``text`` by ``model``'s query tower; raises what it raises."""
         ids = model.query_tower.token_ids([text])[0]
         cached = self.cache.get(model.version, ids)
         if cached is not None:

@@ -114,7 +114,8 @@ class ServingModel:
         """Load both towers of ``version`` after verifying their sha256. Raises cartwise.registry.RegistryError."""
         manifest = registry.verify(version)
         encoder = OnnxEncoder(registry.path(version), manifest.max_tokens, threads)
-        return cls(version, manifest.number, encoder, query_encoder(registry, version, threads) if manifest.distilled else None)
+        queries = query_encoder(registry, version, threads) if manifest.distilled else None
+        return cls(version, manifest.number, encoder, queries)
 
     def warm_up(self) -> None:
         """Encode one text with each tower: the first run of a session allocates, and that should not be a request's."""

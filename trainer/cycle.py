@@ -67,7 +67,8 @@ def run_cycle(settings: Settings, config: TrainConfig, margin: float = 0.01, jud
         # with CARTWISE_QUERY_TOWER_LAYERS its query tower distilled again from the new encoder.
         candidate = served_copy(registry, outcome.manifest.version, settings.encoder_precision)
         if settings.query_tower_layers:
-            candidate = publish_distilled(settings, candidate, DistillConfig(layers=settings.query_tower_layers)).version
+            distilled = publish_distilled(settings, candidate, DistillConfig(layers=settings.query_tower_layers))
+            candidate = distilled.version
         log.info("cycle: %s serves queries with %s", candidate, _query_tower(settings))
         active = registry.active()
         verdict = quality_gate(gate_metrics(settings, candidate, judgments, products),

@@ -127,7 +127,8 @@ def training_texts(train_queries, titles: list[str], config: DistillConfig) -> t
 
 
 @torch.no_grad()
-def embed_texts(model: DualEncoder, tokenizer, texts: list[str], batch: int = 256, label: str = "teacher") -> torch.Tensor:
+def embed_texts(model: DualEncoder, tokenizer, texts: list[str], batch: int = 256,
+                label: str = "teacher") -> torch.Tensor:
     """(N, D) float32 unit rows of ``texts`` by ``model`` (eval mode), in length-sorted batches."""
     model.eval()
     tokens = [e.ids for e in tokenizer.encode_batch(texts)]

@@ -35,7 +35,8 @@ def run_distill(settings: Settings, version: str, config: DistillConfig, timing_
     registry = ModelRegistry(settings.models_dir)
     served = served_copy(registry, version, "int8")
     manifest, cache = registry.verify(served), settings.data_dir / "eval_cache"
-    student = distill_student(settings, registry, served, config, settings.data_dir / "experiments" / f"distill-L{config.layers}")
+    out = settings.data_dir / "experiments" / f"distill-L{config.layers}"
+    student = distill_student(settings, registry, served, config, out)
 
     data = load_homedepot()
     val = replace(data, qrels={q: j for q, j in data.qrels.items() if split_of(q) == "val"})
@@ -72,7 +73,8 @@ def distill_section(results: list[dict]) -> str:
     rows = [[f"{r['config']['layers']}-layer student of {r['served_version']} (6 layers)",
              f"{r['served']['ndcg@10']:.4f} / {r['served']['recall@100']:.4f}",
              f"{r['student']['ndcg@10']:.4f} / {r['student']['recall@100']:.4f}", f"{r['delta']['ndcg@10']:+.4f}",
-             f"{r['delta']['recall@100']:+.4f}", f"{r['served']['cpu_ms_median']:.3f} / {r['student']['cpu_ms_median']:.3f}",
+             f"{r['delta']['recall@100']:+.4f}",
+             f"{r['served']['cpu_ms_median']:.3f} / {r['student']['cpu_ms_median']:.3f}",
              f"{r['cpu_ratio']:.2f}", "yes" if r["adopt"] else "no"] for r in results]
     machine = first["machine"]
     return f"""## Distilled query tower (issue #31, `cartwise experiments distill --layers N`)

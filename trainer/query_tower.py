@@ -22,7 +22,8 @@ from cartwise.settings import Settings
 from encoders.model import DualEncoder
 from trainer.assembly import tokenizer_path
 from trainer.data import labeled_queries, split_queries
-from trainer.distill import DistillConfig, DistillData, embed_texts, export_student, make_student, train_student, training_texts
+from trainer.distill import (DistillConfig, DistillData, embed_texts, export_student, make_student, train_student,
+                             training_texts)
 from trainer.encoding import load_tokenizer
 from trainer.evaluation.homedepot import cached_catalog_vectors, catalog_texts, load_homedepot
 

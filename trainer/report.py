@@ -94,7 +94,8 @@ def write_training_report(experiments: Path, docs: Path) -> Path:
     results = json.loads((experiments / "ablation.json").read_text())
     tuned_path = experiments / "personalization.json"
     personalization = personalization_section(json.loads(tuned_path.read_text()) if tuned_path.exists() else None)
-    distilled = distill_section([json.loads(f.read_text()) for f in sorted(experiments.glob("distill-L*.json"), reverse=True)])
+    distilled = distill_section([json.loads(f.read_text())
+                                 for f in sorted(experiments.glob("distill-L*.json"), reverse=True)])
 
     plot_convergence(results, CONVERGENCE_ARMS, docs / "img" / "training_convergence.png")
     target, first = steps_to_target(results)

@@ -166,8 +166,8 @@ def experiments_distill(ctx: click.Context, model: str, layers: int, steps: int 
                                                **({"steps": steps} if steps else {})})
     except ValidationError as err:
         raise click.BadParameter(str(err), param_hint="--set") from None
-    result = _save_experiment(settings, f"distill-L{layers}", run_distill(settings, _model_version(settings, model), config))
-    report(result, as_json)
+    result = run_distill(settings, _model_version(settings, model), config)
+    report(_save_experiment(settings, f"distill-L{layers}", result), as_json)
 
 
 def _parse_overrides(overrides: tuple[str, ...]) -> dict[str, str | None]:
