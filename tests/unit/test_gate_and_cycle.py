@@ -68,8 +68,8 @@ def test_a_cycle_gates_and_swaps_the_candidate_with_its_query_tower_distilled_ag
     distilled, gated, swapped = [], [], []
     monkeypatch.setattr(cycle, "train_from_kafka", lambda s, c: SimpleNamespace(manifest=SimpleNamespace(version="v3")))
     monkeypatch.setattr(cycle, "served_copy", lambda registry, version, precision: "v4")  # its int8 copy
-    monkeypatch.setattr(cycle, "publish_distilled",
-                        lambda s, version, config: distilled.append((version, config.layers)) or SimpleNamespace(version="v5"))
+    monkeypatch.setattr(cycle, "publish_distilled", lambda s, version, config:
+                        distilled.append((version, config.layers)) or SimpleNamespace(version="v5"))
     monkeypatch.setattr(cycle, "gate_metrics", lambda s, version, j, p: gated.append(version) or {"ndcg@10": 0.5})
     monkeypatch.setattr(cycle, "quality_gate", lambda candidate, active, margin: Verdict(True, "better"))
     monkeypatch.setattr(cycle, "request_swap", lambda s, version, reason, previous=None: swapped.append(version))
