@@ -1,9 +1,10 @@
-"""A version with a distilled query tower serves Search: the API embeds the query with the version's
-query.onnx and ranks the products the stream worker embedded with its model.onnx (real ONNX graphs,
-real broker, Qdrant Edge and gRPC)."""
+"""A version with a distilled query tower serves Search once swapped in: the swap moves both towers, the API
+embeds the query with the version's query.onnx and ranks the products the stream worker embedded with its
+model.onnx (real ONNX graphs, real broker, Qdrant Edge and gRPC)."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from datetime import datetime, timezone
 
@@ -14,6 +15,7 @@ import pytest_asyncio
 from cartwise.catalog import product_text
 from cartwise.client import AsyncClient
 from cartwise.events import ProductUpsert, encode_event
+from cartwise.lifecycle import request_swap
 from cartwise.registry import MODEL_FILE, QUERY_TOWER_FILE, TOKENIZER_FILE, ModelRegistry
 from cartwise.v1 import search_pb2 as pb
 from encoders.export import export_verified
@@ -29,8 +31,9 @@ TITLE, BRAND, CATEGORY = "Stainless steel electric kettle 1.7 l", "Brevo", ["kit
 
 @pytest.fixture(scope="module")
 def distilled_registry(registry_dir, tmp_path_factory):
-    """The test registry plus v2: v1's product tower with a 2-layer query tower made from v1's layers
-    (untrained: what a distilled tower is, structurally, and it embeds unlike the product tower), active."""
+    """The test registry (v1 active) plus the candidate v2: v1's product tower with a 2-layer query tower
+    made from v1's layers (untrained: what a distilled tower is, structurally, and it embeds unlike the
+    product tower)."""
     models = tmp_path_factory.mktemp("towers") / "models"
     shutil.copytree(registry_dir, models)
     registry = ModelRegistry(models)
@@ -44,8 +47,7 @@ def distilled_registry(registry_dir, tmp_path_factory):
     v1 = registry.manifest("v1")
     manifest = registry.publish(staging, dims=v1.dims, base=v1.base, max_tokens=v1.max_tokens,
                                 config={"product_tower_of": "v1"})
-    assert manifest.version == "v2" and manifest.distilled
-    registry.activate("v2")
+    assert manifest.version == "v2" and manifest.distilled and registry.active() == "v1"
     return models
 
 
@@ -58,21 +60,27 @@ async def service(tmp_path_factory, distilled_registry, broker):
         yield svc
 
 
-async def test_search_embeds_the_query_with_the_query_tower_and_products_with_the_product_tower(service,
-                                                                                                distilled_registry):
-    async with AsyncClient(f"127.0.0.1:{service.port}") as client:
-        async def found():
-            response = await client.search("electric kettle", limit=5, retrieval=pb.RETRIEVAL_DENSE)
-            return response if any(h.product_id == "it-kettle" for h in response.hits) else None
+def semantic(version_dir, query_file: str, query: str) -> float:
+    """<query by ``query_file``, the kettle by the version's product tower>."""
+    product = OnnxEncoder(version_dir).encode([product_text(TITLE, BRAND, CATEGORY)])[0]
+    vector = OnnxEncoder(version_dir, model_file=query_file).encode([query])[0]
+    assert np.linalg.norm(vector) == pytest.approx(1.0, abs=1e-4)
+    return float(vector @ product)
 
-        response = await eventually(found)
-    assert response.model_version == "v2" and response.index_version == "products_v2"
-    hit = next(h for h in response.hits if h.product_id == "it-kettle")
-    version_dir = distilled_registry / "v2"
-    query_tower = OnnxEncoder(version_dir, model_file=QUERY_TOWER_FILE).encode(["electric kettle"])[0]
-    product_tower = OnnxEncoder(version_dir)
-    product = product_tower.encode([product_text(TITLE, BRAND, CATEGORY)])[0]
-    assert hit.semantic_score == pytest.approx(float(query_tower @ product), abs=2e-3)
-    full = float(product_tower.encode(["electric kettle"])[0] @ product)
-    assert abs(full - float(query_tower @ product)) > 0.01  # so the score above could only come from the query tower
-    assert np.linalg.norm(query_tower) == pytest.approx(1.0, abs=1e-4)
+
+async def test_a_swap_moves_both_towers_and_search_embeds_queries_with_the_query_tower(service, distilled_registry):
+    async with AsyncClient(f"127.0.0.1:{service.port}") as client:
+        async def kettle(version: str):
+            response = await client.search("electric kettle", limit=5, retrieval=pb.RETRIEVAL_DENSE)
+            hits = [h for h in response.hits if h.product_id == "it-kettle"]
+            return (response, hits[0]) if hits and response.model_version == version else None
+
+        before, hit = await eventually(lambda: kettle("v1"))
+        full = semantic(distilled_registry / "v1", MODEL_FILE, "electric kettle")
+        assert hit.semantic_score == pytest.approx(full, abs=2e-3)
+        await asyncio.to_thread(request_swap, service.settings, "v2", "test: distilled query tower")
+        after, hit = await eventually(lambda: kettle("v2"), timeout_s=120)
+    assert after.index_version == "products_v2"  # the v2 collections, backfilled by v2's product tower
+    tower = semantic(distilled_registry / "v2", QUERY_TOWER_FILE, "electric kettle")
+    assert hit.semantic_score == pytest.approx(tower, abs=2e-3)
+    assert abs(full - tower) > 0.01  # so the score could only come from the query tower
