@@ -26,9 +26,10 @@ QUANTIZATION = "int8 dynamic, per-channel MatMul weights (onnxruntime.quantizati
 
 
 def served_copy(registry: ModelRegistry, version: str, precision: Precision) -> str:
-    """The version to serve for ``version`` at ``precision``: ``version`` itself for "fp32"; for "int8" its
-    int8 copy, the one already in the registry or a new one published now (a few seconds)."""
-    if precision == "fp32":
+    """The version to serve for ``version`` at ``precision``: ``version`` itself for "fp32" or when it is int8
+    already (an int8 copy, or one with a distilled query tower made from one); else its int8 copy, the one
+    already in the registry or a new one published now (a few seconds)."""
+    if precision == "fp32" or "quantization" in registry.manifest(version).config:
         return version
     existing = [v for v in registry.versions() if registry.manifest(v).config.get("quantized_from") == version]
     return existing[0] if existing else publish_quantized(registry, version).version

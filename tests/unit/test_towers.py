@@ -84,3 +84,12 @@ def test_a_distilled_version_is_not_distilled_again(tmp_path):
     with pytest.raises(ValueError, match="distilled query tower already"):
         publish_distilled(settings, "v1", DistillConfig())
     assert reg.versions() == ["v1"]
+
+
+def test_an_int8_version_with_a_distilled_query_tower_is_its_own_served_copy(tmp_path):
+    from encoders.quantize import QUANTIZATION, served_copy
+
+    reg = ModelRegistry(tmp_path)
+    reg.publish(stage(reg, b"six", query=b"three"), dims=8, base="t", max_tokens=8,
+                config={"quantization": QUANTIZATION, "product_tower_of": "v0"})
+    assert served_copy(reg, "v1", "int8") == "v1" and reg.versions() == ["v1"]
