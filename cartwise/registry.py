@@ -8,6 +8,12 @@ Layout::
       v1/manifest.json  # version, dims, sha256 of model.onnx, created_at, metrics, config
       v1/model.onnx
       v1/tokenizer.json
+      v3/query.onnx     # only in a version with a distilled query tower (trainer/distill.py)
+
+A version has two towers (issue #31): the *product* tower embeds products and users' histories (the stream
+worker, a swap's backfill) and the *query* tower embeds Search queries (the API). Both are model.onnx
+unless the version holds a distilled query.onnx; the manifest names each tower's file and sha256, and a
+version is loaded, verified and swapped as a whole, so the two towers always move together.
 
 What ``ACTIVE`` and ``lifecycle.json`` mean (candidate, active, retired; rollback; garbage collection),
 the collections a version pairs with and how a version becomes active are the version lifecycle's,
@@ -22,7 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from cartwise.lifecycle import VERSION_RE, RegistryError, VersionLifecycle, atomic_write, version_number
 
@@ -30,6 +36,15 @@ MODEL_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
 WEIGHTS_FILE = "weights.pt"  # torch state dict, so a later cycle can continue training from this version
 MANIFEST_FILE = "manifest.json"
+QUERY_TOWER_FILE = "query.onnx"  # a distilled query tower; without one, queries use MODEL_FILE
+PRODUCT, QUERY = "product", "query"
+
+
+class Tower(BaseModel):
+    """One tower of a version: its ONNX ``file`` inside the version directory and that file's ``sha256``."""
+
+    file: str
+    sha256: str
 
 
 class Manifest(BaseModel):
@@ -43,6 +58,25 @@ class Manifest(BaseModel):
     max_tokens: int = 128
     metrics: dict[str, Any] = Field(default_factory=dict)  # name -> value, or a dataset -> {metric: value}
     config: dict = Field(default_factory=dict)
+    towers: dict[str, Tower] = Field(default_factory=dict, description="product and query: the ONNX graph "
+                                     "embedding each; a manifest written before towers were named uses "
+                                     "model.onnx for both")
+
+    @model_validator(mode="after")
+    def _name_both_towers(self) -> "Manifest":
+        product = Tower(file=MODEL_FILE, sha256=self.sha256)
+        self.towers = {PRODUCT: product, QUERY: product, **self.towers}
+        return self
+
+    @property
+    def distilled(self) -> bool:
+        """Whether queries have a tower of their own (a distilled student), not the product tower."""
+        return self.towers[QUERY].file != self.towers[PRODUCT].file
+
+    @property
+    def towers_digest(self) -> str:
+        """Hex sha256 over both towers' sha256: what this version embeds with, as one key."""
+        return hashlib.sha256(f"{self.towers[PRODUCT].sha256}:{self.towers[QUERY].sha256}".encode()).hexdigest()
 
     @property
     def number(self) -> int:
@@ -99,7 +133,8 @@ class ModelRegistry(VersionLifecycle):
 
     def publish(self, staging: Path, dims: int, base: str, max_tokens: int, metrics: dict | None = None,
                 config: dict | None = None) -> Manifest:
-        """Turn a staging directory holding model.onnx and tokenizer.json into the next version.
+        """Turn a staging directory holding model.onnx and tokenizer.json (and query.onnx for a distilled
+        query tower) into the next version.
 
         The manifest is written last, inside the renamed directory, so a crash leaves no complete-looking
         half version. Raises RegistryError if a file is missing."""
@@ -109,18 +144,25 @@ class ModelRegistry(VersionLifecycle):
         version = self.next_version()
         target = self.root / version
         os.replace(staging, target)
-        manifest = Manifest(version=version, dims=dims, sha256=sha256_file(target / MODEL_FILE),
+        towers = {name: Tower(file=file, sha256=sha256_file(target / file))
+                  for name, file in ((PRODUCT, MODEL_FILE), (QUERY, QUERY_TOWER_FILE)) if (target / file).exists()}
+        manifest = Manifest(version=version, dims=dims, sha256=towers[PRODUCT].sha256,
                             created_at=datetime.now(timezone.utc), base=base, max_tokens=max_tokens,
-                            metrics=metrics or {}, config=config or {})
+                            metrics=metrics or {}, config=config or {}, towers=towers)
         atomic_write(target / MANIFEST_FILE, manifest.model_dump_json(indent=2))
         return manifest
 
     def verify(self, version: str) -> Manifest:
-        """The manifest of ``version`` after checking the ONNX file's sha256; raises RegistryError on mismatch."""
+        """The manifest of ``version`` after checking each tower's sha256; raises RegistryError on a
+        mismatch or a missing file."""
         manifest = self.manifest(version)
-        actual = sha256_file(self.path(version) / MODEL_FILE)
-        if actual != manifest.sha256:
-            raise RegistryError(f"{version}: model.onnx sha256 {actual[:12]} != manifest {manifest.sha256[:12]}")
+        for tower in {t.file: t for t in manifest.towers.values()}.values():
+            path = self.path(version) / tower.file
+            if not path.exists():
+                raise RegistryError(f"{version}: {tower.file} is missing")
+            actual = sha256_file(path)
+            if actual != tower.sha256:
+                raise RegistryError(f"{version}: {tower.file} sha256 {actual[:12]} != manifest {tower.sha256[:12]}")
         return manifest
 
     def staging_dir(self) -> Path:

@@ -193,6 +193,12 @@ class Settings(BaseSettings):
     encoder_precision: Precision = Field(
         "int8", description="the encoder a first start activates and `trainer cycle` gates and swaps in: "
                             "the int8 copy of a version (MatMul weights, per channel) or the version itself (fp32)")
+    # A 3-layer query tower distilled from the int8 pretrained encoder kept the served Home Depot validation
+    # nDCG@10 and Recall@100 within 0.005 at 0.63x the query CPU (docs/training.md, "Distilled query tower"),
+    # but distilling costs a cycle about 8 min of CPU on two cores, so a cycle does it only when asked.
+    query_tower_layers: int = Field(0, ge=0, le=6, description="layers of the query tower `trainer cycle` distills "
+                                                               "into its candidate (trainer/distill.py); 0: the "
+                                                               "candidate serves queries with its full encoder")
     query_cache_size: int = Field(10_000, ge=0, description="query embeddings the API keeps (LRU, keyed by model "
                                                             "version and token ids; 1.5 KB each); 0: none")
     max_query_chars: int = 512

@@ -23,8 +23,9 @@ class QueryBatcher:
     ``cache_size`` embeddings (0: no cache). ``observe_encode`` (optional) is called with the seconds each
     encode batch took on its worker thread (the query-encode metric).
 
-    ``await batcher.encode(model, text)`` returns a (D,) float32 unit vector (read-only: it may be shared
-    with other requests). Requests for different models (during a swap) are batched separately."""
+    ``await batcher.encode(model, text)`` returns a (D,) float32 unit vector by the model's query tower
+    (read-only: it may be shared with other requests). Requests for different models (during a swap) are
+    batched separately."""
 
     def __init__(self, max_batch: int = 32, threads: int = 1, cache_size: int = 0,
                  observe_encode: Callable[[float], None] | None = None) -> None:
@@ -37,8 +38,8 @@ class QueryBatcher:
         self._observe_encode = observe_encode
 
     async def encode(self, model: ServingModel, text: str) -> np.ndarray:
-        """The unit embedding (D,) float32 of ``text`` by ``model``'s encoder; raises what the encoder raises."""
-        ids = model.encoder.token_ids([text])[0]
+        """The unit embedding (D,) float32 of ``text`` by ``model``'s query tower; raises what it raises."""
+        ids = model.query_tower.token_ids([text])[0]
         cached = self.cache.get(model.version, ids)
         if cached is not None:
             return cached
@@ -50,11 +51,12 @@ class QueryBatcher:
 
     def _launch(self) -> None:
         model = self._pending[0][0]
-        batch = [item for item in self._pending if item[0].encoder is model.encoder][: self._max_batch]
+        batch = [item for item in self._pending if item[0].query_tower is model.query_tower][: self._max_batch]
         taken = {id(item) for item in batch}
         self._pending = [item for item in self._pending if id(item) not in taken]
         self._running += 1
-        encode = model.encoder.encode_ids if self._observe_encode is None else self._timed(model.encoder.encode_ids)
+        encode = model.query_tower.encode_ids
+        encode = encode if self._observe_encode is None else self._timed(encode)
         task = asyncio.get_running_loop().run_in_executor(self._executor, encode, [ids for _, ids, _ in batch])
         task.add_done_callback(lambda done: self._finish(done, batch))
 

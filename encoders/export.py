@@ -60,6 +60,14 @@ def verify_export(model, model_dir: Path, max_tokens: int, atol: float = 1e-4) -
     return worst
 
 
+def export_verified(model, directory: Path, tokenizer_file: Path, max_tokens: int) -> float:
+    """Write ``model`` as ``directory``/model.onnx beside a copy of ``tokenizer_file`` (what
+    encoders.runtime.OnnxEncoder loads) and return the torch/ONNX max abs difference. Raises ExportMismatch."""
+    export_onnx(model, directory / MODEL_FILE)
+    shutil.copyfile(tokenizer_file, directory / TOKENIZER_FILE)
+    return verify_export(model, directory, max_tokens)
+
+
 def publish_model(registry: ModelRegistry, model, tokenizer_file: Path, base: str, max_tokens: int = 128,
                   metrics: dict | None = None, config: dict | None = None) -> Manifest:
     """Export, verify and publish ``model`` (ONNX for serving, its torch weights for further training)
@@ -68,10 +76,8 @@ def publish_model(registry: ModelRegistry, model, tokenizer_file: Path, base: st
 
     staging = registry.staging_dir()
     try:
-        export_onnx(model, staging / MODEL_FILE)
+        diff = export_verified(model, staging, tokenizer_file, max_tokens)
         torch.save(model.state_dict(), staging / WEIGHTS_FILE)
-        shutil.copyfile(tokenizer_file, staging / TOKENIZER_FILE)
-        diff = verify_export(model, staging, max_tokens)
         dims = int(model(*(_probe_inputs())).shape[-1])
         manifest = registry.publish(staging, dims=dims, base=base, max_tokens=max_tokens, metrics=metrics,
                                     config={**(config or {}), "projection_dim": model.projection_dim,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from pathlib import Path
 
 from cartwise.registry import MODEL_FILE, TOKENIZER_FILE, WEIGHTS_FILE, Manifest, ModelRegistry
 from cartwise.settings import Precision
@@ -25,9 +26,10 @@ QUANTIZATION = "int8 dynamic, per-channel MatMul weights (onnxruntime.quantizati
 
 
 def served_copy(registry: ModelRegistry, version: str, precision: Precision) -> str:
-    """The version to serve for ``version`` at ``precision``: ``version`` itself for "fp32"; for "int8" its
-    int8 copy, the one already in the registry or a new one published now (a few seconds)."""
-    if precision == "fp32":
+    """The version to serve for ``version`` at ``precision``: ``version`` itself for "fp32" or when it is int8
+    already (an int8 copy, or one with a distilled query tower made from one); else its int8 copy, the one
+    already in the registry or a new one published now (a few seconds)."""
+    if precision == "fp32" or "quantization" in registry.manifest(version).config:
         return version
     existing = [v for v in registry.versions() if registry.manifest(v).config.get("quantized_from") == version]
     return existing[0] if existing else publish_quantized(registry, version).version
@@ -37,25 +39,33 @@ def publish_quantized(registry: ModelRegistry, version: str) -> Manifest:
     """Publish an int8 copy of ``version`` as the registry's next version (manifest config:
     ``quantized_from``, ``quantization``). Raises cartwise.registry.RegistryError for a missing or corrupt
     ``version``."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
     source, source_dir = registry.verify(version), registry.path(version)
     staging = registry.staging_dir()
-    advice = _DropMessage(PRE_PROCESSING_ADVICE)
-    logging.root.addFilter(advice)
     try:
-        quantize_dynamic(str(source_dir / MODEL_FILE), str(staging / MODEL_FILE), weight_type=QuantType.QInt8,
-                         per_channel=True, op_types_to_quantize=["MatMul"])
+        quantize_file(source_dir / MODEL_FILE, staging / MODEL_FILE)
         for name in (TOKENIZER_FILE, WEIGHTS_FILE):
             if (source_dir / name).exists():
                 shutil.copyfile(source_dir / name, staging / name)
         manifest = registry.publish(staging, dims=source.dims, base=source.base, max_tokens=source.max_tokens,
                                     config={**source.config, "quantized_from": version, "quantization": QUANTIZATION})
     finally:
-        logging.root.removeFilter(advice)
         shutil.rmtree(staging, ignore_errors=True)
     log.info("published %s: %s of %s", manifest.version, QUANTIZATION, version)
     return manifest
+
+
+def quantize_file(source: Path, target: Path) -> None:
+    """Write the int8 copy (:data:`QUANTIZATION`) of the ONNX graph ``source`` to ``target``.
+    Raises what onnxruntime.quantization raises for an unreadable graph."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    advice = _DropMessage(PRE_PROCESSING_ADVICE)
+    logging.root.addFilter(advice)
+    try:
+        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True,
+                         op_types_to_quantize=["MatMul"])
+    finally:
+        logging.root.removeFilter(advice)
 
 
 class _DropMessage(logging.Filter):

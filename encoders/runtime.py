@@ -11,7 +11,7 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from cartwise.lifecycle import VersionCollections, collection_names
-from cartwise.registry import MODEL_FILE, TOKENIZER_FILE, ModelRegistry
+from cartwise.registry import MODEL_FILE, QUERY, TOKENIZER_FILE, ModelRegistry
 
 
 def available_providers() -> list[str]:
@@ -21,7 +21,8 @@ def available_providers() -> list[str]:
 
 
 class OnnxEncoder:
-    """Text -> unit vectors with one ONNX graph (mean pooling and L2 normalization inside the graph).
+    """Text -> unit vectors with one ONNX graph (mean pooling and L2 normalization inside the graph):
+    ``model_file`` inside ``model_dir`` (a version's product tower by default), with its tokenizer.json.
 
     ``encode(texts)`` returns (B, D) float32 rows of unit L2 norm. Thread-safe: ONNX Runtime sessions
     and tokenizers' ``encode_batch`` allow concurrent calls.
@@ -31,12 +32,12 @@ class OnnxEncoder:
     padding (REES46 catalog, 1 thread: 132 products/s in batches of 256, 177/s sorted in chunks of 32)."""
 
     def __init__(self, model_dir: Path, max_tokens: int = 128, threads: int = 1,
-                 providers: Sequence[str] | None = None, chunk: int = 32) -> None:
+                 providers: Sequence[str] | None = None, chunk: int = 32, model_file: str = MODEL_FILE) -> None:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(Path(model_dir) / MODEL_FILE), options,
+        self.session = ort.InferenceSession(str(Path(model_dir) / model_file), options,
                                             providers=list(providers or available_providers()))
         self.tokenizer = Tokenizer.from_file(str(Path(model_dir) / TOKENIZER_FILE))
         self.tokenizer.enable_truncation(max_tokens)
@@ -73,15 +74,30 @@ class OnnxEncoder:
         return self.session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
 
 
+def query_encoder(registry: ModelRegistry, version: str, threads: int = 1) -> OnnxEncoder:
+    """The encoder of ``version``'s queries: its distilled query tower, else its model.onnx (unverified:
+    :meth:`ModelRegistry.verify` is the caller's). Raises RegistryError for a missing manifest."""
+    manifest = registry.manifest(version)
+    return OnnxEncoder(registry.path(version), manifest.max_tokens, threads, model_file=manifest.towers[QUERY].file)
+
+
 @dataclass(frozen=True, slots=True)
 class ServingModel:
     """One encoder version and the collections embedded with it; swapped only as a whole.
 
-    ``number`` N pairs the encoder ``vN`` with ``products_vN``, ``users_vN`` and ``groups_vN``."""
+    ``number`` N pairs the encoder ``vN`` with ``products_vN``, ``users_vN`` and ``groups_vN``. ``encoder``
+    is the product tower (products and users' histories); ``query_encoder`` the version's distilled query
+    tower, None when queries use the product tower (cartwise/registry.py, "two towers")."""
 
     version: str
     number: int
     encoder: OnnxEncoder
+    query_encoder: OnnxEncoder | None = None
+
+    @property
+    def query_tower(self) -> OnnxEncoder:
+        """The encoder of Search queries: the distilled tower, else the product tower."""
+        return self.query_encoder or self.encoder
 
     @property
     def collections(self) -> VersionCollections:
@@ -105,14 +121,16 @@ class ServingModel:
 
     @classmethod
     def load(cls, registry: ModelRegistry, version: str, threads: int = 1) -> "ServingModel":
-        """Load ``version`` after verifying its sha256. Raises cartwise.registry.RegistryError."""
+        """Load both towers of ``version`` after verifying their sha256. Raises cartwise.registry.RegistryError."""
         manifest = registry.verify(version)
         encoder = OnnxEncoder(registry.path(version), manifest.max_tokens, threads)
-        return cls(version, manifest.number, encoder)
+        queries = query_encoder(registry, version, threads) if manifest.distilled else None
+        return cls(version, manifest.number, encoder, queries)
 
     def warm_up(self) -> None:
-        """Encode one text: the first run of a session allocates, and that should not be a request's."""
-        self.encoder.encode(["warm up"])
+        """Encode one text with each tower: the first run of a session allocates, and that should not be a request's."""
+        for encoder in {id(e): e for e in (self.encoder, self.query_tower)}.values():
+            encoder.encode(["warm up"])
 
 
 class ActiveModel:

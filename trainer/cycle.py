@@ -1,7 +1,8 @@
 """Retraining cycles: ``cartwise trainer cycle`` (one, for cron) and ``cartwise trainer run --every``.
 
 A cycle: behavior events since the active version's watermark -> mine -> train (trainer.incremental)
--> publish (and its int8 copy, with ``encoder_precision`` int8) -> quality gate -> swap: a candidate that passes is requested on
+-> publish (and its int8 copy, with ``encoder_precision`` int8; and a version with a query tower distilled
+from it, with ``query_tower_layers`` > 0) -> quality gate -> swap: a candidate that passes is requested on
 ``models.updates`` and the stream worker's swap coordinator backfills and activates it
 (streams/swap.py); one that fails stays a candidate with the gate's reason, and nothing else changes.
 A file lock keeps two cycles from overlapping; any failure leaves the active version as it was."""
@@ -21,8 +22,10 @@ from cartwise.registry import ModelRegistry
 from cartwise.settings import Settings
 from encoders.quantize import served_copy
 from trainer.config import TrainConfig
+from trainer.distill import DistillConfig
 from trainer.gate import Verdict, gate_metrics, quality_gate
 from trainer.incremental import NothingToTrain, train_from_kafka
+from trainer.query_tower import publish_distilled
 
 log = logging.getLogger(__name__)
 LOCK_FILE = "trainer.lock"
@@ -41,6 +44,7 @@ class CycleResult:
     verdict: Verdict | None
     swap_requested: bool
     skipped: str | None = None
+    query_tower: str = ""  # what the candidate embeds queries with
 
 
 def run_cycle(settings: Settings, config: TrainConfig, margin: float = 0.01, judgments: Path | None = None,
@@ -59,8 +63,13 @@ def run_cycle(settings: Settings, config: TrainConfig, margin: float = 0.01, jud
             outcome = train_from_kafka(settings, config)
         except NothingToTrain as err:
             return CycleResult(None, None, False, skipped=str(err))
-        # The gate scores what would be served: with int8 serving, the int8 copy of what was trained.
+        # The gate scores what would be served: with int8 serving, the int8 copy of what was trained, and
+        # with CARTWISE_QUERY_TOWER_LAYERS its query tower distilled again from the new encoder.
         candidate = served_copy(registry, outcome.manifest.version, settings.encoder_precision)
+        if settings.query_tower_layers:
+            distilled = publish_distilled(settings, candidate, DistillConfig(layers=settings.query_tower_layers))
+            candidate = distilled.version
+        log.info("cycle: %s serves queries with %s", candidate, _query_tower(settings))
         active = registry.active()
         verdict = quality_gate(gate_metrics(settings, candidate, judgments, products),
                                gate_metrics(settings, active, judgments, products) if active else None, margin)
@@ -70,9 +79,15 @@ def run_cycle(settings: Settings, config: TrainConfig, margin: float = 0.01, jud
             registry.hold(candidate, verdict.reason)
             publish_update(settings, ModelUpdate(kind=HELD, version=candidate, previous=active, reason=verdict.reason))
         log.info("cycle: %s %s (%s)", candidate, "swap requested" if verdict.passed else "held", verdict.reason)
-        return CycleResult(candidate, verdict, verdict.passed)
+        return CycleResult(candidate, verdict, verdict.passed, query_tower=_query_tower(settings))
     finally:
         lock.release()
+
+
+def _query_tower(settings: Settings) -> str:
+    if settings.query_tower_layers:
+        return f"a {settings.query_tower_layers}-layer query tower distilled from the new encoder"
+    return "the full encoder (no distilled query tower: CARTWISE_QUERY_TOWER_LAYERS=0)"
 
 
 def run_every(settings: Settings, config: TrainConfig, every_s: float, margin: float,

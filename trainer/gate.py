@@ -38,7 +38,7 @@ def quality_gate(candidate: dict, active: dict | None, margin: float, metric: st
 def gate_metrics(settings: Settings, version: str, judgments: Path | None = None, products: Path | None = None) -> dict:
     """Validation metrics of a registry version as served: its ONNX model ranking the validation queries
     by the hybrid retrieval through a Qdrant Edge index of the whole catalog (``cartwise eval``'s path).
-    Cached on disk per (model sha256, judgments file, products file, lexical settings) so the active
+    Cached on disk per (both towers' sha256, judgments file, products file, lexical settings) so the active
     version is scored once."""
     from cartwise.datasets import data_root
     from cartwise.registry import ModelRegistry
@@ -46,7 +46,7 @@ def gate_metrics(settings: Settings, version: str, judgments: Path | None = None
 
     root = data_root() / "homedepot"
     files = [judgments or root / "judgments.csv", products or root / "products.csv"]
-    key = hashlib.sha256(ModelRegistry(settings.models_dir).verify(version).sha256.encode()
+    key = hashlib.sha256(ModelRegistry(settings.models_dir).verify(version).towers_digest.encode()
                          + b"".join(hashlib.sha256(f.read_bytes()).digest() for f in files)
                          + settings.lexical.model_dump_json().encode()).hexdigest()[:20]
     path = settings.data_dir / "gate" / f"{key}.json"

@@ -6,6 +6,7 @@ import json
 import time
 from pathlib import Path
 
+from trainer.distill_experiment import distill_section
 from trainer.evaluation.report import markdown_table
 from trainer.experiments import ARMS
 from trainer.plots import plot_convergence
@@ -86,12 +87,15 @@ what a large α costs a query whose intent differs from the history.
 
 def write_training_report(experiments: Path, docs: Path) -> Path:
     """Write ``docs/training.md`` (and docs/img/training_convergence.png) from the ablation results
-    (``experiments/ablation.json``) and, when present, the personalization tuning results."""
+    (``experiments/ablation.json``) and, when present, the personalization tuning and query-tower
+    distillation results."""
     from cartwise.machine import machine_info
 
     results = json.loads((experiments / "ablation.json").read_text())
     tuned_path = experiments / "personalization.json"
     personalization = personalization_section(json.loads(tuned_path.read_text()) if tuned_path.exists() else None)
+    distilled = distill_section([json.loads(f.read_text())
+                                 for f in sorted(experiments.glob("distill-L*.json"), reverse=True)])
 
     plot_convergence(results, CONVERGENCE_ARMS, docs / "img" / "training_convergence.png")
     target, first = steps_to_target(results)
@@ -135,11 +139,13 @@ Steps and seconds to reach nDCG@10 {target:.4f} (the best value both TB-HNS and 
 {reach}
 
 {personalization}
+{distilled}
 ## Reproduce
 ```bash
 cartwise taxonomy assign --dataset homedepot          # TB-HNS needs the assigned taxonomy
 cartwise experiments ablation                         # all arms, resumable; rewrites this file
 cartwise experiments personalization --model latest   # REES46 tuning (then rerun `experiments report`)
+cartwise experiments distill --layers 3               # the distilled query tower (then `experiments report`)
 cartwise experiments report                           # this file from the saved results
 cartwise train --dataset homedepot --negatives tbhns  # the published configuration alone
 cartwise eval --dataset homedepot --model bm25 --model pretrained --model latest

@@ -24,7 +24,7 @@ import numpy as np
 from cartwise.ranking import fuse
 from cartwise.registry import ModelRegistry
 from cartwise.settings import Settings
-from encoders.runtime import OnnxEncoder
+from encoders.runtime import query_encoder
 from trainer.data import LabeledQuery, labeled_queries, split_queries, tuning_half
 from trainer.evaluation.homedepot import (
     cached_catalog_vectors,
@@ -145,7 +145,7 @@ def run_second_stage(settings: Settings, version: str, seed: int = 0) -> dict:
 
     registry = ModelRegistry(settings.models_dir)
     vectors = cached_catalog_vectors(registry, version, texts, settings.data_dir / "eval_cache")
-    encoder = OnnxEncoder(registry.path(version), registry.manifest(version).max_tokens, threads=2)
+    encoder = query_encoder(registry, version, threads=2)
     lexical = LexicalScores(settings.lexical, lexical_texts(data, ids))
     lists = {}
     for name, queries in (("fit", fit), ("early", early), ("val", val)):

@@ -131,3 +131,10 @@ async def test_errors_are_not_cached(cached):
     with pytest.raises(RuntimeError):
         await cached.encode(model(FakeEncoder(fail=True)), "t1")
     assert len(cached.cache) == 0
+
+
+async def test_a_version_with_a_query_tower_embeds_queries_with_it(batcher):
+    products, queries = FakeEncoder(), FakeEncoder()
+    served = ServingModel("v2", 2, products, query_encoder=queries)
+    np.testing.assert_array_equal(await batcher.encode(served, "t5"), [5, 5, 5])
+    assert queries.batches == [["t5"]] and products.batches == []

@@ -55,3 +55,26 @@ def test_a_cycle_warns_when_retention_removed_events_past_its_watermark(caplog):
     assert [r.getMessage() for r in caplog.records] == [
         "behavior.carts[0]: the watermark is at offset 100 but the first kept record is 120: 20 events expired "
         "before a cycle read them (retention: CARTWISE_RETENTION_S)"]
+
+
+@pytest.mark.parametrize("layers", [0, 3])
+def test_a_cycle_gates_and_swaps_the_candidate_with_its_query_tower_distilled_again_or_says_it_has_none(
+        tmp_path, monkeypatch, layers):
+    from types import SimpleNamespace
+
+    import trainer.cycle as cycle
+    from trainer.gate import Verdict
+
+    distilled, gated, swapped = [], [], []
+    monkeypatch.setattr(cycle, "train_from_kafka", lambda s, c: SimpleNamespace(manifest=SimpleNamespace(version="v3")))
+    monkeypatch.setattr(cycle, "served_copy", lambda registry, version, precision: "v4")  # its int8 copy
+    monkeypatch.setattr(cycle, "publish_distilled", lambda s, version, config:
+                        distilled.append((version, config.layers)) or SimpleNamespace(version="v5"))
+    monkeypatch.setattr(cycle, "gate_metrics", lambda s, version, j, p: gated.append(version) or {"ndcg@10": 0.5})
+    monkeypatch.setattr(cycle, "quality_gate", lambda candidate, active, margin: Verdict(True, "better"))
+    monkeypatch.setattr(cycle, "request_swap", lambda s, version, reason, previous=None: swapped.append(version))
+    result = run_cycle(Settings(data_dir=tmp_path, query_tower_layers=layers), TrainConfig())
+    served = "v5" if layers else "v4"
+    assert distilled == ([("v4", 3)] if layers else [])
+    assert gated == swapped == [served] and result.candidate == served and result.swap_requested
+    assert ("3-layer query tower distilled" in result.query_tower) if layers else ("full encoder" in result.query_tower)

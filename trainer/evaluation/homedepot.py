@@ -28,7 +28,7 @@ from cartwise.ranking import RankingProfile
 from cartwise.registry import ModelRegistry
 from cartwise.retrieval import RankRequest, Retrieval, rank
 from cartwise.settings import Lexical
-from encoders.runtime import OnnxEncoder
+from encoders.runtime import OnnxEncoder, query_encoder
 from trainer.evaluation.metrics import exact_top_k
 
 TOP_K = 100
@@ -172,7 +172,7 @@ def served_catalog(data: HomeDepot, registry: ModelRegistry, version: str, cache
     k1, b and avgdl), closed and removed on exit."""
     ids, texts = catalog_texts(data)
     vectors = cached_catalog_vectors(registry, version, texts, cache_dir)
-    encoder = OnnxEncoder(registry.path(version), registry.manifest(version).max_tokens, threads=2)
+    encoder = query_encoder(registry, version, threads=2)
     queries = list(data.qrels)
     qvecs = embed(encoder, queries, f"embedding {len(queries)} queries")
     bm25 = LexicalEncoder(lexical)

@@ -29,7 +29,7 @@ from cartwise.ranking import RankingProfile
 from cartwise.registry import ModelRegistry
 from cartwise.retrieval import RankRequest, Retrieval, rank
 from cartwise.settings import Lexical, Personalization
-from encoders.runtime import OnnxEncoder
+from encoders.runtime import query_encoder
 from trainer.evaluation.homedepot import EVAL, bm25_index, bm25_top_k, cached_catalog_vectors
 from trainer.evaluation.metrics import MetricMeans, hit_at, reciprocal_rank_at
 
@@ -110,7 +110,7 @@ def evaluate_rees46_grid(registry: ModelRegistry, version: str, grid: list[Perso
     ids = list(catalog)
     vectors = cached_catalog_vectors(registry, version, [event_product_text(catalog[p]) for p in ids], cache_dir)
     vector_of = dict(zip(ids, vectors))
-    encoder = OnnxEncoder(registry.path(version), registry.manifest(version).max_tokens)
+    encoder = query_encoder(registry, version)
     lexical = lexical or Lexical()
     bm25, profile = LexicalEncoder(lexical), RankingProfile.from_settings(lexical)
     queries: dict[str, tuple] = {}

@@ -1,4 +1,4 @@
-"""`cartwise models`: the registry's versions (list, gc, quantize, ensure-active) and swap requests to the
+"""`cartwise models`: the registry's versions (list, gc, quantize, distill, ensure-active) and swap requests to the
 running service (activate, rollback)."""
 
 from __future__ import annotations
@@ -121,3 +121,28 @@ def models_quantize(ctx: click.Context, version: str) -> None:
     except RegistryError as err:
         raise click.ClickException(str(err)) from None
     click.echo(f"{manifest.version}: int8 copy of {version}")
+
+
+@models.command("distill")
+@click.argument("version")
+@click.option("--layers", type=int, default=3, show_default=True, help="Transformer layers of the query tower.")
+@click.option("--steps", type=int, default=None, help="Optimizer steps (default: the CPU configuration's).")
+@click.pass_context
+def models_distill(ctx: click.Context, version: str, layers: int, steps: int | None) -> None:
+    """Publish VERSION's product tower with a LAYERS-layer query tower distilled from it (trainer/distill.py,
+    minutes on one CPU thread) as a new candidate version; products keep VERSION's embeddings. Evaluate it
+    with `cartwise eval` and activate it with `cartwise models activate` like any other: a swap moves both
+    towers together."""
+    import torch
+
+    from cartwise.registry import RegistryError
+    from trainer.distill import DistillConfig
+    from trainer.query_tower import publish_distilled
+
+    torch.set_num_threads(1)  # the service shares the cores
+    try:
+        manifest = publish_distilled(settings_of(ctx), version,
+                                     DistillConfig(layers=layers, **({"steps": steps} if steps else {})))
+    except (RegistryError, ValueError) as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(f"{manifest.version}: {version}'s product tower with a {layers}-layer distilled query tower")
