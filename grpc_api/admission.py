@@ -1,0 +1,96 @@
+"""Adaptive admission: a concurrency limit that follows the measured latency, so that under overload the
+admitted requests keep their latency and the rest are refused at once (RESOURCE_EXHAUSTED), not queued.
+
+The method is the gradient limit of Netflix's concurrency-limits (``GradientLimit``; Gradient2 compares
+with a long average instead) and of Envoy's adaptive concurrency filter, both after TCP Vegas (Brakmo &
+Peterson, 1995): every window of requests, with ``sample`` the window's mean latency and ``baseline`` the
+no-load latency,
+
+    gradient  = clamp(tolerance * baseline / sample, 0.5, 1)
+    new_limit = limit * gradient + sqrt(limit)          (sqrt(limit): the queue the limit allows for)
+    limit     = clamp((1 - smoothing) * limit + smoothing * new_limit, min_limit, max_limit)
+
+so the limit rises while latency stays within ``tolerance`` x the no-load latency and falls (by at most a
+tenth per window) when it grows beyond. As in Netflix's limit, it does not rise from a window whose peak
+concurrency stayed under half the limit: a limit no load has tried says nothing about the latency it
+causes.
+
+The no-load latency: Envoy measures it by dropping the limit to ``min_concurrency`` now and then, which
+refuses requests at any load; a long-window minimum of all windows (Netflix's ``rtt_noload``) creeps up
+under sustained overload, since every window then queues. Here it is measured passively from the same
+concurrency Envoy probes at: the mean latency of the last :data:`BASELINE_REQUESTS` requests admitted with
+fewer than ``min_limit`` requests in flight. Under sustained overload such requests are rare and the
+estimate keeps its last value; if the limit falls to ``min_limit``, every request is one, so a lasting
+change of the no-load latency (a bigger catalog) is learnt even then."""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+WINDOW_REQUESTS = 20  # latencies per update: ~0.1 s at 200/s, enough that one slow request does not steer
+BASELINE_REQUESTS = 100  # no-load latencies averaged for the baseline
+SMOOTHING = 0.2  # Netflix GradientLimit's default
+INITIAL_LIMIT = 8  # the former fixed limit (docs/benchmarks.md, "Overload"); clamped to the bounds
+
+
+class AdaptiveLimit:
+    """The admission limit and its controller (pure logic: no clock, no I/O; one event loop uses it).
+
+    ``min_limit`` <= ``limit`` <= ``max_limit`` requests in flight; ``tolerance`` (> 1) is the latency, as a
+    multiple of the no-load latency, up to which the limit may rise. :meth:`try_acquire` admits a request
+    or refuses it; every admitted request must be :meth:`release`\\ d with its latency (seconds). Raises
+    ValueError for bounds that are not 1 <= min_limit <= max_limit or a tolerance <= 1."""
+
+    def __init__(self, min_limit: int, max_limit: int, tolerance: float) -> None:
+        if not 1 <= min_limit <= max_limit or tolerance <= 1.0:
+            raise ValueError(f"need 1 <= min_limit <= max_limit and tolerance > 1, got {min_limit}, {max_limit}, "
+                             f"{tolerance}")
+        self.min_limit, self.max_limit, self.tolerance = min_limit, max_limit, tolerance
+        self._limit = float(min(max(INITIAL_LIMIT, min_limit), max_limit))
+        self.in_flight = 0
+        self._window: list[float] = []
+        self._peak = 0  # the most requests in flight since the window began
+        self._no_load: deque[float] = deque(maxlen=BASELINE_REQUESTS)
+
+    @property
+    def limit(self) -> int:
+        """Requests that may be in flight now."""
+        return int(self._limit)
+
+    @property
+    def baseline_s(self) -> float | None:
+        """The no-load latency estimate (seconds), None before any request was admitted below ``min_limit``."""
+        return sum(self._no_load) / len(self._no_load) if self._no_load else None
+
+    def try_acquire(self) -> tuple[bool, bool]:
+        """Admit one request if fewer than :attr:`limit` are in flight. Returns (admitted, no_load): pass
+        ``no_load`` to :meth:`release`, it says the request was admitted below ``min_limit``."""
+        if self.in_flight >= self.limit:
+            return False, False
+        no_load = self.in_flight < self.min_limit
+        self.in_flight += 1
+        self._peak = max(self._peak, self.in_flight)
+        return True, no_load
+
+    def release(self, latency_s: float, no_load: bool) -> None:
+        """One admitted request finished after ``latency_s`` (whatever its outcome: a deadline hit is
+        latency too); every :data:`WINDOW_REQUESTS` of them update the limit."""
+        self.in_flight -= 1
+        if no_load:
+            self._no_load.append(latency_s)
+        self._window.append(latency_s)
+        if len(self._window) >= WINDOW_REQUESTS:
+            self._update(sum(self._window) / len(self._window))
+            self._window, self._peak = [], self.in_flight
+
+    def _update(self, sample_s: float) -> None:
+        baseline = self.baseline_s
+        if baseline is None or sample_s <= 0.0:
+            return
+        gradient = min(1.0, max(0.5, self.tolerance * baseline / sample_s))
+        target = self._limit * gradient + math.sqrt(self._limit)
+        if target > self._limit and 2 * self._peak < self._limit:
+            return  # the load did not try this limit: no evidence to raise it
+        smoothed = (1 - SMOOTHING) * self._limit + SMOOTHING * target
+        self._limit = min(float(self.max_limit), max(float(self.min_limit), smoothed))
