@@ -19,7 +19,8 @@ The no-load latency: Envoy measures it by dropping the limit to ``min_concurrenc
 refuses requests at any load; a long-window minimum of all windows (Netflix's ``rtt_noload``) creeps up
 under sustained overload, since every window then queues. Here it is measured passively from the same
 concurrency Envoy probes at: the mean latency of the last :data:`BASELINE_REQUESTS` requests admitted with
-fewer than ``min_limit`` requests in flight. Under sustained overload such requests are rare and the
+fewer than ``min_limit`` requests in flight (from :data:`BASELINE_MIN_REQUESTS` of them on; the limit
+stays at its initial value before). Under sustained overload such requests are rare and the
 estimate keeps its last value; if the limit falls to ``min_limit``, every request is one, so a lasting
 change of the no-load latency (a bigger catalog) is learnt even then."""
 
@@ -29,7 +30,8 @@ import math
 from collections import deque
 
 WINDOW_REQUESTS = 20  # latencies per update: ~0.1 s at 200/s, enough that one slow request does not steer
-BASELINE_REQUESTS = 100  # no-load latencies averaged for the baseline
+BASELINE_REQUESTS = 100  # no-load latencies averaged for the baseline ...
+BASELINE_MIN_REQUESTS = 20  # ... and how many it needs before it steers (a few cold first requests do not)
 SMOOTHING = 0.2  # Netflix GradientLimit's default
 INITIAL_LIMIT = 8  # the former fixed limit (docs/benchmarks.md, "Overload"); clamped to the bounds
 
@@ -60,8 +62,11 @@ class AdaptiveLimit:
 
     @property
     def baseline_s(self) -> float | None:
-        """The no-load latency estimate (seconds), None before any request was admitted below ``min_limit``."""
-        return sum(self._no_load) / len(self._no_load) if self._no_load else None
+        """The no-load latency estimate (seconds), None until :data:`BASELINE_MIN_REQUESTS` requests were
+        admitted below ``min_limit``; until then the limit does not move."""
+        if len(self._no_load) < BASELINE_MIN_REQUESTS:
+            return None
+        return sum(self._no_load) / len(self._no_load)
 
     def try_acquire(self) -> tuple[bool, bool]:
         """Admit one request if fewer than :attr:`limit` are in flight. Returns (admitted, no_load): pass

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from grpc_api.admission import INITIAL_LIMIT, WINDOW_REQUESTS, AdaptiveLimit
+from grpc_api.admission import BASELINE_MIN_REQUESTS, INITIAL_LIMIT, WINDOW_REQUESTS, AdaptiveLimit
 
 
 def run(limit: AdaptiveLimit, latency_s: float, windows: int, concurrency: int | None = None) -> None:
@@ -66,6 +66,15 @@ def test_an_idle_load_does_not_raise_the_limit():
     learn_baseline(limit, 0.005)
     run(limit, 0.005, windows=40, concurrency=1)  # never more than one in flight: the limit is untried
     assert limit.limit == INITIAL_LIMIT
+
+
+def test_a_few_cold_requests_are_no_baseline_yet():
+    limit = AdaptiveLimit(2, 64, 2.0)
+    for _ in range(BASELINE_MIN_REQUESTS - 1):
+        limit.release(0.5, limit.try_acquire()[1])
+    assert limit.baseline_s is None
+    limit.release(0.5, limit.try_acquire()[1])
+    assert limit.baseline_s == pytest.approx(0.5)
 
 
 def test_no_baseline_no_change():

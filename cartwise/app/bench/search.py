@@ -229,8 +229,8 @@ async def run_overload_bench(settings: Settings, seconds: float, console, retrie
     many requests, so this is the most it completes, the load generator's own CPU included as in the
     overload phase (``capacity_p99_ms`` beside it). The two phases draw disjoint requests. Overload:
     the knee x :data:`OVERLOAD_FACTOR` offered open-loop; see :func:`overload_summary`. Returns the figures
-    (latencies in ms, rates per s, CPU in ms per request; ``admission_limit`` is the adaptive admission
-    limit when the load ended)."""
+    (latencies in ms, rates per s, CPU in ms per request; ``admission_limit`` and ``admission_baseline_ms``
+    are the adaptive admission's limit and no-load latency when the load ended)."""
     deadline = ("--deadline-ms", f"{deadline_ms:g}")
     count = int(OVERLOAD_FACTOR * (knee_qps or MAX_KNEE_QPS) * seconds) + 1
     records, queries = _workload(catalog, 2 * count, repeat_rate)
@@ -245,15 +245,23 @@ async def run_overload_bench(settings: Settings, seconds: float, console, retrie
         with _queries_file(retrieval, queries[:count]) as path, \
                 console.status(f"overload: offering {target:.0f} Search/s for {seconds:.0f} s"):
             load = await _offer(service.port, path, seconds, target, *deadline)
-        limit = service.servicer.admission.limit
+        admission = _admission_state(service)
     return {**overload_summary(capacity, load, target), "knee_qps": target / OVERLOAD_FACTOR,
             "knee_from": "given" if knee_qps is not None else "capacity", "deadline_ms": deadline_ms,
-            "admission_limit": limit, "min_in_flight": settings.min_in_flight, "max_in_flight": settings.max_in_flight,
+            **admission, "min_in_flight": settings.min_in_flight, "max_in_flight": settings.max_in_flight,
             "capacity_clients": CAPACITY_CLIENTS, "retrieval": retrieval, "catalog": catalog, "products": products,
             "machine": machine_info(),
             "command": f"cartwise bench search --overload --catalog {catalog} --seconds {seconds:g} --deadline-ms "
                        f"{deadline_ms:g} --retrieval {retrieval}" + (f" --knee-qps {knee_qps:g}" if knee_qps else "")
                        + " --json"}
+
+
+def _admission_state(service) -> dict:
+    """The service's adaptive admission now: its limit and no-load latency estimate (ms, None while it has
+    none), to read a run's refusals by."""
+    admission = service.servicer.admission
+    baseline = admission.baseline_s
+    return {"admission_limit": admission.limit, "admission_baseline_ms": baseline * 1000 if baseline else None}
 
 
 def overload_summary(capacity: dict | None, load: dict, target_qps: float) -> dict:
@@ -288,7 +296,7 @@ async def run_sweep_bench(settings: Settings, steps: Sequence[float], seconds: f
     """A latency-throughput sweep on one loaded ``catalog`` (as :func:`run_search_bench`): each of ``steps``
     (offered Search/s, ascending) offered open-loop for ``seconds``, each step with requests of its own (the
     workload's next ones), then the floor (:func:`_floor`) on the first requests. Returns ``steps`` (one
-    :func:`sweep_step` each) and the top-level figures of :func:`sweep_summary` with the floor's; with
+    :func:`sweep_step` each, with the admission's limit and no-load latency at the step's end) and the top-level figures of :func:`sweep_summary` with the floor's; with
     ``plot``, :func:`cartwise.app.bench.plots.plot_sweep` draws the steps there (PNG)."""
     counts = [int(qps * seconds) + 1 for qps in steps]
     records, queries = _workload(catalog, sum(counts), repeat_rate)
@@ -298,7 +306,8 @@ async def run_sweep_bench(settings: Settings, steps: Sequence[float], seconds: f
         for qps, start, count in zip(steps, accumulate([0, *counts]), counts):
             with _queries_file(retrieval, queries[start:start + count]) as path, \
                     console.status(f"sweep: offering {qps:g} Search/s for {seconds:.0f} s"):
-                results.append(sweep_step(qps, await _offer(service.port, path, seconds, qps)))
+                results.append({**sweep_step(qps, await _offer(service.port, path, seconds, qps)),
+                                **_admission_state(service)})
         floor = await _floor(service, queries[:FLOOR_QUERIES], retrieval)
     summary = sweep_summary(results, floor["floor_cpu_ms_per_request"])
     if plot:
