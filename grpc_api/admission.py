@@ -10,8 +10,8 @@ no-load latency,
     new_limit = limit * gradient + sqrt(limit)          (sqrt(limit): the queue the limit allows for)
     limit     = clamp((1 - smoothing) * limit + smoothing * new_limit, min_limit, max_limit)
 
-so the limit rises while latency stays within ``tolerance`` x the no-load latency and falls (by at most a
-tenth per window) when it grows beyond. As in Netflix's limit, it does not rise from a window whose peak
+so the limit rises while latency stays within ``tolerance`` x the no-load latency and falls (by about a
+tenth per window at most) when it grows beyond. As in Netflix's limit, it does not rise from a window whose peak
 concurrency stayed under half the limit: a limit no load has tried says nothing about the latency it
 causes.
 
@@ -21,8 +21,14 @@ under sustained overload, since every window then queues. Here it is measured pa
 concurrency Envoy probes at: the mean latency of the last :data:`BASELINE_REQUESTS` requests admitted with
 fewer than ``min_limit`` requests in flight (from :data:`BASELINE_MIN_REQUESTS` of them on; the limit
 stays at its initial value before). Under sustained overload such requests are rare and the
-estimate keeps its last value; if the limit falls to ``min_limit``, every request is one, so a lasting
-change of the no-load latency (a bigger catalog) is learnt even then."""
+estimate keeps its last value, so it does not creep up with the queue. A lasting rise of the no-load
+latency during an overload (a bigger catalog, a heavier model) holds the limit low (the gradient alone
+brings it down to about 4: 0.5 x 4 + sqrt(4) = 4) until the load eases and requests find the server
+idle again: a safe error, since a few requests in flight keep two cores busy.
+
+The tolerance absorbs the no-load latency's own spread (query-cache hits and misses, personalized or
+not): with a tolerance of 2 and the sqrt(limit) queue, a limit of L settles where the window's mean
+latency is about 2 / (1 - 1/sqrt(L)) x the no-load latency."""
 
 from __future__ import annotations
 
@@ -53,6 +59,7 @@ class AdaptiveLimit:
         self.in_flight = 0
         self._window: list[float] = []
         self._peak = 0  # the most requests in flight since the window began
+        self._dropped = False  # whether a request of the window hit its deadline
         self._no_load: deque[float] = deque(maxlen=BASELINE_REQUESTS)
 
     @property
@@ -78,22 +85,25 @@ class AdaptiveLimit:
         self._peak = max(self._peak, self.in_flight)
         return True, no_load
 
-    def release(self, latency_s: float, no_load: bool) -> None:
-        """One admitted request finished after ``latency_s`` (whatever its outcome: a deadline hit is
-        latency too); every :data:`WINDOW_REQUESTS` of them update the limit."""
+    def release(self, latency_s: float, no_load: bool, dropped: bool = False) -> None:
+        """One admitted request finished after ``latency_s``; ``dropped``: it hit its deadline first. Every
+        :data:`WINDOW_REQUESTS` of them update the limit; a window with a drop takes the steepest fall
+        (gradient 0.5), as TCP Vegas and Netflix's limits decrease on a drop: the request waited longer than
+        its client would, partly before admission, where the handler cannot time it."""
         self.in_flight -= 1
-        if no_load:
+        if no_load and not dropped:
             self._no_load.append(latency_s)
         self._window.append(latency_s)
+        self._dropped = self._dropped or dropped
         if len(self._window) >= WINDOW_REQUESTS:
-            self._update(sum(self._window) / len(self._window))
-            self._window, self._peak = [], self.in_flight
+            self._update(sum(self._window) / len(self._window), self._dropped)
+            self._window, self._peak, self._dropped = [], self.in_flight, False
 
-    def _update(self, sample_s: float) -> None:
+    def _update(self, sample_s: float, dropped: bool) -> None:
         baseline = self.baseline_s
         if baseline is None or sample_s <= 0.0:
             return
-        gradient = min(1.0, max(0.5, self.tolerance * baseline / sample_s))
+        gradient = 0.5 if dropped else min(1.0, max(0.5, self.tolerance * baseline / sample_s))
         target = self._limit * gradient + math.sqrt(self._limit)
         if target > self._limit and 2 * self._peak < self._limit:
             return  # the load did not try this limit: no evidence to raise it

@@ -96,23 +96,26 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
             query = validate()
         except InvalidRequest as err:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+        remaining = context.time_remaining()
+        if remaining is not None and remaining <= 0:  # it waited out its deadline before reaching us
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded before admission")
         admitted, no_load = self.admission.try_acquire()
         if not admitted:
             self.rejected += 1
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                 f"overloaded: {self.in_flight} requests in flight (the adaptive admission limit)")
-        started = time.perf_counter()
+        started, dropped = time.perf_counter(), False
         try:
-            remaining = context.time_remaining()
             response = await asyncio.wait_for(answer(query, self.active.current, context), remaining)
             response.request_id = uuid.uuid4().hex
             if self.impressions is not None:
                 self.impressions.record(impression_of(query, response))
             return response
         except asyncio.TimeoutError:
+            dropped = True
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded while searching")
         finally:
-            self.admission.release(time.perf_counter() - started, no_load)
+            self.admission.release(time.perf_counter() - started, no_load, dropped)
 
     async def _user(self, model: ServingModel, user_id: str, context) -> _User:
         if not user_id:

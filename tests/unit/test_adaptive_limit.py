@@ -61,6 +61,20 @@ def test_a_latency_double_the_no_load_one_is_within_tolerance_and_six_times_is_n
     assert within.limit > INITIAL_LIMIT > beyond.limit
 
 
+def test_a_request_past_its_deadline_takes_the_limit_down_whatever_its_latency():
+    dropping = AdaptiveLimit(2, 64, 2.0)
+    learn_baseline(dropping, 0.005)
+    run(dropping, 0.006, windows=20)
+    before = dropping.limit
+    for _ in range(20):  # one drop per window, its latency short: it waited before admission, untimed
+        held = [dropping.try_acquire() for _ in range(WINDOW_REQUESTS)]
+        dropping.release(0.001, held[0][1], dropped=True)
+        for _, no_load in held[1:]:
+            dropping.release(0.006, no_load)
+    assert dropping.limit < before / 2
+    assert dropping.baseline_s >= 0.005  # the dropped requests' 1 ms are no no-load latency
+
+
 def test_an_idle_load_does_not_raise_the_limit():
     limit = AdaptiveLimit(2, 64, 2.0)
     learn_baseline(limit, 0.005)

@@ -49,3 +49,22 @@ async def test_one_more_than_the_admission_limit_is_refused_at_once():
     assert [a.strategy for a in answered] == ["search", "search"] and servicer.in_flight == 0
     assert len({a.request_id for a in answered}) == 2  # each answer named on its own
     assert (await servicer._handle(Context(), lambda: "q", slow_answer)).strategy == "search"
+
+
+class Expired(Context):
+    def time_remaining(self):
+        return -0.01
+
+
+async def test_a_request_that_arrives_past_its_deadline_is_not_admitted():
+    servicer = SearchServicer.__new__(SearchServicer)
+    servicer.settings, servicer.rejected = Settings(), 0
+    servicer.admission = AdaptiveLimit(2, 8, 2.0)
+
+    async def answer(query, model, context):
+        raise AssertionError("no work for a request its client has given up on")
+
+    with pytest.raises(Aborted) as late:
+        await servicer._handle(Expired(), lambda: "q", answer)
+    assert late.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert servicer.in_flight == 0 and servicer.admission.baseline_s is None and servicer.rejected == 0

@@ -84,7 +84,8 @@ def plot_sweep(steps: list[dict], knee_qps: float, p99_limit_ms: float, title: s
         rate.plot(offered, [step["served_qps"] for step in steps], marker="o", label="served (OK)")
         rate.set(xlabel="offered Search/s", ylabel="answers/s", ylim=(0, None))
         refused = rate.twinx()
-        refused.bar(offered, [100 * step["refused_rate"] for step in steps], width=min(np.diff(offered), default=20) * 0.3,
+        width = 0.3 * min(np.diff(offered), default=20.0)
+        refused.bar(offered, [100 * step["refused_rate"] for step in steps], width=width,
                     color="tab:red", alpha=0.3, label="refused (RESOURCE_EXHAUSTED)")
         refused.set(ylabel="refused (%)", ylim=(0, 100))
         for ax in (latency, rate):

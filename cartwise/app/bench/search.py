@@ -296,8 +296,9 @@ async def run_sweep_bench(settings: Settings, steps: Sequence[float], seconds: f
     """A latency-throughput sweep on one loaded ``catalog`` (as :func:`run_search_bench`): each of ``steps``
     (offered Search/s, ascending) offered open-loop for ``seconds``, each step with requests of its own (the
     workload's next ones), then the floor (:func:`_floor`) on the first requests. Returns ``steps`` (one
-    :func:`sweep_step` each, with the admission's limit and no-load latency at the step's end) and the top-level figures of :func:`sweep_summary` with the floor's; with
-    ``plot``, :func:`cartwise.app.bench.plots.plot_sweep` draws the steps there (PNG)."""
+    :func:`sweep_step` each, with the admission's limit and no-load latency at the step's end) and the
+    top-level figures of :func:`sweep_summary` with the floor's; with ``plot``,
+    :func:`cartwise.app.bench.plots.plot_sweep` draws the steps there (PNG)."""
     counts = [int(qps * seconds) + 1 for qps in steps]
     records, queries = _workload(catalog, sum(counts), repeat_rate)
     async with loaded_service(settings, console, records=records) as service:
