@@ -27,6 +27,7 @@ NAMESPACE = "cartwise"
 REQUEST_SECONDS = "cartwise_request_seconds"
 REQUESTS_IN_FLIGHT = "cartwise_requests_in_flight"
 REQUESTS_REJECTED = "cartwise_requests_rejected"
+ADMISSION_LIMIT = "cartwise_admission_limit"
 QUERY_ENCODE_SECONDS = "cartwise_query_encode_seconds"
 QUERY_CACHE_HITS = "cartwise_query_cache_hits"
 QUERY_CACHE_MISSES = "cartwise_query_cache_misses"
@@ -68,16 +69,20 @@ class Metrics:
         ProcessCollector(namespace=NAMESPACE, registry=self.registry)  # cartwise_process_cpu_seconds_total, ...
 
     def watch_servicer(self, servicer: Callable[[], object | None]) -> None:
-        """Export ``servicer()``'s ``in_flight`` (requests worked on now) and ``rejected`` (refused
-        RESOURCE_EXHAUSTED since start) counts, read at scrape time (0 while it returns None)."""
+        """Export ``servicer()``'s ``in_flight`` (requests worked on now), ``admission.limit`` (the adaptive
+        admission limit now) and ``rejected`` (refused RESOURCE_EXHAUSTED since start) counts, read at scrape
+        time (0 while it returns None)."""
         gauge = Gauge(REQUESTS_IN_FLIGHT, "Search/Recommend requests being worked on", registry=self.registry)
         gauge.set_function(lambda: getattr(servicer(), "in_flight", 0))
+        limit = Gauge(ADMISSION_LIMIT, "Search/Recommend requests the adaptive admission limit lets in flight now "
+                                       "(it follows their latency)", registry=self.registry)
+        limit.set_function(lambda: getattr(getattr(servicer(), "admission", None), "limit", 0))
 
         def collect():
             current = servicer()
             if current is not None:
                 yield CounterMetricFamily(REQUESTS_REJECTED, "requests refused RESOURCE_EXHAUSTED (beyond "
-                                                             "CARTWISE_MAX_IN_FLIGHT)", value=current.rejected)
+                                                             "the admission limit)", value=current.rejected)
         self.registry.register(_Collect(collect))
 
     def watch_impressions(self, impressions: Callable[[], object | None]) -> None:

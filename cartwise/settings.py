@@ -211,10 +211,15 @@ class Settings(BaseSettings):
                                                             "histories (about 10 KB each)")
     user_ttl_s: float = Field(90 * 86400.0, ge=0.0, description="a user with no event for this long in stream time "
                                                               "(the newest event time seen) is expired; 0: never")
-    # An admitted request waits about max_in_flight / capacity: 8 keeps that near the 1x p99 at 2x load on two
-    # cores, where 32 queued up to a 250 ms deadline (docs/benchmarks.md, "Overload").
-    max_in_flight: int = Field(8, ge=1, description="Search/Recommend requests worked on at once; one more gets "
-                                                    "RESOURCE_EXHAUSTED at once instead of a queue")
+    # Admission (grpc_api/admission.py): a limit on requests in flight that follows the measured latency.
+    max_in_flight: int = Field(64, ge=1, description="the adaptive admission limit's upper bound: Search/Recommend "
+                                                     "requests worked on at once; one more gets RESOURCE_EXHAUSTED "
+                                                     "at once instead of a queue")
+    min_in_flight: int = Field(2, ge=1, description="the adaptive admission limit's lower bound; requests admitted "
+                                                    "with fewer than this in flight measure the no-load latency")
+    admission_tolerance: float = Field(2.0, gt=1.0, description="the latency, as a multiple of the no-load "
+                                                                "latency, up to which the admission limit may rise; "
+                                                                "beyond it the limit falls")
     impressions_buffer: int = Field(
         10_000, ge=0, description="answers the API holds for the impressions topic while the broker is slow; "
                                   "beyond it they are dropped (counted), never a request failed; 0: none published")
@@ -291,6 +296,12 @@ class Settings(BaseSettings):
             if not text or not text.isascii() or not text.isprintable() or any(c.isspace() for c in text):
                 raise ValueError("a token must be printable ASCII without spaces (the token is not shown)")
         return value
+
+    @model_validator(mode="after")
+    def _admission_bounds(self) -> "Settings":
+        if self.min_in_flight > self.max_in_flight:
+            raise ValueError("CARTWISE_MIN_IN_FLIGHT must not exceed CARTWISE_MAX_IN_FLIGHT")
+        return self
 
     @model_validator(mode="after")
     def _sasl_has_credentials(self) -> "Settings":

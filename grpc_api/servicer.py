@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 import uuid
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
@@ -25,6 +26,7 @@ from cartwise.v1 import search_pb2 as pb
 from cartwise.v1 import search_pb2_grpc as pb_grpc
 from encoders.batching import QueryBatcher
 from encoders.runtime import ActiveModel, ServingModel
+from grpc_api.admission import AdaptiveLimit
 from grpc_api.impressions import ImpressionLog, impression_of
 from grpc_api.validation import (
     WIRE_OF_RETRIEVAL,
@@ -50,9 +52,10 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
     """Search, Recommend and SimilarProducts. Each request takes one :class:`ServingModel` snapshot, so its query vector,
     user vector and product collection always come from the same version.
 
-    Admission: at most ``settings.max_in_flight`` requests are worked on at once; one more is refused at
-    once with RESOURCE_EXHAUSTED (counted in ``rejected``) rather than queued, so under overload the
-    answered requests keep their latency and the rest fail fast for the client to retry or shed.
+    Admission: at most ``admission.limit`` requests are worked on at once, a limit that follows their
+    latency (grpc_api/admission.py) between ``settings.min_in_flight`` and ``settings.max_in_flight``; one
+    more is refused at once with RESOURCE_EXHAUSTED (counted in ``rejected``) rather than queued, so under
+    overload the answered requests keep their latency and the rest fail fast for the client to retry or shed.
 
     ``index`` is read asynchronously (cartwise.index.open_reader). A collection of the snapshot that is
     missing (dropped under the request, or never built) answers UNAVAILABLE naming it, and so does an
@@ -68,7 +71,13 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         self.profile = RankingProfile.from_settings(settings.lexical)
         self.lexical = LexicalEncoder(self.profile)
         self.pages = Pages(index, self.profile, settings.hnsw_ef)
-        self.in_flight, self.rejected = 0, 0
+        self.admission = AdaptiveLimit(settings.min_in_flight, settings.max_in_flight, settings.admission_tolerance)
+        self.rejected = 0
+
+    @property
+    def in_flight(self) -> int:
+        """Requests being worked on now."""
+        return self.admission.in_flight
 
     async def Search(self, request: pb.SearchRequest, context: grpc.aio.ServicerContext) -> pb.SearchResponse:
         return await self._handle(context, lambda: validate_search(request, self.settings.max_query_chars),
@@ -87,22 +96,26 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
             query = validate()
         except InvalidRequest as err:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
-        if self.in_flight >= self.settings.max_in_flight:
+        remaining = context.time_remaining()
+        if remaining is not None and remaining <= 0:  # it waited out its deadline before reaching us
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded before admission")
+        admitted, no_load = self.admission.try_acquire()
+        if not admitted:
             self.rejected += 1
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                f"overloaded: {self.in_flight} requests in flight (CARTWISE_MAX_IN_FLIGHT)")
-        self.in_flight += 1
+                                f"overloaded: {self.in_flight} requests in flight (the adaptive admission limit)")
+        started, dropped = time.perf_counter(), False
         try:
-            remaining = context.time_remaining()
             response = await asyncio.wait_for(answer(query, self.active.current, context), remaining)
             response.request_id = uuid.uuid4().hex
             if self.impressions is not None:
                 self.impressions.record(impression_of(query, response))
             return response
         except asyncio.TimeoutError:
+            dropped = True
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded while searching")
         finally:
-            self.in_flight -= 1
+            self.admission.release(time.perf_counter() - started, no_load, dropped)
 
     async def _user(self, model: ServingModel, user_id: str, context) -> _User:
         if not user_id:

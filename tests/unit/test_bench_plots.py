@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from cartwise.app.bench.plots import plot_latency_histogram, plot_throughput, plot_timeline
+from cartwise.app.bench.plots import plot_latency_histogram, plot_sweep, plot_throughput, plot_timeline
 from cartwise.app.bench.search import answered_latencies
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -31,7 +31,10 @@ def test_every_plot_writes_a_png(tmp_path):
     records = [{"start": 100.0 + k / 50, "latency_ms": 5.0 + k % 7, "model_version": "v2" if k < 100 else "v3",
                 "index_version": None, "error": None} for k in range(200)]
     plot_timeline(records, 101.0, 102.0, tmp_path / "swap.png")
-    for name in ("a/hist.png", "ingest.png", "swap.png"):
+    steps = [{"target_qps": q, "served_qps": min(q, 180.0), "refused_rate": max(0.0, 1 - 180.0 / q),
+              "p50_ms": 5.0 + q / 50, "p99_ms": None if q == 400 else 10.0 + q / 5} for q in (50, 100, 200, 400)]
+    plot_sweep(steps, 100.0, 50.0, "sweep", tmp_path / "sweep.png")  # a step with no answer: a gap
+    for name in ("a/hist.png", "ingest.png", "swap.png", "sweep.png"):
         assert (tmp_path / name).read_bytes()[:8] == PNG_MAGIC
 
 

@@ -76,7 +76,7 @@ def test_the_collectors_export_what_the_parts_count():
     worker = SimpleNamespace(counts=counts, behavior=SimpleNamespace(forgotten=3, expired=4), swaps=swaps,
                              event_ages=EventAges())
     worker.event_ages.observe("behavior", "applied", [100.0, 100.0, 99.7], now_s=100.3)  # ages 0.3, 0.3, 0.6 s
-    servicer = SimpleNamespace(in_flight=2, rejected=7)
+    servicer = SimpleNamespace(in_flight=2, rejected=7, admission=SimpleNamespace(limit=12))
     cache = SimpleNamespace(hits=9, misses=1)
     lag_calls = []
     metrics.watch_worker(lambda: worker)
@@ -91,6 +91,7 @@ def test_the_collectors_export_what_the_parts_count():
     assert sample(text, "cartwise_events_consumed_total", topic="catalog") == 6
     assert sample(text, "cartwise_users_removed_total", reason="forgotten") == 3
     assert sample(text, "cartwise_requests_in_flight") == 2 and sample(text, "cartwise_requests_rejected_total") == 7
+    assert sample(text, "cartwise_admission_limit") == 12
     assert sample(text, "cartwise_query_cache_hits_total") == 9 and sample(text, "cartwise_query_cache_misses_total") == 1
     assert sample(text, "cartwise_query_encode_seconds_count") == 1
     assert sample(text, "cartwise_consumer_lag", topic="catalog") == 12

@@ -1,5 +1,6 @@
 """The benchmarks' plots for docs/benchmarks.md (matplotlib, Agg): Search latency during a swap, the
-Search latency histogram, ingest throughput over time, and the soak's per-minute series."""
+Search latency histogram, the Search latency-throughput sweep, ingest throughput over time, and the soak's
+per-minute series."""
 
 from __future__ import annotations
 
@@ -66,6 +67,32 @@ def plot_latency_histogram(latencies_ms: Sequence[float], floor_p50_ms: float, g
                                          (p99, f"p99 {p99:.1f} ms", "tab:red", "--")):
             ax.axvline(at, color=colour, linestyle=style, linewidth=1.0, label=label)
         ax.legend(loc="upper left", fontsize=8)
+
+
+def plot_sweep(steps: list[dict], knee_qps: float, p99_limit_ms: float, title: str, out: Path) -> None:
+    """A latency-throughput sweep (cartwise.app.bench.search.sweep_step rows) against the offered rate, in two
+    stacked panels: the answered p50 and p99 (ms, log scale) with the ``p99_limit_ms`` line; the served rate
+    next to the offered one and the share refused (right axis). The knee is marked when above 0."""
+    offered = [step["target_qps"] for step in steps]
+    with _figure(out, 8.0, 7.0, rows=2) as (latency, rate):
+        for key, label in (("p50_ms", "p50"), ("p99_ms", "p99")):
+            latency.plot(offered, [np.nan if step[key] is None else step[key] for step in steps], marker="o",
+                         label=f"answered {label}")
+        latency.axhline(p99_limit_ms, color="tab:red", linestyle="-.", label=f"p99 limit {p99_limit_ms:g} ms")
+        latency.set(yscale="log", ylabel="Search latency (ms, log scale)", title=title)
+        rate.plot(offered, offered, color="grey", linestyle=":", label="offered")
+        rate.plot(offered, [step["served_qps"] for step in steps], marker="o", label="served (OK)")
+        rate.set(xlabel="offered Search/s", ylabel="answers/s", ylim=(0, None))
+        refused = rate.twinx()
+        width = 0.3 * min(np.diff(offered), default=20.0)
+        refused.bar(offered, [100 * step["refused_rate"] for step in steps], width=width,
+                    color="tab:red", alpha=0.3, label="refused (RESOURCE_EXHAUSTED)")
+        refused.set(ylabel="refused (%)", ylim=(0, 100))
+        for ax in (latency, rate):
+            if knee_qps > 0:
+                _mark(ax, knee_qps, f"knee {knee_qps:g}/s")
+            ax.legend(loc="upper left", fontsize=8)
+        refused.legend(loc="upper right", fontsize=8)
 
 
 def plot_throughput(samples: list[tuple[float, int]], raw_per_s: float, goal_per_s: float, title: str,

@@ -1,5 +1,6 @@
-"""``cartwise bench search``: gRPC Search latency at a fixed offered load vs the encode + ANN floor, and
-(``--overload``) what Search serves and refuses at twice the load the machine can serve."""
+"""``cartwise bench search``: gRPC Search latency at a fixed offered load vs the encode + ANN floor,
+(``--sweep``) a latency-throughput sweep over offered loads and its knee, and (``--overload``) what Search
+serves and refuses at twice the knee."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import random
 import shutil
 import tempfile
 import time
+from collections.abc import Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
+from itertools import accumulate
 from pathlib import Path
 
 from cartwise.app.bench.common import (
@@ -17,8 +20,8 @@ from cartwise.app.bench.common import (
     loaded_service,
     summarize_ms,
 )
-from cartwise.app.bench.loadgen import offer, read_records
-from cartwise.app.bench.plots import plot_latency_histogram
+from cartwise.app.bench.loadgen import REJECTED, offer, read_records
+from cartwise.app.bench.plots import plot_latency_histogram, plot_sweep
 from cartwise.datasets import Record, homedepot_records, rees46_records
 from cartwise.events import BehaviorEvent
 from cartwise.lexical import LexicalEncoder
@@ -99,6 +102,13 @@ def rees46_queries(count: int = 500, seed: int = 7) -> list[dict]:
              **({"user_id": rng.choice(users)} if i % 2 else {})} for i in range(count)]
 
 
+def _workload(catalog: str, count: int, repeat_rate: float) -> tuple[list[Record] | None, list[dict]]:
+    """The records to load (None: all of REES46) and ``count`` SearchRequest fields for ``catalog``."""
+    if catalog == "homedepot":
+        return homedepot_workload(count, repeat_rate=repeat_rate)
+    return None, rees46_queries(count)
+
+
 async def _floor(service, queries: list[dict], retrieval: Retrieval) -> dict:
     """Query encode (dense and BM25) + the served engine query of ``retrieval`` alone, sequentially, on
     the same model, index and queries: latency (ms) and this process's CPU per query (ms), in all and in
@@ -119,9 +129,13 @@ async def _floor(service, queries: list[dict], retrieval: Retrieval) -> dict:
 
 
 OVERLOAD_FACTOR = 2.0
+MAX_KNEE_QPS = 500.0  # requests are drawn for a knee up to this; past it the load generator cycles them
+SWEEP_STEPS = (50.0, 100.0, 150.0, 200.0, 300.0, 400.0)
+SWEEP_P99_MS = 50.0  # a sweep step fails above this answered p99 ...
+SWEEP_MAX_NOT_OK = 0.01  # ... or with more than this share of its requests not OK
 DEFAULT_DEADLINE_MS = 250.0
-# Enough to keep the encode thread and the event loop both busy on a small machine, and well under the
-# default max_in_flight, so the capacity run measures service, not refusals.
+# Enough to keep the encode thread and the event loop both busy on a small machine, and few enough that
+# the capacity run measures service, not refusals.
 CAPACITY_CLIENTS = 8
 
 
@@ -169,8 +183,7 @@ async def run_search_bench(settings: Settings, qps: float, seconds: float, conso
     also asks for :data:`MERCHANDISE` (the floor stays the plain engine query). With ``plot``, the latency
     histogram of the OK answers is written there (PNG)."""
     count = int(qps * seconds) + 1  # one request per slot: a recycled list would repeat queries by itself
-    records, queries = (homedepot_workload(count, repeat_rate=repeat_rate) if catalog == "homedepot"
-                        else (None, rees46_queries(count)))
+    records, queries = _workload(catalog, count, repeat_rate)
     async with loaded_service(settings, console, records=records) as service:
         model, cache = service.active.current, service.query_cache
         products, hits, misses = service.index.count(model.products), cache.hits, cache.misses
@@ -204,45 +217,66 @@ def answered_latencies(records: Path) -> list[float]:
 
 
 async def run_overload_bench(settings: Settings, seconds: float, console, retrieval: Retrieval = "hybrid",
-                             deadline_ms: float = DEFAULT_DEADLINE_MS) -> dict:
-    """Search at twice the load this machine can serve, in two phases of ``seconds`` each on the loaded
-    REES46 catalog, every request with a ``deadline_ms`` gRPC deadline.
+                             deadline_ms: float = DEFAULT_DEADLINE_MS, catalog: str = "rees46",
+                             knee_qps: float | None = None, repeat_rate: float = DEFAULT_REPEAT_RATE) -> dict:
+    """Search at :data:`OVERLOAD_FACTOR` x the knee on the loaded ``catalog`` (as :func:`run_search_bench`),
+    every request with a ``deadline_ms`` gRPC deadline, for ``seconds``.
 
-    Capacity: the rate of OK answers (per s) of a closed loop of :data:`CAPACITY_CLIENTS` clients, each
-    sending its next request when the previous one is answered, from the load-generator process on the same
-    machine. The server is never idle and never holds more than that many requests, so this is the most it
-    completes, with the load generator's own CPU cost included as in the overload phase; its p99 is
-    reported next to it (``capacity_p99_ms``, requests over the deadline are not counted as served).
-    Overload: :data:`OVERLOAD_FACTOR` x capacity offered open-loop; see :func:`overload_summary`.
-    Returns the figures (latencies in ms, rates per s, CPU in ms per request)."""
+    The knee is ``knee_qps`` when given (the ``knee_qps`` of a :func:`run_sweep_bench` on this machine), else
+    a first phase of ``seconds`` measures the capacity: the rate of OK answers (per s) of a closed loop of
+    :data:`CAPACITY_CLIENTS` clients, each sending its next request when the previous one is answered, from
+    the load-generator process on the same machine; the server is never idle and never holds more than that
+    many requests, so this is the most it completes, the load generator's own CPU included as in the
+    overload phase (``capacity_p99_ms`` beside it). The two phases draw disjoint requests. Overload:
+    the knee x :data:`OVERLOAD_FACTOR` offered open-loop; see :func:`overload_summary`. Returns the figures
+    (latencies in ms, rates per s, CPU in ms per request; ``admission_limit`` and ``admission_baseline_ms``
+    are the adaptive admission's limit and no-load latency when the load ended)."""
     deadline = ("--deadline-ms", f"{deadline_ms:g}")
-    async with loaded_service(settings, console) as service:
-        products, max_in_flight = service.index.count(service.active.current.products), service.settings.max_in_flight
-        with _queries_file(retrieval, rees46_queries()) as path:
-            with console.status(f"capacity: {CAPACITY_CLIENTS} closed-loop clients for {seconds:.0f} s"):
+    count = int(OVERLOAD_FACTOR * (knee_qps or MAX_KNEE_QPS) * seconds) + 1
+    records, queries = _workload(catalog, 2 * count, repeat_rate)
+    async with loaded_service(settings, console, records=records) as service:
+        products, capacity = service.index.count(service.active.current.products), None
+        if knee_qps is None:
+            with _queries_file(retrieval, queries[count:]) as path, \
+                    console.status(f"capacity: {CAPACITY_CLIENTS} closed-loop clients for {seconds:.0f} s"):
                 capacity = await _offer(service.port, path, seconds, 0.0, "--clients", str(CAPACITY_CLIENTS),
                                         *deadline)
-            target = OVERLOAD_FACTOR * capacity["qps"]
-            with console.status(f"overload: offering {target:.0f} Search/s for {seconds:.0f} s"):
-                load = await _offer(service.port, path, seconds, target, *deadline)
-    return {**overload_summary(capacity, load, target), "deadline_ms": deadline_ms,
-            "max_in_flight": max_in_flight, "capacity_clients": CAPACITY_CLIENTS, "retrieval": retrieval,
-            "products": products, "machine": machine_info(),
-            "command": f"cartwise bench search --overload --seconds {seconds:g} --deadline-ms {deadline_ms:g} "
-                       f"--retrieval {retrieval} --json"}
+        target = OVERLOAD_FACTOR * (knee_qps if knee_qps is not None else capacity["qps"])
+        with _queries_file(retrieval, queries[:count]) as path, \
+                console.status(f"overload: offering {target:.0f} Search/s for {seconds:.0f} s"):
+            load = await _offer(service.port, path, seconds, target, *deadline)
+        admission = _admission_state(service)
+    return {**overload_summary(capacity, load, target), "knee_qps": target / OVERLOAD_FACTOR,
+            "knee_from": "given" if knee_qps is not None else "capacity", "deadline_ms": deadline_ms,
+            **admission, "min_in_flight": settings.min_in_flight, "max_in_flight": settings.max_in_flight,
+            "capacity_clients": CAPACITY_CLIENTS, "retrieval": retrieval, "catalog": catalog, "products": products,
+            "machine": machine_info(),
+            "command": f"cartwise bench search --overload --catalog {catalog} --seconds {seconds:g} --deadline-ms "
+                       f"{deadline_ms:g} --retrieval {retrieval}" + (f" --knee-qps {knee_qps:g}" if knee_qps else "")
+                       + " --json"}
 
 
-def overload_summary(capacity: dict, load: dict, target_qps: float) -> dict:
-    """The overload figures from the load generator's output for the capacity run and the overload run
-    (offered ``target_qps``/s): served (OK) rate and p50/p99, the share of requests refused with
-    RESOURCE_EXHAUSTED and how fast refusals came back (p99), the share that hit the deadline, and the
-    count of any other status. ``offered_qps`` is the rate the load generator really started requests at,
-    which is below ``target_qps`` when it could not keep up. Latencies in ms (None when no such answer)."""
+def _admission_state(service) -> dict:
+    """The service's adaptive admission now: its limit and no-load latency estimate (ms, None while it has
+    none), to read a run's refusals by."""
+    admission = service.servicer.admission
+    baseline = admission.baseline_s
+    return {"admission_limit": admission.limit, "admission_baseline_ms": baseline * 1000 if baseline else None}
+
+
+def overload_summary(capacity: dict | None, load: dict, target_qps: float) -> dict:
+    """The overload figures from the load generator's output for the capacity run (None when the knee was
+    given) and the overload run (offered ``target_qps``/s): served (OK) rate and p50/p99, the share of
+    requests refused with RESOURCE_EXHAUSTED and how fast refusals came back (p99), the share that hit the
+    deadline, and the count of any other status. ``offered_qps`` is the rate the load generator really
+    started requests at, which is below ``target_qps`` when it could not keep up. Latencies in ms (None
+    when no such answer or no capacity run)."""
     counts, total = load["status"], max(load["requests"], 1)
     served, rejected = counts.get("OK", 0), counts.get("RESOURCE_EXHAUSTED", 0)
     known = ("OK", "RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED")
-    return {"capacity_qps": capacity["qps"], "capacity_p50_ms": capacity["p50_ms"],
-            "capacity_p99_ms": capacity["p99_ms"], "capacity_status": capacity["status"],
+    capacity = capacity or {}
+    return {"capacity_qps": capacity.get("qps"), "capacity_p50_ms": capacity.get("p50_ms"),
+            "capacity_p99_ms": capacity.get("p99_ms"), "capacity_status": capacity.get("status"),
             "target_qps": target_qps, "offered_qps": load["offered_qps"], "requests": load["requests"],
             "served_qps": load["qps"], "served_p50_ms": load["p50_ms"] if served else None,
             "served_p99_ms": load["p99_ms"] if served else None, "rejected_rate": rejected / total,
@@ -251,6 +285,67 @@ def overload_summary(capacity: dict, load: dict, target_qps: float) -> dict:
             "deadline_exceeded_rate": counts.get("DEADLINE_EXCEEDED", 0) / total,
             "other_errors": sum(n for code, n in counts.items() if code not in known), "status": counts,
             "start_late_p99_ms": load["start_late_p99_ms"],
-            "capacity_server_cpu_ms_per_request": capacity["server_cpu_ms_per_request"],
+            "capacity_server_cpu_ms_per_request": capacity.get("server_cpu_ms_per_request"),
             "server_cpu_ms_per_request": load["server_cpu_ms_per_request"],
             "loadgen_cpu_ms_per_request": load["loadgen_cpu_ms_per_request"]}
+
+
+async def run_sweep_bench(settings: Settings, steps: Sequence[float], seconds: float, console,
+                          retrieval: Retrieval = "hybrid", catalog: str = "rees46",
+                          repeat_rate: float = DEFAULT_REPEAT_RATE, plot: Path | None = None) -> dict:
+    """A latency-throughput sweep on one loaded ``catalog`` (as :func:`run_search_bench`): each of ``steps``
+    (offered Search/s, ascending) offered open-loop for ``seconds``, each step with requests of its own (the
+    workload's next ones), then the floor (:func:`_floor`) on the first requests. Returns ``steps`` (one
+    :func:`sweep_step` each, with the admission's limit and no-load latency at the step's end) and the
+    top-level figures of :func:`sweep_summary` with the floor's; with ``plot``,
+    :func:`cartwise.app.bench.plots.plot_sweep` draws the steps there (PNG)."""
+    counts = [int(qps * seconds) + 1 for qps in steps]
+    records, queries = _workload(catalog, sum(counts), repeat_rate)
+    async with loaded_service(settings, console, records=records) as service:
+        model, results = service.active.current, []
+        products = service.index.count(model.products)
+        for qps, start, count in zip(steps, accumulate([0, *counts]), counts):
+            with _queries_file(retrieval, queries[start:start + count]) as path, \
+                    console.status(f"sweep: offering {qps:g} Search/s for {seconds:.0f} s"):
+                results.append({**sweep_step(qps, await _offer(service.port, path, seconds, qps)),
+                                **_admission_state(service)})
+        floor = await _floor(service, queries[:FLOOR_QUERIES], retrieval)
+    summary = sweep_summary(results, floor["floor_cpu_ms_per_request"])
+    if plot:
+        plot_sweep(results, summary["knee_qps"], SWEEP_P99_MS, f"gRPC Search sweep, {catalog} ({products:,} "
+                   f"products), {retrieval}, {seconds:g} s per step", plot)
+    return {**summary, **floor, "steps": results, "retrieval": retrieval, "catalog": catalog, "products": products,
+            "model_version": model.version, "query_cache_size": settings.query_cache_size,
+            "repeat_rate": repeat_rate if catalog == "homedepot" else None, "machine": machine_info(),
+            "command": f"cartwise bench search --sweep --catalog {catalog} --steps {','.join(f'{q:g}' for q in steps)} "
+                       f"--seconds {seconds:g} --retrieval {retrieval}"
+                       + (f" --repeat-rate {repeat_rate:g}" if catalog == "homedepot" else "")
+                       + (f" --plot {plot}" if plot else "") + " --json"}
+
+
+def sweep_step(target_qps: float, load: dict) -> dict:
+    """One sweep step from the load generator's output (and :func:`_offer`'s server CPU): rates per s,
+    shares of the requests sent, latencies (ms) of the OK answers (None without any), CPU in ms. ``passed``:
+    answered p99 <= :data:`SWEEP_P99_MS` and at most :data:`SWEEP_MAX_NOT_OK` of the requests not OK."""
+    total, counts = max(load["requests"], 1), load["status"]
+    answered = counts.get("OK", 0) > 0
+    not_ok = load["errors"] / total
+    return {"target_qps": target_qps, "offered_qps": load["offered_qps"], "served_qps": load["qps"],
+            "requests": load["requests"], "refused_rate": counts.get(REJECTED, 0) / total, "not_ok_rate": not_ok,
+            "p50_ms": load["p50_ms"] if answered else None, "p99_ms": load["p99_ms"] if answered else None,
+            "server_cpu_ms_per_answer": load["server_cpu_ms_per_answer"],
+            "loadgen_cpu_ms_per_request": load["loadgen_cpu_ms_per_request"], "status": counts,
+            "passed": answered and load["p99_ms"] <= SWEEP_P99_MS and not_ok <= SWEEP_MAX_NOT_OK}
+
+
+def sweep_summary(steps: list[dict], floor_cpu_ms_per_request: float) -> dict:
+    """``knee_qps``: the target rate of the highest step before the first that did not pass (0 when the
+    first did not; steps ascending); ``cpu_ratio``: the knee step's server CPU per answer over the floor's
+    CPU per request (None without a knee)."""
+    knee = None
+    for step in steps:
+        if not step["passed"]:
+            break
+        knee = step
+    return {"knee_qps": knee["target_qps"] if knee else 0.0, "floor_cpu_ms_per_request": floor_cpu_ms_per_request,
+            "cpu_ratio": knee["server_cpu_ms_per_answer"] / floor_cpu_ms_per_request if knee else None}

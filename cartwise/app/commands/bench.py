@@ -16,14 +16,35 @@ def bench() -> None:
     """Benchmarks (print figures; see docs/benchmarks.md)."""
 
 
+def _steps(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[float, ...] | None:
+    """--steps "50,100": offered rates, positive, ascending and distinct."""
+    if value is None:
+        return None
+    try:
+        steps = tuple(float(part) for part in value.split(","))
+    except ValueError:
+        raise click.BadParameter("a comma-separated list of Search/s, e.g. 50,100,200") from None
+    if any(q <= 0 for q in steps) or list(steps) != sorted(set(steps)):
+        raise click.BadParameter("rates must be positive, ascending and distinct")
+    return steps
+
+
 @bench.command("search")
-@click.option("--qps", type=float, default=None, help="Offered Search/s.  [default: 200; not with --overload]")
-@click.option("--seconds", default=20.0, show_default=True, help="Length of the load (with --overload: of each phase).")
+@click.option("--qps", type=float, default=None, help="Offered Search/s.  [default: 200; not with --overload/--sweep]")
+@click.option("--seconds", default=20.0, show_default=True,
+              help="Length of the load (with --overload: of each phase; with --sweep: of each step).")
 @click.option("--retrieval", type=click.Choice(RETRIEVALS), default="hybrid", show_default=True)
 @click.option("--catalog", type=click.Choice(["rees46", "homedepot"]), default="rees46", show_default=True,
               help="REES46 (5,541 products, its own users) or Home Depot (54,667 products, synthetic histories).")
+@click.option("--sweep", is_flag=True, help="Offer each of --steps in turn to one server: per step served QPS, "
+                                            "refused share, answered p50/p99, CPU; the knee and the floor.")
+@click.option("--steps", callback=_steps, default=None,
+              help="With --sweep: the offered Search/s, comma-separated.  [default: 50,100,150,200,300,400]")
 @click.option("--overload", is_flag=True,
-              help="Measure the capacity (closed loop), then offer 2x it open-loop: served p99, rejection rate.")
+              help="Offer 2x the knee open-loop (the knee: --knee-qps, else the capacity a closed loop measures "
+                   "first): served QPS and p99, rejection rate.")
+@click.option("--knee-qps", type=click.FloatRange(min=0.0, min_open=True), default=None,
+              help="With --overload: the knee (knee_qps of a --sweep on this machine) instead of the capacity phase.")
 @click.option("--deadline-ms", default=250.0, show_default=True, help="gRPC deadline per request with --overload.")
 @click.option("--repeat-rate", type=click.FloatRange(0.0, 1.0), default=0.5, show_default=True,
               help="With --catalog homedepot: the share of requests that repeat an earlier query (an assumption: "
@@ -31,27 +52,36 @@ def bench() -> None:
 @click.option("--merchandise", is_flag=True,
               help="Every request sorts by price, boosts in-stock products and counts facets (its candidate set).")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also write the latency histogram (PNG), e.g. docs/img/search_latency_homedepot.png.")
+              help="Also write the latency histogram (PNG), e.g. docs/img/search_latency_homedepot.png; with --sweep "
+                   "the latency-throughput plot, e.g. docs/img/search_sweep_homedepot.png.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def bench_search(ctx: click.Context, qps: float | None, seconds: float, retrieval: str, catalog: str,
-                 overload: bool, deadline_ms: float, repeat_rate: float, merchandise: bool, plot: Path | None,
-                 as_json: bool) -> None:
+def bench_search(ctx: click.Context, qps: float | None, seconds: float, retrieval: str, catalog: str, sweep: bool,
+                 steps: tuple[float, ...] | None, overload: bool, knee_qps: float | None, deadline_ms: float,
+                 repeat_rate: float, merchandise: bool, plot: Path | None, as_json: bool) -> None:
     """gRPC Search p50/p99 and QPS at a fixed offered load, next to the floor: query encode + the served
-    hybrid engine query alone. With --overload: what Search serves and refuses at twice its capacity."""
-    from cartwise.app.bench.search import run_overload_bench, run_search_bench
+    hybrid engine query alone. With --sweep: a latency-throughput sweep and its knee. With --overload: what
+    Search serves and refuses at twice the knee."""
+    from cartwise.app.bench.search import SWEEP_STEPS, run_overload_bench, run_search_bench, run_sweep_bench
 
-    if overload and qps is not None:
-        raise click.UsageError("--overload chooses its own load (2x the measured capacity); drop --qps")
-    if overload and catalog != "rees46":
-        raise click.UsageError("--overload runs on the REES46 catalog; drop --catalog")
-    if overload and (merchandise or plot):
-        raise click.UsageError("--merchandise and --plot measure a fixed load; drop --overload")
-    if overload:
-        report(asyncio.run(run_overload_bench(settings_of(ctx), seconds, progress, retrieval, deadline_ms)), as_json)
+    if sweep and overload:
+        raise click.UsageError("--sweep and --overload are two runs; run one, then the other")
+    if (sweep or overload) and (qps is not None or merchandise):
+        raise click.UsageError("--sweep and --overload choose their own loads, of plain requests; drop --qps and "
+                               "--merchandise")
+    if steps is not None and not sweep or knee_qps is not None and not overload:
+        raise click.UsageError("--steps goes with --sweep, --knee-qps with --overload")
+    if overload and plot:
+        raise click.UsageError("--plot draws a fixed load or a sweep; drop it with --overload")
+    settings = settings_of(ctx)
+    if sweep:
+        run = run_sweep_bench(settings, steps or SWEEP_STEPS, seconds, progress, retrieval, catalog, repeat_rate, plot)
+    elif overload:
+        run = run_overload_bench(settings, seconds, progress, retrieval, deadline_ms, catalog, knee_qps, repeat_rate)
     else:
-        report(asyncio.run(run_search_bench(settings_of(ctx), qps or 200.0, seconds, progress, retrieval, catalog,
-                                             repeat_rate, merchandise, plot)), as_json)
+        run = run_search_bench(settings, qps or 200.0, seconds, progress, retrieval, catalog, repeat_rate,
+                               merchandise, plot)
+    report(asyncio.run(run), as_json)
 
 
 @bench.command("freshness")
