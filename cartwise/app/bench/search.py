@@ -118,7 +118,7 @@ async def _floor(service, queries: list[dict], retrieval: Retrieval) -> dict:
     cpu, encode_cpu = time.process_time(), 0.0
     for fields in queries:
         started, encode_started = time.perf_counter(), time.process_time()
-        request = RankRequest(model.encoder.encode([fields["query"]])[0], lexical.query(fields["query"]), None, 0.0,
+        request = RankRequest(model.query_tower.encode([fields["query"]])[0], lexical.query(fields["query"]), None, 0.0,
                               retrieval)
         encode_cpu += time.process_time() - encode_started
         rank(service.index, model.groups, request, RankingProfile.from_settings(settings.lexical), fields["limit"], hnsw_ef=settings.hnsw_ef)
