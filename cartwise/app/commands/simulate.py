@@ -54,8 +54,9 @@ def simulate(ctx: click.Context, catalog_name: str, shoppers: int, searches: int
         tasks: dict[str, int] = {}
 
         def show(stage: str, done: int, total: int) -> None:
-            task = tasks.setdefault(stage, bars.add_task(stage, total=total))
-            bars.update(task, completed=done, total=total)
+            if stage not in tasks:
+                tasks[stage] = bars.add_task(stage, total=total)
+            bars.update(tasks[stage], completed=done, total=total)
 
         try:
             result = asyncio.run(run(settings, catalog, config, lambda shopper, index: ranker, target, show))

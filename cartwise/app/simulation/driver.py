@@ -96,25 +96,28 @@ class SearchOutcome:
 @dataclass
 class SimulationReport:
     """What a run did: every search's outcome (plan order), the seconds from the first search's start to the
-    last answer, the catalog events published before it (0: the service had them), and the behavior events
-    the broker acknowledged and failed to take, by event type."""
+    last answer and to the last start, the catalog events published before it (0: the service had them), and
+    the behavior events the broker acknowledged and failed to take, by event type."""
 
     outcomes: list[SearchOutcome]
     elapsed_s: float
+    started_s: float
     catalog_published: int
     produced: Counter = field(default_factory=Counter)
     failed: Counter = field(default_factory=Counter)
 
     def summary(self) -> dict:
         """One JSON-ready dict: searches planned and answered, errors (in all and by status), the events
-        produced by type, the achieved rate (answers and errors per second), and the same counts per ranker."""
+        produced by type, the seconds from the first start to the last answer, the achieved rate (searches
+        started per second between the first and the last start, what ``rate`` asks for), the catalog events
+        published, and the answers and actions per ranker."""
         answered = [o for o in self.outcomes if o.error is None]
         errors = Counter(o.error for o in self.outcomes if o.error is not None)
         return {"searches": len(self.outcomes), "answered": len(answered), "errors": sum(errors.values()),
                 "errors_by_status": dict(errors), "views": self.produced["view"], "carts": self.produced["cart"],
                 "purchases": self.produced["purchase"], "events_failed": sum(self.failed.values()),
                 "elapsed_s": round(self.elapsed_s, 3),
-                "achieved_rate": round(len(self.outcomes) / self.elapsed_s, 3) if self.elapsed_s > 0 else 0.0,
+                "achieved_rate": round((len(self.outcomes) - 1) / self.started_s, 3) if self.started_s > 0 else 0.0,
                 "catalog_published": self.catalog_published, "by_ranker": _by_ranker(answered)}
 
 
@@ -184,8 +187,10 @@ class _Run:
         return SearchOutcome(index, shopper.user_id, query, ranker.name, result.request_id, result.model_version,
                              tuple(hit.product_id for hit in result.hits), actions)
 
-    async def run(self, planned: list[tuple[int, str]], progress: Progress) -> tuple[list[SearchOutcome], float]:
-        """Every planned search, paced and bounded (module doc); (outcomes in plan order, elapsed s)."""
+    async def run(self, planned: list[tuple[int, str]], progress: Progress
+                  ) -> tuple[list[SearchOutcome], float, float]:
+        """Every planned search, paced and bounded (module doc); (outcomes in plan order, s from the first start
+        to the last answer, s from the first start to the last)."""
         slots, outcomes = asyncio.Semaphore(self.config.concurrency), [None] * len(planned)
         done = 0
 
@@ -203,8 +208,9 @@ class _Run:
             await asyncio.sleep(max(0.0, started + index / self.config.rate - time.monotonic()))
             await slots.acquire()
             tasks.append(asyncio.create_task(bounded(index, who, query)))
+        last_start = time.monotonic() - started
         await asyncio.gather(*tasks)
-        return outcomes, time.monotonic() - started
+        return outcomes, time.monotonic() - started, last_start
 
     def flush(self) -> tuple[Counter, Counter]:
         """Wait for the broker's acks; (acknowledged, failed) events by type. Blocking."""
@@ -234,7 +240,7 @@ async def simulate(settings: Settings, catalog: SimCatalog, config: SimulationCo
         published = await ensure_catalog(settings, client, catalog, config.seed, progress=progress)
         run = _Run(settings, client, catalog, config, shoppers, ranker_for)
         try:
-            outcomes, elapsed = await run.run(planned, progress)
+            outcomes, elapsed, started = await run.run(planned, progress)
         finally:
             produced, failed = await asyncio.to_thread(run.flush)
-    return SimulationReport(outcomes, elapsed, published, produced, failed)
+    return SimulationReport(outcomes, elapsed, started, published, produced, failed)
