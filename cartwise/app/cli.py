@@ -10,7 +10,16 @@ import logging
 import click
 
 from cartwise.app.commands import (
-    bench, data, evaluation, models, reference, retraining, search, service, simulate, training,
+    bench,
+    data,
+    evaluation,
+    models,
+    reference,
+    retraining,
+    search,
+    service,
+    simulate,
+    training,
 )
 from cartwise.settings import Settings
 

@@ -25,7 +25,7 @@ EAGER = ClickParams(cart_perfect=1.0, purchase_given_cart=1.0)
 
 async def test_simulated_shoppers_search_and_their_events_carry_the_request_id(tmp_path, registry_dir):
     catalog = homedepot_catalog(tmp_path, PRODUCTS)
-    config = SimulationConfig(shoppers=5, searches=24, rate=8.0, seed=3, click=EAGER, max_products=PRODUCTS)
+    config = SimulationConfig(shoppers=5, searches=24, rate=8.0, seed=3, click=EAGER)
     async with running_service(tmp_path / "data", registry_dir, embedded_kafka_storage="memory") as service:
         target = f"127.0.0.1:{service.port}"
         report = await simulate(service.settings, catalog, config, target=target)

@@ -11,7 +11,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cartwise.app.simulation.queries import QuerySampler, train_queries, zipf_weights
-from cartwise.app.simulation.shoppers import Shopper, Traits, leading_brands, make_shoppers
+from cartwise.app.simulation.shoppers import (
+    Shopper,
+    Traits,
+    leading_brands,
+    make_shoppers,
+)
 from trainer.data import split_of
 
 QUERIES = [f"query {i}" for i in range(400)]

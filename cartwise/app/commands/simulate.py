@@ -7,7 +7,13 @@ import asyncio
 
 import click
 
-from cartwise.app.commands.common import console, no_broker, progress, report, settings_of
+from cartwise.app.commands.common import (
+    console,
+    no_broker,
+    progress,
+    report,
+    settings_of,
+)
 
 
 @click.command()
@@ -40,14 +46,14 @@ def simulate(ctx: click.Context, catalog_name: str, shoppers: int, searches: int
     from rich.progress import Progress
 
     from cartwise.app.simulation.catalog import homedepot_catalog
-    from cartwise.app.simulation.driver import SimulationConfig, retrieval_ranker, simulate as run
+    from cartwise.app.simulation.driver import SimulationConfig, retrieval_ranker
+    from cartwise.app.simulation.driver import simulate as run
     from cartwise.client import Retrieval
 
     settings = settings_of(ctx)
     if bootstrap:
         settings = settings.model_copy(update={"kafka_bootstrap": bootstrap})
-    config = SimulationConfig(shoppers=shoppers, searches=searches, rate=rate, seed=seed, max_products=max_products,
-                              zipf_exponent=zipf_exponent)
+    config = SimulationConfig(shoppers=shoppers, searches=searches, rate=rate, seed=seed, zipf_exponent=zipf_exponent)
     ranker = retrieval_ranker(Retrieval[retrieval.upper()])
     catalog = homedepot_catalog(settings.data_dir, max_products)
     with Progress(console=progress, transient=as_json) as bars:

@@ -45,8 +45,7 @@ TOPIC_OF = {"view": "views", "cart": "carts", "purchase": "purchases"}  # event 
 class SimulationConfig:
     """A run: ``shoppers``, ``searches`` in all at ``rate`` searches per second, ``seed`` for tastes, plan and
     clicks, ``page_size`` hits per answer (what the click model sees), ``zipf_exponent`` of the query
-    sampler, the click model's ``click`` parameters, ``concurrency`` searches in flight at most, and
-    ``max_products`` of the catalog (None: all)."""
+    sampler, the click model's ``click`` parameters and ``concurrency`` searches in flight at most."""
 
     shoppers: int = 100
     searches: int = 1000
@@ -56,7 +55,6 @@ class SimulationConfig:
     zipf_exponent: float = ZIPF_EXPONENT
     click: ClickParams = ClickParams()
     concurrency: int = 8
-    max_products: int | None = None
 
 
 @dataclass(frozen=True)
@@ -232,7 +230,8 @@ async def simulate(settings: Settings, catalog: SimCatalog, config: SimulationCo
     not indexed within an hour."""
     if config.shoppers < 1 or config.searches < 1 or config.rate <= 0 or config.concurrency < 1:
         raise ValueError(f"need shoppers, searches, concurrency >= 1 and rate > 0: {config}")
-    ranker_for = ranker_for or (lambda shopper, index, default=retrieval_ranker(): default)
+    hybrid = retrieval_ranker()
+    ranker_for = ranker_for or (lambda shopper, index: hybrid)
     rng = random.Random(config.seed)
     shoppers = make_shoppers(config.shoppers, catalog.traits, rng, prefix=f"sim{config.seed}")
     planned = plan(config, catalog, rng)
