@@ -9,18 +9,8 @@ import logging
 
 import click
 
-from cartwise.app.commands import (
-    bench,
-    data,
-    evaluation,
-    models,
-    reference,
-    retraining,
-    search,
-    service,
-    simulate,
-    training,
-)
+from cartwise.app.commands import bench, data, evaluation, models, reference, retraining, search, service, training
+from cartwise.app.commands.simulate import simulate
 from cartwise.settings import Settings
 
 
@@ -37,7 +27,7 @@ def main(ctx: click.Context, log_level: str) -> None:
 
 for command in (
     service.serve, service.status, service.health, service.repair, service.users,
-    data.replay, data.demo, simulate.simulate,
+    data.replay, data.demo, simulate,
     search.search,
     evaluation.evaluate, evaluation.eval_report,
     training.train, training.experiments, training.taxonomy,
