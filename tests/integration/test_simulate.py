@@ -14,7 +14,7 @@ from cartwise.app.simulation.catalog import homedepot_catalog
 from cartwise.app.simulation.click_model import ClickParams
 from cartwise.app.simulation.driver import SimulationConfig, simulate
 from cartwise.client import AsyncClient
-from cartwise.events import parse_behavior_event
+from cartwise.events import parse_behavior_event, parse_impression
 from tests.support import eventually, read_all, running_service
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -45,6 +45,15 @@ async def test_simulated_shoppers_search_and_their_events_carry_the_request_id(t
                 answer = answers[event.request_id]
                 assert event.event_type == kind and event.query == answer.query
                 assert event.user_id == answer.user_id and event.product_id in answer.product_ids
+
+        # every answer acted on is on the impressions topic, with the products it showed
+        async def impressions() -> dict[str, tuple[str, ...]]:
+            records = await asyncio.to_thread(read_all, settings, settings.topics.impressions)
+            shown = {i.request_id: tuple(i.product_ids) for i in map(parse_impression, (r.value for r in records))}
+            return shown if answers.keys() <= shown.keys() else {}
+
+        shown = await eventually(impressions, timeout_s=30, what="the impressions of every answer")
+        assert all(shown[rid] == answer.product_ids for rid, answer in answers.items())
 
         # the service consumed them: a shopper who bought something now searches with a history
         buyer = next(o.user_id for o in report.outcomes if o.actions.purchases)
