@@ -20,7 +20,7 @@ from cartwise.settings import Settings
 from cartwise.v1 import admin_pb2
 
 PROBES = 50          # sampled products asked for by SimilarProducts
-POLL_S = 1.0
+POLL_S = 2.0         # each status asks the broker for the worker's lag: not more often
 PROBE_TIMEOUT_S = 30.0
 # (stage, done, total): "publishing" counts events sent, "indexing" the products the service holds
 Progress = Callable[[str, int, int], None]
