@@ -1,7 +1,7 @@
 """The ``cartwise`` command line: the root group (global options, the settings) assembled from the command
-groups of ``cartwise.app.commands``: serve, status, health, repair, users (service); replay, demo (data); search;
-eval, eval-report (evaluation); train, experiments, taxonomy (training); models; trainer (retraining); bench;
-settings-reference (reference, docs/deploy.md)."""
+groups of ``cartwise.app.commands``: serve, status, health, repair, users (service); replay, demo (data);
+simulate; search; eval, eval-report (evaluation); train, experiments, taxonomy (training); models; trainer
+(retraining); bench; settings-reference (reference, docs/deploy.md)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import logging
 import click
 
 from cartwise.app.commands import bench, data, evaluation, models, reference, retraining, search, service, training
+from cartwise.app.commands.simulate import simulate
 from cartwise.settings import Settings
 
 
@@ -26,7 +27,7 @@ def main(ctx: click.Context, log_level: str) -> None:
 
 for command in (
     service.serve, service.status, service.health, service.repair, service.users,
-    data.replay, data.demo,
+    data.replay, data.demo, simulate,
     search.search,
     evaluation.evaluate, evaluation.eval_report,
     training.train, training.experiments, training.taxonomy,
