@@ -19,7 +19,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from cartwise.app.cli import main
 from cartwise.client import AsyncClient, open_channel
 from cartwise.app.operations import fetch_status
-from cartwise.index import PRODUCTS_SCHEMA, USERS_SCHEMA, EdgeIndex, InlineAsyncIndex
+from cartwise.index import EdgeIndex, InlineAsyncIndex
 from cartwise.registry import ModelRegistry
 from cartwise.settings import Settings
 from cartwise.v1 import admin_pb2, admin_pb2_grpc
@@ -30,6 +30,7 @@ from encoders.runtime import ActiveModel, ServingModel
 from grpc_api.admin import AdminServicer
 from grpc_api.security import ServerSecurity
 from grpc_api.server import ApiServer
+from streams.swap import ensure_collections
 from grpc_api.servicer import SearchServicer
 
 pytestmark = pytest.mark.integration
@@ -74,8 +75,7 @@ def serving(registry_dir, tmp_path_factory):
     registry = ModelRegistry(registry_dir)
     model = ServingModel.load(registry, registry.active())
     index = EdgeIndex(tmp_path_factory.mktemp("qdrant"))
-    index.create_collection(model.products, model.encoder.dims, PRODUCTS_SCHEMA)
-    index.create_collection(model.users, model.encoder.dims, USERS_SCHEMA)
+    ensure_collections(index, model)
     yield ActiveModel(model), index
     index.close()
 
