@@ -67,7 +67,7 @@ def regroup(index: VectorIndex, products: str, groups: str, digests: Iterable[st
     """Rewrite the groups of text ``digests`` in ``groups`` from the products ``products`` holds with them:
     a text without products loses its group; one with a point in ``written`` (digest -> a product point just
     written, whose dense and BM25 vectors the group takes) is upserted whole; any other keeps its vectors and
-    gets its members anew. Raises KeyError for a missing collection."""
+    gets its members anew (a missing one stays missing). Raises KeyError for a missing collection."""
     digests = sorted(set(digests))
     by_text: dict[str, list[IndexHit]] = defaultdict(list)
     for start in range(0, len(digests), TEXTS_PER_READ):
@@ -78,8 +78,13 @@ def regroup(index: VectorIndex, products: str, groups: str, digests: Iterable[st
     index.delete(groups, gone)
     index.upsert(groups, [IndexPoint(group_id(d), written[d].vector, group_payload(by_text[d]), written[d].lexical)
                           for d in digests if by_text[d] and d in written])
-    for digest in digests:
-        if by_text[digest] and digest not in written:
+    kept = [d for d in digests if by_text[d] and d not in written]
+    # a group can be missing while its products are not (an index written before the groups, being repaired):
+    # it has no vectors to take here, and the text's next upsert or the repair creates it
+    existing = {hit.id for hit in index.retrieve(groups, [group_id(d) for d in kept], with_vectors=False,
+                                                 with_payload=False)}
+    for digest in kept:
+        if group_id(digest) in existing:
             index.set_payload(groups, group_id(digest), {MEMBERS: group_payload(by_text[digest])[MEMBERS]})
 
 

@@ -206,7 +206,7 @@ class VectorIndex(Protocol):
 
     def set_payload(self, name: str, point: str, payload: dict) -> None:
         """Replace the keys of ``payload`` in the payload of point ``point`` (its other keys and its vectors
-        are kept); a missing point is ignored."""
+        are kept). A missing point raises the backend's own error."""
 
     def retrieve(self, name: str, ids: Sequence[str], with_vectors: bool = True,
                  with_payload: bool = True) -> list[IndexHit]:

@@ -560,3 +560,15 @@ def test_regrouping_follows_writes_text_changes_and_deletes(grouped):
     assert members(drill) == ["a1", "a3"] and members(group_id(text_digest("saw"))) == ["a2", "b1"]
     delete_products(grouped, NAME, GROUPS, [point_id("a1"), point_id("a3")])
     assert grouped.retrieve(GROUPS, [drill], False) == [] and grouped.count(GROUPS) == 1
+
+
+def test_a_text_whose_group_is_missing_is_left_to_its_next_upsert(grouped):
+    if not hasattr(grouped, "set_payload"):
+        pytest.skip("a reader cannot write")
+    drill = group_id(text_digest("drill"))
+    grouped.delete(GROUPS, [drill])  # as in an index written before the groups, while it is repaired
+    delete_products(grouped, NAME, GROUPS, [point_id("a1")])
+    assert grouped.retrieve(GROUPS, [drill], False) == []
+    upsert_products(grouped, NAME, GROUPS, [text_point("a2", "drill", 22.0, True)])
+    members = grouped.retrieve(GROUPS, [drill], False)[0].payload[MEMBERS]
+    assert sorted(m["product_id"] for m in members) == ["a2", "a3"]
