@@ -44,13 +44,17 @@ def group_id(digest: str) -> str:
 
 def group_payload(products: Sequence[IndexHit | IndexPoint]) -> dict:
     """The payload of the group of ``products`` (hits or points of one text digest with their product
-    payloads, at least one): the first's fields but :data:`MEMBER_FIELDS`, and ``members``, one object per product
-    (its point id and those fields) in point-id order."""
-    ordered = sorted(products, key=lambda hit: hit.id)
-    shared = {key: value for key, value in ordered[0].payload.items() if key not in MEMBER_FIELDS}
-    members = [{MEMBER_ID: hit.id, **{key: hit.payload[key] for key in MEMBER_FIELDS if key in hit.payload}}
-               for hit in ordered]
-    return {**shared, MEMBERS: members}
+    payloads, at least one, all sharing the fields but :data:`MEMBER_FIELDS`): those fields, and ``members``
+    (:func:`members_of`)."""
+    shared = {key: value for key, value in products[0].payload.items() if key not in MEMBER_FIELDS}
+    return {**shared, MEMBERS: members_of(products)}
+
+
+def members_of(products: Sequence[IndexHit | IndexPoint]) -> list[dict]:
+    """The ``members`` of the group of ``products``: one object per product, its point id and
+    :data:`MEMBER_FIELDS`, in point-id order."""
+    return [{MEMBER_ID: hit.id, **{key: hit.payload[key] for key in MEMBER_FIELDS if key in hit.payload}}
+            for hit in sorted(products, key=lambda hit: hit.id)]
 
 
 def group_points(products: Sequence[IndexPoint]) -> list[IndexPoint]:
@@ -85,7 +89,7 @@ def regroup(index: VectorIndex, products: str, groups: str, digests: Iterable[st
                                                  with_payload=False)}
     for digest in kept:
         if group_id(digest) in existing:
-            index.set_payload(groups, group_id(digest), {MEMBERS: group_payload(by_text[digest])[MEMBERS]})
+            index.set_payload(groups, group_id(digest), {MEMBERS: members_of(by_text[digest])})
 
 
 def upsert_products(index: VectorIndex, products: str, groups: str, points: Sequence[IndexPoint],
